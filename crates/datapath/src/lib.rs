@@ -1,0 +1,161 @@
+//! The kernel datapaths behind one trait, [`Datapath`].
+//!
+//! Each backend turns a [`Desired`] state (the validated config plus what the node contributes)
+//! into kernel state, and can read that state back: `sync` adopts whatever a previous run left,
+//! changes only what differs, and never leaves a window in which traffic is masqueraded wrongly.
+//! `render` returns exactly what `sync` would install, so `masq render` cannot lie.
+#![deny(missing_docs)]
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use masq_config::Config;
+
+/// Names masq owns in the kernel, defined once: `masq cleanup` removes exactly these.
+pub mod names {
+    /// The nftables table (family `inet`) owned by masq.
+    pub const NFT_TABLE: &str = "masq";
+    /// The iptables chain of kubernetes-sigs/ip-masq-agent, the default of `--masq-chain`.
+    pub const IPT_CHAIN: &str = "IP-MASQ-AGENT";
+    /// Where the eBPF datapath pins its maps, programs and links.
+    pub const BPF_PIN_DIR: &str = "/sys/fs/bpf/masq";
+}
+
+/// Which backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// tc programs with masq's own NAT table.
+    Ebpf,
+    /// One nftables table owned by masq.
+    Nftables,
+    /// The kubernetes-sigs/ip-masq-agent chain.
+    Iptables,
+}
+
+impl Kind {
+    /// The name used on the command line and in status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ebpf => "ebpf",
+            Kind::Nftables => "nftables",
+            Kind::Iptables => "iptables",
+        }
+    }
+}
+
+/// An egress interface of the node and its addresses, primary first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    /// Interface name, e.g. `eth0`.
+    pub name: String,
+    /// Kernel interface index.
+    pub index: u32,
+    /// Its addresses, the primary one of each family first.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// An inclusive range of source ports for translated connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port, inclusive.
+    pub first: u16,
+    /// Last port, inclusive.
+    pub last: u16,
+}
+
+/// What the node contributes to the desired state: flags and netlink facts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// `--pod-cidr`: when non-empty, only sources inside these are masqueraded.
+    pub pod_cidrs: Vec<IpNet>,
+    /// `--snat-ip`: a fixed translated source instead of the egress interface's address.
+    pub snat_ip: Option<IpAddr>,
+    /// `--port-range`: translated source ports; `None` lets the datapath use its default.
+    pub port_range: Option<PortRange>,
+    /// `--native-routing-cidr`: one more non-masquerade destination no config can remove.
+    pub native_routing_cidr: Option<IpNet>,
+    /// `--enable-ipv6`: masquerade IPv6 too.
+    pub enable_ipv6: bool,
+    /// The egress interfaces the datapath attaches to (from `--interfaces` or the default routes).
+    pub interfaces: Vec<Interface>,
+    /// `--egress-interface`: masqueraded traffic always leaves through this one.
+    pub egress_interface: Option<String>,
+    /// `--masq-chain`: the iptables chain name.
+    pub iptables_chain: String,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings {
+            pod_cidrs: Vec::new(),
+            snat_ip: None,
+            port_range: None,
+            native_routing_cidr: None,
+            enable_ipv6: false,
+            interfaces: Vec::new(),
+            egress_interface: None,
+            iptables_chain: names::IPT_CHAIN.to_string(),
+        }
+    }
+}
+
+/// Everything a datapath needs to know to install the rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// The validated config file.
+    pub config: Config,
+    /// What the node adds.
+    pub node: NodeSettings,
+}
+
+/// What one `sync` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Something was written to the kernel.
+    pub changed: bool,
+    /// What was installed differed from what masq last wrote (someone else changed it).
+    pub drift_repaired: bool,
+    /// Rules, set elements or map entries now installed (a gauge for metrics and status).
+    pub installed_entries: usize,
+}
+
+/// A datapath failure, naming what failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A helper program (`nft`, `iptables-restore`, …) failed.
+    #[error("{program} failed: {message}")]
+    Command {
+        /// The program run.
+        program: String,
+        /// Its error output, trimmed to one line where possible.
+        message: String,
+    },
+    /// A kernel call failed.
+    #[error("{what}: {source}")]
+    Kernel {
+        /// What was being done.
+        what: String,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The datapath cannot run here (missing binary, kernel feature, …).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// One kernel backend. Implementations never touch objects they do not own.
+pub trait Datapath: Send {
+    /// Which backend this is.
+    fn kind(&self) -> Kind;
+    /// The exact ruleset `sync` would install for `desired`, as text for `masq render`.
+    fn render(&self, desired: &Desired) -> String;
+    /// Make the kernel match `desired`: adopt what is there, change only what differs, atomically.
+    fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error>;
+    /// Does the kernel match `desired` right now? (Readiness and `masq status`.)
+    fn matches(&self, desired: &Desired) -> Result<bool, Error>;
+    /// Remove everything this backend owns. Works without a config; absent objects are success.
+    fn cleanup(&mut self) -> Result<(), Error>;
+}

@@ -1,0 +1,3 @@
+//! Throwaway network-namespace topologies (pod, node, external) for end-to-end tests, `masq demo`
+//! and benchmarks. Every namespace has a unique name and is removed on drop, also on failure.
+#![deny(missing_docs)]
