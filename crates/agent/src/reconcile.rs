@@ -1,0 +1,553 @@
+//! The one task that owns the agent's state. Triggers (a config-directory event, a netlink
+//! change, the resync timer) all end in [`Reconciler::reconcile`]: re-read the config, and if it
+//! is valid, hand the desired state to the datapath, which diffs and repairs. An invalid config
+//! never reaches the datapath; the last good one stays installed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use masq_config::{Config, ParseOptions};
+use masq_datapath::{Datapath, Desired, NodeSettings};
+use tokio::sync::mpsc;
+
+use crate::admin::{self, Shared};
+use crate::metrics::{DatapathLabel, Metrics, ResultLabel};
+use crate::node::{self, NodeFacts};
+use crate::status::{DesiredSummary, InstalledSummary, InterfaceSummary, Status};
+use crate::{signals, watch};
+
+/// How long to wait after a file or netlink event for the burst to end (kubelet's swap is a
+/// few events within microseconds); well inside the one-second promise for applying a change.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Retry delay after a failed sync, doubled each time up to the resync interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Everything `masq agent` was told on its command line, validated.
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    /// `--config`.
+    pub config_path: PathBuf,
+    /// `--enable-ipv6`, `--rfc1918-defaults`.
+    pub parse_options: ParseOptions,
+    /// The flags that shape the datapath; `interfaces` is filled in from netlink.
+    pub node: NodeSettings,
+    /// `--interfaces`, when given.
+    pub interfaces: Option<Vec<String>>,
+    /// `--metrics-addr`.
+    pub metrics_addr: SocketAddr,
+    /// Why this datapath (shown by `masq status`).
+    pub datapath_reason: String,
+}
+
+/// Why a reconcile runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Agent start.
+    Start,
+    /// Something changed in the config directory.
+    ConfigEvent,
+    /// A link, address or route changed.
+    NodeChange,
+    /// The periodic drift-repair resync, or a retry after a failure.
+    Resync,
+}
+
+/// The reconciler's state. Owned by one task; the admin server reads [`Shared`].
+pub struct Reconciler {
+    settings: AgentSettings,
+    datapath: Option<Box<dyn Datapath>>,
+    shared: Arc<Shared>,
+    node: NodeFacts,
+    /// The file content last read (`None`: absent), to ignore events that change nothing.
+    last_bytes: Option<Option<Vec<u8>>>,
+    /// The last valid config.
+    config: Option<Config>,
+    /// The desired state of the last successful sync.
+    installed: Option<Desired>,
+    retry: Option<Duration>,
+    next_resync: Instant,
+}
+
+impl Reconciler {
+    /// A reconciler that has installed nothing yet.
+    pub fn new(settings: AgentSettings, datapath: Box<dyn Datapath>, shared: Arc<Shared>) -> Self {
+        shared
+            .metrics
+            .datapath_info
+            .get_or_create(&DatapathLabel {
+                datapath: datapath.kind().as_str(),
+            })
+            .set(1);
+        shared.update(|s| {
+            s.datapath = datapath.kind().as_str().to_string();
+            s.datapath_reason = settings.datapath_reason.clone();
+            s.config_path = settings.config_path.display().to_string();
+        });
+        Reconciler {
+            settings,
+            datapath: Some(datapath),
+            shared,
+            node: NodeFacts::default(),
+            last_bytes: None,
+            config: None,
+            installed: None,
+            retry: None,
+            next_resync: Instant::now(),
+        }
+    }
+
+    /// When the next resync (or retry) is due.
+    pub fn next_resync(&self) -> Instant {
+        self.next_resync
+    }
+
+    /// Replaces what netlink said about the node; returns whether anything changed.
+    pub fn set_node(&mut self, facts: NodeFacts) -> bool {
+        if facts == self.node {
+            return false;
+        }
+        tracing::info!(interfaces = ?facts.egress.iter().map(|i| &i.name).collect::<Vec<_>>(), "node interfaces or addresses changed");
+        self.shared.update(|s| {
+            s.interfaces = facts
+                .egress
+                .iter()
+                .map(|i| InterfaceSummary {
+                    name: i.name.clone(),
+                    addresses: i.addrs.iter().map(|a| a.to_string()).collect(),
+                })
+                .collect()
+        });
+        self.node = facts;
+        true
+    }
+
+    /// Re-reads the config and, when there is a valid one, syncs the datapath to it.
+    pub async fn reconcile(&mut self, trigger: Trigger) {
+        self.read_config();
+        let Some(config) = self.config.clone() else {
+            // First start with an invalid config: install nothing, stay not ready.
+            self.schedule(Duration::from_secs(60));
+            return;
+        };
+        let desired = Desired {
+            node: NodeSettings {
+                interfaces: self.node.egress.clone(),
+                ..self.settings.node.clone()
+            },
+            config,
+        };
+        if trigger == Trigger::ConfigEvent && self.installed.as_ref() == Some(&desired) {
+            return; // An event that changed nothing we install (e.g. a comment).
+        }
+        self.sync(desired).await;
+    }
+
+    fn read_config(&mut self) {
+        let path = &self.settings.config_path;
+        let bytes = match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        };
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(message) => return self.reject(message),
+        };
+        if self.last_bytes.as_ref() == Some(&bytes) {
+            return;
+        }
+        let first = self.last_bytes.is_none();
+        self.last_bytes = Some(bytes.clone());
+        let parsed = masq_config::parse(
+            bytes.as_deref().unwrap_or_default(),
+            &self.settings.parse_options,
+        );
+        match parsed {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    tracing::warn!(config = %path.display(), "{warning}");
+                }
+                if !first {
+                    tracing::info!(config = %path.display(), "config changed; applying");
+                }
+                let m = &self.shared.metrics;
+                m.config_reloads
+                    .get_or_create(&ResultLabel { result: "success" })
+                    .inc();
+                m.config_error.set(0);
+                m.config_last_success.set(unix_now());
+                m.cidrs_installed
+                    .set(loaded.config.non_masquerade_cidrs.len() as i64);
+                self.shared.update(|s| {
+                    s.last_config_error = None;
+                    s.counters.config_reloads_ok += 1;
+                });
+                self.config = Some(loaded.config);
+            }
+            Err(e) => self.reject(e.to_string()),
+        }
+    }
+
+    fn reject(&mut self, message: String) {
+        let kept = if self.config.is_some() {
+            "keeping the last valid config"
+        } else {
+            "nothing installed until a valid config appears"
+        };
+        tracing::error!(config = %self.settings.config_path.display(), "invalid config, {kept}: {}", message.replace('\n', "; "));
+        let m = &self.shared.metrics;
+        m.config_reloads
+            .get_or_create(&ResultLabel { result: "failure" })
+            .inc();
+        m.config_error.set(1);
+        self.shared.update(|s| {
+            s.last_config_error = Some(message);
+            s.counters.config_reloads_failed += 1;
+        });
+    }
+
+    async fn sync(&mut self, desired: Desired) {
+        let mut datapath = self
+            .datapath
+            .take()
+            .expect("datapath is returned after every sync");
+        let started = Instant::now();
+        let wanted = desired.clone();
+        let (datapath, result) = tokio::task::spawn_blocking(move || {
+            let result = datapath.sync(&wanted);
+            (datapath, result)
+        })
+        .await
+        .expect("the datapath sync does not panic");
+        self.datapath = Some(datapath);
+        let elapsed = started.elapsed();
+        let m = &self.shared.metrics;
+        m.sync_duration.observe(elapsed.as_secs_f64());
+        match result {
+            Ok(report) => {
+                if report.drift_repaired {
+                    tracing::warn!("the datapath had been changed by someone else; repaired");
+                    m.drift_repairs.inc();
+                }
+                if report.changed {
+                    tracing::info!(
+                        entries = report.installed_entries,
+                        took_ms = elapsed.as_secs_f64() * 1e3,
+                        "datapath updated"
+                    );
+                }
+                m.datapath_entries.set(report.installed_entries as i64);
+                let summary = summarize(&desired);
+                self.shared.update(|s| {
+                    s.ready = true;
+                    s.desired = Some(summary);
+                    s.installed = Some(InstalledSummary {
+                        matches_desired: true,
+                        entries: report.installed_entries,
+                        synced_at_unix: unix_now(),
+                    });
+                    s.last_sync_error = None;
+                    s.counters.syncs += 1;
+                    s.counters.drift_repairs += u64::from(report.drift_repaired);
+                });
+                self.retry = None;
+                self.schedule(desired.config.resync_interval);
+                self.installed = Some(desired);
+            }
+            Err(e) => {
+                let retry = self
+                    .retry
+                    .map_or(FIRST_RETRY, |r| (r * 2).min(desired.config.resync_interval));
+                tracing::error!(
+                    retry_in_s = retry.as_secs_f64(),
+                    "datapath sync failed: {e}"
+                );
+                m.sync_failures.inc();
+                self.shared.update(|s| {
+                    s.ready = false;
+                    s.last_sync_error = Some(e.to_string());
+                    s.counters.syncs += 1;
+                    s.counters.sync_failures += 1;
+                    if let Some(i) = s.installed.as_mut() {
+                        i.matches_desired = false;
+                    }
+                });
+                self.retry = Some(retry);
+                self.schedule(retry);
+            }
+        }
+    }
+
+    fn schedule(&mut self, after: Duration) {
+        self.next_resync = Instant::now() + after;
+    }
+}
+
+fn summarize(desired: &Desired) -> DesiredSummary {
+    let c = &desired.config;
+    let strings = |v: &[ipnet::IpNet]| v.iter().map(|n| n.to_string()).collect();
+    let mut cidrs: Vec<String> = strings(&c.non_masquerade_cidrs);
+    if let Some(native) = desired.node.native_routing_cidr {
+        cidrs.push(native.to_string());
+    }
+    DesiredSummary {
+        non_masquerade_cidrs: cidrs,
+        non_masquerade_src_cidrs: strings(&c.non_masquerade_src_cidrs),
+        masq_link_local: c.masq_link_local,
+        masq_link_local_ipv6: c.masq_link_local_ipv6,
+        resync_interval_seconds: c.resync_interval.as_secs_f64(),
+        pod_cidrs: strings(&desired.node.pod_cidrs),
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Drains a burst of events so one reconcile covers them all.
+async fn settle(rx: &mut mpsc::UnboundedReceiver<()>) {
+    tokio::time::sleep(DEBOUNCE).await;
+    while rx.try_recv().is_ok() {}
+}
+
+/// Runs the agent until SIGTERM or SIGINT. The datapath stays installed when it returns.
+pub async fn run(
+    settings: AgentSettings,
+    datapath: Box<dyn Datapath>,
+    metrics: Metrics,
+) -> Result<()> {
+    let shared = Arc::new(Shared {
+        metrics,
+        status: RwLock::new(Status::default()),
+    });
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .with_context(|| format!("--metrics-addr {}: cannot listen", settings.metrics_addr))?;
+    tokio::spawn(admin::serve(listener, shared.clone()));
+
+    let (config_tx, mut config_rx) = mpsc::unbounded_channel();
+    let _watch = watch::watch_config(&settings.config_path, config_tx);
+    let (node_tx, mut node_rx) = mpsc::unbounded_channel();
+    node::watch(node_tx)?;
+
+    let wanted = settings.interfaces.clone();
+    let ipv6 = settings.node.enable_ipv6;
+    let mut reconciler = Reconciler::new(settings, datapath, shared);
+    reconciler.set_node(node::discover(wanted.as_deref(), ipv6).await?);
+    tracing::info!("agent started");
+    reconciler.reconcile(Trigger::Start).await;
+
+    let shutdown = signals::shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        let resync = tokio::time::sleep_until(reconciler.next_resync().into());
+        tokio::select! {
+            signal = &mut shutdown => {
+                tracing::info!("{}; stopping and leaving the datapath installed", signal?);
+                return Ok(());
+            }
+            Some(()) = config_rx.recv() => {
+                settle(&mut config_rx).await;
+                reconciler.reconcile(Trigger::ConfigEvent).await;
+            }
+            Some(()) = node_rx.recv() => {
+                settle(&mut node_rx).await;
+                match node::discover(wanted.as_deref(), ipv6).await {
+                    Ok(facts) => if reconciler.set_node(facts) {
+                        reconciler.reconcile(Trigger::NodeChange).await;
+                    },
+                    Err(e) => tracing::error!("reading interfaces after a netlink change: {e:#}"),
+                }
+            }
+            () = resync => reconciler.reconcile(Trigger::Resync).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use masq_datapath::{Error, Kind, SyncReport};
+    use std::sync::Mutex;
+
+    /// An in-memory datapath: what it "installed", how often it synced, whether it fails.
+    #[derive(Clone, Default)]
+    struct Fake(Arc<Mutex<FakeState>>);
+    #[derive(Default)]
+    struct FakeState {
+        installed: Option<Desired>,
+        syncs: usize,
+        fail: bool,
+    }
+
+    impl Datapath for Fake {
+        fn kind(&self) -> Kind {
+            Kind::Nftables
+        }
+        fn render(&self, d: &Desired) -> String {
+            format!("{d:?}")
+        }
+        fn sync(&mut self, d: &Desired) -> Result<SyncReport, Error> {
+            let mut s = self.0.lock().unwrap();
+            s.syncs += 1;
+            if s.fail {
+                return Err(Error::Unsupported("injected failure".into()));
+            }
+            let changed = s.installed.as_ref() != Some(d);
+            s.installed = Some(d.clone());
+            Ok(SyncReport {
+                changed,
+                drift_repaired: false,
+                installed_entries: d.config.non_masquerade_cidrs.len(),
+            })
+        }
+        fn matches(&self, d: &Desired) -> Result<bool, Error> {
+            Ok(self.0.lock().unwrap().installed.as_ref() == Some(d))
+        }
+        fn cleanup(&mut self) -> Result<(), Error> {
+            self.0.lock().unwrap().installed = None;
+            Ok(())
+        }
+    }
+
+    struct Bed {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        fake: Fake,
+        rec: Reconciler,
+    }
+
+    fn bed() -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        let fake = Fake::default();
+        let settings = AgentSettings {
+            config_path: path.clone(),
+            parse_options: ParseOptions::default(),
+            node: NodeSettings::default(),
+            interfaces: None,
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            datapath_reason: "test".into(),
+        };
+        let shared = Arc::new(Shared {
+            metrics: Metrics::new(),
+            status: RwLock::new(Status::default()),
+        });
+        let rec = Reconciler::new(settings, Box::new(fake.clone()), shared);
+        Bed {
+            _dir: dir,
+            path,
+            fake,
+            rec,
+        }
+    }
+
+    impl Bed {
+        fn installed_link_local(&self) -> Option<bool> {
+            self.fake
+                .0
+                .lock()
+                .unwrap()
+                .installed
+                .as_ref()
+                .map(|d| d.config.masq_link_local)
+        }
+        fn syncs(&self) -> usize {
+            self.fake.0.lock().unwrap().syncs
+        }
+        fn status(&self) -> Status {
+            self.rec.shared.status()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_installs_the_defaults_and_becomes_ready() {
+        let mut b = bed();
+        assert!(!b.status().ready);
+        b.rec.reconcile(Trigger::Start).await;
+        assert_eq!(b.installed_link_local(), Some(false));
+        assert!(b.status().ready);
+        assert_eq!(b.rec.shared.metrics.ready.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_first_config_installs_nothing_and_stays_not_ready() {
+        let mut b = bed();
+        std::fs::write(&b.path, "invalid").unwrap();
+        b.rec.reconcile(Trigger::Start).await;
+        assert_eq!(b.syncs(), 0);
+        let s = b.status();
+        assert!(!s.ready);
+        assert!(s.last_config_error.is_some());
+        assert_eq!(b.rec.shared.metrics.config_error.get(), 1);
+        // A valid config appears: installed, ready, error cleared.
+        std::fs::write(&b.path, "masqLinkLocal: true").unwrap();
+        b.rec.reconcile(Trigger::ConfigEvent).await;
+        assert_eq!(b.installed_link_local(), Some(true));
+        assert!(b.status().ready);
+        assert_eq!(b.status().last_config_error, None);
+        assert_eq!(b.rec.shared.metrics.config_error.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_change_keeps_the_last_good_config_installed() {
+        let mut b = bed();
+        std::fs::write(&b.path, "masqLinkLocal: true").unwrap();
+        b.rec.reconcile(Trigger::Start).await;
+        std::fs::write(&b.path, "invalid").unwrap();
+        b.rec.reconcile(Trigger::ConfigEvent).await;
+        assert_eq!(b.installed_link_local(), Some(true));
+        let s = b.status();
+        assert!(s.ready, "the datapath still matches the last good config");
+        assert!(s.last_config_error.unwrap().contains("nonMasqueradeCIDRs"));
+        assert_eq!(s.counters.config_reloads_failed, 1);
+        // The resync keeps repairing towards the last good config, not the invalid file.
+        b.rec.reconcile(Trigger::Resync).await;
+        assert_eq!(b.installed_link_local(), Some(true));
+    }
+
+    #[tokio::test]
+    async fn an_event_that_changes_nothing_does_not_sync() {
+        let mut b = bed();
+        b.rec.reconcile(Trigger::Start).await;
+        b.rec.reconcile(Trigger::ConfigEvent).await;
+        assert_eq!(b.syncs(), 1);
+        b.rec.reconcile(Trigger::Resync).await;
+        assert_eq!(
+            b.syncs(),
+            2,
+            "a resync always asks the datapath to repair drift"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_file_means_the_defaults() {
+        let mut b = bed();
+        std::fs::write(&b.path, "masqLinkLocal: true").unwrap();
+        b.rec.reconcile(Trigger::Start).await;
+        std::fs::remove_file(&b.path).unwrap();
+        b.rec.reconcile(Trigger::ConfigEvent).await;
+        assert_eq!(b.installed_link_local(), Some(false));
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_is_not_ready_and_retried_soon() {
+        let mut b = bed();
+        b.fake.0.lock().unwrap().fail = true;
+        b.rec.reconcile(Trigger::Start).await;
+        let s = b.status();
+        assert!(!s.ready);
+        assert!(s.last_sync_error.unwrap().contains("injected"));
+        assert!(b.rec.next_resync() <= Instant::now() + FIRST_RETRY);
+        b.fake.0.lock().unwrap().fail = false;
+        b.rec.reconcile(Trigger::Resync).await;
+        assert!(b.status().ready);
+        assert!(b.rec.next_resync() > Instant::now() + Duration::from_secs(30));
+    }
+}

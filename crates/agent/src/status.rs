@@ -1,0 +1,149 @@
+//! What the agent knows about itself, served as JSON on `/status` and printed by `masq status`.
+
+use serde::{Deserialize, Serialize};
+
+/// A snapshot of the agent's state. Field names are part of `masq status -o json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The datapath in use (`ebpf`, `nftables`, `iptables`).
+    pub datapath: String,
+    /// Why this datapath was chosen (the `auto` reasoning, or "requested").
+    pub datapath_reason: String,
+    /// First sync done and the datapath matches the desired config.
+    pub ready: bool,
+    /// The config file watched.
+    pub config_path: String,
+    /// The config the datapath should hold (the last valid one), if any.
+    pub desired: Option<DesiredSummary>,
+    /// What the datapath reported after the last sync.
+    pub installed: Option<InstalledSummary>,
+    /// The current config file problem, if the file on disk is invalid.
+    pub last_config_error: Option<String>,
+    /// The last datapath failure, if the last sync failed.
+    pub last_sync_error: Option<String>,
+    /// Egress interfaces and their addresses.
+    pub interfaces: Vec<InterfaceSummary>,
+    /// Event counters since start.
+    pub counters: Counters,
+}
+
+/// The desired state, in the config's own terms.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DesiredSummary {
+    /// `nonMasqueradeCIDRs` plus the native-routing CIDR, as configured.
+    pub non_masquerade_cidrs: Vec<String>,
+    /// `nonMasqueradeSrcCIDRs`.
+    pub non_masquerade_src_cidrs: Vec<String>,
+    /// `masqLinkLocal`.
+    pub masq_link_local: bool,
+    /// `masqLinkLocalIPv6`.
+    pub masq_link_local_ipv6: bool,
+    /// `resyncInterval` in seconds.
+    pub resync_interval_seconds: f64,
+    /// `--pod-cidr` values.
+    pub pod_cidrs: Vec<String>,
+}
+
+/// The installed state as the datapath last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstalledSummary {
+    /// The kernel held exactly the desired state after the last sync or check.
+    pub matches_desired: bool,
+    /// Rules, set elements or map entries installed.
+    pub entries: usize,
+    /// Unix time of the last successful sync.
+    pub synced_at_unix: f64,
+}
+
+/// One egress interface.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceSummary {
+    /// Interface name.
+    pub name: String,
+    /// Its addresses, primary first.
+    pub addresses: Vec<String>,
+}
+
+/// Counters since the agent started.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Successful config loads after a change.
+    pub config_reloads_ok: u64,
+    /// Rejected config files.
+    pub config_reloads_failed: u64,
+    /// Datapath syncs run.
+    pub syncs: u64,
+    /// Datapath syncs that failed.
+    pub sync_failures: u64,
+    /// Drift found and repaired.
+    pub drift_repairs: u64,
+}
+
+impl Status {
+    /// The human-readable form of `masq status`.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        let _ = writeln!(
+            s,
+            "datapath:        {} ({})",
+            self.datapath, self.datapath_reason
+        );
+        let _ = writeln!(s, "ready:           {}", yes_no(self.ready));
+        let _ = writeln!(s, "config:          {}", self.config_path);
+        match &self.last_config_error {
+            Some(e) => {
+                let _ = writeln!(
+                    s,
+                    "config error:    {}",
+                    e.replace('\n', "\n                 ")
+                );
+            }
+            None => {
+                let _ = writeln!(s, "config error:    none");
+            }
+        }
+        if let Some(e) = &self.last_sync_error {
+            let _ = writeln!(s, "sync error:      {e}");
+        }
+        match &self.desired {
+            Some(d) => {
+                let _ = writeln!(
+                    s,
+                    "desired:         {} non-masquerade CIDRs, {} source exemptions, masqLinkLocal={}, resync {}s",
+                    d.non_masquerade_cidrs.len(),
+                    d.non_masquerade_src_cidrs.len(),
+                    d.masq_link_local,
+                    d.resync_interval_seconds
+                );
+            }
+            None => {
+                let _ = writeln!(s, "desired:         none (no valid config yet)");
+            }
+        }
+        match &self.installed {
+            Some(i) => {
+                let _ = writeln!(
+                    s,
+                    "installed:       {} entries, matches desired: {}",
+                    i.entries,
+                    yes_no(i.matches_desired)
+                );
+            }
+            None => {
+                let _ = writeln!(s, "installed:       nothing");
+            }
+        }
+        for i in &self.interfaces {
+            let _ = writeln!(s, "interface:       {} {}", i.name, i.addresses.join(" "));
+        }
+        let c = &self.counters;
+        let _ = writeln!(
+            s,
+            "counters:        reloads ok {} failed {}, syncs {} failed {}, drift repairs {}",
+            c.config_reloads_ok, c.config_reloads_failed, c.syncs, c.sync_failures, c.drift_repairs
+        );
+        s
+    }
+}
