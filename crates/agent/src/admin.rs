@@ -121,5 +121,10 @@ mod tests {
         let (code, body) = get(addr, "/status").await;
         assert_eq!(code, 200);
         assert!(body.contains("\"ready\": true"), "{body}");
+        let fetched = tokio::task::spawn_blocking(move || crate::status::fetch(&addr.to_string()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(fetched.ready);
     }
 }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod metrics;
 pub mod node;
 pub mod reconcile;
+pub mod select;
 pub mod signals;
 pub mod status;
 pub mod watch;

@@ -147,3 +147,17 @@ impl Status {
         s
     }
 }
+
+/// Asks the agent listening on `addr` (its `--metrics-addr`) for its status.
+pub fn fetch(addr: &str) -> anyhow::Result<Status> {
+    use anyhow::Context;
+    let url = format!("http://{addr}/status");
+    let body = ureq::get(&url)
+        .call()
+        .with_context(|| format!("cannot reach the agent at {addr} (is `masq agent` running with --metrics-addr {addr}?)"))?
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("reading {url}"))?;
+    serde_json::from_str(&body)
+        .with_context(|| format!("{url} answered something that is not a masq status"))
+}
