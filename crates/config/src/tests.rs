@@ -157,6 +157,12 @@ fn json_when_first_non_blank_byte_is_a_brace() {
 }
 
 #[test]
+fn a_leading_byte_order_mark_is_allowed() {
+    assert!(ok("\u{feff}masqLinkLocal: true").masq_link_local);
+    assert!(ok("\u{feff}{\"masqLinkLocal\": true}").masq_link_local);
+}
+
+#[test]
 fn json_with_unicode_escaped_strings() {
     let config = ok(
         r#"{"nonMasqueradeCIDRs": ["\u0031\u0030.0.0.0/8"], "\u006dasqLinkLocal": true, "resyncInterval": "5\u006d"}"#,
@@ -205,6 +211,11 @@ fn yaml_syntax_error_reports_line_and_column_on_one_line() {
     let text = e.to_string();
     assert!(text.starts_with("invalid YAML at line 2 column"), "{text}");
     assert_eq!(text.lines().count(), 1, "{text}");
+    // The position is said once, not repeated at the end of the parser's message.
+    let text = err("a: b: c").to_string();
+    assert_eq!(text.matches("line").count(), 1, "{text}");
+    let text = err("? [a]\n: b").to_string();
+    assert_eq!(text.matches("line").count(), 1, "{text}");
 }
 
 #[test]
@@ -407,7 +418,7 @@ fn wrong_types_are_named() {
 fn a_document_that_is_not_a_mapping_is_rejected() {
     assert_eq!(
         err("- 10.0.0.0/8").to_string(),
-        "the config must be a mapping of keys to values, found a list (1 elements)"
+        "the config must be a mapping of keys to values, found a list of 1 element"
     );
     assert!(err("abcdefg")
         .to_string()

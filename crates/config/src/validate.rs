@@ -30,10 +30,9 @@ const KNOWN_KEYS: [&str; 6] = [
 
 /// Parses the text as JSON when its first non-blank character is `{`, as YAML otherwise.
 pub(crate) fn read_document(text: &str) -> Result<Value, Problem> {
-    let first = text
-        .trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
-        .chars()
-        .next();
+    // Editors on Windows may start the file with a byte-order mark; serde_json rejects it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let first = text.trim_start_matches(char::is_whitespace).chars().next();
     if first == Some('{') {
         serde_json::from_str(text).map_err(|e| Problem::Syntax {
             format: "JSON",
@@ -67,6 +66,10 @@ fn yaml_problem(error: &serde_saphyr::Error) -> Problem {
     let message = without_prefix
         .strip_prefix(&position)
         .unwrap_or(without_prefix);
+    // Some scanner messages repeat the position at the end (" at line 1, column 3").
+    let message = message
+        .strip_suffix(&format!(" at line {line}, column {column}"))
+        .unwrap_or(message);
     Problem::Syntax {
         format: "YAML",
         line,
@@ -289,7 +292,9 @@ fn describe(value: &Value) -> String {
         Value::Bool(flag) => format!("a boolean ({flag})"),
         Value::Number(number) => format!("a number ({number})"),
         Value::String(text) => format!("a string ({text:?})"),
-        Value::Array(elements) => format!("a list ({} elements)", elements.len()),
+        Value::Array(elements) if elements.is_empty() => "an empty list".to_string(),
+        Value::Array(elements) if elements.len() == 1 => "a list of 1 element".to_string(),
+        Value::Array(elements) => format!("a list of {} elements", elements.len()),
         Value::Object(_) => "a mapping".to_string(),
     }
 }

@@ -105,7 +105,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "IF")]
     pub egress_interface: Option<String>,
     /// Log line format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
@@ -122,7 +122,7 @@ pub struct ExplainArgs {
     #[arg(long = "node-ip", value_name = "IP")]
     pub node_ips: Vec<String>,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Destination addresses to explain, in order.
     #[arg(value_name = "DST", required = true)]
@@ -155,7 +155,7 @@ pub struct RenderArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// The agent's --metrics-addr, to ask for what only the agent knows (last config error).
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_METRICS_ADDR)]
@@ -166,7 +166,7 @@ pub struct StatusArgs {
 #[derive(Debug, Clone, Args)]
 pub struct NatListArgs {
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
