@@ -134,8 +134,8 @@ pub(crate) fn config_from_document(
     if let Some(limit) = cidr_limit(keys.get(CIDR_LIMIT), &mut problems) {
         config.cidr_limit = limit;
     }
-    // The limit bounds what the file lists; the built-in default set and the link-local ranges
-    // added by masqLinkLocal* are not entries of the file and are not counted.
+    // The limit bounds what the file lists. The built-in default set is not the file's, and the
+    // link-local exemptions (which Cilium stores next to the CIDRs) are not counted either.
     if let Some(count) = cidrs_written {
         if count > config.cidr_limit {
             problems.push(Problem::OverCidrLimit {
