@@ -503,3 +503,31 @@ fn duplicate_yaml_keys_are_rejected() {
         "{text}"
     );
 }
+
+// === never a panic on bad input ===
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+        let _ = parse(&bytes, &opts());
+    }
+
+    #[test]
+    fn config_shaped_text_never_panics(
+        key in "(nonMasqueradeCIDRs|masqLinkLocal|resyncInterval|cidrLimit|nonMasqueradeSrcCIDRs|x)",
+        value in "[-\\[\\]{}0-9a-f.:/, \"smh]{0,24}",
+        json in proptest::bool::ANY,
+    ) {
+        let text = if json {
+            format!("{{\"{key}\": {value}}}")
+        } else {
+            format!("{key}: {value}\n")
+        };
+        if let Err(e) = parse(text.as_bytes(), &ipv6_opts()) {
+            // Every problem is one line.
+            for problem in e.problems() {
+                proptest::prop_assert!(!problem.to_string().contains('\n'), "{}", problem);
+            }
+        }
+    }
+}
