@@ -5,10 +5,28 @@
 //! [`Policy::decide`] with a longest-prefix match. `masq explain`, the renderers and the datapath
 //! tests all ask this one function, so they cannot disagree.
 #![deny(missing_docs)]
+//!
+//! ```
+//! use masq_config::Config;
+//! use masq_decision::{Action, NodeContext, Policy, Reason};
+//!
+//! let policy = Policy::new(&Config::default(), &NodeContext::default());
+//! let verdict = policy.decide(None, "10.1.2.3".parse().unwrap());
+//! assert_eq!((verdict.action, verdict.reason), (Action::Keep, Reason::NonMasqueradeCidr));
+//! assert_eq!(verdict.matched, Some("10.0.0.0/8".parse().unwrap()));
+//! assert_eq!(policy.decide(None, "8.8.8.8".parse().unwrap()).action, Action::Masquerade);
+//! ```
+
+mod merge;
+mod policy;
+mod table;
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
+pub use merge::merge_cidrs;
+pub use policy::Policy;
 
 /// What happens to a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -59,3 +77,6 @@ pub struct NodeContext {
     /// `--native-routing-cidr`: one more non-masquerade destination no config can remove.
     pub native_routing_cidr: Option<IpNet>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,438 @@
+//! One unit test per reason of SPEC section 3, then property tests of [`Policy::decide`] and
+//! [`merge_cidrs`] against linear scans, IPv4 and IPv6.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use masq_config::Config;
+use proptest::prelude::*;
+
+use super::*;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn net(text: &str) -> IpNet {
+    text.parse().unwrap()
+}
+
+fn verdict(action: Action, reason: Reason, matched: Option<&str>) -> Verdict {
+    Verdict {
+        action,
+        reason,
+        matched: matched.map(net),
+    }
+}
+
+fn config_with(cidrs: &[&str]) -> Config {
+    Config {
+        non_masquerade_cidrs: cidrs.iter().map(|c| net(c)).collect(),
+        ..Config::default()
+    }
+}
+
+// === one test per reason ===
+
+#[test]
+fn non_masquerade_src_wins_over_everything() {
+    let config = Config {
+        non_masquerade_src_cidrs: vec![net("10.244.0.0/16"), net("10.244.5.0/24")],
+        non_masquerade_cidrs: vec![],
+        ..Config::default()
+    };
+    let policy = Policy::new(&config, &NodeContext::default());
+    assert_eq!(
+        policy.decide(Some(ip("10.244.5.7")), ip("8.8.8.8")),
+        verdict(
+            Action::Keep,
+            Reason::NonMasqueradeSrc,
+            Some("10.244.5.0/24")
+        )
+    );
+    assert_eq!(
+        policy.decide(Some(ip("10.244.6.7")), ip("8.8.8.8")).matched,
+        Some(net("10.244.0.0/16"))
+    );
+    // Without a source the source steps are skipped.
+    assert_eq!(policy.decide(None, ip("8.8.8.8")).reason, Reason::Default);
+}
+
+#[test]
+fn not_a_pod_outside_pod_cidrs_or_from_the_node() {
+    let node = NodeContext {
+        pod_cidrs: vec![net("10.244.0.0/16")],
+        local_addrs: vec![ip("10.244.0.1"), ip("192.168.1.10")],
+        native_routing_cidr: None,
+    };
+    let policy = Policy::new(&config_with(&[]), &node);
+    assert_eq!(
+        policy.decide(Some(ip("172.17.0.2")), ip("8.8.8.8")),
+        verdict(Action::Keep, Reason::NotAPod, None)
+    );
+    // The node's address inside the pod CIDR is still the node.
+    assert_eq!(
+        policy.decide(Some(ip("10.244.0.1")), ip("8.8.8.8")),
+        verdict(Action::Keep, Reason::NotAPod, Some("10.244.0.1/32"))
+    );
+    assert_eq!(
+        policy.decide(Some(ip("10.244.3.3")), ip("8.8.8.8")).action,
+        Action::Masquerade
+    );
+    // Without --pod-cidr every source but the node's own addresses is a pod.
+    let no_pod_cidrs = NodeContext {
+        pod_cidrs: vec![],
+        ..node
+    };
+    let policy = Policy::new(&config_with(&[]), &no_pod_cidrs);
+    assert_eq!(
+        policy.decide(Some(ip("172.17.0.2")), ip("8.8.8.8")).action,
+        Action::Masquerade
+    );
+    assert_eq!(
+        policy.decide(Some(ip("192.168.1.10")), ip("8.8.8.8")),
+        verdict(Action::Keep, Reason::NotAPod, Some("192.168.1.10/32"))
+    );
+}
+
+#[test]
+fn link_local_is_kept_unless_its_flag_is_set() {
+    let policy = Policy::new(&config_with(&[]), &NodeContext::default());
+    assert_eq!(
+        policy.decide(None, ip("169.254.169.254")),
+        verdict(Action::Keep, Reason::LinkLocal, Some("169.254.0.0/16"))
+    );
+    assert_eq!(
+        policy.decide(None, ip("fe80::1")),
+        verdict(Action::Keep, Reason::LinkLocal, Some("fe80::/10"))
+    );
+    let config = Config {
+        masq_link_local: true,
+        ..config_with(&[])
+    };
+    let policy = Policy::new(&config, &NodeContext::default());
+    assert_eq!(
+        policy.decide(None, ip("169.254.169.254")).action,
+        Action::Masquerade
+    );
+    // The IPv6 flag is separate.
+    assert_eq!(policy.decide(None, ip("fe80::1")).reason, Reason::LinkLocal);
+    let config = Config {
+        masq_link_local_ipv6: true,
+        ..config_with(&[])
+    };
+    let policy = Policy::new(&config, &NodeContext::default());
+    assert_eq!(
+        policy.decide(None, ip("fe80::1")).action,
+        Action::Masquerade
+    );
+    assert_eq!(
+        policy.decide(None, ip("169.254.1.1")).reason,
+        Reason::LinkLocal
+    );
+}
+
+#[test]
+fn non_masquerade_cidr_reports_the_most_specific_match() {
+    let policy = Policy::new(
+        &config_with(&["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "fd00::/8"]),
+        &NodeContext::default(),
+    );
+    assert_eq!(
+        policy.decide(None, ip("10.1.2.3")),
+        verdict(Action::Keep, Reason::NonMasqueradeCidr, Some("10.1.2.0/24"))
+    );
+    assert_eq!(
+        policy.decide(None, ip("10.1.9.9")).matched,
+        Some(net("10.1.0.0/16"))
+    );
+    assert_eq!(
+        policy.decide(None, ip("10.9.9.9")).matched,
+        Some(net("10.0.0.0/8"))
+    );
+    assert_eq!(
+        policy.decide(None, ip("fd12::1")).matched,
+        Some(net("fd00::/8"))
+    );
+    assert_eq!(
+        policy.decide(None, ip("11.0.0.1")).action,
+        Action::Masquerade
+    );
+}
+
+#[test]
+fn native_routing_cidr_is_one_more_non_masquerade_destination() {
+    let node = NodeContext {
+        native_routing_cidr: Some(net("100.96.0.0/11")),
+        ..NodeContext::default()
+    };
+    let policy = Policy::new(&config_with(&[]), &node);
+    assert_eq!(
+        policy.decide(None, ip("100.100.1.1")),
+        verdict(
+            Action::Keep,
+            Reason::NonMasqueradeCidr,
+            Some("100.96.0.0/11")
+        )
+    );
+}
+
+#[test]
+fn local_destinations_are_kept() {
+    let node = NodeContext {
+        local_addrs: vec![ip("203.0.113.7"), ip("2001:db8::7")],
+        ..NodeContext::default()
+    };
+    let policy = Policy::new(&config_with(&[]), &node);
+    assert_eq!(
+        policy.decide(None, ip("203.0.113.7")),
+        verdict(Action::Keep, Reason::Local, Some("203.0.113.7/32"))
+    );
+    assert_eq!(
+        policy
+            .decide(Some(ip("10.244.1.1")), ip("2001:db8::7"))
+            .matched,
+        Some(net("2001:db8::7/128"))
+    );
+}
+
+#[test]
+fn everything_else_is_masqueraded() {
+    let policy = Policy::new(&Config::default(), &NodeContext::default());
+    assert_eq!(
+        policy.decide(Some(ip("10.244.1.5")), ip("8.8.8.8")),
+        verdict(Action::Masquerade, Reason::Default, None)
+    );
+    assert_eq!(
+        policy.decide(None, ip("2001:4860::8888")).action,
+        Action::Masquerade
+    );
+}
+
+#[test]
+fn serialized_names_are_those_of_explain_json() {
+    let json = serde_json::to_value(verdict(
+        Action::Keep,
+        Reason::NonMasqueradeCidr,
+        Some("10.0.0.0/8"),
+    ))
+    .unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"action": "keep", "reason": "non-masquerade-cidr", "matched": "10.0.0.0/8"})
+    );
+    let names: Vec<String> = [
+        Reason::NonMasqueradeSrc,
+        Reason::NotAPod,
+        Reason::LinkLocal,
+        Reason::NonMasqueradeCidr,
+        Reason::Local,
+        Reason::Default,
+    ]
+    .iter()
+    .map(|r| {
+        serde_json::to_value(r)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "non-masquerade-src",
+            "not-a-pod",
+            "link-local",
+            "non-masquerade-cidr",
+            "local",
+            "default"
+        ]
+    );
+    assert_eq!(
+        serde_json::to_value(Action::Masquerade).unwrap(),
+        "masquerade"
+    );
+}
+
+// === properties against linear scans ===
+
+/// The most specific CIDR of `cidrs` containing `addr`, by looking at every one.
+fn linear_longest<'a>(cidrs: impl IntoIterator<Item = &'a IpNet>, addr: IpAddr) -> Option<IpNet> {
+    cidrs
+        .into_iter()
+        .filter(|c| c.contains(&addr))
+        .max_by_key(|c| c.prefix_len())
+        .copied()
+}
+
+/// SPEC section 3 written as plainly as possible.
+fn oracle(config: &Config, node: &NodeContext, src: Option<IpAddr>, dst: IpAddr) -> Verdict {
+    if let Some(src) = src {
+        if let Some(m) = linear_longest(&config.non_masquerade_src_cidrs, src) {
+            return Verdict {
+                action: Action::Keep,
+                reason: Reason::NonMasqueradeSrc,
+                matched: Some(m),
+            };
+        }
+        if node.local_addrs.contains(&src) {
+            return Verdict {
+                action: Action::Keep,
+                reason: Reason::NotAPod,
+                matched: Some(IpNet::from(src)),
+            };
+        }
+        if !node.pod_cidrs.is_empty() && !node.pod_cidrs.iter().any(|c| c.contains(&src)) {
+            return Verdict {
+                action: Action::Keep,
+                reason: Reason::NotAPod,
+                matched: None,
+            };
+        }
+    }
+    let link_local_v4: IpNet = "169.254.0.0/16".parse().unwrap();
+    let link_local_v6: IpNet = "fe80::/10".parse().unwrap();
+    if !config.masq_link_local && link_local_v4.contains(&dst) {
+        return Verdict {
+            action: Action::Keep,
+            reason: Reason::LinkLocal,
+            matched: Some(link_local_v4),
+        };
+    }
+    if !config.masq_link_local_ipv6 && link_local_v6.contains(&dst) {
+        return Verdict {
+            action: Action::Keep,
+            reason: Reason::LinkLocal,
+            matched: Some(link_local_v6),
+        };
+    }
+    let all_dst = config
+        .non_masquerade_cidrs
+        .iter()
+        .chain(node.native_routing_cidr.as_ref());
+    if let Some(m) = linear_longest(all_dst, dst) {
+        return Verdict {
+            action: Action::Keep,
+            reason: Reason::NonMasqueradeCidr,
+            matched: Some(m),
+        };
+    }
+    if node.local_addrs.contains(&dst) {
+        return Verdict {
+            action: Action::Keep,
+            reason: Reason::Local,
+            matched: Some(IpNet::from(dst)),
+        };
+    }
+    Verdict {
+        action: Action::Masquerade,
+        reason: Reason::Default,
+        matched: None,
+    }
+}
+
+/// Addresses clustered in a few regions (private, link-local, public; ULA, link-local, global)
+/// so random CIDRs and random addresses overlap often.
+fn addr() -> impl Strategy<Value = IpAddr> {
+    let v4 = (
+        prop::sample::select(vec![10u8, 169, 172, 192, 8, 100]),
+        0u8..4,
+        any::<u16>(),
+    )
+        .prop_map(|(a, b, low)| {
+            let b = if a == 169 { 254 } else { b };
+            IpAddr::V4(Ipv4Addr::from(
+                u32::from_be_bytes([a, b, 0, 0]) | u32::from(low),
+            ))
+        });
+    let v6 = (
+        prop::sample::select(vec![0xfd00u16, 0xfe80, 0x2001]),
+        0u16..4,
+        any::<u64>(),
+    )
+        .prop_map(|(a, b, low)| {
+            IpAddr::V6(Ipv6Addr::from(
+                (u128::from(a) << 112) | (u128::from(b) << 96) | u128::from(low),
+            ))
+        });
+    prop_oneof![3 => v4, 2 => v6]
+}
+
+/// An aligned CIDR around one of those addresses.
+fn cidr() -> impl Strategy<Value = IpNet> {
+    (addr(), any::<u8>()).prop_map(|(addr, len)| {
+        let max = if addr.is_ipv4() { 33 } else { 129 };
+        IpNet::new(addr, len % max).unwrap().trunc()
+    })
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (
+        prop::collection::vec(cidr(), 0..12),
+        prop::collection::vec(cidr(), 0..3),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(dst, src, masq_link_local, masq_link_local_ipv6)| Config {
+            non_masquerade_cidrs: dst,
+            non_masquerade_src_cidrs: src,
+            masq_link_local,
+            masq_link_local_ipv6,
+            ..Config::default()
+        })
+}
+
+fn node() -> impl Strategy<Value = NodeContext> {
+    (
+        prop::collection::vec(cidr(), 0..3),
+        prop::collection::vec(addr(), 0..3),
+        prop::option::of(cidr()),
+    )
+        .prop_map(
+            |(pod_cidrs, local_addrs, native_routing_cidr)| NodeContext {
+                pod_cidrs,
+                local_addrs,
+                native_routing_cidr,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn decide_matches_the_linear_oracle(
+        config in config(),
+        node in node(),
+        src in prop::option::of(addr()),
+        dsts in prop::collection::vec(addr(), 1..8),
+    ) {
+        let policy = Policy::new(&config, &node);
+        for dst in dsts {
+            prop_assert_eq!(policy.decide(src, dst), oracle(&config, &node, src, dst), "dst {}", dst);
+        }
+    }
+
+    #[test]
+    fn merged_cidrs_cover_the_same_addresses(
+        cidrs in prop::collection::vec(cidr(), 0..16),
+        probes in prop::collection::vec(addr(), 1..32),
+    ) {
+        let merged = merge_cidrs(&cidrs);
+        for probe in probes {
+            prop_assert_eq!(
+                cidrs.iter().any(|c| c.contains(&probe)),
+                merged.iter().any(|c| c.contains(&probe)),
+                "probe {}", probe
+            );
+        }
+        // No element overlaps another, as nftables interval sets require.
+        for (i, a) in merged.iter().enumerate() {
+            for b in &merged[i + 1..] {
+                prop_assert!(!a.contains(b) && !b.contains(a), "{} overlaps {}", a, b);
+            }
+        }
+        prop_assert!(merged.len() <= cidrs.len());
+    }
+}

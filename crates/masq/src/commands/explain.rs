@@ -1,0 +1,159 @@
+//! `masq explain [--src IP] DST...`: the decision for each destination and what decided it,
+//! as a table or (`-o json`) the array SPEC section 5 fixes.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+use masq_decision::{Policy, Verdict};
+use serde::Serialize;
+
+use crate::errors::InvalidInput;
+use crate::flags::{ExplainArgs, OutputFormat};
+use crate::settings::{ip_flag, node_context};
+
+/// One line of the answer; field names and order are those of `explain -o json`.
+#[derive(Debug, Serialize)]
+struct Explanation {
+    destination: IpAddr,
+    source: Option<IpAddr>,
+    #[serde(flatten)]
+    verdict: Verdict,
+}
+
+pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.config.settings()?;
+    let ipv6 = settings.parse_options.enable_ipv6;
+    let mut problems = Vec::new();
+    let source = args.src.as_deref().and_then(|text| {
+        ip_flag("--src", text, ipv6)
+            .map_err(|p| problems.push(p))
+            .ok()
+    });
+    let local_addrs: Vec<IpAddr> = args
+        .node_ips
+        .iter()
+        .filter_map(|text| {
+            ip_flag("--node-ip", text, ipv6)
+                .map_err(|p| problems.push(p))
+                .ok()
+        })
+        .collect();
+    let destinations: Vec<IpAddr> = args
+        .destinations
+        .iter()
+        .filter_map(|text| {
+            destination(text, source, ipv6)
+                .map_err(|p| problems.push(p))
+                .ok()
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(InvalidInput::new(problems).into());
+    }
+    if !settings.config_path.exists() {
+        eprintln!(
+            "masq: note: {} does not exist; explaining the default config",
+            settings.config_path.display()
+        );
+    }
+    let config = super::load_config(&settings.config_path, &settings.parse_options)?;
+    let policy = Policy::new(&config, &node_context(&settings.node, local_addrs));
+    let explanations: Vec<Explanation> = destinations
+        .into_iter()
+        .map(|destination| Explanation {
+            destination,
+            source,
+            verdict: policy.decide(source, destination),
+        })
+        .collect();
+    let text = match args.output {
+        OutputFormat::Json => serde_json::to_string_pretty(&explanations)? + "\n",
+        OutputFormat::Text => table(&explanations),
+    };
+    super::print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A destination argument: an address of the same family as the source, IPv6 only when enabled
+/// (the agent leaves IPv6 untouched otherwise, so there is no decision to explain).
+fn destination(text: &str, source: Option<IpAddr>, enable_ipv6: bool) -> Result<IpAddr, String> {
+    let addr: IpAddr = text
+        .parse()
+        .map_err(|_| format!("destination {text:?} is not an IP address"))?;
+    if addr.is_ipv6() && !enable_ipv6 {
+        return Err(format!(
+            "destination {text:?} is IPv6, which masq leaves untouched unless --enable-ipv6 is given"
+        ));
+    }
+    if let Some(source) = source {
+        if source.is_ipv4() != addr.is_ipv4() {
+            return Err(format!(
+                "destination {text:?} and --src {source} are not the same IP version"
+            ));
+        }
+    }
+    Ok(addr)
+}
+
+/// Aligned columns, like `kubectl get`.
+fn table(explanations: &[Explanation]) -> String {
+    let header = ["DESTINATION", "SOURCE", "ACTION", "REASON", "MATCHED"];
+    let rows: Vec<[String; 5]> = explanations
+        .iter()
+        .map(|e| {
+            [
+                e.destination.to_string(),
+                e.source.map_or("-".to_string(), |s| s.to_string()),
+                name(&e.verdict.action),
+                name(&e.verdict.reason),
+                e.verdict.matched.map_or("-".to_string(), |m| m.to_string()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let header = header.map(str::to_string);
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The serialized (kebab-case) name, so the table and the JSON say the same words.
+fn name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_checked() {
+        assert!(destination("8.8.8.8", None, false).is_ok());
+        let e = destination("abcdefg", None, false).unwrap_err();
+        assert_eq!(e, "destination \"abcdefg\" is not an IP address");
+        assert!(destination("2001:db8::1", None, false)
+            .unwrap_err()
+            .contains("--enable-ipv6"));
+        assert!(destination("2001:db8::1", None, true).is_ok());
+        let v4 = Some("10.0.0.1".parse().unwrap());
+        assert!(destination("2001:db8::1", v4, true)
+            .unwrap_err()
+            .contains("same IP version"));
+    }
+}

@@ -1,0 +1,19 @@
+//! `masq render --datapath nftables|iptables`: the ruleset the agent would install, printed.
+
+use std::process::ExitCode;
+
+use masq_datapath::Desired;
+
+use crate::flags::RenderArgs;
+
+pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.config.settings()?;
+    let config = super::load_config(&settings.config_path, &settings.parse_options)?;
+    let desired = Desired {
+        config,
+        node: settings.node,
+    };
+    let ruleset = super::wiring::render(args.datapath.kind(), &desired)?;
+    super::print(&ruleset)?;
+    Ok(ExitCode::SUCCESS)
+}

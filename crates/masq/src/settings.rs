@@ -1,0 +1,387 @@
+//! From what was typed ([`crate::flags`]) to validated settings. Every problem in the flags is
+//! collected and reported together, one line each naming the flag and the value.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use masq_config::{DefaultCidrs, ParseOptions};
+use masq_datapath::{NodeSettings, PortRange};
+use masq_decision::NodeContext;
+
+use crate::errors::InvalidInput;
+use crate::flags::{AgentArgs, ConfigArgs, DatapathChoice, LogFormat};
+
+/// [`ConfigArgs`] validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigSettings {
+    /// `--config`.
+    pub config_path: PathBuf,
+    /// How to read the file (`--enable-ipv6`, `--rfc1918-defaults`).
+    pub parse_options: ParseOptions,
+    /// The node's part; `interfaces` and `egress_interface` are filled by `agent` only.
+    pub node: NodeSettings,
+}
+
+/// [`AgentArgs`] validated: everything the agent needs from the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// Config path, parse options and node settings (with `egress_interface` set).
+    pub config: ConfigSettings,
+    /// `--datapath`.
+    pub datapath: DatapathChoice,
+    /// `--metrics-addr`.
+    pub metrics_addr: SocketAddr,
+    /// `--interfaces`, in order; empty means the interfaces of the default routes. The agent
+    /// resolves them into `NodeSettings::interfaces`.
+    pub interface_names: Vec<String>,
+    /// `--log-format`.
+    pub log_format: LogFormat,
+}
+
+/// Collects problems so every bad flag is reported, not only the first.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn check<T>(&mut self, result: Result<T, String>) -> Option<T> {
+        result.map_err(|problem| self.0.push(problem)).ok()
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, InvalidInput> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(InvalidInput::new(self.0))
+        }
+    }
+}
+
+impl ConfigArgs {
+    /// How the config file is read.
+    pub fn parse_options(&self) -> ParseOptions {
+        ParseOptions {
+            enable_ipv6: self.enable_ipv6,
+            default_cidrs: if self.rfc1918_defaults {
+                DefaultCidrs::Rfc1918
+            } else {
+                DefaultCidrs::Reserved
+            },
+        }
+    }
+
+    /// The node settings these flags fix (interfaces left empty).
+    pub fn node_settings(&self) -> Result<NodeSettings, InvalidInput> {
+        let mut problems = Problems::default();
+        match self.collect_node_settings(&mut problems) {
+            Some(node) => Ok(node),
+            None => Err(InvalidInput::new(problems.0)),
+        }
+    }
+
+    /// Parse options and node settings, every bad flag reported.
+    pub fn settings(&self) -> Result<ConfigSettings, InvalidInput> {
+        Ok(ConfigSettings {
+            config_path: self.config.clone(),
+            parse_options: self.parse_options(),
+            node: self.node_settings()?,
+        })
+    }
+
+    /// The node settings, or `None` after adding every problem to `problems`.
+    fn collect_node_settings(&self, problems: &mut Problems) -> Option<NodeSettings> {
+        let ipv6 = self.enable_ipv6;
+        let pod_cidrs: Vec<IpNet> = self
+            .pod_cidrs
+            .iter()
+            .filter_map(|text| problems.check(cidr_flag("--pod-cidr", text, ipv6)))
+            .collect();
+        let native_routing_cidr = self
+            .native_routing_cidr
+            .as_deref()
+            .map(|text| problems.check(cidr_flag("--native-routing-cidr", text, ipv6)));
+        let snat_ip = self
+            .snat_ip
+            .as_deref()
+            .map(|text| problems.check(ip_flag("--snat-ip", text, ipv6)));
+        let port_range = self
+            .port_range
+            .as_deref()
+            .map(|text| problems.check(port_range_flag(text)));
+        problems.check(chain_flag(&self.masq_chain));
+        if !problems.0.is_empty() {
+            return None;
+        }
+        Some(NodeSettings {
+            pod_cidrs,
+            snat_ip: snat_ip.flatten(),
+            port_range: port_range.flatten(),
+            native_routing_cidr: native_routing_cidr.flatten(),
+            enable_ipv6: ipv6,
+            interfaces: Vec::new(),
+            egress_interface: None,
+            iptables_chain: self.masq_chain.clone(),
+        })
+    }
+}
+
+impl AgentArgs {
+    /// Every agent flag validated, every problem reported together.
+    pub fn settings(&self) -> Result<AgentSettings, InvalidInput> {
+        let mut problems = Problems::default();
+        let node = self.config.collect_node_settings(&mut problems);
+        let metrics_addr = problems.check(socket_addr_flag("--metrics-addr", &self.metrics_addr));
+        for name in &self.interfaces {
+            problems.check(interface_flag("--interfaces", name));
+        }
+        if let Some(name) = &self.egress_interface {
+            problems.check(interface_flag("--egress-interface", name));
+        }
+        let (Some(mut node), Some(metrics_addr)) = (node, metrics_addr) else {
+            return Err(InvalidInput::new(problems.0));
+        };
+        node.egress_interface = self.egress_interface.clone();
+        problems.finish(AgentSettings {
+            config: ConfigSettings {
+                config_path: self.config.config.clone(),
+                parse_options: self.config.parse_options(),
+                node,
+            },
+            datapath: self.datapath,
+            metrics_addr,
+            interface_names: self.interfaces.clone(),
+            log_format: self.log_format,
+        })
+    }
+}
+
+/// What `masq explain` knows of the node: the flags, plus `--node-ip` as its local addresses.
+pub fn node_context(node: &NodeSettings, local_addrs: Vec<IpAddr>) -> NodeContext {
+    NodeContext {
+        pod_cidrs: node.pod_cidrs.clone(),
+        local_addrs,
+        native_routing_cidr: node.native_routing_cidr,
+    }
+}
+
+/// Parses an IP address flag or argument; IPv6 needs `--enable-ipv6`.
+pub fn ip_flag(flag: &str, text: &str, enable_ipv6: bool) -> Result<IpAddr, String> {
+    let addr: IpAddr = text
+        .parse()
+        .map_err(|_| format!("{flag}: {text:?} is not an IP address"))?;
+    if addr.is_ipv6() && !enable_ipv6 {
+        return Err(format!(
+            "{flag}: {text:?} is IPv6 but IPv6 masquerading is off; add --enable-ipv6"
+        ));
+    }
+    Ok(addr)
+}
+
+fn cidr_flag(flag: &str, text: &str, enable_ipv6: bool) -> Result<IpNet, String> {
+    let cidr = masq_config::parse_cidr(text).map_err(|e| format!("{flag}: {e}"))?;
+    if matches!(cidr, IpNet::V6(_)) && !enable_ipv6 {
+        return Err(format!(
+            "{flag}: {text:?} is an IPv6 CIDR but IPv6 masquerading is off; add --enable-ipv6"
+        ));
+    }
+    Ok(cidr)
+}
+
+fn port_range_flag(text: &str) -> Result<PortRange, String> {
+    let bad = |why: &str| format!("--port-range: {text:?} {why}");
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| bad("is not FIRST-LAST (e.g. 32768-60999)"))?;
+    let port = |part: &str| match part.parse::<u16>() {
+        Ok(0) | Err(_) => Err(bad("is not FIRST-LAST with ports from 1 to 65535")),
+        Ok(port) if part.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
+        Ok(_) => Err(bad("is not FIRST-LAST with ports from 1 to 65535")),
+    };
+    let (first, last) = (port(first)?, port(last)?);
+    if first > last {
+        return Err(bad("has FIRST above LAST"));
+    }
+    Ok(PortRange { first, last })
+}
+
+/// Checks `--masq-chain`. Chain names are limited by the kernel (28 characters) and must not shadow a built-in chain
+/// or target, which the iptables datapath would then flush or jump to by mistake.
+pub fn chain_flag(name: &str) -> Result<(), String> {
+    const RESERVED: [&str; 9] = [
+        "PREROUTING",
+        "INPUT",
+        "FORWARD",
+        "OUTPUT",
+        "POSTROUTING",
+        "ACCEPT",
+        "DROP",
+        "RETURN",
+        "QUEUE",
+    ];
+    let why = if name.is_empty() {
+        "is empty"
+    } else if name.len() > 28 {
+        "is longer than 28 characters"
+    } else if name.starts_with('-') || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        "must be printable ASCII without spaces, not starting with '-'"
+    } else if RESERVED.contains(&name) {
+        "is a built-in chain or target"
+    } else {
+        return Ok(());
+    };
+    Err(format!("--masq-chain: {name:?} {why}"))
+}
+
+/// Interface names as the kernel accepts them (`dev_valid_name`).
+fn interface_flag(flag: &str, name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{flag}: {name:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces)"
+        ))
+    }
+}
+
+/// Parses a `HOST:PORT` flag; the host is an IP address or `localhost`.
+pub fn socket_addr_flag(flag: &str, text: &str) -> Result<SocketAddr, String> {
+    let bad = || {
+        format!(
+            "{flag}: {text:?} is not HOST:PORT (e.g. 127.0.0.1:9710, [::1]:9710, localhost:9710)"
+        )
+    };
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    // No name resolution here: only `localhost` is understood, as loopback.
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host == "localhost" {
+        Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+    } else {
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::flags::{Cli, Command};
+
+    fn agent(args: &[&str]) -> Result<AgentSettings, String> {
+        let cli = Cli::try_parse_from(["masq", "agent"].iter().chain(args)).unwrap();
+        let Command::Agent(agent) = cli.command else {
+            panic!("not agent")
+        };
+        agent.settings().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_convert() {
+        let settings = agent(&[]).unwrap();
+        assert_eq!(settings.metrics_addr, "127.0.0.1:9710".parse().unwrap());
+        assert_eq!(settings.config.node, NodeSettings::default());
+        assert_eq!(settings.config.parse_options, ParseOptions::default());
+    }
+
+    #[test]
+    fn every_flag_converts() {
+        let settings = agent(&[
+            "--enable-ipv6",
+            "--rfc1918-defaults",
+            "--pod-cidr=10.244.0.0/16",
+            "--pod-cidr=fd00:10::/64",
+            "--native-routing-cidr=10.0.0.0/8",
+            "--snat-ip=192.0.2.10",
+            "--port-range=32768-60999",
+            "--masq-chain=MASQ",
+            "--metrics-addr=localhost:9000",
+            "--interfaces=eth0,eth1",
+            "--egress-interface=eth0",
+            "--datapath=nftables",
+            "--log-format=json",
+        ])
+        .unwrap();
+        let node = &settings.config.node;
+        assert_eq!(node.pod_cidrs.len(), 2);
+        assert_eq!(
+            node.native_routing_cidr,
+            Some("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(node.snat_ip, Some("192.0.2.10".parse().unwrap()));
+        assert_eq!(
+            node.port_range,
+            Some(PortRange {
+                first: 32768,
+                last: 60999
+            })
+        );
+        assert_eq!(node.iptables_chain, "MASQ");
+        assert_eq!(node.egress_interface.as_deref(), Some("eth0"));
+        assert!(node.enable_ipv6);
+        assert_eq!(
+            settings.config.parse_options.default_cidrs,
+            DefaultCidrs::Rfc1918
+        );
+        assert_eq!(settings.metrics_addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(settings.interface_names, ["eth0", "eth1"]);
+        assert_eq!(settings.datapath, DatapathChoice::Nftables);
+        assert_eq!(settings.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_bad_flag_is_reported_with_its_value() {
+        let error = agent(&[
+            "--pod-cidr=10.244.1.5/16",
+            "--pod-cidr=fd00::/64",
+            "--native-routing-cidr=nope",
+            "--snat-ip=1.2.3",
+            "--port-range=60999-1024",
+            "--masq-chain=POSTROUTING",
+            "--metrics-addr=9710",
+            "--interfaces=eth0,this-name-is-far-too-long",
+        ])
+        .unwrap_err();
+        let lines: Vec<&str> = error.lines().collect();
+        let expected = [
+            "--pod-cidr: \"10.244.1.5/16\" has host bits set; did you mean 10.244.0.0/16?",
+            "--pod-cidr: \"fd00::/64\" is an IPv6 CIDR but IPv6 masquerading is off; add --enable-ipv6",
+            "--native-routing-cidr: \"nope\" is not a CIDR",
+            "--snat-ip: \"1.2.3\" is not an IP address",
+            "--port-range: \"60999-1024\" has FIRST above LAST",
+            "--masq-chain: \"POSTROUTING\" is a built-in chain or target",
+            "--metrics-addr: \"9710\" is not HOST:PORT",
+            "--interfaces: \"this-name-is-far-too-long\" is not an interface name",
+        ];
+        assert_eq!(lines.len(), expected.len(), "{error}");
+        for (line, start) in lines.iter().zip(expected) {
+            assert!(
+                line.starts_with(start),
+                "{line:?} should start with {start:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(port_range_flag("1-1"), Ok(PortRange { first: 1, last: 1 }));
+        for bad in ["", "1024", "0-10", "1-65536", "+1-2", "a-b", "1-2-3"] {
+            assert!(port_range_flag(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn chain_names() {
+        assert!(chain_flag("IP-MASQ-AGENT").is_ok());
+        for bad in ["", "-X", "A B", "RETURN", &"C".repeat(29)] {
+            assert!(chain_flag(bad).is_err(), "{bad:?}");
+        }
+    }
+}
