@@ -479,7 +479,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_first_config_installs_nothing_and_stays_not_ready() {
         let mut b = bed();
-        std::fs::write(&b.path, "invalid").unwrap();
+        std::fs::write(&b.path, "nonMasqueradeCIDRs: [10.0.0.1/8]").unwrap();
         b.rec.reconcile(Trigger::Start).await;
         assert_eq!(b.syncs(), 0);
         let s = b.status();
@@ -500,7 +500,7 @@ mod tests {
         let mut b = bed();
         std::fs::write(&b.path, "masqLinkLocal: true").unwrap();
         b.rec.reconcile(Trigger::Start).await;
-        std::fs::write(&b.path, "invalid").unwrap();
+        std::fs::write(&b.path, "nonMasqueradeCIDRs: [10.0.0.1/8]").unwrap();
         b.rec.reconcile(Trigger::ConfigEvent).await;
         assert_eq!(b.installed_link_local(), Some(true));
         let s = b.status();

@@ -5,6 +5,8 @@
 //! SPEC: 0 success, 1 invalid input (config, arguments, destinations), 2 runtime failure.
 
 mod commands;
+mod datapaths;
+mod demo;
 mod errors;
 mod flags;
 mod settings;
