@@ -29,6 +29,9 @@ mod model;
 mod plan;
 mod render;
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
 use nftables::batch::Batch;
 use nftables::helper::{self, NftablesError};
 use nftables::schema::NfListObject;
@@ -76,6 +79,7 @@ impl Nftables {
         };
         let batch = plan::plan(&ruleset, None).expect("an empty state always needs a table");
         self.apply(batch, &["--check"])
+            .map_err(|e| self.error(e, "checking the table"))
     }
 
     /// The rules of the installed chain with their counters, in order (for `masq status`);
@@ -110,9 +114,38 @@ impl Nftables {
         }
     }
 
-    fn apply(&self, batch: Batch<'_>, args: &[&str]) -> Result<(), Error> {
-        helper::apply_ruleset_with_args(&batch.to_nftables(), Some(&self.program), args)
-            .map_err(|e| self.error(e, "applying the batch"))
+    /// Sends one batch to `nft -j -f -`. Not the crate's `apply_ruleset`: that one lets nft's
+    /// error output go to our stderr, and the message is what tells "not found" from a failure.
+    fn apply(&self, batch: Batch<'_>, args: &[&str]) -> Result<(), NftablesError> {
+        let payload = serde_json::to_vec(&batch.to_nftables()).expect("batches serialize");
+        let failed = |inner| NftablesError::NftExecution {
+            program: self.program.clone().into(),
+            inner,
+        };
+        let mut child = Command::new(&self.program)
+            .args(args)
+            .args(["-j", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(failed)?;
+        let written = child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(&payload);
+        let output = child.wait_with_output().map_err(failed)?;
+        written.map_err(failed)?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(NftablesError::NftFailed {
+            program: self.program.clone().into(),
+            hint: "applying the batch".into(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
     }
 
     fn error(&self, error: NftablesError, doing: &str) -> Error {
@@ -157,7 +190,8 @@ impl Datapath for Nftables {
             ..SyncReport::default()
         };
         if let Some(batch) = plan::plan(&ruleset, installed.as_ref()) {
-            self.apply(batch, &[])?;
+            self.apply(batch, &[])
+                .map_err(|e| self.error(e, "applying the batch"))?;
             report.changed = true;
             report.drift_repaired = drifted;
             // A kernel or nft that lists rules differently from how they were written would
@@ -184,11 +218,7 @@ impl Datapath for Nftables {
         let mut batch = Batch::new();
         batch.delete(NfListObject::Table(json::table()));
         self.last_written = None;
-        match helper::apply_ruleset_with_args(
-            &batch.to_nftables(),
-            Some(&self.program),
-            helper::DEFAULT_ARGS,
-        ) {
+        match self.apply(batch, &[]) {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(self.error(e, "deleting the table")),
