@@ -250,6 +250,13 @@ fn with_pod_cidrs_only_pods_are_masqueraded() {
     want.node.pod_cidrs = nets(&[addr::POD_CIDR]);
     bed.sync(&want);
     assert_eq!(bed.source(&bed.topology.pod2, addr::INTERNET), NODE);
+    // Turning pod CIDRs off removes their set and rule in the same transaction.
+    want.node.pod_cidrs.clear();
+    want.config.non_masquerade_src_cidrs = nets(&["10.244.1.2/32"]);
+    bed.sync(&want);
+    assert!(!bed.listing().contains("pod-v4"));
+    assert_eq!(bed.source(&bed.topology.pod2, addr::INTERNET), NODE);
+    assert_eq!(bed.pod_source(addr::INTERNET), POD);
 }
 
 #[test]

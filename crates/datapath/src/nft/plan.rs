@@ -119,3 +119,102 @@ fn element_expression(elem: &Elem) -> Option<nftables::expr::Expression<'static>
         Elem::Other(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::nft::live::ChainShape;
+    use crate::{Desired, NodeSettings};
+
+    fn ruleset(cidrs: &[&str]) -> Ruleset {
+        Ruleset::build(&Desired {
+            config: masq_config::Config {
+                non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+                masq_link_local: false,
+                masq_link_local_ipv6: false,
+                resync_interval: Duration::from_secs(60),
+                cidr_limit: 16384,
+                non_masquerade_src_cidrs: Vec::new(),
+            },
+            node: NodeSettings::default(),
+        })
+    }
+
+    /// The batch as a list of (command, object kind) pairs.
+    fn commands(batch: Batch<'static>) -> Vec<(String, String)> {
+        let json = serde_json::to_value(batch.to_nftables()).unwrap();
+        json["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|cmd| {
+                let (verb, object) = cmd.as_object().unwrap().iter().next().unwrap();
+                let kind = object.as_object().unwrap().keys().next().unwrap();
+                (verb.clone(), kind.clone())
+            })
+            .collect()
+    }
+
+    fn pair(verb: &str, kind: &str) -> (String, String) {
+        (verb.to_string(), kind.to_string())
+    }
+
+    #[test]
+    fn nothing_to_do_when_installed_matches() {
+        let rules = ruleset(&["10.0.0.0/8"]);
+        assert!(plan(&rules, Some(&Shape::expected(&rules))).is_none());
+    }
+
+    #[test]
+    fn an_empty_kernel_gets_table_chain_sets_then_rules() {
+        let rules = ruleset(&["10.0.0.0/8"]);
+        let cmds = commands(plan(&rules, None).unwrap());
+        let mut expected = vec![pair("add", "table"), pair("add", "chain")];
+        expected.extend(rules.sets.iter().map(|_| pair("add", "set")));
+        expected.extend(rules.rules.iter().map(|_| pair("add", "rule")));
+        assert_eq!(cmds, expected);
+    }
+
+    #[test]
+    fn a_cidr_change_only_edits_elements_deleting_first() {
+        let installed = Shape::expected(&ruleset(&["10.0.0.0/8", "192.168.0.0/16"]));
+        let batch = plan(
+            &ruleset(&["10.0.0.0/9", "192.168.0.0/16"]),
+            Some(&installed),
+        )
+        .unwrap();
+        let json: Value = serde_json::to_value(batch.to_nftables()).unwrap();
+        let cmds = json["nftables"].as_array().unwrap();
+        assert_eq!(cmds.len(), 3, "{json}");
+        assert_eq!(cmds[1]["delete"]["element"]["elem"][0]["prefix"]["len"], 8);
+        assert_eq!(cmds[2]["add"]["element"]["elem"][0]["prefix"]["len"], 9);
+    }
+
+    #[test]
+    fn an_edited_chain_is_flushed_and_refilled_in_the_same_batch() {
+        let rules = ruleset(&["10.0.0.0/8"]);
+        let mut installed = Shape::expected(&rules);
+        let chain = installed.chains.get_mut(CHAIN).unwrap();
+        chain.rules.remove(0);
+        installed.chains.insert(
+            "intruder".into(),
+            ChainShape {
+                base: None,
+                rules: Vec::new(),
+            },
+        );
+        let cmds = commands(plan(&rules, Some(&installed)).unwrap());
+        let mut expected = vec![
+            pair("add", "table"),
+            pair("flush", "chain"),
+            pair("flush", "chain"),
+            pair("delete", "chain"),
+        ];
+        expected.extend(rules.rules.iter().map(|_| pair("add", "rule")));
+        assert_eq!(cmds, expected);
+    }
+}
