@@ -11,7 +11,7 @@ use masq_config::Config;
 use masq_datapath::nft::Nftables;
 use masq_datapath::{Datapath, Desired, NodeSettings, PortRange, SyncReport};
 use masq_testbed::probe::TcpSession;
-use masq_testbed::{addr, Probes, Topology};
+use masq_testbed::{addr, addr6, Probes, Topology};
 
 const PORT: u16 = 8080;
 
@@ -56,9 +56,12 @@ struct Bed {
 
 impl Bed {
     fn new() -> Bed {
-        let topology = Topology::new().unwrap();
-        let hosts: Vec<IpAddr> = addr::EXTERNAL_HOSTS.iter().map(|&h| h.into()).collect();
-        let probes = Probes::start(&topology.external, &hosts, PORT).unwrap();
+        Bed::with(Topology::builder())
+    }
+
+    fn with(builder: masq_testbed::TopologyBuilder) -> Bed {
+        let topology = builder.build().unwrap();
+        let probes = Probes::start(&topology.external, &topology.external_hosts(), PORT).unwrap();
         Bed {
             topology,
             probes,
@@ -508,4 +511,23 @@ fn the_rendered_text_is_what_sync_installs() {
         .unwrap();
     assert!(!report.changed, "sync would change what render printed");
     assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+}
+
+#[test]
+fn ipv6_is_masqueraded_when_enabled() {
+    require_kernel!();
+    let mut bed = Bed::with(Topology::builder().ipv6(true));
+    let mut want = desired(config(&["10.0.0.0/8", "fd00::/8"]));
+    // Without --enable-ipv6 IPv6 passes untouched.
+    bed.sync(&want);
+    assert_eq!(bed.pod_source(addr6::INTERNET), IpAddr::from(addr6::POD));
+    want.node.enable_ipv6 = true;
+    bed.sync(&want);
+    assert_eq!(bed.pod_source(addr6::INTERNET), IpAddr::from(addr6::NODE));
+    assert_eq!(bed.pod_source(addr6::PRIVATE), IpAddr::from(addr6::POD));
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+    assert_eq!(bed.pod_source(addr::PRIVATE), POD);
+    want.node.pod_cidrs = nets(&[addr::POD_CIDR, addr6::POD_CIDR]);
+    bed.sync(&want);
+    assert_eq!(bed.pod_source(addr6::INTERNET), IpAddr::from(addr6::NODE));
 }

@@ -9,7 +9,7 @@ pub mod topology;
 
 pub use netns::{veth, Netns};
 pub use probe::{Probes, Sources};
-pub use topology::{addr, Topology, TopologyBuilder};
+pub use topology::{addr, addr6, Topology, TopologyBuilder};
 
 /// Why kernel tests cannot run here, if they cannot: they need root (to create namespaces) and
 /// the given programs (besides `ip`). Tests print the reason and return early.

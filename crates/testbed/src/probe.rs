@@ -8,14 +8,19 @@
 //! servers stop when dropped.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::socket::{
+    recv, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
+    SockFlag, SockProtocol, SockType, SockaddrIn6,
+};
+use nix::sys::time::TimeVal;
 
 use crate::netns::Netns;
 
@@ -236,7 +241,13 @@ impl UdpEchoServer {
 /// neighbours are resolved) and returns the source address the server saw.
 pub fn udp_source(ns: &Netns, server: SocketAddr) -> Result<IpAddr> {
     let socket = ns
-        .enter(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))?
+        .enter(|| {
+            let any: IpAddr = match server {
+                SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+            };
+            UdpSocket::bind((any, 0))
+        })?
         .with_context(|| format!("in {}: binding a udp client", ns.name()))?;
     let attempts = 3;
     socket.set_read_timeout(Some(PROBE_TIMEOUT / attempts))?;
@@ -262,42 +273,50 @@ pub fn udp_source(ns: &Netns, server: SocketAddr) -> Result<IpAddr> {
     )
 }
 
-/// Records the source and destination of every ICMP echo request arriving in a namespace
-/// (a raw socket sees a copy; the kernel still answers the ping).
+/// Records the source and destination of every ICMP (and ICMPv6) echo request arriving in a
+/// namespace (a raw socket sees a copy; the kernel still answers the ping).
 pub struct IcmpObserver {
     threads: Threads,
 }
 
 impl IcmpObserver {
-    /// Starts observing inside `ns`.
+    /// Starts observing inside `ns`. IPv6 is observed too where the namespace has it.
     pub fn start(ns: &Netns) -> Result<IcmpObserver> {
-        let socket = ns
-            .enter(raw_icmp_socket)?
+        let v4 = ns
+            .enter(|| raw_socket(AddressFamily::Inet, SockProtocol::Icmp))?
             .with_context(|| format!("in {}: opening a raw icmp socket", ns.name()))?;
+        // An IPv6-less kernel only loses the IPv6 half.
+        let v6 = ns
+            .enter(|| raw_socket(AddressFamily::Inet6, SockProtocol::IcmpV6))?
+            .ok();
         let shared = Arc::new(Shared::default());
-        let thread = {
+        let mut threads = Vec::new();
+        {
             let shared = Arc::clone(&shared);
-            std::thread::spawn(move || {
+            threads.push(std::thread::spawn(move || {
                 let mut buf = [0u8; 1500];
                 while !shared.stop.load(Ordering::Relaxed) {
-                    // SAFETY: buf is valid for buf.len() bytes; the fd is owned by this thread.
-                    let len = unsafe {
-                        libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-                    };
-                    if let Some(seen) = usize::try_from(len)
-                        .ok()
-                        .and_then(|n| echo_request(&buf[..n]))
-                    {
+                    if let Ok(len) = recv(v4.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                        if let Some(seen) = echo_request(&buf[..len]) {
+                            shared.record(seen);
+                        }
+                    }
+                }
+            }));
+        }
+        if let Some(v6) = v6 {
+            setsockopt(&v6, sockopt::Ipv6RecvPacketInfo, &true)?;
+            let shared = Arc::clone(&shared);
+            threads.push(std::thread::spawn(move || {
+                while !shared.stop.load(Ordering::Relaxed) {
+                    if let Some(seen) = echo_request_v6(&v6) {
                         shared.record(seen);
                     }
                 }
-            })
-        };
+            }));
+        }
         Ok(IcmpObserver {
-            threads: Threads {
-                shared,
-                threads: vec![thread],
-            },
+            threads: Threads { shared, threads },
         })
     }
 
@@ -307,37 +326,16 @@ impl IcmpObserver {
     }
 }
 
-fn raw_icmp_socket() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2) call; the result is checked before it is wrapped.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_ICMP,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: libc::suseconds_t::try_from(POLL.as_micros()).expect("small"),
-    };
-    // SAFETY: timeout outlives the call and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+fn raw_socket(family: AddressFamily, protocol: SockProtocol) -> Result<OwnedFd> {
+    let socket = socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC, protocol)?;
+    setsockopt(
+        &socket,
+        sockopt::ReceiveTimeout,
+        &TimeVal::from(libc::timeval {
+            tv_sec: 0,
+            tv_usec: libc::suseconds_t::try_from(POLL.as_micros()).expect("small"),
+        }),
+    )?;
     Ok(socket)
 }
 
@@ -355,6 +353,32 @@ fn echo_request(packet: &[u8]) -> Option<Seen> {
     Some(Seen {
         peer: addr(12)?,
         local: addr(16)?,
+    })
+}
+
+/// Receives one ICMPv6 message; an echo request yields its source and destination. A raw
+/// ICMPv6 socket gets no IP header, so the destination comes from the packet-info message.
+fn echo_request_v6(socket: &OwnedFd) -> Option<Seen> {
+    const ECHO_REQUEST: u8 = 128;
+    let mut buf = [0u8; 1500];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+    let msg = recvmsg::<SockaddrIn6>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .ok()?;
+    let source = msg.address?.ip();
+    let destination = msg.cmsgs().ok()?.find_map(|c| match c {
+        ControlMessageOwned::Ipv6PacketInfo(info) => Some(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
+        _ => None,
+    })?;
+    let kind = *msg.iovs().next()?.first()?;
+    (kind == ECHO_REQUEST).then(|| Seen {
+        peer: SocketAddr::new(source.into(), 0),
+        local: SocketAddr::new(destination.into(), 0),
     })
 }
 

@@ -9,11 +9,15 @@
 //!                                                            169.254.169.254
 //! ```
 //!
+//! With [`TopologyBuilder::ipv6`], the same links also carry the addresses of [`addr6`]
+//! (pods in fd00:10:244:1::/64, uplink fd00:172:30::/64, external hosts 2001:db8::10 and
+//! fd00:200::10).
+//!
 //! The external side routes only the node's uplink subnet back, plus the pod CIDR when
 //! [`TopologyBuilder::route_pods_from_external`] is on (the default), so that traffic that kept
 //! its pod source can still be answered and its source observed.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 
@@ -47,6 +51,30 @@ pub mod addr {
     pub const EXTERNAL_HOSTS: [Ipv4Addr; 4] = [INTERNET, INTERNET2, PRIVATE, METADATA];
 }
 
+/// The IPv6 addresses of the topology, present when built with [`TopologyBuilder::ipv6`].
+pub mod addr6 {
+    use std::net::Ipv6Addr;
+
+    /// The first pod.
+    pub const POD: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 2);
+    /// The second pod.
+    pub const POD2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 3);
+    /// The pods' gateway, on the node's bridge.
+    pub const POD_GATEWAY: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 1);
+    /// The node's IPv6 pod CIDR.
+    pub const POD_CIDR: &str = "fd00:10:244:1::/64";
+    /// The node's uplink address.
+    pub const NODE: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x172, 0x30, 0, 0, 0, 0, 1);
+    /// The external side's end of the uplink, the node's default gateway.
+    pub const EXTERNAL_GATEWAY: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x172, 0x30, 0, 0, 0, 0, 2);
+    /// An "internet" host (documentation prefix 2001:db8::/32).
+    pub const INTERNET: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+    /// A host of the private network (ULA).
+    pub const PRIVATE: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 0x10);
+    /// Every IPv6 address served by the external namespace.
+    pub const EXTERNAL_HOSTS: [Ipv6Addr; 2] = [INTERNET, PRIVATE];
+}
+
 /// The node's uplink interface: the egress interface masq attaches to.
 pub const NODE_UPLINK: &str = "eth0";
 /// The node's bridge, holding the pod gateway.
@@ -56,12 +84,14 @@ pub const NODE_BRIDGE: &str = "cni0";
 #[derive(Clone, Debug)]
 pub struct TopologyBuilder {
     route_pods_from_external: bool,
+    ipv6: bool,
 }
 
 impl Default for TopologyBuilder {
     fn default() -> Self {
         TopologyBuilder {
             route_pods_from_external: true,
+            ipv6: false,
         }
     }
 }
@@ -74,6 +104,12 @@ impl TopologyBuilder {
         self
     }
 
+    /// Whether to add the IPv6 addresses of [`addr6`] as well (default false).
+    pub fn ipv6(mut self, ipv6: bool) -> Self {
+        self.ipv6 = ipv6;
+        self
+    }
+
     /// Creates the namespaces, links, addresses and routes.
     pub fn build(self) -> Result<Topology> {
         let topology = Topology {
@@ -81,10 +117,19 @@ impl TopologyBuilder {
             pod2: Netns::new("pod2")?,
             node: Netns::new("node")?,
             external: Netns::new("ext")?,
+            ipv6: self.ipv6,
         };
+        if self.ipv6 {
+            topology.prepare_ipv6()?;
+        }
         topology
             .wire(&self)
             .context("building the pod/node/external topology")?;
+        if self.ipv6 {
+            topology
+                .wire_ipv6(&self)
+                .context("adding IPv6 to the topology")?;
+        }
         Ok(topology)
     }
 }
@@ -100,6 +145,7 @@ pub struct Topology {
     pub node: Netns,
     /// The rest of the world: every address of [`addr::EXTERNAL_HOSTS`].
     pub external: Netns,
+    ipv6: bool,
 }
 
 impl Topology {
@@ -113,18 +159,26 @@ impl Topology {
         TopologyBuilder::default()
     }
 
-    /// The namespace of the pod with this address, if any.
-    pub fn pod_with(&self, ip: Ipv4Addr) -> Option<&Netns> {
-        match ip {
-            addr::POD => Some(&self.pod),
-            addr::POD2 => Some(&self.pod2),
-            _ => None,
-        }
+    /// Every address the external namespace serves: [`addr::EXTERNAL_HOSTS`], plus
+    /// [`addr6::EXTERNAL_HOSTS`] with IPv6.
+    pub fn external_hosts(&self) -> Vec<IpAddr> {
+        let v4 = addr::EXTERNAL_HOSTS.iter().map(|&h| IpAddr::from(h));
+        let v6 = addr6::EXTERNAL_HOSTS.iter().map(|&h| IpAddr::from(h));
+        v4.chain(v6.filter(|_| self.ipv6)).collect()
     }
 
-    /// Every address of the node (a destination the node itself answers).
-    pub fn node_addrs() -> [IpAddr; 2] {
-        [addr::NODE.into(), addr::POD_GATEWAY.into()]
+    /// Whether the topology has IPv6 addresses.
+    pub fn has_ipv6(&self) -> bool {
+        self.ipv6
+    }
+
+    /// The namespace of the pod with this address, if any.
+    pub fn pod_with(&self, ip: IpAddr) -> Option<&Netns> {
+        match ip {
+            ip if ip == addr::POD || ip == addr6::POD => Some(&self.pod),
+            ip if ip == addr::POD2 || ip == addr6::POD2 => Some(&self.pod2),
+            _ => None,
+        }
     }
 
     fn wire(&self, options: &TopologyBuilder) -> Result<()> {
@@ -180,6 +234,61 @@ impl Topology {
             }
         }
         Ok(())
+    }
+}
+
+impl Topology {
+    /// Before any link exists: without duplicate address detection, links' addresses
+    /// (link-local ones included, which neighbour discovery needs) are usable at once instead
+    /// of after a second or two, during which forwarded IPv6 traffic is silently dropped.
+    fn prepare_ipv6(&self) -> Result<()> {
+        for ns in [&self.pod, &self.pod2, &self.node, &self.external] {
+            for scope in ["all", "default"] {
+                set_sysctl(ns, &format!("net/ipv6/conf/{scope}/disable_ipv6"), "0")?;
+                set_sysctl(ns, &format!("net/ipv6/conf/{scope}/accept_dad"), "0")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn wire_ipv6(&self, options: &TopologyBuilder) -> Result<()> {
+        let add = |ns: &Netns, addr: String, dev: &str| {
+            ns.ip(&["-6", "addr", "add", &addr, "dev", dev, "nodad"])
+        };
+        add(
+            &self.node,
+            format!("{}/64", addr6::POD_GATEWAY),
+            NODE_BRIDGE,
+        )?;
+        for (pod, ip) in [(&self.pod, addr6::POD), (&self.pod2, addr6::POD2)] {
+            add(pod, format!("{ip}/64"), "eth0")?;
+            pod.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &addr6::POD_GATEWAY.to_string(),
+            ])?;
+        }
+        add(&self.node, format!("{}/64", addr6::NODE), NODE_UPLINK)?;
+        add(
+            &self.external,
+            format!("{}/64", addr6::EXTERNAL_GATEWAY),
+            "eth0",
+        )?;
+        let gateway = addr6::EXTERNAL_GATEWAY.to_string();
+        self.node
+            .ip(&["-6", "route", "add", "default", "via", &gateway])?;
+        for host in addr6::EXTERNAL_HOSTS {
+            add(&self.external, format!("{host}/128"), "lo")?;
+        }
+        if options.route_pods_from_external {
+            let via = addr6::NODE.to_string();
+            self.external
+                .ip(&["-6", "route", "add", addr6::POD_CIDR, "via", &via])?;
+        }
+        set_sysctl(&self.node, "net/ipv6/conf/all/forwarding", "1")
     }
 }
 
@@ -241,5 +350,27 @@ mod tests {
         let server = std::net::SocketAddr::new(internet, 8081);
         let _tcp = crate::probe::TcpEchoServer::start(&topology.external, &[server]).unwrap();
         assert!(tcp_source(&topology.pod, server).is_err());
+    }
+
+    #[test]
+    fn ipv6_hosts_see_the_pod_too() {
+        if let Some(reason) = crate::skip_reason(&["ping"]) {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        let topology = Topology::builder().ipv6(true).build().unwrap();
+        let probes = Probes::start(&topology.external, &topology.external_hosts(), 8080).unwrap();
+        for host in addr6::EXTERNAL_HOSTS {
+            let seen = probes.sources(&topology.pod, host.into()).unwrap();
+            assert_eq!(
+                seen.agreed(),
+                Some(addr6::POD.into()),
+                "to {host}: {seen:?}"
+            );
+        }
+        let seen = probes
+            .sources(&topology.pod2, addr::INTERNET.into())
+            .unwrap();
+        assert_eq!(seen.agreed(), Some(addr::POD2.into()));
     }
 }
