@@ -531,3 +531,11 @@ fn ipv6_is_masqueraded_when_enabled() {
     bed.sync(&want);
     assert_eq!(bed.pod_source(addr6::INTERNET), IpAddr::from(addr6::NODE));
 }
+
+#[test]
+fn probe_checks_support_without_installing_anything() {
+    require_kernel!();
+    let ns = masq_testbed::Netns::new("probe").unwrap();
+    ns.enter(|| Nftables::new().probe()).unwrap().unwrap();
+    assert_eq!(ns.exec("nft", &["list", "tables"]).unwrap().trim(), "");
+}

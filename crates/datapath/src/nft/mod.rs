@@ -239,3 +239,17 @@ fn first_error_line(stderr: &str) -> String {
         .unwrap_or(stderr)
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_nft_binary_is_unsupported_not_a_panic() {
+        let mut nft = Nftables::with_program("/nonexistent/nft");
+        let error = nft.cleanup().unwrap_err();
+        assert!(matches!(error, Error::Unsupported(_)), "{error}");
+        assert!(error.to_string().contains("/nonexistent/nft"), "{error}");
+        assert!(matches!(nft.probe(), Err(Error::Unsupported(_))));
+    }
+}

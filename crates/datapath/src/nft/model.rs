@@ -278,6 +278,34 @@ impl Ruleset {
         Ruleset { sets, rules }
     }
 
+    /// Walks the chain for one packet the way the kernel would and returns the first rule that
+    /// matches (None: no rule matched and the packet leaves untouched). `local` are the node's
+    /// addresses, what `fib daddr type local` answers from. Lets tests check the generated
+    /// rules against the decision crate for arbitrary packets.
+    pub fn evaluate(&self, src: IpAddr, dst: IpAddr, local: &[IpAddr]) -> Option<&RuleSpec> {
+        let family = Family::of(&IpNet::from(dst));
+        let in_set = |name: &str, addr: IpAddr| {
+            self.sets
+                .iter()
+                .find(|s| s.name == name)
+                .is_some_and(|s| s.elements.iter().any(|net| net.contains(&addr)))
+        };
+        let holds = |cond: &Cond| match cond {
+            Cond::SaddrInSet {
+                family: f,
+                set,
+                negate,
+            } => *f == family && in_set(set, src) != *negate,
+            Cond::DaddrInSet { family: f, set } => *f == family && in_set(set, dst),
+            Cond::DaddrIn(net) => net.contains(&dst),
+            Cond::DaddrLocal => local.contains(&dst),
+            Cond::Nfproto(f) => *f == family,
+            // The walk is for TCP and UDP packets.
+            Cond::TcpOrUdp => true,
+        };
+        self.rules.iter().find(|rule| rule.conds.iter().all(holds))
+    }
+
     /// Set elements plus rules: the size of the ruleset, for metrics and status.
     pub fn entries(&self) -> usize {
         self.rules.len() + self.sets.iter().map(|s| s.elements.len()).sum::<usize>()
@@ -296,5 +324,94 @@ fn set_spec(prefix: &str, family: Family, cidrs: &[IpNet]) -> SetSpec {
         name: format!("{prefix}-{}", family.suffix()),
         family,
         elements,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::NodeSettings;
+
+    fn desired(cidrs: &[&str], node: NodeSettings) -> Desired {
+        Desired {
+            config: masq_config::Config {
+                non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+                masq_link_local: false,
+                masq_link_local_ipv6: false,
+                resync_interval: Duration::from_secs(60),
+                cidr_limit: 16384,
+                non_masquerade_src_cidrs: vec!["10.244.1.9/32".parse().unwrap()],
+            },
+            node,
+        }
+    }
+
+    fn reason_of(ruleset: &Ruleset, src: &str, dst: &str) -> Option<&'static str> {
+        let local: IpAddr = "172.30.0.1".parse().unwrap();
+        ruleset
+            .evaluate(src.parse().unwrap(), dst.parse().unwrap(), &[local])
+            .map(|rule| rule.comment)
+    }
+
+    #[test]
+    fn rules_follow_the_decision_order() {
+        let node = NodeSettings {
+            pod_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            native_routing_cidr: Some("10.96.0.0/12".parse().unwrap()),
+            ..NodeSettings::default()
+        };
+        let rules = Ruleset::build(&desired(&["10.0.0.0/8"], node));
+        let pod = "10.244.1.2";
+        assert_eq!(
+            reason_of(&rules, "10.244.1.9", "8.8.8.8"),
+            Some(reason::NON_MASQUERADE_SRC)
+        );
+        assert_eq!(
+            reason_of(&rules, "192.168.1.1", "8.8.8.8"),
+            Some(reason::NOT_A_POD)
+        );
+        assert_eq!(
+            reason_of(&rules, pod, "169.254.169.254"),
+            Some(reason::LINK_LOCAL)
+        );
+        assert_eq!(
+            reason_of(&rules, pod, "10.1.2.3"),
+            Some(reason::NON_MASQUERADE_CIDR)
+        );
+        assert_eq!(reason_of(&rules, pod, "172.30.0.1"), Some(reason::LOCAL));
+        assert_eq!(reason_of(&rules, pod, "8.8.8.8"), Some(reason::MASQUERADE));
+        // IPv6 is not touched without --enable-ipv6.
+        assert_eq!(reason_of(&rules, "fd00::1", "2001:db8::1"), None);
+    }
+
+    #[test]
+    fn overlapping_cidrs_collapse_and_families_split() {
+        let node = NodeSettings {
+            enable_ipv6: true,
+            ..NodeSettings::default()
+        };
+        let rules = Ruleset::build(&desired(
+            &["10.0.0.0/8", "10.1.0.0/16", "10.0.0.0/8", "fd00::/8"],
+            node,
+        ));
+        let dst = |name: &str| rules.sets.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(
+            dst("nonmasq-dst-v4").elements,
+            vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            dst("nonmasq-dst-v6").elements,
+            vec!["fd00::/8".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            reason_of(&rules, "fd10::2", "2001:db8::1"),
+            Some(reason::MASQUERADE)
+        );
+        assert_eq!(
+            reason_of(&rules, "fd10::2", "fe80::1"),
+            Some(reason::LINK_LOCAL)
+        );
     }
 }
