@@ -60,6 +60,8 @@ impl Bed {
     }
 
     fn with(builder: masq_testbed::TopologyBuilder) -> Bed {
+        // Namespaces a killed earlier run could not remove.
+        masq_testbed::netns::sweep_stale();
         let topology = builder.build().unwrap();
         let probes = Probes::start(&topology.external, &topology.external_hosts(), PORT).unwrap();
         Bed {
@@ -122,14 +124,13 @@ impl Bed {
     /// recreated.
     fn listing(&self) -> String {
         let text = self.nft(&["-a", "list", "table", "inet", "masq"]);
-        let zero_counters = regex_lite_counters(&text);
         assert_root_untouched();
-        zero_counters
+        zero_counters(&text)
     }
 }
 
 /// Replaces counter values (they move with the probes' traffic) by zeros.
-fn regex_lite_counters(text: &str) -> String {
+fn zero_counters(text: &str) -> String {
     let mut out = Vec::new();
     let mut words = text.split(' ').peekable();
     while let Some(word) = words.next() {
@@ -339,7 +340,7 @@ fn a_cidr_change_edits_the_set_in_place() {
     assert_eq!(bed.pod_source(addr::PRIVATE), POD);
     assert_eq!(bed.pod_source(addr::INTERNET), NODE);
     let chain_before = bed.nft(&["-a", "list", "chain", "inet", "masq", "postrouting"]);
-    let chain_before = regex_lite_counters(&chain_before);
+    let chain_before = zero_counters(&chain_before);
 
     // Overlapping replacement (10/8 → 10.200/16) plus a new CIDR, in one transaction that
     // only touches elements.
@@ -364,7 +365,7 @@ fn a_cidr_change_edits_the_set_in_place() {
     assert!(report.changed && !report.drift_repaired);
     let chain_after = bed.nft(&["-a", "list", "chain", "inet", "masq", "postrouting"]);
     assert_eq!(
-        regex_lite_counters(&chain_after),
+        zero_counters(&chain_after),
         chain_before,
         "rules were recreated"
     );

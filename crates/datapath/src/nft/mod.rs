@@ -37,7 +37,9 @@ use nftables::helper::{self, NftablesError};
 use nftables::schema::NfListObject;
 
 pub use live::RuleCounter;
-pub use model::{reason, Ruleset, CHAIN, SRCNAT_PRIORITY};
+pub use model::{
+    reason, Cond, Family, RuleSpec, Ruleset, SetSpec, Verdict, CHAIN, SRCNAT_PRIORITY,
+};
 
 use crate::names::NFT_TABLE;
 use crate::{Datapath, Desired, Error, Kind, SyncReport};
