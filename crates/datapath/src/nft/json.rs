@@ -1,0 +1,209 @@
+//! The model as objects of the `nftables` crate (libnftables JSON): what `sync` sends in its
+//! batch. The same statements, serialized, are what the installed rules are compared with.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use nftables::expr::{Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression};
+use nftables::expr::{Payload, PayloadField, Prefix, Range, SetItem};
+use nftables::schema::{self, Chain, Element, Rule, SetFlag, SetType, SetTypeValue, Table};
+use nftables::stmt::{Counter, Match, NATFamily, NATFlag, Operator, Statement, NAT};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use super::model::{Cond, Family, RuleSpec, SetSpec, Verdict, CHAIN, SRCNAT_PRIORITY};
+use crate::names::NFT_TABLE;
+use crate::PortRange;
+
+/// masq's table.
+pub fn table() -> Table<'static> {
+    Table {
+        family: NfFamily::INet,
+        name: NFT_TABLE.into(),
+        handle: None,
+    }
+}
+
+/// A chain of masq's table by name, for flush and delete.
+pub fn chain_ref(name: &str) -> Chain<'static> {
+    Chain {
+        family: NfFamily::INet,
+        table: NFT_TABLE.into(),
+        name: name.to_string().into(),
+        ..Chain::default()
+    }
+}
+
+/// The postrouting base chain.
+pub fn base_chain() -> Chain<'static> {
+    Chain {
+        _type: Some(NfChainType::NAT),
+        hook: Some(NfHook::Postrouting),
+        prio: Some(SRCNAT_PRIORITY),
+        policy: Some(NfChainPolicy::Accept),
+        ..chain_ref(CHAIN)
+    }
+}
+
+/// A set of masq's table by name (for delete), without elements.
+pub fn set_ref(name: &str) -> schema::Set<'static> {
+    schema::Set {
+        family: NfFamily::INet,
+        table: NFT_TABLE.into(),
+        name: name.to_string().into(),
+        ..schema::Set::default()
+    }
+}
+
+/// The set with its type, flags and elements, for `add set`.
+pub fn set(spec: &SetSpec) -> schema::Set<'static> {
+    schema::Set {
+        set_type: SetTypeValue::Single(match spec.family {
+            Family::V4 => SetType::Ipv4Addr,
+            Family::V6 => SetType::Ipv6Addr,
+        }),
+        flags: Some(HashSet::from([SetFlag::Interval])),
+        elem: (!spec.elements.is_empty())
+            .then(|| Cow::Owned(spec.elements.iter().map(|n| prefix(*n)).collect())),
+        ..set_ref(&spec.name)
+    }
+}
+
+/// Elements of one set, for `add element` / `delete element`.
+pub fn elements(set: &str, elem: Vec<Expression<'static>>) -> Element<'static> {
+    Element {
+        family: NfFamily::INet,
+        table: NFT_TABLE.into(),
+        name: set.to_string().into(),
+        elem: Cow::Owned(elem),
+    }
+}
+
+/// A CIDR as a prefix expression.
+pub fn prefix(net: IpNet) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(Expression::String(net.network().to_string().into())),
+        len: u32::from(net.prefix_len()),
+    }))
+}
+
+/// A rule of the postrouting chain.
+pub fn rule(spec: &RuleSpec) -> Rule<'static> {
+    Rule {
+        family: NfFamily::INet,
+        table: NFT_TABLE.into(),
+        chain: CHAIN.into(),
+        expr: Cow::Owned(statements(spec)),
+        comment: Some(spec.comment.into()),
+        ..Rule::default()
+    }
+}
+
+/// The statements of a rule: its matches, a counter, the verdict.
+pub fn statements(spec: &RuleSpec) -> Vec<Statement<'static>> {
+    let mut stmts: Vec<Statement<'static>> = spec.conds.iter().map(cond).collect();
+    stmts.push(Statement::Counter(Counter::Anonymous(None)));
+    stmts.push(verdict(&spec.verdict));
+    stmts
+}
+
+fn payload(family: Family, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: family.payload().into(),
+            field: field.into(),
+        },
+    )))
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn matches(
+    left: Expression<'static>,
+    op: Operator,
+    right: Expression<'static>,
+) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn cond(cond: &Cond) -> Statement<'static> {
+    let set_ref = |set: &str| Expression::String(format!("@{set}").into());
+    match cond {
+        Cond::SaddrInSet {
+            family,
+            set,
+            negate,
+        } => {
+            let op = if *negate { Operator::NEQ } else { Operator::EQ };
+            matches(payload(*family, "saddr"), op, set_ref(set))
+        }
+        Cond::DaddrInSet { family, set } => {
+            matches(payload(*family, "daddr"), Operator::EQ, set_ref(set))
+        }
+        Cond::DaddrIn(net) => {
+            let family = if net.addr().is_ipv4() {
+                Family::V4
+            } else {
+                Family::V6
+            };
+            matches(payload(family, "daddr"), Operator::EQ, prefix(*net))
+        }
+        Cond::DaddrLocal => matches(
+            Expression::Named(NamedExpression::Fib(Fib {
+                result: FibResult::Type,
+                flags: HashSet::from([FibFlag::Daddr]),
+            })),
+            Operator::EQ,
+            Expression::String("local".into()),
+        ),
+        Cond::Nfproto(family) => matches(
+            meta(MetaKey::Nfproto),
+            Operator::EQ,
+            Expression::String(family.nfproto().into()),
+        ),
+        Cond::TcpOrUdp => matches(
+            meta(MetaKey::L4proto),
+            Operator::EQ,
+            Expression::Named(NamedExpression::Set(vec![
+                SetItem::Element(Expression::String("tcp".into())),
+                SetItem::Element(Expression::String("udp".into())),
+            ])),
+        ),
+    }
+}
+
+fn port_range(ports: Option<PortRange>) -> Option<Expression<'static>> {
+    ports.map(|p| {
+        Expression::Range(Box::new(Range {
+            range: [
+                Expression::Number(u32::from(p.first)),
+                Expression::Number(u32::from(p.last)),
+            ],
+        }))
+    })
+}
+
+fn verdict(verdict: &Verdict) -> Statement<'static> {
+    let fully_random = Some(HashSet::from([NATFlag::FullyRandom]));
+    match verdict {
+        Verdict::Return => Statement::Return(None),
+        Verdict::Masquerade { ports } => Statement::Masquerade(Some(NAT {
+            addr: None,
+            family: None,
+            port: port_range(*ports),
+            flags: fully_random,
+        })),
+        Verdict::Snat { addr, ports } => Statement::SNAT(Some(NAT {
+            addr: Some(Expression::String(addr.to_string().into())),
+            family: Some(match addr {
+                IpAddr::V4(_) => NATFamily::IP,
+                IpAddr::V6(_) => NATFamily::IP6,
+            }),
+            port: port_range(*ports),
+            flags: fully_random,
+        })),
+    }
+}

@@ -1,0 +1,220 @@
+//! The one transaction that turns what is installed into what the model wants.
+//!
+//! Sets are edited element by element, so a config change never empties a set; the chain is
+//! flushed and refilled only when its rules differ. Everything goes into one batch, which the
+//! kernel commits atomically: packets see the old ruleset or the new one, nothing in between.
+
+use nftables::batch::Batch;
+use nftables::schema::{FlushObject, NfCmd, NfListObject};
+
+use super::json;
+use super::live::{Elem, Shape};
+use super::model::{Ruleset, CHAIN};
+
+/// The batch that makes `installed` (None: no table) equal to `ruleset`, or None when it
+/// already is.
+pub fn plan(ruleset: &Ruleset, installed: Option<&Shape>) -> Option<Batch<'static>> {
+    let want = Shape::expected(ruleset);
+    if installed == Some(&want) {
+        return None;
+    }
+    let empty = Shape::default();
+    let have = installed.unwrap_or(&empty);
+    let want_chain = &want.chains[CHAIN];
+    let mut batch = Batch::new();
+    // `add table` creates it when missing and is a no-op otherwise: the table is never flushed,
+    // so a restarted agent adopts what it finds.
+    batch.add(NfListObject::Table(json::table()));
+
+    // Sets to remove: not in the model (a feature turned off), of the wrong kind (someone
+    // recreated it), or holding elements masq never writes (a range) that are simpler to
+    // replace with the set than to delete one by one. Rules may reference them, so the chains
+    // go first.
+    let doomed_sets: Vec<&String> = have
+        .sets
+        .iter()
+        .filter(|(name, set)| match want.sets.get(*name) {
+            None => true,
+            Some(wanted) => {
+                wanted.set_type != set.set_type
+                    || wanted.flags != set.flags
+                    || set.elements.iter().any(|e| matches!(e, Elem::Other(_)))
+            }
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let foreign_chains: Vec<&String> = have.chains.keys().filter(|c| *c != CHAIN).collect();
+    let chain = have.chains.get(CHAIN);
+    let chain_base_ok = chain.is_some_and(|c| c.base == want_chain.base);
+    let rewrite_rules = !chain_base_ok
+        || chain.is_some_and(|c| c.rules != want_chain.rules)
+        || !doomed_sets.is_empty();
+
+    for name in &foreign_chains {
+        flush_chain(&mut batch, name);
+    }
+    if chain.is_some() && !chain_base_ok {
+        // A chain's hook cannot be changed in place.
+        flush_chain(&mut batch, CHAIN);
+        batch.delete(NfListObject::Chain(json::chain_ref(CHAIN)));
+    } else if chain.is_some() && rewrite_rules {
+        flush_chain(&mut batch, CHAIN);
+    }
+    if !chain_base_ok {
+        batch.add(NfListObject::Chain(json::base_chain()));
+    }
+    for name in &foreign_chains {
+        batch.delete(NfListObject::Chain(json::chain_ref(name)));
+    }
+    for name in &doomed_sets {
+        batch.delete(NfListObject::Set(Box::new(json::set_ref(name))));
+    }
+
+    for spec in &ruleset.sets {
+        let current = have
+            .sets
+            .get(&spec.name)
+            .filter(|_| !doomed_sets.contains(&&spec.name));
+        let Some(current) = current else {
+            batch.add(NfListObject::Set(Box::new(json::set(spec))));
+            continue;
+        };
+        let wanted = &want.sets[&spec.name].elements;
+        // Deletions before additions: an interval set refuses an element that overlaps one
+        // still present (10.0.0.0/8 replaced by 10.0.0.0/9). Inside one batch the order is
+        // invisible to packets.
+        let stale: Vec<_> = current
+            .elements
+            .difference(wanted)
+            .filter_map(element_expression)
+            .collect();
+        if !stale.is_empty() {
+            batch.delete(NfListObject::Element(json::elements(&spec.name, stale)));
+        }
+        let missing: Vec<_> = wanted
+            .difference(&current.elements)
+            .filter_map(element_expression)
+            .collect();
+        if !missing.is_empty() {
+            batch.add(NfListObject::Element(json::elements(&spec.name, missing)));
+        }
+    }
+
+    if rewrite_rules {
+        for spec in &ruleset.rules {
+            batch.add(NfListObject::Rule(json::rule(spec)));
+        }
+    }
+    Some(batch)
+}
+
+fn flush_chain(batch: &mut Batch<'static>, name: &str) {
+    batch.add_cmd(NfCmd::Flush(FlushObject::Chain(json::chain_ref(name))));
+}
+
+/// Only prefixes: a set holding anything else is replaced whole, not edited.
+fn element_expression(elem: &Elem) -> Option<nftables::expr::Expression<'static>> {
+    match elem {
+        Elem::Net(net) => Some(json::prefix(*net)),
+        Elem::Other(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::nft::live::ChainShape;
+    use crate::{Desired, NodeSettings};
+
+    fn ruleset(cidrs: &[&str]) -> Ruleset {
+        Ruleset::build(&Desired {
+            config: masq_config::Config {
+                non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+                masq_link_local: false,
+                masq_link_local_ipv6: false,
+                resync_interval: Duration::from_secs(60),
+                cidr_limit: 16384,
+                non_masquerade_src_cidrs: Vec::new(),
+            },
+            node: NodeSettings::default(),
+        })
+    }
+
+    /// The batch as a list of (command, object kind) pairs.
+    fn commands(batch: Batch<'static>) -> Vec<(String, String)> {
+        let json = serde_json::to_value(batch.to_nftables()).unwrap();
+        json["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|cmd| {
+                let (verb, object) = cmd.as_object().unwrap().iter().next().unwrap();
+                let kind = object.as_object().unwrap().keys().next().unwrap();
+                (verb.clone(), kind.clone())
+            })
+            .collect()
+    }
+
+    fn pair(verb: &str, kind: &str) -> (String, String) {
+        (verb.to_string(), kind.to_string())
+    }
+
+    #[test]
+    fn nothing_to_do_when_installed_matches() {
+        let rules = ruleset(&["10.0.0.0/8"]);
+        assert!(plan(&rules, Some(&Shape::expected(&rules))).is_none());
+    }
+
+    #[test]
+    fn an_empty_kernel_gets_table_chain_sets_then_rules() {
+        let rules = ruleset(&["10.0.0.0/8"]);
+        let cmds = commands(plan(&rules, None).unwrap());
+        let mut expected = vec![pair("add", "table"), pair("add", "chain")];
+        expected.extend(rules.sets.iter().map(|_| pair("add", "set")));
+        expected.extend(rules.rules.iter().map(|_| pair("add", "rule")));
+        assert_eq!(cmds, expected);
+    }
+
+    #[test]
+    fn a_cidr_change_only_edits_elements_deleting_first() {
+        let installed = Shape::expected(&ruleset(&["10.0.0.0/8", "192.168.0.0/16"]));
+        let batch = plan(
+            &ruleset(&["10.0.0.0/9", "192.168.0.0/16"]),
+            Some(&installed),
+        )
+        .unwrap();
+        let json: Value = serde_json::to_value(batch.to_nftables()).unwrap();
+        let cmds = json["nftables"].as_array().unwrap();
+        assert_eq!(cmds.len(), 3, "{json}");
+        assert_eq!(cmds[1]["delete"]["element"]["elem"][0]["prefix"]["len"], 8);
+        assert_eq!(cmds[2]["add"]["element"]["elem"][0]["prefix"]["len"], 9);
+    }
+
+    #[test]
+    fn an_edited_chain_is_flushed_and_refilled_in_the_same_batch() {
+        let rules = ruleset(&["10.0.0.0/8"]);
+        let mut installed = Shape::expected(&rules);
+        let chain = installed.chains.get_mut(CHAIN).unwrap();
+        chain.rules.remove(0);
+        installed.chains.insert(
+            "intruder".into(),
+            ChainShape {
+                base: None,
+                rules: Vec::new(),
+            },
+        );
+        let cmds = commands(plan(&rules, Some(&installed)).unwrap());
+        let mut expected = vec![
+            pair("add", "table"),
+            pair("flush", "chain"),
+            pair("flush", "chain"),
+            pair("delete", "chain"),
+        ];
+        expected.extend(rules.rules.iter().map(|_| pair("add", "rule")));
+        assert_eq!(cmds, expected);
+    }
+}

@@ -1,0 +1,84 @@
+//! The model as nft syntax, close to what `nft list table inet masq` prints, and loadable with
+//! `nft -f` (a test loads it and checks the kernel then matches the desired state).
+
+use std::fmt::Write;
+
+use super::model::{Cond, Family, Ruleset, Verdict, CHAIN};
+use crate::names::NFT_TABLE;
+use crate::PortRange;
+
+/// The whole table as text.
+pub fn ruleset_text(ruleset: &Ruleset) -> String {
+    let mut out = format!("table inet {NFT_TABLE} {{\n");
+    for set in &ruleset.sets {
+        let _ = writeln!(out, "\tset {} {{", set.name);
+        let _ = writeln!(out, "\t\ttype {}", set.family.set_type());
+        out.push_str("\t\tflags interval\n");
+        if !set.elements.is_empty() {
+            let elements: Vec<String> = set.elements.iter().map(|e| e.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "\t\telements = {{ {} }}",
+                elements.join(",\n\t\t\t     ")
+            );
+        }
+        out.push_str("\t}\n\n");
+    }
+    let _ = writeln!(out, "\tchain {CHAIN} {{");
+    out.push_str("\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
+    for rule in &ruleset.rules {
+        let mut words: Vec<String> = rule.conds.iter().map(cond_text).collect();
+        words.push("counter".into());
+        words.push(verdict_text(&rule.verdict));
+        words.push(format!("comment \"{}\"", rule.comment));
+        let _ = writeln!(out, "\t\t{}", words.join(" "));
+    }
+    out.push_str("\t}\n}\n");
+    out
+}
+
+fn cond_text(cond: &Cond) -> String {
+    match cond {
+        Cond::SaddrInSet {
+            family,
+            set,
+            negate,
+        } => {
+            let op = if *negate { "!= " } else { "" };
+            format!("{} saddr {op}@{set}", family.payload())
+        }
+        Cond::DaddrInSet { family, set } => format!("{} daddr @{set}", family.payload()),
+        Cond::DaddrIn(net) => {
+            let family = if net.addr().is_ipv4() {
+                Family::V4
+            } else {
+                Family::V6
+            };
+            format!("{} daddr {net}", family.payload())
+        }
+        Cond::DaddrLocal => "fib daddr type local".into(),
+        Cond::Nfproto(family) => format!("meta nfproto {}", family.nfproto()),
+        Cond::TcpOrUdp => "meta l4proto { tcp, udp }".into(),
+    }
+}
+
+fn verdict_text(verdict: &Verdict) -> String {
+    let ports = |p: &Option<PortRange>| match p {
+        Some(p) => format!(":{}-{}", p.first, p.last),
+        None => String::new(),
+    };
+    match verdict {
+        Verdict::Return => "return".into(),
+        Verdict::Masquerade { ports: None } => "masquerade fully-random".into(),
+        Verdict::Masquerade { ports: p } => format!("masquerade to {} fully-random", ports(p)),
+        Verdict::Snat { addr, ports: p } => {
+            let (family, addr) = match addr {
+                std::net::IpAddr::V4(a) => ("ip", a.to_string()),
+                // An IPv6 address followed by a port needs brackets.
+                std::net::IpAddr::V6(a) if p.is_some() => ("ip6", format!("[{a}]")),
+                std::net::IpAddr::V6(a) => ("ip6", a.to_string()),
+            };
+            format!("snat {family} to {addr}{} fully-random", ports(p))
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! `masq render --datapath nftables` output, compared exactly with the files in
+//! `tests/golden/`. Set `UPDATE_GOLDEN=1` to rewrite them after an intended change, then review
+//! the diff. The last test loads each golden file into a throwaway namespace and checks that
+//! the kernel then matches the desired state, so the text is real nft syntax and says exactly
+//! what `sync` installs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use masq_config::Config;
+use masq_datapath::nft::Nftables;
+use masq_datapath::{Datapath, Desired, NodeSettings, PortRange};
+
+fn nets(cidrs: &[&str]) -> Vec<IpNet> {
+    cidrs.iter().map(|c| c.parse().unwrap()).collect()
+}
+
+/// The default config: the 11 reserved ranges, link-local kept.
+fn defaults() -> Desired {
+    Desired {
+        config: Config {
+            non_masquerade_cidrs: nets(&[
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",
+                "192.0.0.0/24",
+                "192.0.2.0/24",
+                "192.88.99.0/24",
+                "198.18.0.0/15",
+                "198.51.100.0/24",
+                "203.0.113.0/24",
+                "240.0.0.0/4",
+            ]),
+            masq_link_local: false,
+            masq_link_local_ipv6: false,
+            resync_interval: Duration::from_secs(60),
+            cidr_limit: 16384,
+            non_masquerade_src_cidrs: Vec::new(),
+        },
+        node: NodeSettings::default(),
+    }
+}
+
+/// Every option at once: IPv6, overlapping CIDRs, source exemptions, pod CIDRs, a fixed SNAT
+/// address, a port range, the native-routing CIDR, and link-local masqueraded for IPv4 only.
+fn everything() -> Desired {
+    Desired {
+        config: Config {
+            non_masquerade_cidrs: nets(&[
+                "10.0.0.0/8",
+                "10.96.0.0/12",
+                "192.168.0.0/24",
+                "192.168.1.0/24",
+                "fd00::/8",
+                "2001:db8:1::/48",
+            ]),
+            masq_link_local: true,
+            masq_link_local_ipv6: false,
+            resync_interval: Duration::from_secs(60),
+            cidr_limit: 16384,
+            non_masquerade_src_cidrs: nets(&["10.244.1.128/25", "fd10::/64"]),
+        },
+        node: NodeSettings {
+            pod_cidrs: nets(&["10.244.1.0/24", "fd10::/56"]),
+            snat_ip: Some("172.30.0.100".parse().unwrap()),
+            port_range: Some(PortRange {
+                first: 32768,
+                last: 60999,
+            }),
+            native_routing_cidr: Some("172.16.0.0/12".parse().unwrap()),
+            enable_ipv6: true,
+            ..NodeSettings::default()
+        },
+    }
+}
+
+fn cases() -> [(&'static str, Desired); 2] {
+    [
+        ("nftables-default.nft", defaults()),
+        ("nftables-everything.nft", everything()),
+    ]
+}
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+#[test]
+fn render_matches_the_golden_files() {
+    for (name, desired) in cases() {
+        let text = Nftables::new().render(&desired);
+        let path = golden(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+        assert_eq!(
+            text, expected,
+            "{name} differs; UPDATE_GOLDEN=1 rewrites it"
+        );
+    }
+}
+
+#[test]
+fn golden_files_load_and_match_in_a_namespace() {
+    if let Some(reason) = masq_testbed::skip_reason(&["nft"]) {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    for (name, desired) in cases() {
+        let ns = masq_testbed::Netns::new("render").unwrap();
+        let text = std::fs::read_to_string(golden(name)).unwrap();
+        let mut child = ns
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "nft -f rejected {name}");
+        let mut nft = Nftables::new();
+        let (matched, report) = ns
+            .enter(|| (nft.matches(&desired), nft.sync(&desired)))
+            .unwrap();
+        assert!(matched.unwrap(), "{name} loaded but does not match");
+        assert!(!report.unwrap().changed, "sync would change {name}");
+    }
+}

@@ -1,0 +1,542 @@
+//! Kernel tests of the nftables datapath. Each test builds its own pod/node/external topology
+//! (masq-testbed), installs the ruleset inside the node namespace and proves it with real TCP,
+//! UDP and ICMP traffic: the external servers report the source address they saw. Needs root,
+//! `nft` and `ping`; skips with a printed reason otherwise. The root namespace is only read.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use masq_config::Config;
+use masq_datapath::nft::Nftables;
+use masq_datapath::{Datapath, Desired, NodeSettings, PortRange, SyncReport};
+use masq_testbed::probe::TcpSession;
+use masq_testbed::{addr, addr6, Probes, Topology};
+
+const PORT: u16 = 8080;
+
+fn nets(cidrs: &[&str]) -> Vec<IpNet> {
+    cidrs.iter().map(|c| c.parse().unwrap()).collect()
+}
+
+/// A config keeping only `non_masquerade`: TEST-NET hosts are masqueraded unless listed.
+fn config(non_masquerade: &[&str]) -> Config {
+    Config {
+        non_masquerade_cidrs: nets(non_masquerade),
+        masq_link_local: false,
+        masq_link_local_ipv6: false,
+        resync_interval: Duration::from_secs(60),
+        cidr_limit: 16384,
+        non_masquerade_src_cidrs: Vec::new(),
+    }
+}
+
+fn desired(config: Config) -> Desired {
+    Desired {
+        config,
+        node: NodeSettings::default(),
+    }
+}
+
+macro_rules! require_kernel {
+    () => {
+        if let Some(reason) = masq_testbed::skip_reason(&["nft", "ping"]) {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+}
+
+/// A topology with probes on every external host, and an nftables backend for its node.
+struct Bed {
+    topology: Topology,
+    probes: Probes,
+    nft: Nftables,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        Bed::with(Topology::builder())
+    }
+
+    fn with(builder: masq_testbed::TopologyBuilder) -> Bed {
+        // Namespaces a killed earlier run could not remove.
+        masq_testbed::netns::sweep_stale();
+        let topology = builder.build().unwrap();
+        let probes = Probes::start(&topology.external, &topology.external_hosts(), PORT).unwrap();
+        Bed {
+            topology,
+            probes,
+            nft: Nftables::new(),
+        }
+    }
+
+    /// Syncs, and checks the kernel then matches (which also proves that what nft lists back
+    /// compares equal to what was written, or every sync would rewrite the chain).
+    fn sync(&mut self, desired: &Desired) -> SyncReport {
+        let nft = &mut self.nft;
+        let report = self
+            .topology
+            .node
+            .enter(|| nft.sync(desired))
+            .unwrap()
+            .unwrap();
+        assert!(self.matches(desired), "kernel differs right after sync");
+        let nft = &mut self.nft;
+        let again = self
+            .topology
+            .node
+            .enter(|| nft.sync(desired))
+            .unwrap()
+            .unwrap();
+        assert!(!again.changed, "a second sync changed something");
+        report
+    }
+
+    fn matches(&self, desired: &Desired) -> bool {
+        let nft = &self.nft;
+        self.topology
+            .node
+            .enter(|| nft.matches(desired))
+            .unwrap()
+            .unwrap()
+    }
+
+    /// What `dst` sees as the source of `from`'s traffic, checked to agree over TCP, UDP and
+    /// ICMP.
+    fn source(&self, from: &masq_testbed::Netns, dst: impl Into<IpAddr>) -> IpAddr {
+        let dst = dst.into();
+        let seen = self.probes.sources(from, dst).unwrap();
+        seen.agreed()
+            .unwrap_or_else(|| panic!("protocols disagree on the source seen by {dst}: {seen:?}"))
+    }
+
+    fn pod_source(&self, dst: impl Into<IpAddr>) -> IpAddr {
+        self.source(&self.topology.pod, dst)
+    }
+
+    /// nft in the node namespace.
+    fn nft(&self, args: &[&str]) -> String {
+        self.topology.node.exec("nft", args).unwrap()
+    }
+
+    /// The table with rule and set handles, counters zeroed: equal listings mean nothing was
+    /// recreated.
+    fn listing(&self) -> String {
+        let text = self.nft(&["-a", "list", "table", "inet", "masq"]);
+        assert_root_untouched();
+        zero_counters(&text)
+    }
+}
+
+/// Replaces counter values (they move with the probes' traffic) by zeros.
+fn zero_counters(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut words = text.split(' ').peekable();
+    while let Some(word) = words.next() {
+        out.push(word.to_string());
+        if word == "packets" || word == "bytes" {
+            if let Some(value) = words.next() {
+                let digits = value.trim_start_matches(|c: char| c.is_ascii_digit());
+                out.push(format!("0{digits}"));
+            }
+        }
+    }
+    out.join(" ")
+}
+
+/// Loads nft syntax with `nft -f -` inside `ns`.
+fn load(ns: &masq_testbed::Netns, text: &str) {
+    use std::io::Write;
+    let mut child = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f rejected:\n{text}");
+}
+
+/// The root namespace must never get a masq table (tests only read it).
+fn assert_root_untouched() {
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(
+        !tables.lines().any(|l| l.trim() == "table inet masq"),
+        "the root namespace has a masq table"
+    );
+}
+
+const POD: IpAddr = IpAddr::V4(addr::POD);
+const POD2: IpAddr = IpAddr::V4(addr::POD2);
+const NODE: IpAddr = IpAddr::V4(addr::NODE);
+
+#[test]
+fn masquerades_all_but_non_masquerade_and_link_local_destinations() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    let want = desired(config(&["10.0.0.0/8"]));
+    let report = bed.sync(&want);
+    assert!(report.changed && !report.drift_repaired);
+    assert!(bed.matches(&want));
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+    assert_eq!(bed.pod_source(addr::INTERNET2), NODE);
+    assert_eq!(bed.source(&bed.topology.pod2, addr::INTERNET), NODE);
+    assert_eq!(bed.pod_source(addr::PRIVATE), POD, "nonMasqueradeCIDRs");
+    assert_eq!(
+        bed.pod_source(addr::METADATA),
+        POD,
+        "link-local is kept by default"
+    );
+    // The counters tell which step decided: 3 protocols × 2 masqueraded destinations from pod.
+    let counters = bed
+        .topology
+        .node
+        .enter(|| bed.nft.counters())
+        .unwrap()
+        .unwrap();
+    let packets = |reason: &str| -> u64 {
+        counters
+            .iter()
+            .filter(|c| c.comment.as_deref() == Some(reason))
+            .map(|c| c.packets)
+            .sum()
+    };
+    assert!(packets("masquerade") >= 9, "{counters:?}");
+    assert!(packets("non-masquerade-cidr") >= 3, "{counters:?}");
+    assert!(packets("link-local") >= 3, "{counters:?}");
+    assert_root_untouched();
+}
+
+#[test]
+fn masq_link_local_masquerades_the_metadata_server() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    let mut cfg = config(&["10.0.0.0/8"]);
+    cfg.masq_link_local = true;
+    bed.sync(&desired(cfg));
+    assert_eq!(bed.pod_source(addr::METADATA), NODE);
+    assert_eq!(bed.pod_source(addr::PRIVATE), POD);
+}
+
+#[test]
+fn non_masquerade_sources_keep_their_address() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    let mut cfg = config(&[]);
+    cfg.non_masquerade_src_cidrs = nets(&["10.244.1.3/32"]);
+    bed.sync(&desired(cfg));
+    assert_eq!(bed.source(&bed.topology.pod2, addr::INTERNET), POD2);
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+    // An empty nonMasqueradeCIDRs masquerades private destinations too.
+    assert_eq!(bed.pod_source(addr::PRIVATE), NODE);
+}
+
+#[test]
+fn with_pod_cidrs_only_pods_are_masqueraded() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    let mut want = desired(config(&[]));
+    // Pretend only the first pod's address is a pod: the second is then "not a pod".
+    want.node.pod_cidrs = nets(&["10.244.1.2/32"]);
+    bed.sync(&want);
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+    assert_eq!(bed.source(&bed.topology.pod2, addr::INTERNET), POD2);
+    want.node.pod_cidrs = nets(&[addr::POD_CIDR]);
+    bed.sync(&want);
+    assert_eq!(bed.source(&bed.topology.pod2, addr::INTERNET), NODE);
+    // Turning pod CIDRs off removes their set and rule in the same transaction.
+    want.node.pod_cidrs.clear();
+    want.config.non_masquerade_src_cidrs = nets(&["10.244.1.2/32"]);
+    bed.sync(&want);
+    assert!(!bed.listing().contains("pod-v4"));
+    assert_eq!(bed.source(&bed.topology.pod2, addr::INTERNET), NODE);
+    assert_eq!(bed.pod_source(addr::INTERNET), POD);
+}
+
+#[test]
+fn native_routing_cidr_is_never_masqueraded() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    let mut want = desired(config(&[]));
+    want.node.native_routing_cidr = Some("10.200.0.0/16".parse().unwrap());
+    bed.sync(&want);
+    assert_eq!(bed.pod_source(addr::PRIVATE), POD);
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+}
+
+#[test]
+fn snat_ip_and_port_range_are_used() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    let node = &bed.topology.node;
+    node.ip(&["addr", "add", "172.30.0.100/24", "dev", "eth0"])
+        .unwrap();
+    let mut want = desired(config(&[]));
+    want.node.snat_ip = Some("172.30.0.100".parse().unwrap());
+    want.node.port_range = Some(PortRange {
+        first: 40000,
+        last: 40099,
+    });
+    bed.sync(&want);
+    assert_eq!(
+        bed.pod_source(addr::INTERNET),
+        IpAddr::from([172, 30, 0, 100])
+    );
+    for _ in 0..5 {
+        let server = SocketAddr::new(addr::INTERNET.into(), PORT);
+        let mut session = TcpSession::connect(&bed.topology.pod, server).unwrap();
+        let seen = session.observed_source().unwrap();
+        assert!((40000..=40099).contains(&seen.port()), "source port {seen}");
+    }
+}
+
+#[test]
+fn a_second_instance_adopts_without_duplicates_or_changes() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    let want = desired(config(&["10.0.0.0/8", "10.1.0.0/16", "192.168.0.0/16"]));
+    bed.sync(&want);
+    let before = bed.listing();
+    assert_eq!(before.matches("10.0.0.0/8").count(), 1, "{before}");
+    assert!(
+        !before.contains("10.1.0.0/16"),
+        "overlaps are merged: {before}"
+    );
+
+    let mut restarted = Nftables::new();
+    let report = bed
+        .topology
+        .node
+        .enter(|| restarted.sync(&want))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        report,
+        SyncReport {
+            changed: false,
+            drift_repaired: false,
+            installed_entries: before.matches("counter").count() + 2,
+        }
+    );
+    assert_eq!(bed.listing(), before);
+    assert_eq!(bed.pod_source(addr::PRIVATE), POD);
+}
+
+#[test]
+fn a_cidr_change_edits_the_set_in_place() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    bed.sync(&desired(config(&["10.0.0.0/8"])));
+    assert_eq!(bed.pod_source(addr::PRIVATE), POD);
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+    let chain_before = bed.nft(&["-a", "list", "chain", "inet", "masq", "postrouting"]);
+    let chain_before = zero_counters(&chain_before);
+
+    // Overlapping replacement (10/8 → 10.200/16) plus a new CIDR, in one transaction that
+    // only touches elements.
+    let want = desired(config(&["10.200.0.0/16", "203.0.113.0/24"]));
+    let batch = bed
+        .topology
+        .node
+        .enter(|| bed.nft.pending_batch(&want))
+        .unwrap()
+        .unwrap()
+        .expect("a change is pending");
+    assert!(batch.contains("\"element\""), "{batch}");
+    assert!(
+        !batch.contains("flush"),
+        "the set or chain would be flushed: {batch}"
+    );
+    assert!(
+        !batch.contains("\"rule\""),
+        "rules would be rewritten: {batch}"
+    );
+    let report = bed.sync(&want);
+    assert!(report.changed && !report.drift_repaired);
+    let chain_after = bed.nft(&["-a", "list", "chain", "inet", "masq", "postrouting"]);
+    assert_eq!(
+        zero_counters(&chain_after),
+        chain_before,
+        "rules were recreated"
+    );
+    assert_eq!(bed.pod_source(addr::INTERNET), POD);
+    assert_eq!(bed.pod_source(addr::PRIVATE), POD);
+    assert_eq!(bed.pod_source(addr::INTERNET2), NODE);
+
+    bed.sync(&desired(config(&[])));
+    assert_eq!(bed.pod_source(addr::PRIVATE), NODE);
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+}
+
+#[test]
+fn drift_is_detected_and_repaired() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    let want = desired(config(&["10.0.0.0/8"]));
+    bed.sync(&want);
+    let installed = bed.listing();
+
+    // Someone deletes the whole table.
+    bed.nft(&["delete", "table", "inet", "masq"]);
+    assert!(!bed.matches(&want));
+    assert_eq!(
+        bed.pod_source(addr::INTERNET),
+        POD,
+        "nothing masquerades without the table"
+    );
+    let report = bed.sync(&want);
+    assert!(report.changed && report.drift_repaired);
+    assert!(bed.matches(&want));
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+
+    // Someone deletes a set element.
+    bed.nft(&[
+        "delete",
+        "element",
+        "inet",
+        "masq",
+        "nonmasq-dst-v4",
+        "{ 10.0.0.0/8 }",
+    ]);
+    assert!(!bed.matches(&want));
+    assert_eq!(bed.pod_source(addr::PRIVATE), NODE);
+    assert!(bed.sync(&want).drift_repaired);
+    assert_eq!(bed.pod_source(addr::PRIVATE), POD);
+
+    // Someone deletes a rule, then someone adds one.
+    let chain = bed.nft(&["-a", "list", "chain", "inet", "masq", "postrouting"]);
+    let handle = chain
+        .lines()
+        .find(|l| l.contains("comment \"masquerade\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_string();
+    bed.nft(&[
+        "delete",
+        "rule",
+        "inet",
+        "masq",
+        "postrouting",
+        "handle",
+        &handle,
+    ]);
+    assert!(!bed.matches(&want));
+    assert_eq!(bed.pod_source(addr::INTERNET), POD);
+    assert!(bed.sync(&want).drift_repaired);
+    bed.nft(&[
+        "insert",
+        "rule",
+        "inet",
+        "masq",
+        "postrouting",
+        "ip",
+        "saddr",
+        "10.244.1.2",
+        "return",
+    ]);
+    assert!(!bed.matches(&want));
+    assert!(bed.sync(&want).drift_repaired);
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+
+    // A repaired table has the same content as the first one (handles differ after the delete).
+    let strip_handles = |text: &str| -> String {
+        text.lines()
+            .map(|l| l.split(" # handle").next().unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip_handles(&bed.listing()), strip_handles(&installed));
+
+    // Without a change since, a sync is a no-op.
+    let report = bed.sync(&want);
+    assert!(!report.changed && !report.drift_repaired);
+}
+
+#[test]
+fn cleanup_removes_the_table_and_nothing_else() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    load(
+        &bed.topology.node,
+        "table inet other {\n set s {\n type ipv4_addr\n elements = { 192.0.2.1 }\n }\n \
+         chain c {\n type nat hook postrouting priority 50;\n ip daddr @s counter return\n }\n}\n",
+    );
+    let other_before = bed.nft(&["-a", "list", "table", "inet", "other"]);
+
+    bed.sync(&desired(config(&[])));
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+    let nft = &mut bed.nft;
+    bed.topology.node.enter(|| nft.cleanup()).unwrap().unwrap();
+    let tables = bed.nft(&["list", "tables"]);
+    assert!(!tables.contains("inet masq"), "{tables}");
+    assert!(!bed.matches(&desired(config(&[]))));
+    assert_eq!(bed.pod_source(addr::INTERNET), POD);
+    // Absent is success, for `masq cleanup` run twice or on a clean node.
+    let nft = &mut bed.nft;
+    bed.topology.node.enter(|| nft.cleanup()).unwrap().unwrap();
+
+    let other_after = bed.nft(&["-a", "list", "table", "inet", "other"]);
+    assert_eq!(other_after, other_before, "another table was touched");
+    assert_root_untouched();
+}
+
+#[test]
+fn the_rendered_text_is_what_sync_installs() {
+    require_kernel!();
+    let bed = Bed::new();
+    let mut want = desired(config(&["10.0.0.0/8", "192.168.0.0/16"]));
+    want.node.pod_cidrs = nets(&[addr::POD_CIDR]);
+    want.node.port_range = Some(PortRange {
+        first: 1024,
+        last: 65535,
+    });
+    let text = bed.nft.render(&want);
+    load(&bed.topology.node, &text);
+    assert!(bed.matches(&want), "rendered text loaded:\n{text}");
+    let mut fresh = Nftables::new();
+    let report = bed
+        .topology
+        .node
+        .enter(|| fresh.sync(&want))
+        .unwrap()
+        .unwrap();
+    assert!(!report.changed, "sync would change what render printed");
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+}
+
+#[test]
+fn ipv6_is_masqueraded_when_enabled() {
+    require_kernel!();
+    let mut bed = Bed::with(Topology::builder().ipv6(true));
+    let mut want = desired(config(&["10.0.0.0/8", "fd00::/8"]));
+    // Without --enable-ipv6 IPv6 passes untouched.
+    bed.sync(&want);
+    assert_eq!(bed.pod_source(addr6::INTERNET), IpAddr::from(addr6::POD));
+    want.node.enable_ipv6 = true;
+    bed.sync(&want);
+    assert_eq!(bed.pod_source(addr6::INTERNET), IpAddr::from(addr6::NODE));
+    assert_eq!(bed.pod_source(addr6::PRIVATE), IpAddr::from(addr6::POD));
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+    assert_eq!(bed.pod_source(addr::PRIVATE), POD);
+    want.node.pod_cidrs = nets(&[addr::POD_CIDR, addr6::POD_CIDR]);
+    bed.sync(&want);
+    assert_eq!(bed.pod_source(addr6::INTERNET), IpAddr::from(addr6::NODE));
+}
+
+#[test]
+fn probe_checks_support_without_installing_anything() {
+    require_kernel!();
+    let ns = masq_testbed::Netns::new("probe").unwrap();
+    ns.enter(|| Nftables::new().probe()).unwrap().unwrap();
+    assert_eq!(ns.exec("nft", &["list", "tables"]).unwrap().trim(), "");
+}
