@@ -30,6 +30,10 @@ use backend::{Evidence, Tool};
 use exec::Runner;
 use save::NatTable;
 
+/// The chains every `nat` table has; rules there may mention ip-masq-agent (the jump) but the
+/// chains are nobody's leftovers.
+const BUILT_IN_NAT_CHAINS: [&str; 4] = ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"];
+
 /// The iptables datapath. Keeps what it last wrote, per family, to tell drift from config changes.
 #[derive(Debug)]
 pub struct Iptables {
@@ -163,6 +167,9 @@ impl Iptables {
                 };
                 for name in table.chain_names() {
                     let ours = backend == self.backend && name == chain;
+                    if BUILT_IN_NAT_CHAINS.contains(&name) {
+                        continue;
+                    }
                     let rules = table.rules(name).unwrap_or_default();
                     let commented = rules
                         .iter()

@@ -214,7 +214,14 @@ fn comment(snat_ip: Option<IpAddr>) -> &'static str {
 }
 
 fn target(snat_ip: Option<IpAddr>, ports: Option<PortRange>, random_fully: bool) -> String {
-    let ports_text = ports.map(|r| format!("{}-{}", r.first, r.last));
+    // A one-port range reads back from the kernel as the bare port.
+    let ports_text = ports.map(|r| {
+        if r.first == r.last {
+            r.first.to_string()
+        } else {
+            format!("{}-{}", r.first, r.last)
+        }
+    });
     let mut text = match (snat_ip, ports_text) {
         (None, None) => "-j MASQUERADE".to_string(),
         (None, Some(p)) => format!("-j MASQUERADE --to-ports {p}"),
