@@ -55,6 +55,13 @@ fn jump_count(save: &str, jump: &str) -> usize {
     save.lines().filter(|l| *l == jump).count()
 }
 
+/// POSTROUTING rules jumping to `chain`, whatever their comment.
+fn jumps_to(save: &str, chain: &str) -> usize {
+    save.lines()
+        .filter(|l| l.starts_with("-A POSTROUTING ") && l.ends_with(&format!(" -j {chain}")))
+        .count()
+}
+
 /// Runs `f` with a fresh datapath inside a fresh namespace, once per backend.
 fn each_backend(role: &str, f: impl Fn(&Netns, Backend)) {
     for backend in backends() {
@@ -80,8 +87,11 @@ fn assert_installed(ns: &Netns, backend: Backend, datapath: &Iptables, d: &Desir
             Some(rules),
             "{backend} {family:?}"
         );
-        let jump = JUMP.replace(CHAIN, &d.node.iptables_chain);
-        assert_eq!(jump_count(&save, &jump), 1, "{backend} {family:?}: {save}");
+        assert_eq!(
+            jumps_to(&save, &d.node.iptables_chain),
+            1,
+            "{backend} {family:?}: {save}"
+        );
     }
     assert!(ns.enter(|| datapath.matches(d)).unwrap().unwrap());
 }
@@ -95,6 +105,7 @@ fn installs_what_render_prints_adopts_and_follows_changes() {
         assert!(report.changed && !report.drift_repaired, "{report:?}");
         assert_eq!(report.installed_entries, RESERVED.len() + 3);
         assert_installed(ns, backend, &datapath, &first);
+        assert_eq!(jump_count(&saved(ns, backend, Family::V4), JUMP), 1);
 
         let again = sync(ns, &mut datapath, &first);
         assert!(!again.changed && !again.drift_repaired, "{again:?}");
@@ -166,14 +177,18 @@ fn restore(ns: &Netns, backend: Backend, family: Family, payload: &str) {
 }
 
 /// Exactly what kubernetes-sigs/ip-masq-agent (v2.10+, default flags) does on a node: its own
-/// argument order, the jump ensured with `-C` then `-A`, then the chain restored.
-fn install_like_upstream(ns: &Netns, backend: Backend, chain: &str) {
+/// argument order, the jump ensured with `-C` then `-A`, then the chain restored. Its jump comment
+/// carries literal quote characters (`"\"ip-masq-agent: …\""`); some older releases had none.
+fn install_like_upstream(ns: &Netns, backend: Backend, chain: &str, quoted_jump: bool) {
     let iptables = program(backend, Family::V4, "");
     ns.exec(&iptables, &["-t", "nat", "-N", chain]).unwrap();
-    let comment = format!(
+    let mut comment = format!(
         "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our \
          custom {chain} chain"
     );
+    if quoted_jump {
+        comment = format!("\"{comment}\"");
+    }
     ns.exec(
         &iptables,
         &[
@@ -210,43 +225,91 @@ fn install_like_upstream(ns: &Netns, backend: Backend, chain: &str) {
 
 #[test]
 fn takes_over_a_chain_written_by_upstream() {
-    each_backend("migrate", |ns, backend| {
-        install_like_upstream(ns, backend, CHAIN);
+    for quoted_jump in [true, false] {
+        each_backend("migrate", |ns, backend| {
+            migrate_from_upstream(ns, backend, quoted_jump)
+        });
+    }
+}
 
-        // Same config as upstream's default: identical rules, adopted without a write.
-        let same = desired(config(&RFC1918));
-        let mut datapath = Iptables::new(backend);
-        assert!(ns.enter(|| datapath.matches(&same)).unwrap().unwrap());
-        let report = sync(ns, &mut datapath, &same);
-        assert!(!report.changed, "{report:?}");
+fn migrate_from_upstream(ns: &Netns, backend: Backend, quoted_jump: bool) {
+    install_like_upstream(ns, backend, CHAIN, quoted_jump);
+    let upstream_jump = saved(ns, backend, Family::V4)
+        .lines()
+        .find(|l| l.starts_with("-A POSTROUTING "))
+        .unwrap()
+        .to_string();
 
-        // masq's own default: the chain is replaced in place, the jump stays single.
-        let reserved = desired(config(&RESERVED));
+    // Same config as upstream's default: identical rules, adopted without a write.
+    let same = desired(config(&RFC1918));
+    let mut datapath = Iptables::new(backend);
+    assert!(ns.enter(|| datapath.matches(&same)).unwrap().unwrap());
+    let report = sync(ns, &mut datapath, &same);
+    assert!(!report.changed, "{report:?}");
+
+    // masq's own default: the chain is replaced in place, the jump stays single.
+    let reserved = desired(config(&RESERVED));
+    let report = sync(ns, &mut datapath, &reserved);
+    assert!(report.changed && !report.drift_repaired, "{report:?}");
+    assert_installed(ns, backend, &datapath, &reserved);
+    let save = saved(ns, backend, Family::V4);
+    assert_eq!(
+        save.lines().filter(|l| l.contains("-j MASQUERADE")).count(),
+        1
+    );
+    // Upstream's own jump was kept as it was, so switching back to upstream adds nothing.
+    assert_eq!(jump_count(&save, &upstream_jump), 1, "{save}");
+
+    // masq's jump next to upstream's (say, an older masq ran): one of them goes.
+    if quoted_jump {
+        restore(ns, backend, Family::V4, &format!("*nat\n{JUMP}\nCOMMIT\n"));
+        assert_eq!(jumps_to(&saved(ns, backend, Family::V4), CHAIN), 2);
         let report = sync(ns, &mut datapath, &reserved);
-        assert!(report.changed && !report.drift_repaired, "{report:?}");
+        assert!(report.drift_repaired, "{report:?}");
         assert_installed(ns, backend, &datapath, &reserved);
-        let save = saved(ns, backend, Family::V4);
         assert_eq!(
-            save.lines().filter(|l| l.contains("-j MASQUERADE")).count(),
+            jump_count(&saved(ns, backend, Family::V4), &upstream_jump),
             1
         );
-    });
+    }
 }
 
 #[test]
 fn reports_and_keeps_a_chain_left_under_another_name() {
     each_backend("leftover", |ns, backend| {
-        install_like_upstream(ns, backend, "IP-MASQ");
+        install_like_upstream(ns, backend, "IP-MASQ", true);
+        // What kube-up's node scripts wrote before ip-masq-agent existed, no longer referenced.
+        let iptables = program(backend, Family::V4, "");
+        ns.exec(&iptables, &["-t", "nat", "-N", "OLD-MASQ"])
+            .unwrap();
+        let kube_up_rule = [
+            "-t",
+            "nat",
+            "-A",
+            "OLD-MASQ",
+            "-d",
+            "10.0.0.0/8",
+            "-m",
+            "comment",
+            "--comment",
+            "ip-masq: local traffic is not subject to MASQUERADE",
+            "-j",
+            "RETURN",
+        ];
+        ns.exec(&iptables, &kube_up_rule).unwrap();
         let d = desired(config(&RFC1918));
         let mut datapath = Iptables::new(backend);
         sync(ns, &mut datapath, &d);
         let leftovers = ns.enter(|| datapath.leftovers(CHAIN)).unwrap().unwrap();
-        let here: Vec<_> = leftovers.iter().filter(|l| l.backend == backend).collect();
-        assert_eq!(here.len(), 1, "{leftovers:?}");
+        let mut here: Vec<_> = leftovers.iter().filter(|l| l.backend == backend).collect();
+        here.sort_by(|a, b| a.chain.cmp(&b.chain));
+        assert_eq!(here.len(), 2, "{leftovers:?}");
         assert_eq!(here[0].chain, "IP-MASQ");
         assert_eq!(here[0].family, "iptables");
         assert_eq!(here[0].rules, 5);
         assert!(here[0].referenced);
+        assert_eq!(here[1].chain, "OLD-MASQ");
+        assert!(!here[1].referenced);
 
         ns.enter(|| datapath.cleanup()).unwrap().unwrap();
         let save = saved(ns, backend, Family::V4);

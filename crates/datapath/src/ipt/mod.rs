@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod exec;
+mod leftover;
 pub mod render;
 pub mod save;
 
@@ -23,16 +24,13 @@ use std::path::PathBuf;
 
 pub use backend::Backend;
 pub use exec::LockRetry;
-pub use render::{Family, RenderOptions};
+pub use leftover::Leftover;
+pub use render::{parse_port_ranges, Family, RenderOptions};
 
 use crate::{Datapath, Desired, Error, Kind, PortRange, SyncReport};
 use backend::{Evidence, Tool};
 use exec::Runner;
 use save::NatTable;
-
-/// The chains every `nat` table has; rules there may mention ip-masq-agent (the jump) but the
-/// chains are nobody's leftovers.
-const BUILT_IN_NAT_CHAINS: [&str; 4] = ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"];
 
 /// The iptables datapath. Keeps what it last wrote, per family, to tell drift from config changes.
 #[derive(Debug)]
@@ -42,22 +40,6 @@ pub struct Iptables {
     options: RenderOptions,
     runner: Runner,
     last_written: BTreeMap<Family, Vec<String>>,
-}
-
-/// A chain in some `nat` table that carries ip-masq-agent comments but is not masq's: what
-/// upstream (or masq with another `--masq-chain`, or the other backend) left behind.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Leftover {
-    /// The backend holding it.
-    pub backend: Backend,
-    /// `iptables` or `ip6tables`.
-    pub family: &'static str,
-    /// The chain's name.
-    pub chain: String,
-    /// Its rules.
-    pub rules: usize,
-    /// Whether `POSTROUTING` still jumps to it (then it still acts on traffic).
-    pub referenced: bool,
 }
 
 impl Iptables {
@@ -148,48 +130,6 @@ impl Iptables {
         render::chain_rules(desired, family, &self.options)
     }
 
-    /// Chains with ip-masq-agent comments other than `chain` in this backend, and any such chain
-    /// (ours included) in the other backend if its programs are installed. For `masq status`.
-    pub fn leftovers(&self, chain: &str) -> Result<Vec<Leftover>, Error> {
-        let mut found = Vec::new();
-        for backend in [self.backend, self.backend.other()] {
-            for family in Family::ALL {
-                let program = backend.program(family, Tool::Save);
-                let table = match self.runner.run(&program, &[], None) {
-                    Ok(finished) if finished.code == 0 => NatTable::parse(&finished.stdout),
-                    // Not installed, or no such family in this kernel: nothing left there.
-                    Ok(_) | Err(Error::Unsupported(_)) => continue,
-                    Err(e) if backend != self.backend => {
-                        tracing::debug!(%program, error = %e, "cannot read the other backend");
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                for name in table.chain_names() {
-                    let ours = backend == self.backend && name == chain;
-                    if BUILT_IN_NAT_CHAINS.contains(&name) {
-                        continue;
-                    }
-                    let rules = table.rules(name).unwrap_or_default();
-                    let commented = rules
-                        .iter()
-                        .any(|r| r.contains(&format!("--comment \"{}", render::COMMENT_PREFIX)));
-                    if ours || !commented {
-                        continue;
-                    }
-                    found.push(Leftover {
-                        backend,
-                        family: family.command(),
-                        chain: name.to_string(),
-                        rules: rules.len(),
-                        referenced: !table.jumps_to("POSTROUTING", name).is_empty(),
-                    });
-                }
-            }
-        }
-        Ok(found)
-    }
-
     fn read_nat(&self, family: Family) -> Result<NatTable, Error> {
         // No `-t nat`: naming a table makes both backends create it, and a read must not write.
         let program = self.backend.program(family, Tool::Save);
@@ -229,28 +169,30 @@ impl Iptables {
         let table = self.read_nat(family)?;
         let installed = table.rules(chain);
         let jump = render::jump_rule(chain);
-        let mut jumps = table.count(&jump);
-        if jumps == 0 && installed.is_some() && self.jump_exists(family, chain)? {
+        let mut jumps = render::upstream_jumps(&table, chain);
+        let mut jump_count = jumps.len();
+        if jump_count == 0 && installed.is_some() && self.jump_exists(family, chain)? {
             tracing::warn!(
                 chain,
                 "POSTROUTING jump present but printed differently; keeping it"
             );
-            jumps = 1;
+            jump_count = 1;
         }
-        let in_sync = installed == Some(rules.as_slice()) && jumps == 1;
+        let in_sync = installed == Some(rules.as_slice()) && jump_count == 1;
         let drift = !in_sync
             && self
                 .last_written
                 .get(&family)
-                .is_some_and(|last| installed != Some(last.as_slice()) || jumps != 1);
+                .is_some_and(|last| installed != Some(last.as_slice()) || jump_count != 1);
         if !in_sync {
             let mut fixes = Vec::new();
-            if jumps == 0 {
+            if jump_count == 0 {
                 fixes.push(jump.clone());
             }
-            // Duplicates (two agents once raced, or a hand-made copy): keep exactly one.
-            for _ in 1..jumps {
-                fixes.push(jump.replacen("-A ", "-D ", 1));
+            // Duplicates (two agents once raced, or upstream's jump next to masq's): keep the
+            // first, whichever wrote it, so traffic sees no change in order.
+            if jumps.len() > 1 {
+                fixes.extend(jumps.drain(1..).map(|j| j.replacen("-A ", "-D ", 1)));
             }
             self.restore(family, &render::restore_payload(chain, &rules, &fixes))?;
             tracing::info!(
@@ -301,7 +243,7 @@ impl Iptables {
         let table = self.read_nat(family)?;
         let rules = self.chain_rules(desired, family);
         Ok(table.rules(chain) == Some(rules.as_slice())
-            && table.count(&render::jump_rule(chain)) == 1)
+            && render::upstream_jumps(&table, chain).len() == 1)
     }
 }
 

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::save::NatTable;
 use crate::{Desired, PortRange};
 
 /// Comment of every destination exemption (upstream's wording, kept for migration).
@@ -246,13 +247,36 @@ fn probability(part: u32, whole: u32) -> String {
     format!("{:.11}", fixed / STATISTIC_SCALE)
 }
 
-/// The POSTROUTING jump, as upstream ensures it and `iptables-save` prints it.
+/// The POSTROUTING jump masq adds when none is there, as `iptables-save` prints it.
 pub fn jump_rule(chain: &str) -> String {
     format!(
-        "-A POSTROUTING -m comment --comment \"ip-masq-agent: ensure nat POSTROUTING directs all \
-         non-LOCAL destination traffic to our custom {chain} chain\" -m addrtype ! --dst-type LOCAL \
-         -j {chain}"
+        "-A POSTROUTING -m comment --comment \"{}\" -m addrtype ! --dst-type LOCAL -j {chain}",
+        jump_comment(chain)
     )
+}
+
+fn jump_comment(chain: &str) -> String {
+    format!(
+        "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our \
+         custom {chain} chain"
+    )
+}
+
+/// The POSTROUTING rules that are ip-masq-agent's jump to `chain`, in order. Upstream passes
+/// the comment with literal quote characters (`"\"ip-masq-agent: …\""`), older releases and
+/// masq without: both count, so taking over never adds a second jump.
+pub fn upstream_jumps(table: &NatTable, chain: &str) -> Vec<String> {
+    let comment = jump_comment(chain);
+    let plain = format!("--comment \"{comment}\" ");
+    let quoted = format!("--comment \"\\\"{comment}\\\"\" ");
+    table
+        .jumps_to("POSTROUTING", chain)
+        .into_iter()
+        .filter(|rule| {
+            (rule.contains(&plain) || rule.contains(&quoted))
+                && rule.contains(" -m addrtype ! --dst-type LOCAL ")
+        })
+        .collect()
 }
 
 /// The `iptables-restore --noflush` payload that replaces `chain` with `rules` in one commit:
@@ -293,6 +317,50 @@ pub fn render_text(desired: &Desired, options: &RenderOptions) -> String {
     text
 }
 
+/// Parses upstream's `--to-ports` value: `1024-29999,32768-65535`, or a single `N` or `A-B`.
+/// Ranges must be ascending, within 1–65535 and must not overlap.
+pub fn parse_port_ranges(text: &str) -> Result<Vec<PortRange>, String> {
+    let mut ranges: Vec<PortRange> = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let port = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("port range {text:?}: {s:?} is not a port (1-65535)"))
+        };
+        let range = match part.split_once('-') {
+            Some((first, last)) => PortRange {
+                first: port(first)?,
+                last: port(last)?,
+            },
+            None => {
+                let single = port(part)?;
+                PortRange {
+                    first: single,
+                    last: single,
+                }
+            }
+        };
+        if range.first > range.last {
+            return Err(format!(
+                "port range {text:?}: {part:?} ends before it starts"
+            ));
+        }
+        if let Some(other) = ranges
+            .iter()
+            .find(|r| r.first <= range.last && range.first <= r.last)
+        {
+            return Err(format!(
+                "port range {text:?}: {part:?} overlaps {}-{}",
+                other.first, other.last
+            ));
+        }
+        ranges.push(range);
+    }
+    Ok(ranges)
+}
+
 /// Chain names iptables accepts: 1 to 28 bytes, no whitespace, not starting with `-` or `!`.
 pub fn validate_chain_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 28 {
@@ -330,6 +398,40 @@ mod tests {
             28976
         );
         assert_eq!(range_size(&PortRange { first: 7, last: 7 }), 1);
+    }
+
+    #[test]
+    fn port_ranges_parse_like_upstream_to_ports() {
+        let pr = |first, last| PortRange { first, last };
+        assert_eq!(
+            parse_port_ranges("1024-29999,32768-65535").unwrap(),
+            vec![pr(1024, 29999), pr(32768, 65535)]
+        );
+        assert_eq!(parse_port_ranges("5000").unwrap(), vec![pr(5000, 5000)]);
+        for bad in ["", "0-10", "10-5", "1-70000", "a-b", "1-10,5-20"] {
+            let err = parse_port_ranges(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn both_forms_of_upstreams_jump_are_recognised() {
+        let ours = jump_rule("IP-MASQ-AGENT");
+        let quoted = ours.replace(
+            "--comment \"ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination \
+             traffic to our custom IP-MASQ-AGENT chain\"",
+            "--comment \"\\\"ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL \
+             destination traffic to our custom IP-MASQ-AGENT chain\\\"\"",
+        );
+        assert_ne!(ours, quoted);
+        let other_chain = jump_rule("IP-MASQ");
+        let unrelated = "-A POSTROUTING -j IP-MASQ-AGENT".to_string();
+        let save = format!(
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n{ours}\n{quoted}\n{other_chain}\n{unrelated}\nCOMMIT\n"
+        );
+        let table = NatTable::parse(&save);
+        assert_eq!(upstream_jumps(&table, "IP-MASQ-AGENT"), vec![ours, quoted]);
+        assert_eq!(upstream_jumps(&table, "IP-MASQ"), vec![other_chain]);
     }
 
     #[test]
