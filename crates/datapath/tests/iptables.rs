@@ -385,6 +385,17 @@ fn every_rule_kind_reads_back_as_rendered() {
 }
 
 #[test]
+fn refuses_a_chain_name_iptables_cannot_hold() {
+    let ns = Netns::new("badchain").unwrap();
+    let mut d = desired(config(&RFC1918));
+    d.node.iptables_chain = "A-CHAIN-NAME-LONGER-THAN-28-BYTES".to_string();
+    let mut datapath = Iptables::new(backends()[0]);
+    let err = ns.enter(|| datapath.sync(&d)).unwrap().unwrap_err();
+    assert!(err.to_string().contains("A-CHAIN-NAME-LONGER"), "{err}");
+    assert!(err.to_string().contains("28"), "{err}");
+}
+
+#[test]
 fn detects_the_backend_that_holds_the_rules() {
     each_backend("detect", |ns, backend| {
         let iptables = program(backend, Family::V4, "");

@@ -259,7 +259,11 @@ impl Datapath for Iptables {
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
         let chain = desired.node.iptables_chain.clone();
         render::validate_chain_name(&chain).map_err(Error::Unsupported)?;
-        self.chain = chain.clone();
+        if self.chain != chain {
+            // What was written under another name says nothing about this chain's drift.
+            self.last_written.clear();
+            self.chain = chain.clone();
+        }
         let mut report = SyncReport::default();
         for family in Family::ALL {
             if render::families(desired).contains(&family) {
