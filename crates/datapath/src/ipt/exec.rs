@@ -76,8 +76,7 @@ impl Runner {
                 return Err(Error::Command {
                     program: program.to_string(),
                     message: format!(
-                        "the xtables lock is held by another writer; gave up after {attempts} \
-                         attempts: {}",
+                        "{LOCK_HELD}; gave up after {attempts} attempts: {}",
                         first_line(&finished.stderr)
                     ),
                 });
@@ -161,6 +160,14 @@ impl Runner {
     }
 }
 
+/// Whether `error` is a sync that gave up on the xtables lock (a metric label, a status line).
+pub fn is_lock_contention(error: &Error) -> bool {
+    matches!(error, Error::Command { message, .. } if message.starts_with(LOCK_HELD))
+}
+
+/// How a lock failure's message starts, so [`is_lock_contention`] can tell it apart.
+const LOCK_HELD: &str = "the xtables lock is held by another writer";
+
 fn lock_busy(finished: &Finished) -> bool {
     finished.code == RESOURCE_PROBLEM && finished.stderr.contains("xtables lock")
 }
@@ -219,5 +226,8 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("after 3 attempts"), "{text}");
         assert!(text.contains("xtables lock"), "{text}");
+        assert!(is_lock_contention(&err));
+        let other = runner.run_ok("sh", &["-c", "exit 2"], None).unwrap_err();
+        assert!(!is_lock_contention(&other), "{other}");
     }
 }

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use backend::Backend;
-pub use exec::LockRetry;
+pub use exec::{is_lock_contention, LockRetry};
 pub use leftover::Leftover;
 pub use render::{parse_port_ranges, Family, RenderOptions};
 
