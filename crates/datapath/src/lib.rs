@@ -6,6 +6,8 @@
 //! `render` returns exactly what `sync` would install, so `masq render` cannot lie.
 #![deny(missing_docs)]
 
+pub mod ipt;
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;

@@ -1,0 +1,334 @@
+//! The iptables datapath: a drop-in for kubernetes-sigs/ip-masq-agent.
+//!
+//! masq owns one chain in the `nat` table (`IP-MASQ-AGENT` unless `--masq-chain` says otherwise)
+//! and one jump to it from `POSTROUTING`, with upstream's rule layout and comments, so a node can
+//! switch from upstream to masq (and back) without a gap:
+//!
+//! - [`render`] builds the rules as text, in the form `iptables-save` prints them;
+//! - [`Iptables::sync`] reads the table, and when it differs replaces the chain with one
+//!   `iptables-restore --noflush` commit (declaring the chain flushes it in the same transaction
+//!   as the new rules, so there is no moment without them), fixing the jump in that same commit;
+//! - [`backend`] picks iptables-nft or iptables-legacy the way kube's iptables-wrapper does;
+//! - [`exec`] waits out the xtables lock with bounded, growing pauses.
+//!
+//! Nothing outside the chain and its jumps is ever written. See `docs/iptables.md`.
+
+pub mod backend;
+pub mod exec;
+mod leftover;
+pub mod render;
+pub mod save;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use backend::Backend;
+pub use exec::{is_lock_contention, LockRetry};
+pub use leftover::Leftover;
+pub use render::{parse_port_ranges, Family, RenderOptions};
+
+use crate::{Datapath, Desired, Error, Kind, PortRange, SyncReport};
+use backend::{Evidence, Tool};
+use exec::Runner;
+use save::NatTable;
+
+/// The iptables datapath. Keeps what it last wrote, per family, to tell drift from config changes.
+#[derive(Debug)]
+pub struct Iptables {
+    backend: Backend,
+    chain: String,
+    options: RenderOptions,
+    runner: Runner,
+    last_written: BTreeMap<Family, Vec<String>>,
+}
+
+impl Iptables {
+    /// The datapath on `backend`, assuming a modern iptables (`--random-fully` supported).
+    pub fn new(backend: Backend) -> Iptables {
+        Iptables {
+            backend,
+            chain: crate::names::IPT_CHAIN.to_string(),
+            options: RenderOptions::default(),
+            runner: Runner::default(),
+            last_written: BTreeMap::new(),
+        }
+    }
+
+    /// Detects the host's backend (see [`backend`]) and whether its iptables knows
+    /// `--random-fully`. Only reads: `*-save` without `-t`, which creates no table.
+    pub fn detect() -> Result<Iptables, Error> {
+        let runner = Runner::default();
+        let read_all = |backend: Backend| {
+            Family::ALL
+                .iter()
+                .filter_map(|f| runner.run(&backend.program(*f, Tool::Save), &[], None).ok())
+                .filter(|finished| finished.code == 0)
+                .map(|finished| finished.stdout)
+                .collect::<String>()
+        };
+        let version = |program: &str| {
+            runner
+                .run_ok(program, &["--version"], None)
+                .ok()
+                .map(|v| v.trim().to_string())
+        };
+        let evidence = Evidence {
+            nft_save: read_all(Backend::Nft),
+            legacy_save: read_all(Backend::Legacy),
+            default_version: version("iptables"),
+        };
+        let backend = backend::choose(&evidence);
+        let chosen_version =
+            version(&backend.program(Family::V4, Tool::Main)).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{} does not run: install iptables (nft and legacy)",
+                    backend.program(Family::V4, Tool::Main)
+                ))
+            })?;
+        tracing::info!(%backend, version = %chosen_version, "iptables backend detected");
+        Ok(Iptables::new(backend)
+            .with_random_fully(backend::supports_random_fully(&chosen_version)))
+    }
+
+    /// The chain `cleanup` removes before any `sync` named one (`--masq-chain`).
+    pub fn with_chain(mut self, chain: &str) -> Iptables {
+        self.chain = chain.to_string();
+        self
+    }
+
+    /// Sets whether translation rules carry `--random-fully`.
+    pub fn with_random_fully(mut self, random_fully: bool) -> Iptables {
+        self.options.random_fully = random_fully;
+        self
+    }
+
+    /// Upstream's `--to-ports` list (e.g. `1024-29999,32768-65535`): replaces `node.port_range`.
+    pub fn with_port_ranges(mut self, ranges: Vec<PortRange>) -> Iptables {
+        self.options.port_ranges = Some(ranges);
+        self
+    }
+
+    /// How long to wait for the xtables lock.
+    pub fn with_lock_retry(mut self, retry: LockRetry) -> Iptables {
+        self.runner.retry = retry;
+        self
+    }
+
+    /// Uses another xtables lock file (`XTABLES_LOCKFILE`); tests use a private one.
+    pub fn with_lock_file(mut self, path: PathBuf) -> Iptables {
+        self.runner.lock_file = Some(path);
+        self
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The rules of the chain for one family, as `iptables-save` prints them.
+    pub fn chain_rules(&self, desired: &Desired, family: Family) -> Vec<String> {
+        render::chain_rules(desired, family, &self.options)
+    }
+
+    fn read_nat(&self, family: Family) -> Result<NatTable, Error> {
+        // No `-t nat`: naming a table makes both backends create it, and a read must not write.
+        let program = self.backend.program(family, Tool::Save);
+        Ok(NatTable::parse(&self.runner.run_ok(&program, &[], None)?))
+    }
+
+    fn restore(&self, family: Family, payload: &str) -> Result<(), Error> {
+        let program = self.backend.program(family, Tool::Restore);
+        let wait = self.runner.wait_arg();
+        self.runner
+            .run_ok(&program, &["--noflush", &wait], Some(payload))
+            .map(drop)
+    }
+
+    /// `iptables -t nat -C POSTROUTING <jump>`: the kernel's own comparison, used before adding a
+    /// jump the saved text did not show, so a differently printed jump is never duplicated.
+    fn jump_exists(&self, family: Family, chain: &str) -> Result<bool, Error> {
+        let jump = render::jump_rule(chain);
+        let spec = jump.strip_prefix("-A POSTROUTING ").unwrap_or(&jump);
+        let mut args = vec!["-t", "nat", "-C", "POSTROUTING"];
+        let words = split_rule(spec);
+        args.extend(words.iter().map(String::as_str));
+        let wait = self.runner.wait_arg();
+        args.push(&wait);
+        let program = self.backend.program(family, Tool::Main);
+        let finished = self.runner.run(&program, &args, None)?;
+        Ok(finished.code == 0)
+    }
+
+    /// Makes one family's chain and jump match `rules`. Returns (changed, drift repaired).
+    fn sync_family(
+        &mut self,
+        family: Family,
+        chain: &str,
+        rules: Vec<String>,
+    ) -> Result<(bool, bool), Error> {
+        let table = self.read_nat(family)?;
+        let installed = table.rules(chain);
+        let jump = render::jump_rule(chain);
+        let mut jumps = render::upstream_jumps(&table, chain);
+        let mut jump_count = jumps.len();
+        if jump_count == 0 && installed.is_some() && self.jump_exists(family, chain)? {
+            tracing::warn!(
+                chain,
+                "POSTROUTING jump present but printed differently; keeping it"
+            );
+            jump_count = 1;
+        }
+        let in_sync = installed == Some(rules.as_slice()) && jump_count == 1;
+        let drift = !in_sync
+            && self
+                .last_written
+                .get(&family)
+                .is_some_and(|last| installed != Some(last.as_slice()) || jump_count != 1);
+        if !in_sync {
+            let mut fixes = Vec::new();
+            if jump_count == 0 {
+                fixes.push(jump.clone());
+            }
+            // Duplicates (two agents once raced, or upstream's jump next to masq's): keep the
+            // first, whichever wrote it, so traffic sees no change in order.
+            if jumps.len() > 1 {
+                fixes.extend(jumps.drain(1..).map(|j| j.replacen("-A ", "-D ", 1)));
+            }
+            self.restore(family, &render::restore_payload(chain, &rules, &fixes))?;
+            tracing::info!(
+                family = family.command(),
+                chain,
+                rules = rules.len(),
+                drift,
+                "chain replaced"
+            );
+        }
+        self.last_written.insert(family, rules);
+        Ok((!in_sync, drift))
+    }
+
+    /// Removes `chain` and every POSTROUTING jump to it from one family; absent is success.
+    fn remove_family(&mut self, family: Family, chain: &str) -> Result<bool, Error> {
+        self.last_written.remove(&family);
+        let table = match self.read_nat(family) {
+            Ok(table) => table,
+            // A kernel or image without IPv6 nat has no IPv6 chain to remove.
+            Err(e) if family == Family::V6 => {
+                tracing::debug!(error = %e, "ip6tables unreadable, nothing to remove");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let jumps = table.jumps_to("POSTROUTING", chain);
+        let exists = table.rules(chain).is_some();
+        if jumps.is_empty() && !exists {
+            return Ok(false);
+        }
+        let mut payload = String::from("*nat\n");
+        for jump in &jumps {
+            payload.push_str(&jump.replacen("-A ", "-D ", 1));
+            payload.push('\n');
+        }
+        if exists {
+            payload.push_str(&format!(":{chain} - [0:0]\n-X {chain}\n"));
+        }
+        payload.push_str("COMMIT\n");
+        self.restore(family, &payload)?;
+        tracing::info!(family = family.command(), chain, "chain removed");
+        Ok(true)
+    }
+
+    fn family_matches(&self, desired: &Desired, family: Family) -> Result<bool, Error> {
+        let chain = &desired.node.iptables_chain;
+        let table = self.read_nat(family)?;
+        let rules = self.chain_rules(desired, family);
+        Ok(table.rules(chain) == Some(rules.as_slice())
+            && render::upstream_jumps(&table, chain).len() == 1)
+    }
+}
+
+impl Datapath for Iptables {
+    fn kind(&self) -> Kind {
+        Kind::Iptables
+    }
+
+    fn render(&self, desired: &Desired) -> String {
+        render::render_text(desired, &self.options)
+    }
+
+    fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
+        let chain = desired.node.iptables_chain.clone();
+        render::validate_chain_name(&chain).map_err(Error::Unsupported)?;
+        if self.chain != chain {
+            // What was written under another name says nothing about this chain's drift.
+            self.last_written.clear();
+            self.chain = chain.clone();
+        }
+        let mut report = SyncReport::default();
+        for family in Family::ALL {
+            if render::families(desired).contains(&family) {
+                let rules = self.chain_rules(desired, family);
+                report.installed_entries += rules.len() + 1;
+                let (changed, drift) = self.sync_family(family, &chain, rules)?;
+                report.changed |= changed;
+                report.drift_repaired |= drift;
+            } else {
+                // IPv6 switched off: the chain masq (or upstream) wrote there must go.
+                report.changed |= self.remove_family(family, &chain)?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn matches(&self, desired: &Desired) -> Result<bool, Error> {
+        for family in render::families(desired) {
+            if !self.family_matches(desired, family)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn cleanup(&mut self) -> Result<(), Error> {
+        let chain = self.chain.clone();
+        for family in Family::ALL {
+            self.remove_family(family, &chain)?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits a rule into arguments, keeping a quoted comment as one argument without its quotes.
+fn split_rule(rule: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in rule.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+            }
+            _ => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_rule_keeps_comments_whole() {
+        assert_eq!(
+            split_rule("-m comment --comment \"a b\" -j X"),
+            vec!["-m", "comment", "--comment", "a b", "-j", "X"]
+        );
+    }
+}

@@ -1,0 +1,445 @@
+//! The rules as text: pure functions from a [`Desired`] state to the `iptables-restore --noflush`
+//! payload kubernetes-sigs/ip-masq-agent writes for the same config.
+//!
+//! Every rule is written in the canonical form `iptables-save` prints (`-s`, `-d`, `-p` first, then
+//! the matches, then the target and its options). Upstream writes the comment first, but the kernel
+//! stores the same rule either way, so the text `iptables-save` shows for a chain upstream wrote is
+//! exactly what this module renders: adopting, drift detection and `masq status` compare lines.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::save::NatTable;
+use crate::{Desired, PortRange};
+
+/// Comment of every destination exemption (upstream's wording, kept for migration).
+pub const NON_MASQ_COMMENT: &str = "ip-masq-agent: local traffic is not subject to MASQUERADE";
+/// Comment of the final MASQUERADE rules (upstream's wording).
+pub const MASQ_COMMENT: &str =
+    "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)";
+/// Comment of the final rules when `--snat-ip` fixes the translated source (upstream's
+/// `snatTarget` wording).
+pub const SNAT_COMMENT: &str =
+    "ip-masq-agent: outbound traffic is subject to SNAT (must be last in chain)";
+/// Comment of a `nonMasqueradeSrcCIDRs` exemption (masq's own, upstream has no such key).
+pub const SRC_EXEMPT_COMMENT: &str =
+    "ip-masq-agent: traffic from this source is not subject to MASQUERADE";
+/// Every comment written by ip-masq-agent or masq starts with this: how leftovers are recognised.
+pub const COMMENT_PREFIX: &str = "ip-masq-agent: ";
+
+/// The protocols upstream's `--to-ports` split applies to; anything else takes the catch-all.
+const PORT_PROTOCOLS: [&str; 3] = ["tcp", "udp", "sctp"];
+
+/// The `statistic` match draws a 31-bit random number: probabilities are multiples of 2^-31.
+const STATISTIC_SCALE: f64 = 2_147_483_648.0;
+
+/// An address family: `iptables` or `ip6tables`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// IPv4, `iptables`.
+    V4,
+    /// IPv6, `ip6tables`.
+    V6,
+}
+
+impl Family {
+    /// Both families, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The command prefix: `iptables` or `ip6tables`.
+    pub fn command(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+
+    fn holds_net(self, net: &IpNet) -> bool {
+        matches!(
+            (self, net),
+            (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_))
+        )
+    }
+
+    fn holds_addr(self, addr: &IpAddr) -> bool {
+        matches!(
+            (self, addr),
+            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
+        )
+    }
+
+    fn link_local(self) -> IpNet {
+        match self {
+            Family::V4 => "169.254.0.0/16".parse().expect("valid literal"),
+            Family::V6 => "fe80::/10".parse().expect("valid literal"),
+        }
+    }
+}
+
+/// The families `desired` installs: IPv4 always, IPv6 with `--enable-ipv6`.
+pub fn families(desired: &Desired) -> Vec<Family> {
+    if desired.node.enable_ipv6 {
+        vec![Family::V4, Family::V6]
+    } else {
+        vec![Family::V4]
+    }
+}
+
+/// What the host's iptables contributes to the text: capabilities and upstream-only flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Append `--random-fully` to the translation rules (iptables 1.6.2 and later).
+    pub random_fully: bool,
+    /// Upstream's `--to-ports` list. `None` takes `node.port_range` (one range, or none).
+    pub port_ranges: Option<Vec<PortRange>>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            random_fully: true,
+            port_ranges: None,
+        }
+    }
+}
+
+/// The rules of the chain for one family, each a full `-A CHAIN …` line, in order.
+pub fn chain_rules(desired: &Desired, family: Family, options: &RenderOptions) -> Vec<String> {
+    let chain = &desired.node.iptables_chain;
+    let config = &desired.config;
+    let mut rules = Vec::new();
+
+    // Source exemptions come first, as in the decision; every exemption ends in RETURN, so their
+    // order among themselves changes nothing but readability.
+    for src in config
+        .non_masquerade_src_cidrs
+        .iter()
+        .filter(|n| family.holds_net(n))
+    {
+        rules.push(format!(
+            "-A {chain} -s {src} -m comment --comment \"{SRC_EXEMPT_COMMENT}\" -j RETURN"
+        ));
+    }
+
+    let masq_link_local = match family {
+        Family::V4 => config.masq_link_local,
+        Family::V6 => config.masq_link_local_ipv6,
+    };
+    let mut destinations = Vec::new();
+    if !masq_link_local {
+        destinations.push(family.link_local());
+    }
+    destinations.extend(
+        config
+            .non_masquerade_cidrs
+            .iter()
+            .chain(desired.node.native_routing_cidr.iter())
+            .filter(|n| family.holds_net(n))
+            .copied(),
+    );
+    for dst in destinations {
+        rules.push(format!(
+            "-A {chain} -d {dst} -m comment --comment \"{NON_MASQ_COMMENT}\" -j RETURN"
+        ));
+    }
+
+    rules.extend(translation_rules(desired, family, options));
+    rules
+}
+
+/// The final rules: the per-protocol port-range split (if any), then the catch-all, once per pod
+/// CIDR of this family when `--pod-cidr` is given (a source outside them falls off the end of the
+/// chain and keeps its address).
+fn translation_rules(desired: &Desired, family: Family, options: &RenderOptions) -> Vec<String> {
+    let chain = &desired.node.iptables_chain;
+    let node = &desired.node;
+    let sources: Vec<Option<IpNet>> = if node.pod_cidrs.is_empty() {
+        vec![None]
+    } else {
+        node.pod_cidrs
+            .iter()
+            .filter(|n| family.holds_net(n))
+            .map(|n| Some(*n))
+            .collect()
+    };
+    let snat_ip = node.snat_ip.filter(|ip| family.holds_addr(ip));
+    let ranges: Vec<PortRange> = match &options.port_ranges {
+        Some(list) => list.clone(),
+        None => node.port_range.into_iter().collect(),
+    };
+    let total: u32 = ranges.iter().map(range_size).sum();
+
+    let mut rules = Vec::new();
+    for source in sources {
+        let source_match = source.map(|s| format!(" -s {s}")).unwrap_or_default();
+        if !ranges.is_empty() {
+            for protocol in PORT_PROTOCOLS {
+                let mut remaining = total;
+                for range in &ranges {
+                    let size = range_size(range);
+                    // Each range takes its share of what the earlier rules left, so the ports
+                    // are used evenly; the last range needs no draw.
+                    let statistic = if size == remaining {
+                        String::new()
+                    } else {
+                        format!(
+                            " -m statistic --mode random --probability {}",
+                            probability(size, remaining)
+                        )
+                    };
+                    remaining -= size;
+                    rules.push(format!(
+                        "-A {chain}{source_match} -p {protocol} -m comment --comment \"{}\"{statistic} {}",
+                        comment(snat_ip),
+                        target(snat_ip, Some(*range), options.random_fully)
+                    ));
+                }
+            }
+        }
+        rules.push(format!(
+            "-A {chain}{source_match} -m comment --comment \"{}\" {}",
+            comment(snat_ip),
+            target(snat_ip, None, options.random_fully)
+        ));
+    }
+    rules
+}
+
+fn comment(snat_ip: Option<IpAddr>) -> &'static str {
+    if snat_ip.is_some() {
+        SNAT_COMMENT
+    } else {
+        MASQ_COMMENT
+    }
+}
+
+fn target(snat_ip: Option<IpAddr>, ports: Option<PortRange>, random_fully: bool) -> String {
+    // A one-port range reads back from the kernel as the bare port.
+    let ports_text = ports.map(|r| {
+        if r.first == r.last {
+            r.first.to_string()
+        } else {
+            format!("{}-{}", r.first, r.last)
+        }
+    });
+    let mut text = match (snat_ip, ports_text) {
+        (None, None) => "-j MASQUERADE".to_string(),
+        (None, Some(p)) => format!("-j MASQUERADE --to-ports {p}"),
+        (Some(ip), None) => format!("-j SNAT --to-source {ip}"),
+        (Some(IpAddr::V4(ip)), Some(p)) => format!("-j SNAT --to-source {ip}:{p}"),
+        (Some(IpAddr::V6(ip)), Some(p)) => format!("-j SNAT --to-source [{ip}]:{p}"),
+    };
+    if random_fully {
+        text.push_str(" --random-fully");
+    }
+    text
+}
+
+fn range_size(range: &PortRange) -> u32 {
+    u32::from(range.last.saturating_sub(range.first)) + 1
+}
+
+/// `part / whole` as `iptables-save` prints it back: the kernel keeps `round(p * 2^31)`, and
+/// the statistic extension prints that with 11 decimals.
+fn probability(part: u32, whole: u32) -> String {
+    let fixed = (f64::from(part) / f64::from(whole) * STATISTIC_SCALE).round();
+    format!("{:.11}", fixed / STATISTIC_SCALE)
+}
+
+/// The POSTROUTING jump masq adds when none is there, as `iptables-save` prints it.
+pub fn jump_rule(chain: &str) -> String {
+    format!(
+        "-A POSTROUTING -m comment --comment \"{}\" -m addrtype ! --dst-type LOCAL -j {chain}",
+        jump_comment(chain)
+    )
+}
+
+fn jump_comment(chain: &str) -> String {
+    format!(
+        "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our \
+         custom {chain} chain"
+    )
+}
+
+/// The POSTROUTING rules that are ip-masq-agent's jump to `chain`, in order. Upstream passes
+/// the comment with literal quote characters (`"\"ip-masq-agent: …\""`), older releases and
+/// masq without: both count, so taking over never adds a second jump.
+pub fn upstream_jumps(table: &NatTable, chain: &str) -> Vec<String> {
+    let comment = jump_comment(chain);
+    let plain = format!("--comment \"{comment}\" ");
+    let quoted = format!("--comment \"\\\"{comment}\\\"\" ");
+    table
+        .jumps_to("POSTROUTING", chain)
+        .into_iter()
+        .filter(|rule| {
+            (rule.contains(&plain) || rule.contains(&quoted))
+                && rule.contains(" -m addrtype ! --dst-type LOCAL ")
+        })
+        .collect()
+}
+
+/// The `iptables-restore --noflush` payload that replaces `chain` with `rules` in one commit:
+/// declaring the chain creates it or flushes it inside the same transaction as the new rules.
+/// `extra` lines (jump fixes) go into the same commit.
+pub fn restore_payload(chain: &str, rules: &[String], extra: &[String]) -> String {
+    let mut text = format!("*nat\n:{chain} - [0:0]\n");
+    for line in rules.iter().chain(extra) {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str("COMMIT\n");
+    text
+}
+
+/// What `masq render --datapath iptables` prints: per family, the restore payload, then the
+/// POSTROUTING jump as a comment (it is kept exactly once, not appended by the payload), so the
+/// IPv4 part can be piped into `iptables-restore --noflush` as is.
+pub fn render_text(desired: &Desired, options: &RenderOptions) -> String {
+    let chain = &desired.node.iptables_chain;
+    let mut text = String::new();
+    for family in families(desired) {
+        if family == Family::V6 {
+            text.push('\n');
+        }
+        text.push_str(&format!("# {}-restore --noflush\n", family.command()));
+        text.push_str(&restore_payload(
+            chain,
+            &chain_rules(desired, family, options),
+            &[],
+        ));
+        text.push_str(&format!(
+            "# nat POSTROUTING jump, kept exactly once ({} -t nat -C, else -A):\n# {}\n",
+            family.command(),
+            jump_rule(chain)
+        ));
+    }
+    text
+}
+
+/// Parses upstream's `--to-ports` value: `1024-29999,32768-65535`, or a single `N` or `A-B`.
+/// Ranges must be ascending, within 1–65535 and must not overlap.
+pub fn parse_port_ranges(text: &str) -> Result<Vec<PortRange>, String> {
+    let mut ranges: Vec<PortRange> = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let port = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("port range {text:?}: {s:?} is not a port (1-65535)"))
+        };
+        let range = match part.split_once('-') {
+            Some((first, last)) => PortRange {
+                first: port(first)?,
+                last: port(last)?,
+            },
+            None => {
+                let single = port(part)?;
+                PortRange {
+                    first: single,
+                    last: single,
+                }
+            }
+        };
+        if range.first > range.last {
+            return Err(format!(
+                "port range {text:?}: {part:?} ends before it starts"
+            ));
+        }
+        if let Some(other) = ranges
+            .iter()
+            .find(|r| r.first <= range.last && range.first <= r.last)
+        {
+            return Err(format!(
+                "port range {text:?}: {part:?} overlaps {}-{}",
+                other.first, other.last
+            ));
+        }
+        ranges.push(range);
+    }
+    Ok(ranges)
+}
+
+/// Chain names iptables accepts: 1 to 28 bytes, no whitespace, not starting with `-` or `!`.
+pub fn validate_chain_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 28 {
+        return Err(format!(
+            "iptables chain name {name:?} must be 1 to 28 characters long"
+        ));
+    }
+    if name.starts_with(['-', '!']) || name.chars().any(|c| c.is_whitespace() || c == '"') {
+        return Err(format!(
+            "iptables chain name {name:?} must not start with '-' or '!' nor contain spaces or quotes"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probability_matches_what_the_statistic_extension_prints() {
+        // Values read back from `iptables-save` after loading upstream's shortest-float form.
+        assert_eq!(probability(1, 2), "0.50000000000");
+        assert_eq!(probability(4709, 10000), "0.47090000007");
+        assert_eq!(probability(1, 3), "0.33333333349");
+    }
+
+    #[test]
+    fn range_size_is_inclusive() {
+        assert_eq!(
+            range_size(&PortRange {
+                first: 1024,
+                last: 29999
+            }),
+            28976
+        );
+        assert_eq!(range_size(&PortRange { first: 7, last: 7 }), 1);
+    }
+
+    #[test]
+    fn port_ranges_parse_like_upstream_to_ports() {
+        let pr = |first, last| PortRange { first, last };
+        assert_eq!(
+            parse_port_ranges("1024-29999,32768-65535").unwrap(),
+            vec![pr(1024, 29999), pr(32768, 65535)]
+        );
+        assert_eq!(parse_port_ranges("5000").unwrap(), vec![pr(5000, 5000)]);
+        for bad in ["", "0-10", "10-5", "1-70000", "a-b", "1-10,5-20"] {
+            let err = parse_port_ranges(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn both_forms_of_upstreams_jump_are_recognised() {
+        let ours = jump_rule("IP-MASQ-AGENT");
+        let quoted = ours.replace(
+            "--comment \"ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination \
+             traffic to our custom IP-MASQ-AGENT chain\"",
+            "--comment \"\\\"ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL \
+             destination traffic to our custom IP-MASQ-AGENT chain\\\"\"",
+        );
+        assert_ne!(ours, quoted);
+        let other_chain = jump_rule("IP-MASQ");
+        let unrelated = "-A POSTROUTING -j IP-MASQ-AGENT".to_string();
+        let save = format!(
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n{ours}\n{quoted}\n{other_chain}\n{unrelated}\nCOMMIT\n"
+        );
+        let table = NatTable::parse(&save);
+        assert_eq!(upstream_jumps(&table, "IP-MASQ-AGENT"), vec![ours, quoted]);
+        assert_eq!(upstream_jumps(&table, "IP-MASQ"), vec![other_chain]);
+    }
+
+    #[test]
+    fn chain_names_are_checked() {
+        assert!(validate_chain_name("IP-MASQ-AGENT").is_ok());
+        assert!(validate_chain_name("").is_err());
+        assert!(validate_chain_name(&"X".repeat(29)).is_err());
+        assert!(validate_chain_name("-X").is_err());
+        assert!(validate_chain_name("A B").is_err());
+    }
+}

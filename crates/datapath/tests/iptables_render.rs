@@ -1,0 +1,96 @@
+//! Golden tests: `render` of the iptables datapath, compared byte for byte with
+//! `tests/golden/iptables-*.txt`. Run with `MASQ_UPDATE_GOLDEN=1` to rewrite them after an
+//! intended change, then review the diff.
+
+mod ipt_support;
+
+use std::path::PathBuf;
+
+use ipt_support::{config, desired, nets, RESERVED, RFC1918};
+use masq_datapath::ipt::{Backend, Iptables};
+use masq_datapath::{Datapath, PortRange};
+
+fn check_golden(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("iptables-{name}.txt"));
+    if std::env::var_os("MASQ_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    assert_eq!(
+        actual,
+        expected,
+        "render differs from {}; rerun with MASQ_UPDATE_GOLDEN=1 if intended",
+        path.display()
+    );
+}
+
+#[test]
+fn default_config() {
+    let text = Iptables::new(Backend::Nft).render(&desired(config(&RESERVED)));
+    check_golden("default", &text);
+}
+
+#[test]
+fn upstream_default_config_without_random_fully() {
+    // What kubernetes-sigs/ip-masq-agent writes with its defaults on an iptables before 1.6.2.
+    let text = Iptables::new(Backend::Legacy)
+        .with_random_fully(false)
+        .render(&desired(config(&RFC1918)));
+    check_golden("rfc1918-no-random-fully", &text);
+}
+
+#[test]
+fn custom_config_with_every_option() {
+    let mut cfg = config(&["10.0.0.0/8", "203.0.113.0/24", "fd00::/8", "10.0.0.0/8"]);
+    cfg.masq_link_local = true;
+    cfg.non_masquerade_src_cidrs = nets(&["10.10.0.0/16", "fd10::/64"]);
+    let mut d = desired(cfg);
+    d.node.enable_ipv6 = true;
+    d.node.pod_cidrs = nets(&["10.244.0.0/16", "10.245.0.0/16", "fd20::/64"]);
+    d.node.snat_ip = Some("192.0.2.10".parse().unwrap());
+    d.node.native_routing_cidr = Some("10.96.0.0/12".parse().unwrap());
+    let text = Iptables::new(Backend::Nft).render(&d);
+    check_golden("custom", &text);
+}
+
+#[test]
+fn custom_chain_name() {
+    let mut d = desired(config(&RFC1918));
+    d.node.iptables_chain = "IP-MASQ".to_string();
+    let text = Iptables::new(Backend::Nft).render(&d);
+    check_golden("chain-name", &text);
+    assert!(!text.contains("IP-MASQ-AGENT"), "{text}");
+}
+
+#[test]
+fn port_range_split_per_protocol() {
+    let ranges = vec![
+        PortRange {
+            first: 1024,
+            last: 29999,
+        },
+        PortRange {
+            first: 32768,
+            last: 65535,
+        },
+    ];
+    let text = Iptables::new(Backend::Nft)
+        .with_port_ranges(ranges)
+        .render(&desired(config(&RFC1918)));
+    check_golden("port-split", &text);
+}
+
+#[test]
+fn single_port_range_from_node_settings_needs_no_statistic() {
+    let mut d = desired(config(&[]));
+    d.node.port_range = Some(PortRange {
+        first: 32768,
+        last: 65535,
+    });
+    let text = Iptables::new(Backend::Nft).render(&d);
+    check_golden("port-range", &text);
+    assert!(!text.contains("statistic"), "{text}");
+}
