@@ -3,10 +3,14 @@
 //! nothing here ever touches the root namespace.
 #![deny(missing_docs)]
 
+pub mod agent;
+pub mod configmap;
 pub mod netns;
 pub mod probe;
 pub mod topology;
 
+pub use agent::AgentProcess;
+pub use configmap::ConfigMapDir;
 pub use netns::{veth, Netns};
 pub use probe::{Probes, Sources};
 pub use topology::{addr, addr6, Topology, TopologyBuilder};
