@@ -460,6 +460,20 @@ fn drift_is_detected_and_repaired() {
     assert!(bed.sync(&want).drift_repaired);
     assert_eq!(bed.pod_source(addr::INTERNET), NODE);
 
+    // Someone adds a set and a chain using it to masq's table (or an older masq left them).
+    load(
+        &bed.topology.node,
+        "table inet masq {\n set old { type ipv4_addr; elements = { 192.0.2.1 } }\n \
+         chain extra {\n ip daddr @old return\n }\n}\n",
+    );
+    assert!(!bed.matches(&want));
+    assert!(bed.sync(&want).drift_repaired);
+    let listing = bed.listing();
+    assert!(
+        !listing.contains("old") && !listing.contains("extra"),
+        "{listing}"
+    );
+
     // A repaired table has the same content as the first one (handles differ after the delete).
     let strip_handles = |text: &str| -> String {
         text.lines()
@@ -589,4 +603,18 @@ fn a_large_set_is_edited_by_difference() {
     assert!(report.changed && !report.drift_repaired);
     assert!(ns.enter(|| nft.matches(&want)).unwrap().unwrap());
     eprintln!("8192 prefixes: first sync {first:?}, one-CIDR change {change:?}");
+}
+
+#[test]
+fn existing_connections_keep_their_translation_across_a_change() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    bed.sync(&desired(config(&[])));
+    let server = SocketAddr::new(addr::INTERNET.into(), PORT);
+    let mut session = TcpSession::connect(&bed.topology.pod, server).unwrap();
+    assert_eq!(session.observed_source().unwrap().ip(), NODE);
+    bed.sync(&desired(config(&["203.0.113.0/24"])));
+    // conntrack keeps the translation of the open connection; new ones follow the new config.
+    assert_eq!(session.observed_source().unwrap().ip(), NODE);
+    assert_eq!(bed.pod_source(addr::INTERNET), POD);
 }
