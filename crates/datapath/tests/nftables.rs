@@ -376,6 +376,18 @@ fn a_cidr_change_edits_the_set_in_place() {
     bed.sync(&desired(config(&[])));
     assert_eq!(bed.pod_source(addr::PRIVATE), NODE);
     assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+
+    // Adjacent prefixes that cannot merge stay two elements; the whole space is one.
+    bed.sync(&desired(config(&[
+        "203.0.112.0/24",
+        "203.0.113.0/25",
+        "10.200.0.10/32",
+    ])));
+    assert_eq!(bed.pod_source(addr::INTERNET), POD);
+    assert_eq!(bed.pod_source(addr::PRIVATE), POD);
+    assert_eq!(bed.pod_source(addr::INTERNET2), NODE);
+    bed.sync(&desired(config(&["0.0.0.0/0"])));
+    assert_eq!(bed.pod_source(addr::INTERNET2), POD);
 }
 
 #[test]
@@ -447,6 +459,20 @@ fn drift_is_detected_and_repaired() {
     assert!(!bed.matches(&want));
     assert!(bed.sync(&want).drift_repaired);
     assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+
+    // Someone adds a set and a chain using it to masq's table (or an older masq left them).
+    load(
+        &bed.topology.node,
+        "table inet masq {\n set old { type ipv4_addr; elements = { 192.0.2.1 } }\n \
+         chain extra {\n ip daddr @old return\n }\n}\n",
+    );
+    assert!(!bed.matches(&want));
+    assert!(bed.sync(&want).drift_repaired);
+    let listing = bed.listing();
+    assert!(
+        !listing.contains("old") && !listing.contains("extra"),
+        "{listing}"
+    );
 
     // A repaired table has the same content as the first one (handles differ after the delete).
     let strip_handles = |text: &str| -> String {
@@ -539,4 +565,56 @@ fn probe_checks_support_without_installing_anything() {
     let ns = masq_testbed::Netns::new("probe").unwrap();
     ns.enter(|| Nftables::new().probe()).unwrap().unwrap();
     assert_eq!(ns.exec("nft", &["list", "tables"]).unwrap().trim(), "");
+}
+
+#[test]
+fn a_large_set_is_edited_by_difference() {
+    require_kernel!();
+    let ns = masq_testbed::Netns::new("large").unwrap();
+    // 8192 prefixes that cannot merge (every other /24).
+    let cidrs: Vec<String> = (0..64)
+        .flat_map(|b| (0..128).map(move |c| format!("10.{b}.{}.0/24", c * 2)))
+        .collect();
+    let refs: Vec<&str> = cidrs.iter().map(String::as_str).collect();
+    let mut want = desired(config(&refs));
+    let mut nft = Nftables::new();
+    let started = std::time::Instant::now();
+    let report = ns.enter(|| nft.sync(&want)).unwrap().unwrap();
+    let first = started.elapsed();
+    assert!(report.changed);
+    assert!(report.installed_entries > 8192);
+
+    want.config.non_masquerade_cidrs[0] = "192.168.7.0/24".parse().unwrap();
+    let batch = ns
+        .enter(|| nft.pending_batch(&want))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let commands: serde_json::Value = serde_json::from_str(&batch).unwrap();
+    let commands = commands["nftables"].as_array().unwrap();
+    assert_eq!(
+        commands.len(),
+        3,
+        "add table, delete one element, add one element"
+    );
+    let started = std::time::Instant::now();
+    let report = ns.enter(|| nft.sync(&want)).unwrap().unwrap();
+    let change = started.elapsed();
+    assert!(report.changed && !report.drift_repaired);
+    assert!(ns.enter(|| nft.matches(&want)).unwrap().unwrap());
+    eprintln!("8192 prefixes: first sync {first:?}, one-CIDR change {change:?}");
+}
+
+#[test]
+fn existing_connections_keep_their_translation_across_a_change() {
+    require_kernel!();
+    let mut bed = Bed::new();
+    bed.sync(&desired(config(&[])));
+    let server = SocketAddr::new(addr::INTERNET.into(), PORT);
+    let mut session = TcpSession::connect(&bed.topology.pod, server).unwrap();
+    assert_eq!(session.observed_source().unwrap().ip(), NODE);
+    bed.sync(&desired(config(&["203.0.113.0/24"])));
+    // conntrack keeps the translation of the open connection; new ones follow the new config.
+    assert_eq!(session.observed_source().unwrap().ip(), NODE);
+    assert_eq!(bed.pod_source(addr::INTERNET), POD);
 }

@@ -1,6 +1,25 @@
 //! Throwaway network-namespace topologies (pod, node, external) for end-to-end tests, `masq demo`
 //! and benchmarks. Every namespace has a unique name and is removed on drop, also on failure;
 //! nothing here ever touches the root namespace.
+//!
+//! - [`Netns`]: one namespace; [`veth`] joins two.
+//! - [`Topology`]: pod, pod2, node and external namespaces wired like a node in a cluster
+//!   (addresses in [`addr`] and, optionally, [`addr6`]).
+//! - [`Probes`]: TCP, UDP and ICMP servers on the external hosts that report the source address
+//!   they saw; [`probe`] has the single-protocol clients and a long-lived [`probe::TcpSession`].
+//!
+//! ```no_run
+//! use masq_testbed::{addr, Probes, Topology};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let topology = Topology::new()?;
+//! let probes = Probes::start(&topology.external, &topology.external_hosts(), 8080)?;
+//! // … install a datapath inside topology.node (topology.node.enter(|| …)) …
+//! let seen = probes.sources(&topology.pod, addr::INTERNET.into())?;
+//! println!("203.0.113.10 saw {:?}", seen.agreed()); // Some(172.30.0.1) when masqueraded
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 pub mod agent;

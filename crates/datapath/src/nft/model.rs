@@ -414,4 +414,32 @@ mod tests {
             Some(reason::LINK_LOCAL)
         );
     }
+
+    proptest::proptest! {
+        /// Merging overlaps never changes which addresses a set covers, and leaves no overlap
+        /// (the kernel would refuse it).
+        #[test]
+        fn merged_sets_cover_exactly_the_configured_cidrs(
+            cidrs in proptest::collection::vec((0u32..4096, 4u8..=32), 0..40),
+            probes in proptest::collection::vec(0u32..4096, 32),
+        ) {
+            // Addresses drawn from a small space so that overlaps are common.
+            let addr = |n: u32| std::net::Ipv4Addr::from(0x0a00_0000 | (n << 12));
+            let nets: Vec<IpNet> = cidrs
+                .iter()
+                .map(|&(n, len)| IpNet::V4(Ipv4Net::new(addr(n), len).unwrap().trunc()))
+                .collect();
+            let set = set_spec("s", Family::V4, &nets);
+            for pair in set.elements.windows(2) {
+                proptest::prop_assert!(!pair[0].contains(&pair[1].network()), "{:?}", pair);
+            }
+            for probe in probes {
+                let probe = IpAddr::from(addr(probe));
+                proptest::prop_assert_eq!(
+                    nets.iter().any(|n| n.contains(&probe)),
+                    set.elements.iter().any(|n| n.contains(&probe))
+                );
+            }
+        }
+    }
 }
