@@ -6,6 +6,7 @@
 //! `render` returns exactly what `sync` would install, so `masq render` cannot lie.
 #![deny(missing_docs)]
 
+pub mod egress;
 pub mod ipt;
 
 use std::net::IpAddr;
@@ -23,6 +24,11 @@ pub mod names {
     pub const IPT_CHAIN: &str = "IP-MASQ-AGENT";
     /// Where the eBPF datapath pins its maps, programs and links.
     pub const BPF_PIN_DIR: &str = "/sys/fs/bpf/masq";
+    /// The iptables chain (table `mangle`) that marks connections for egress routing.
+    pub const IPT_EGRESS_CHAIN: &str = "IP-MASQ-EGRESS";
+    /// The routing protocol number masq's `ip rule`s carry (`ip rule … protocol 109`), how
+    /// `masq cleanup` finds them without the config.
+    pub const RULE_PROTOCOL: u8 = 109;
 }
 
 /// Which backend.
@@ -83,8 +89,12 @@ pub struct NodeSettings {
     pub enable_ipv6: bool,
     /// The egress interfaces the datapath attaches to (from `--interfaces` or the default routes).
     pub interfaces: Vec<Interface>,
-    /// `--egress-interface`: masqueraded traffic always leaves through this one.
+    /// `--egress-interface`: masqueraded traffic always leaves through this one. `None`: the
+    /// first of `interfaces` (the interface of the main table's default route).
     pub egress_interface: Option<String>,
+    /// How masqueraded traffic is steered to the egress interface (`None`: `--egress-mark 0`,
+    /// the pod's own routing decides).
+    pub egress_routing: Option<EgressRouting>,
     /// `--masq-chain`: the iptables chain name.
     pub iptables_chain: String,
 }
@@ -99,7 +109,66 @@ impl Default for NodeSettings {
             enable_ipv6: false,
             interfaces: Vec::new(),
             egress_interface: None,
+            egress_routing: Some(EgressRouting::default()),
             iptables_chain: names::IPT_CHAIN.to_string(),
+        }
+    }
+}
+
+impl NodeSettings {
+    /// The interface masqueraded traffic leaves through: `--egress-interface`, else the
+    /// interface of the main table's default route. `None` when neither is known (`masq render`
+    /// without `--egress-interface`).
+    pub fn egress_interface(&self) -> Option<&str> {
+        self.egress_interface
+            .as_deref()
+            .or_else(|| self.interfaces.first().map(|i| i.name.as_str()))
+    }
+
+    /// The egress routing to install: enabled, and an egress interface known.
+    pub fn active_egress_routing(&self) -> Option<&EgressRouting> {
+        self.egress_routing
+            .as_ref()
+            .filter(|_| self.egress_interface().is_some())
+    }
+}
+
+/// Policy routing for masqueraded traffic (SPEC section 4, nodes with several interfaces).
+///
+/// The first packet of a connection masq will masquerade gets `mark` in its packet and
+/// conntrack marks before the routing decision; later packets and replies get it back from
+/// conntrack. A masq-owned `ip rule fwmark MARK/MARK lookup TABLE priority PRIORITY` sends
+/// marked packets through `table` (the main table by default, whose default route is the egress
+/// interface) instead of the pod's own policy route, so they leave through the egress interface
+/// and are translated to its address. See `docs/vpc-native.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EgressRouting {
+    /// The mark bits (also the mask: only these bits are set or tested).
+    pub mark: u32,
+    /// The `ip rule` priority; must be lower than the CNI's per-pod `from <pod>` rules.
+    pub rule_priority: u32,
+    /// The routing table marked packets look up (254 is `main`).
+    pub table: u32,
+}
+
+impl EgressRouting {
+    /// Bit 12: no collision with kube-proxy (0xc000), the CNI portmap plugin (0x2000), the AWS
+    /// VPC CNI (0x80), Calico (0xffff0000), Weave (0x60000) or Tailscale (0xc0000). Cilium uses
+    /// nearly every bit, this one included; see `docs/vpc-native.md`.
+    pub const DEFAULT_MARK: u32 = 0x1000;
+    /// Before the AWS VPC CNI's `from <pod> lookup <ENI table>` rules (1536) and after the
+    /// `local` table (0).
+    pub const DEFAULT_RULE_PRIORITY: u32 = 1000;
+    /// The main routing table.
+    pub const MAIN_TABLE: u32 = 254;
+}
+
+impl Default for EgressRouting {
+    fn default() -> Self {
+        EgressRouting {
+            mark: EgressRouting::DEFAULT_MARK,
+            rule_priority: EgressRouting::DEFAULT_RULE_PRIORITY,
+            table: EgressRouting::MAIN_TABLE,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! - [`Netns`]: one namespace; [`veth`] joins two.
 //! - [`Topology`]: pod, pod2, node and external namespaces wired like a node in a cluster
 //!   (addresses in [`addr`] and, optionally, [`addr6`]).
+//! - [`VpcTopology`]: a VPC-native node whose pod IP lives on a secondary interface (pod,
+//!   node, internet and VPC namespaces; addresses in [`vpc_addr`]).
 //! - [`Probes`]: TCP, UDP and ICMP servers on the external hosts that report the source address
 //!   they saw; [`probe`] has the single-protocol clients and a long-lived [`probe::TcpSession`].
 //!
@@ -27,12 +29,14 @@ pub mod configmap;
 pub mod netns;
 pub mod probe;
 pub mod topology;
+pub mod vpc;
 
 pub use agent::AgentProcess;
 pub use configmap::ConfigMapDir;
 pub use netns::{veth, Netns};
 pub use probe::{Probes, Sources};
 pub use topology::{addr, addr6, Topology, TopologyBuilder};
+pub use vpc::{vpc_addr, VpcTopology};
 
 /// Why kernel tests cannot run here, if they cannot: they need root (to create namespaces) and
 /// the given programs (besides `ip`). Tests print the reason and return early.

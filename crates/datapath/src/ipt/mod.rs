@@ -14,6 +14,7 @@
 //! Nothing outside the chain and its jumps is ever written. See `docs/iptables.md`.
 
 pub mod backend;
+pub mod egress;
 pub mod exec;
 mod leftover;
 pub mod render;
@@ -27,6 +28,8 @@ pub use exec::{is_lock_contention, LockRetry};
 pub use leftover::Leftover;
 pub use render::{parse_port_ranges, Family, RenderOptions};
 
+use crate::egress::{desired_rules, IpRules, PolicyRule};
+use crate::names::IPT_EGRESS_CHAIN;
 use crate::{Datapath, Desired, Error, Kind, PortRange, SyncReport};
 use backend::{Evidence, Tool};
 use exec::Runner;
@@ -40,6 +43,10 @@ pub struct Iptables {
     options: RenderOptions,
     runner: Runner,
     last_written: BTreeMap<Family, Vec<String>>,
+    /// The egress chain last written per family (empty: removed).
+    last_egress: BTreeMap<Family, Vec<String>>,
+    ip_rules: IpRules,
+    last_policy_rules: Option<Vec<PolicyRule>>,
 }
 
 impl Iptables {
@@ -51,6 +58,9 @@ impl Iptables {
             options: RenderOptions::default(),
             runner: Runner::default(),
             last_written: BTreeMap::new(),
+            last_egress: BTreeMap::new(),
+            ip_rules: IpRules::new(),
+            last_policy_rules: None,
         }
     }
 
@@ -131,9 +141,64 @@ impl Iptables {
     }
 
     fn read_nat(&self, family: Family) -> Result<NatTable, Error> {
+        self.read_table(family, "nat")
+    }
+
+    fn read_table(&self, family: Family, table: &str) -> Result<NatTable, Error> {
         // No `-t nat`: naming a table makes both backends create it, and a read must not write.
         let program = self.backend.program(family, Tool::Save);
-        Ok(NatTable::parse(&self.runner.run_ok(&program, &[], None)?))
+        Ok(NatTable::parse_table(
+            &self.runner.run_ok(&program, &[], None)?,
+            table,
+        ))
+    }
+
+    /// Makes one family's egress chain (`mangle`) and its jump match `rules`; empty `rules`
+    /// remove them. Returns (changed, drift repaired).
+    fn sync_egress(&mut self, family: Family, rules: Vec<String>) -> Result<(bool, bool), Error> {
+        let table = match self.read_table(family, "mangle") {
+            Ok(table) => table,
+            Err(e) if family == Family::V6 && rules.is_empty() => {
+                tracing::debug!(error = %e, "ip6tables unreadable, nothing to remove");
+                return Ok((false, false));
+            }
+            Err(e) => return Err(e),
+        };
+        let installed = table.rules(IPT_EGRESS_CHAIN);
+        let jumps = table.jumps_to("PREROUTING", IPT_EGRESS_CHAIN);
+        let wrote = self.last_egress.insert(family, rules.clone());
+        if rules.is_empty() {
+            if installed.is_none() && jumps.is_empty() {
+                return Ok((false, false));
+            }
+            self.restore(
+                family,
+                &egress::removal_payload(&jumps, installed.is_some()),
+            )?;
+            tracing::info!(family = family.command(), "egress chain removed");
+            return Ok((true, false));
+        }
+        let jump = egress::jump_rule();
+        let keep = jumps.iter().position(|j| *j == jump);
+        let in_sync = installed == Some(rules.as_slice()) && jumps.len() == 1 && keep.is_some();
+        if in_sync {
+            return Ok((false, false));
+        }
+        let drift = wrote.as_ref() == Some(&rules);
+        let mut fixes: Vec<String> = jumps
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != keep)
+            .map(|(_, j)| j.replacen("-A ", "-D ", 1))
+            .collect();
+        if keep.is_none() {
+            // First in PREROUTING: a rule before it that accepts established traffic (Calico's
+            // does) would keep replies and later packets from getting their mark back.
+            fixes.push(jump.replacen("-A PREROUTING ", "-I PREROUTING 1 ", 1));
+        }
+        self.restore(family, &egress::restore_payload(&rules, &fixes))?;
+        tracing::info!(family = family.command(), rules = rules.len(), drift, "egress chain replaced");
+        Ok((true, drift))
     }
 
     fn restore(&self, family: Family, payload: &str) -> Result<(), Error> {
@@ -242,8 +307,18 @@ impl Iptables {
         let chain = &desired.node.iptables_chain;
         let table = self.read_nat(family)?;
         let rules = self.chain_rules(desired, family);
-        Ok(table.rules(chain) == Some(rules.as_slice())
-            && render::upstream_jumps(&table, chain).len() == 1)
+        let nat_ok = table.rules(chain) == Some(rules.as_slice())
+            && render::upstream_jumps(&table, chain).len() == 1;
+        let mangle = self.read_table(family, "mangle")?;
+        let egress = egress::chain_rules(desired, family);
+        let jumps = mangle.jumps_to("PREROUTING", IPT_EGRESS_CHAIN);
+        let egress_ok = if egress.is_empty() {
+            mangle.rules(IPT_EGRESS_CHAIN).is_none() && jumps.is_empty()
+        } else {
+            mangle.rules(IPT_EGRESS_CHAIN) == Some(egress.as_slice())
+                && jumps == [egress::jump_rule()]
+        };
+        Ok(nat_ok && egress_ok)
     }
 }
 
@@ -253,7 +328,24 @@ impl Datapath for Iptables {
     }
 
     fn render(&self, desired: &Desired) -> String {
-        render::render_text(desired, &self.options)
+        let mut text = render::render_text(desired, &self.options);
+        for family in render::families(desired) {
+            let rules = egress::chain_rules(desired, family);
+            if rules.is_empty() {
+                continue;
+            }
+            text.push_str(&format!(
+                "\n# {}-restore --noflush (egress routing)\n",
+                family.command()
+            ));
+            text.push_str(&egress::restore_payload(&rules, &[]));
+            text.push_str(&format!(
+                "# mangle PREROUTING jump, kept exactly once and first:\n# {}\n",
+                egress::jump_rule()
+            ));
+        }
+        text.push_str(&crate::egress::render_rules(&desired.node));
+        text
     }
 
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
@@ -265,8 +357,16 @@ impl Datapath for Iptables {
             self.chain = chain.clone();
         }
         let mut report = SyncReport::default();
+        // The policy rules first: until the egress chain marks packets they route nothing.
+        let policy_rules = desired_rules(&desired.node);
+        let added = self.ip_rules.add_missing(&policy_rules)?;
+        report.changed |= added.changed;
+        report.drift_repaired |=
+            added.changed && self.last_policy_rules.as_ref() == Some(&policy_rules);
+        report.installed_entries += policy_rules.len();
         for family in Family::ALL {
-            if render::families(desired).contains(&family) {
+            let wanted = render::families(desired).contains(&family);
+            if wanted {
                 let rules = self.chain_rules(desired, family);
                 report.installed_entries += rules.len() + 1;
                 let (changed, drift) = self.sync_family(family, &chain, rules)?;
@@ -276,7 +376,19 @@ impl Datapath for Iptables {
                 // IPv6 switched off: the chain masq (or upstream) wrote there must go.
                 report.changed |= self.remove_family(family, &chain)?;
             }
+            let egress = if wanted {
+                egress::chain_rules(desired, family)
+            } else {
+                Vec::new()
+            };
+            report.installed_entries += egress.len() + usize::from(!egress.is_empty());
+            let (changed, drift) = self.sync_egress(family, egress)?;
+            report.changed |= changed;
+            report.drift_repaired |= drift;
         }
+        // Stale rules last: nothing carries their mark any more.
+        report.changed |= self.ip_rules.remove_stale(&policy_rules)?.changed;
+        self.last_policy_rules = Some(policy_rules);
         Ok(report)
     }
 
@@ -286,15 +398,18 @@ impl Datapath for Iptables {
                 return Ok(false);
             }
         }
-        Ok(true)
+        self.ip_rules.matches(&desired_rules(&desired.node))
     }
 
     fn cleanup(&mut self) -> Result<(), Error> {
         let chain = self.chain.clone();
         for family in Family::ALL {
             self.remove_family(family, &chain)?;
+            self.sync_egress(family, Vec::new())?;
         }
-        Ok(())
+        self.last_policy_rules = None;
+        // After the chains: nothing is marked any more, so the rules route nothing.
+        self.ip_rules.remove_stale(&[]).map(drop)
     }
 }
 

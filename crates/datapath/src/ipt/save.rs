@@ -12,11 +12,16 @@ pub struct NatTable {
 impl NatTable {
     /// Parses the `*nat` section of `iptables-save` output; no such section means an empty table.
     pub fn parse(save_output: &str) -> NatTable {
+        NatTable::parse_table(save_output, "nat")
+    }
+
+    /// Parses the section of another table (`mangle`) the same way.
+    pub fn parse_table(save_output: &str, wanted: &str) -> NatTable {
         let mut table = NatTable::default();
         let mut in_nat = false;
         for line in save_output.lines().map(str::trim_end) {
             if let Some(name) = line.strip_prefix('*') {
-                in_nat = name == "nat";
+                in_nat = name == wanted;
             } else if !in_nat || line.starts_with('#') {
                 continue;
             } else if line == "COMMIT" {

@@ -6,13 +6,16 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nftables::expr::{Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression};
+use nftables::expr::{
+    BinaryOperation, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, CT,
+};
 use nftables::expr::{Payload, PayloadField, Prefix, Range, SetItem};
 use nftables::schema::{self, Chain, Element, Rule, SetFlag, SetType, SetTypeValue, Table};
-use nftables::stmt::{Counter, Match, NATFamily, NATFlag, Operator, Statement, NAT};
+use nftables::stmt::{Counter, Mangle, Match, NATFamily, NATFlag, Operator, Statement, NAT};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use super::model::{Cond, Family, RuleSpec, SetSpec, Verdict, CHAIN, SRCNAT_PRIORITY};
+use super::model::{Cond, Family, RuleSpec, SetSpec, Verdict, CHAIN, MANGLE_PRIORITY, MARK_CHAIN};
+use super::model::SRCNAT_PRIORITY;
 use crate::names::NFT_TABLE;
 use crate::PortRange;
 
@@ -43,6 +46,17 @@ pub fn base_chain() -> Chain<'static> {
         prio: Some(SRCNAT_PRIORITY),
         policy: Some(NfChainPolicy::Accept),
         ..chain_ref(CHAIN)
+    }
+}
+
+/// The prerouting base chain that marks connections for egress routing.
+pub fn mark_chain() -> Chain<'static> {
+    Chain {
+        _type: Some(NfChainType::Filter),
+        hook: Some(NfHook::Prerouting),
+        prio: Some(MANGLE_PRIORITY),
+        policy: Some(NfChainPolicy::Accept),
+        ..chain_ref(MARK_CHAIN)
     }
 }
 
@@ -88,12 +102,12 @@ pub fn prefix(net: IpNet) -> Expression<'static> {
     }))
 }
 
-/// A rule of the postrouting chain.
-pub fn rule(spec: &RuleSpec) -> Rule<'static> {
+/// A rule of one of masq's chains.
+pub fn rule(chain: &str, spec: &RuleSpec) -> Rule<'static> {
     Rule {
         family: NfFamily::INet,
         table: NFT_TABLE.into(),
-        chain: CHAIN.into(),
+        chain: chain.to_string().into(),
         expr: Cow::Owned(statements(spec)),
         comment: Some(spec.comment.into()),
         ..Rule::default()
@@ -104,7 +118,7 @@ pub fn rule(spec: &RuleSpec) -> Rule<'static> {
 pub fn statements(spec: &RuleSpec) -> Vec<Statement<'static>> {
     let mut stmts: Vec<Statement<'static>> = spec.conds.iter().map(cond).collect();
     stmts.push(Statement::Counter(Counter::Anonymous(None)));
-    stmts.push(verdict(&spec.verdict));
+    stmts.extend(verdict(&spec.verdict));
     stmts
 }
 
@@ -119,6 +133,25 @@ fn payload(family: Family, field: &'static str) -> Expression<'static> {
 
 fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn ct(key: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(CT {
+        key: key.into(),
+        family: None,
+        dir: None,
+    }))
+}
+
+/// `KEY set KEY | MARK`: sets the bits, keeping what others put in the rest of the mark.
+fn or_mark(key: Expression<'static>, mark: u32) -> Statement<'static> {
+    Statement::Mangle(Mangle {
+        key: key.clone(),
+        value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+            key,
+            Expression::Number(mark),
+        ]))),
+    })
 }
 
 fn matches(
@@ -172,6 +205,19 @@ fn cond(cond: &Cond) -> Statement<'static> {
                 SetItem::Element(Expression::String("udp".into())),
             ])),
         ),
+        Cond::CtMarkHas(mark) => matches(
+            Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                ct("mark"),
+                Expression::Number(*mark),
+            ))),
+            Operator::EQ,
+            Expression::Number(*mark),
+        ),
+        Cond::CtStateNotNew => matches(
+            ct("state"),
+            Operator::NEQ,
+            Expression::String("new".into()),
+        ),
     }
 }
 
@@ -186,10 +232,17 @@ fn port_range(ports: Option<PortRange>) -> Option<Expression<'static>> {
     })
 }
 
-fn verdict(verdict: &Verdict) -> Statement<'static> {
+fn verdict(verdict: &Verdict) -> Vec<Statement<'static>> {
     let fully_random = Some(HashSet::from([NATFlag::FullyRandom]));
-    match verdict {
+    vec![match verdict {
         Verdict::Return => Statement::Return(None),
+        Verdict::RestoreMark(mark) => or_mark(meta(MetaKey::Mark), *mark),
+        Verdict::SetMark(mark) => {
+            return vec![
+                or_mark(meta(MetaKey::Mark), *mark),
+                or_mark(ct("mark"), *mark),
+            ]
+        }
         Verdict::Masquerade { ports } => Statement::Masquerade(Some(NAT {
             addr: None,
             family: None,
@@ -205,5 +258,5 @@ fn verdict(verdict: &Verdict) -> Statement<'static> {
             port: port_range(*ports),
             flags: fully_random,
         })),
-    }
+    }]
 }

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::json;
-use super::model::{Ruleset, CHAIN, SRCNAT_PRIORITY};
+use super::model::{RuleSpec, Ruleset, CHAIN, MANGLE_PRIORITY, MARK_CHAIN, SRCNAT_PRIORITY};
 
 /// The comparable content of masq's table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,24 +94,23 @@ impl Shape {
                 (spec.name.clone(), set)
             })
             .collect();
-        let rules = ruleset
-            .rules
-            .iter()
-            .map(|spec| RuleShape {
-                expr: normalise(
-                    serde_json::to_value(json::statements(spec)).expect("statements serialize"),
-                ),
-                comment: Some(spec.comment.to_string()),
-            })
-            .collect();
-        let chain = ChainShape {
-            base: Some(base_chain()),
-            rules,
-        };
-        Shape {
-            sets,
-            chains: BTreeMap::from([(CHAIN.to_string(), chain)]),
+        let mut chains = BTreeMap::from([(
+            CHAIN.to_string(),
+            ChainShape {
+                base: Some(base_chain()),
+                rules: rule_shapes(&ruleset.rules),
+            },
+        )]);
+        if !ruleset.mark_rules.is_empty() {
+            chains.insert(
+                MARK_CHAIN.to_string(),
+                ChainShape {
+                    base: Some(mark_chain()),
+                    rules: rule_shapes(&ruleset.mark_rules),
+                },
+            );
         }
+        Shape { sets, chains }
     }
 
     /// Set elements plus rules of all chains.
@@ -130,6 +129,26 @@ pub fn base_chain() -> (String, String, i64, String) {
         i64::from(SRCNAT_PRIORITY),
         "accept".into(),
     )
+}
+
+/// How `nft` reports the prerouting chain that marks connections for egress routing.
+pub fn mark_chain() -> (String, String, i64, String) {
+    (
+        "filter".into(),
+        "prerouting".into(),
+        i64::from(MANGLE_PRIORITY),
+        "accept".into(),
+    )
+}
+
+fn rule_shapes(rules: &[RuleSpec]) -> Vec<RuleShape> {
+    rules
+        .iter()
+        .map(|spec| RuleShape {
+            expr: normalise(serde_json::to_value(json::statements(spec)).expect("statements serialize")),
+            comment: Some(spec.comment.to_string()),
+        })
+        .collect()
 }
 
 impl Live {

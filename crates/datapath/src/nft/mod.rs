@@ -38,9 +38,11 @@ use nftables::schema::NfListObject;
 
 pub use live::RuleCounter;
 pub use model::{
-    reason, Cond, Family, RuleSpec, Ruleset, SetSpec, Verdict, CHAIN, SRCNAT_PRIORITY,
+    reason, Cond, Family, RuleSpec, Ruleset, SetSpec, Verdict, CHAIN, MANGLE_PRIORITY, MARK_CHAIN,
+    SRCNAT_PRIORITY,
 };
 
+use crate::egress::{self, IpRules};
 use crate::names::NFT_TABLE;
 use crate::{Datapath, Desired, Error, Kind, SyncReport};
 use live::{Live, Shape};
@@ -50,6 +52,8 @@ use live::{Live, Shape};
 pub struct Nftables {
     program: String,
     last_written: Option<Shape>,
+    rules: IpRules,
+    last_rules: Option<Vec<egress::PolicyRule>>,
 }
 
 impl Default for Nftables {
@@ -69,6 +73,8 @@ impl Nftables {
         Nftables {
             program: program.into(),
             last_written: None,
+            rules: IpRules::new(),
+            last_rules: None,
         }
     }
 
@@ -78,6 +84,7 @@ impl Nftables {
         let ruleset = Ruleset {
             sets: Vec::new(),
             rules: Vec::new(),
+            mark_rules: Vec::new(),
         };
         let batch = plan::plan(&ruleset, None).expect("an empty state always needs a table");
         self.apply(batch, &["--check"])
@@ -174,7 +181,9 @@ impl Datapath for Nftables {
     }
 
     fn render(&self, desired: &Desired) -> String {
-        render::ruleset_text(&Ruleset::build(desired))
+        let mut text = render::ruleset_text(&Ruleset::build(desired));
+        text.push_str(&egress::render_rules(&desired.node));
+        text
     }
 
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
@@ -187,15 +196,21 @@ impl Datapath for Nftables {
             .last_written
             .as_ref()
             .is_some_and(|written| installed.as_ref() != Some(written));
+        let policy_rules = egress::desired_rules(&desired.node);
         let mut report = SyncReport {
-            installed_entries: want.entries(),
+            installed_entries: want.entries() + policy_rules.len(),
             ..SyncReport::default()
         };
+        // The rule first: until the batch marks packets it routes nothing.
+        let added = self.rules.add_missing(&policy_rules)?;
+        // A rule this process wrote and still wants was removed by someone else.
+        report.drift_repaired = added.changed && self.last_rules.as_ref() == Some(&policy_rules);
+        report.changed |= added.changed;
         if let Some(batch) = plan::plan(&ruleset, installed.as_ref()) {
             self.apply(batch, &[])
                 .map_err(|e| self.error(e, "applying the batch"))?;
             report.changed = true;
-            report.drift_repaired = drifted;
+            report.drift_repaired |= drifted;
             // A kernel or nft that lists rules differently from how they were written would
             // make every sync rewrite the chain: harmless (atomic) but worth a word in the log.
             let now = self.read()?.map(|live| live.shape);
@@ -208,23 +223,30 @@ impl Datapath for Nftables {
             }
         }
         self.last_written = Some(want);
+        // Stale rules last: nothing carries their mark any more.
+        report.changed |= self.rules.remove_stale(&policy_rules)?.changed;
+        self.last_rules = Some(policy_rules);
         Ok(report)
     }
 
     fn matches(&self, desired: &Desired) -> Result<bool, Error> {
         let want = Shape::expected(&Ruleset::build(desired));
-        Ok(self.read()?.is_some_and(|live| live.shape == want))
+        let table_ok = self.read()?.is_some_and(|live| live.shape == want);
+        Ok(table_ok && self.rules.matches(&egress::desired_rules(&desired.node))?)
     }
 
     fn cleanup(&mut self) -> Result<(), Error> {
         let mut batch = Batch::new();
         batch.delete(NfListObject::Table(json::table()));
         self.last_written = None;
+        self.last_rules = None;
         match self.apply(batch, &[]) {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(self.error(e, "deleting the table")),
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(self.error(e, "deleting the table")),
         }
+        // After the table: the marks are gone, so the rules route nothing.
+        self.rules.remove_stale(&[]).map(drop)
     }
 }
 

@@ -14,6 +14,13 @@ pub const CHAIN: &str = "postrouting";
 /// `srcnat`: the standard priority of source NAT on the postrouting hook.
 pub const SRCNAT_PRIORITY: i32 = 100;
 
+/// The base chain that marks connections for egress routing (only with an egress interface).
+pub const MARK_CHAIN: &str = "prerouting";
+
+/// `mangle`: after conntrack (-200), so `ct state` and `ct mark` are known, and before the
+/// routing decision, which the mark must steer.
+pub const MANGLE_PRIORITY: i32 = -150;
+
 /// The one comment per decision step, named like the reasons of `masq explain`, so status can
 /// label each rule's counter with the reason it counts.
 pub mod reason {
@@ -29,6 +36,12 @@ pub mod reason {
     pub const LOCAL: &str = "local";
     /// Nothing exempted the packet: it is translated.
     pub const MASQUERADE: &str = "masquerade";
+    /// A later packet or a reply of a marked connection gets the mark back from conntrack.
+    pub const EGRESS_RESTORE: &str = "egress-restore";
+    /// Only the first packet of a connection is decided on.
+    pub const ESTABLISHED: &str = "established";
+    /// The first packet of a connection that will be masqueraded: marked for egress routing.
+    pub const EGRESS_MARK: &str = "egress-mark";
 }
 
 /// An address family of the `inet` table.
@@ -128,6 +141,10 @@ pub enum Cond {
     Nfproto(Family),
     /// `meta l4proto { tcp, udp }`: only these carry ports a port range can apply to.
     TcpOrUdp,
+    /// `ct mark & MARK == MARK`: the connection was marked for egress routing.
+    CtMarkHas(u32),
+    /// `ct state != new`: not the first packet of its connection.
+    CtStateNotNew,
 }
 
 /// What a rule does with a packet that matched.
@@ -147,6 +164,12 @@ pub enum Verdict {
         /// Translated source ports.
         ports: Option<PortRange>,
     },
+    /// `meta mark set meta mark | MARK`, and the next rule: the packet is routed by masq's
+    /// `ip rule`.
+    RestoreMark(u32),
+    /// `meta mark set meta mark | MARK ct mark set ct mark | MARK`: this packet and, through
+    /// conntrack, the rest of its connection.
+    SetMark(u32),
 }
 
 /// One rule of the chain; every rule counts its packets.
@@ -160,13 +183,17 @@ pub struct RuleSpec {
     pub comment: &'static str,
 }
 
-/// Everything masq installs in its table: the sets, then the rules of [`CHAIN`] in order.
+/// Everything masq installs in its table: the sets, then the rules of [`CHAIN`] in order, and
+/// with egress routing the rules of [`MARK_CHAIN`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ruleset {
     /// Interval sets, in a stable order.
     pub sets: Vec<SetSpec>,
     /// Rules of the postrouting chain, in evaluation order (SPEC section 3).
     pub rules: Vec<RuleSpec>,
+    /// Rules of the prerouting chain that marks connections for egress routing; empty (and
+    /// the chain absent) without an egress interface or with `--egress-mark 0`.
+    pub mark_rules: Vec<RuleSpec>,
 }
 
 impl Ruleset {
@@ -250,6 +277,30 @@ impl Ruleset {
         }
         // Step 6.
         rules.push(rule(vec![Cond::DaddrLocal], Verdict::Return, reason::LOCAL));
+        // The same exemptions decide, before routing, which new connections get the egress
+        // mark: exactly those the postrouting chain will translate.
+        let mut mark_rules = Vec::new();
+        if let Some(routing) = node.active_egress_routing() {
+            let mark = routing.mark;
+            mark_rules.push(rule(
+                vec![Cond::CtMarkHas(mark)],
+                Verdict::RestoreMark(mark),
+                reason::EGRESS_RESTORE,
+            ));
+            mark_rules.push(rule(
+                vec![Cond::CtStateNotNew],
+                Verdict::Return,
+                reason::ESTABLISHED,
+            ));
+            mark_rules.extend(rules.iter().cloned());
+            for &family in families {
+                mark_rules.push(rule(
+                    vec![Cond::Nfproto(family)],
+                    Verdict::SetMark(mark),
+                    reason::EGRESS_MARK,
+                ));
+            }
+        }
         // Step 7, per family: the SNAT address (if any) belongs to one family only, and the
         // other family still masquerades.
         for &family in families {
@@ -275,7 +326,11 @@ impl Ruleset {
                 reason::MASQUERADE,
             ));
         }
-        Ruleset { sets, rules }
+        Ruleset {
+            sets,
+            rules,
+            mark_rules,
+        }
     }
 
     /// Walks the chain for one packet the way the kernel would and returns the first rule that
@@ -302,13 +357,17 @@ impl Ruleset {
             Cond::Nfproto(f) => *f == family,
             // The walk is for TCP and UDP packets.
             Cond::TcpOrUdp => true,
+            // … that open a connection.
+            Cond::CtMarkHas(_) | Cond::CtStateNotNew => false,
         };
         self.rules.iter().find(|rule| rule.conds.iter().all(holds))
     }
 
     /// Set elements plus rules: the size of the ruleset, for metrics and status.
     pub fn entries(&self) -> usize {
-        self.rules.len() + self.sets.iter().map(|s| s.elements.len()).sum::<usize>()
+        self.rules.len()
+            + self.mark_rules.len()
+            + self.sets.iter().map(|s| s.elements.len()).sum::<usize>()
     }
 }
 

@@ -9,7 +9,7 @@ use nftables::schema::{FlushObject, NfCmd, NfListObject};
 
 use super::json;
 use super::live::{Elem, Shape};
-use super::model::{Ruleset, CHAIN};
+use super::model::{Ruleset, CHAIN, MARK_CHAIN};
 
 /// The batch that makes `installed` (None: no table) equal to `ruleset`, or None when it
 /// already is.
@@ -20,7 +20,6 @@ pub fn plan(ruleset: &Ruleset, installed: Option<&Shape>) -> Option<Batch<'stati
     }
     let empty = Shape::default();
     let have = installed.unwrap_or(&empty);
-    let want_chain = &want.chains[CHAIN];
     let mut batch = Batch::new();
     // `add table` creates it when missing and is a no-op otherwise: the table is never flushed,
     // so a restarted agent adopts what it finds.
@@ -43,25 +42,41 @@ pub fn plan(ruleset: &Ruleset, installed: Option<&Shape>) -> Option<Batch<'stati
         })
         .map(|(name, _)| name)
         .collect();
-    let foreign_chains: Vec<&String> = have.chains.keys().filter(|c| *c != CHAIN).collect();
-    let chain = have.chains.get(CHAIN);
-    let chain_base_ok = chain.is_some_and(|c| c.base == want_chain.base);
-    let rewrite_rules = !chain_base_ok
-        || chain.is_some_and(|c| c.rules != want_chain.rules)
-        || !doomed_sets.is_empty();
-
+    // masq's chains: the postrouting one always, the prerouting one with egress routing. Any
+    // other chain in the table (someone added it, or egress routing was turned off) goes.
+    let mut owned = vec![(CHAIN, json::base_chain(), &ruleset.rules)];
+    if !ruleset.mark_rules.is_empty() {
+        owned.push((MARK_CHAIN, json::mark_chain(), &ruleset.mark_rules));
+    }
+    let foreign_chains: Vec<&String> = have
+        .chains
+        .keys()
+        .filter(|c| !want.chains.contains_key(*c))
+        .collect();
     for name in &foreign_chains {
         flush_chain(&mut batch, name);
     }
-    if chain.is_some() && !chain_base_ok {
-        // A chain's hook cannot be changed in place.
-        flush_chain(&mut batch, CHAIN);
-        batch.delete(NfListObject::Chain(json::chain_ref(CHAIN)));
-    } else if chain.is_some() && rewrite_rules {
-        flush_chain(&mut batch, CHAIN);
-    }
-    if !chain_base_ok {
-        batch.add(NfListObject::Chain(json::base_chain()));
+    let mut refill = Vec::new();
+    for (name, declaration, rules) in owned {
+        let want_chain = &want.chains[name];
+        let chain = have.chains.get(name);
+        let chain_base_ok = chain.is_some_and(|c| c.base == want_chain.base);
+        let rewrite_rules = !chain_base_ok
+            || chain.is_some_and(|c| c.rules != want_chain.rules)
+            || !doomed_sets.is_empty();
+        if chain.is_some() && !chain_base_ok {
+            // A chain's hook cannot be changed in place.
+            flush_chain(&mut batch, name);
+            batch.delete(NfListObject::Chain(json::chain_ref(name)));
+        } else if chain.is_some() && rewrite_rules {
+            flush_chain(&mut batch, name);
+        }
+        if !chain_base_ok {
+            batch.add(NfListObject::Chain(declaration));
+        }
+        if rewrite_rules {
+            refill.push((name, rules));
+        }
     }
     for name in &foreign_chains {
         batch.delete(NfListObject::Chain(json::chain_ref(name)));
@@ -100,9 +115,9 @@ pub fn plan(ruleset: &Ruleset, installed: Option<&Shape>) -> Option<Batch<'stati
         }
     }
 
-    if rewrite_rules {
-        for spec in &ruleset.rules {
-            batch.add(NfListObject::Rule(json::rule(spec)));
+    for (chain, rules) in refill {
+        for spec in rules {
+            batch.add(NfListObject::Rule(json::rule(chain, spec)));
         }
     }
     Some(batch)

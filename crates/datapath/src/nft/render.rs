@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::model::{Cond, Family, Ruleset, Verdict, CHAIN};
+use super::model::{Cond, Family, RuleSpec, Ruleset, Verdict, CHAIN, MARK_CHAIN};
 use crate::names::NFT_TABLE;
 use crate::PortRange;
 
@@ -26,15 +26,26 @@ pub fn ruleset_text(ruleset: &Ruleset) -> String {
     }
     let _ = writeln!(out, "\tchain {CHAIN} {{");
     out.push_str("\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
-    for rule in &ruleset.rules {
+    rules_text(&mut out, &ruleset.rules);
+    out.push_str("\t}\n");
+    if !ruleset.mark_rules.is_empty() {
+        let _ = writeln!(out, "\n\tchain {MARK_CHAIN} {{");
+        out.push_str("\t\ttype filter hook prerouting priority mangle; policy accept;\n");
+        rules_text(&mut out, &ruleset.mark_rules);
+        out.push_str("\t}\n");
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn rules_text(out: &mut String, rules: &[RuleSpec]) {
+    for rule in rules {
         let mut words: Vec<String> = rule.conds.iter().map(cond_text).collect();
         words.push("counter".into());
         words.push(verdict_text(&rule.verdict));
         words.push(format!("comment \"{}\"", rule.comment));
         let _ = writeln!(out, "\t\t{}", words.join(" "));
     }
-    out.push_str("\t}\n}\n");
-    out
 }
 
 fn cond_text(cond: &Cond) -> String {
@@ -59,6 +70,8 @@ fn cond_text(cond: &Cond) -> String {
         Cond::DaddrLocal => "fib daddr type local".into(),
         Cond::Nfproto(family) => format!("meta nfproto {}", family.nfproto()),
         Cond::TcpOrUdp => "meta l4proto { tcp, udp }".into(),
+        Cond::CtMarkHas(mark) => format!("ct mark & {mark:#010x} == {mark:#010x}"),
+        Cond::CtStateNotNew => "ct state != new".into(),
     }
 }
 
@@ -69,6 +82,10 @@ fn verdict_text(verdict: &Verdict) -> String {
     };
     match verdict {
         Verdict::Return => "return".into(),
+        Verdict::RestoreMark(mark) => format!("meta mark set meta mark | {mark:#010x}"),
+        Verdict::SetMark(mark) => format!(
+            "meta mark set meta mark | {mark:#010x} ct mark set ct mark | {mark:#010x}"
+        ),
         Verdict::Masquerade { ports: None } => "masquerade fully-random".into(),
         Verdict::Masquerade { ports: p } => format!("masquerade to {} fully-random", ports(p)),
         Verdict::Snat { addr, ports: p } => {
