@@ -4,7 +4,8 @@
 #
 # Builder: Rust plus what build.rs needs to compile the BPF C programs (clang, llvm, the libbpf
 # headers). Runtime: Debian slim with the `nft` and `iptables` binaries the netfilter datapaths
-# run (the `iptables` package brings both iptables-nft and iptables-legacy).
+# run (the `iptables` package brings both iptables-nft and iptables-legacy), and `ip` for the
+# egress-routing rules (docs/vpc-native.md).
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -24,7 +25,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:${DEBIAN_RELEASE}-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables iptables \
+ && apt-get install -y --no-install-recommends nftables iptables iproute2 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/masq /usr/local/bin/masq
 # Root, because netfilter and bpf() require capabilities of uid 0 in the host network namespace.

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::admin::{self, Shared};
 use crate::metrics::{DatapathLabel, Metrics, ResultLabel};
 use crate::node::{self, NodeFacts};
-use crate::status::{DesiredSummary, InstalledSummary, InterfaceSummary, Status};
+use crate::status::{DesiredSummary, EgressSummary, InstalledSummary, InterfaceSummary, Status};
 use crate::{signals, watch};
 
 /// How long to wait after a file or netlink event for the burst to end (kubelet's swap is a
@@ -241,7 +241,15 @@ impl Reconciler {
                 }
                 m.datapath_entries.set(report.installed_entries as i64);
                 let summary = summarize(&desired);
+                let egress = egress_summary(&desired.node);
+                if let Some(warning) = egress.as_ref().and_then(|e| e.warning.as_ref()) {
+                    let known = self.shared.status().egress.and_then(|e| e.warning);
+                    if known.as_ref() != Some(warning) {
+                        tracing::warn!("{warning}");
+                    }
+                }
                 self.shared.update(|s| {
+                    s.egress = egress;
                     s.ready = true;
                     s.desired = Some(summary);
                     s.installed = Some(InstalledSummary {
@@ -301,6 +309,18 @@ fn summarize(desired: &Desired) -> DesiredSummary {
         resync_interval_seconds: c.resync_interval.as_secs_f64(),
         pod_cidrs: strings(&desired.node.pod_cidrs),
     }
+}
+
+fn egress_summary(node: &NodeSettings) -> Option<EgressSummary> {
+    let routing = node.active_egress_routing()?;
+    let interface = node.egress_interface()?.to_string();
+    Some(EgressSummary {
+        warning: masq_datapath::egress::reverse_path_warning(&interface),
+        interface,
+        mark: format!("{:#x}", routing.mark),
+        rule_priority: routing.rule_priority,
+        table: routing.table,
+    })
 }
 
 fn unix_now() -> f64 {

@@ -23,6 +23,10 @@ pub struct Status {
     pub last_sync_error: Option<String>,
     /// Egress interfaces and their addresses.
     pub interfaces: Vec<InterfaceSummary>,
+    /// Where masqueraded traffic leaves and how it is steered there (None: egress routing off
+    /// or no egress interface known).
+    #[serde(default)]
+    pub egress: Option<EgressSummary>,
     /// Event counters since start.
     pub counters: Counters,
 }
@@ -62,6 +66,21 @@ pub struct InterfaceSummary {
     pub name: String,
     /// Its addresses, primary first.
     pub addresses: Vec<String>,
+}
+
+/// Egress routing (SPEC section 4): the interface masqueraded flows leave through.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EgressSummary {
+    /// The egress interface.
+    pub interface: String,
+    /// The fwmark bits, e.g. `0x1000`.
+    pub mark: String,
+    /// Priority of masq's `ip rule`.
+    pub rule_priority: u32,
+    /// The routing table marked connections look up (254 is `main`).
+    pub table: u32,
+    /// A node setting that breaks egress routing (strict `rp_filter`), if any.
+    pub warning: Option<String>,
 }
 
 /// Counters since the agent started.
@@ -137,6 +156,21 @@ impl Status {
         }
         for i in &self.interfaces {
             let _ = writeln!(s, "interface:       {} {}", i.name, i.addresses.join(" "));
+        }
+        match &self.egress {
+            Some(e) => {
+                let _ = writeln!(
+                    s,
+                    "egress:          masqueraded flows leave through {} (fwmark {}/{} lookup table {}, rule priority {})",
+                    e.interface, e.mark, e.mark, e.table, e.rule_priority
+                );
+                if let Some(w) = &e.warning {
+                    let _ = writeln!(s, "egress warning:  {w}");
+                }
+            }
+            None => {
+                let _ = writeln!(s, "egress:          off (the pods' own routes decide)");
+            }
         }
         let c = &self.counters;
         let _ = writeln!(

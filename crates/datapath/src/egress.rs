@@ -92,6 +92,29 @@ pub fn render_rules(node: &NodeSettings) -> String {
     text
 }
 
+/// Why replies to masqueraded connections would be dropped on `interface`, if they would:
+/// strict reverse-path filtering (`rp_filter` 1, the larger of `all` and the interface counts)
+/// checks a reply's source with the pod's own policy route, which points at another interface,
+/// unless `src_valid_mark` lets the restored mark take masq's rule. Reads `/proc/sys` of the
+/// caller's namespace; `None` when the settings are fine or cannot be read.
+pub fn reverse_path_warning(interface: &str) -> Option<String> {
+    let read = |scope: &str, key: &str| -> Option<u8> {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{scope}/{key}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let rp_filter = read("all", "rp_filter")?.max(read(interface, "rp_filter")?);
+    let valid_mark = read("all", "src_valid_mark")?.max(read(interface, "src_valid_mark")?);
+    (rp_filter == 1 && valid_mark == 0).then(|| {
+        format!(
+            "strict rp_filter on {interface} drops replies to masqueraded pod traffic: set \
+             net.ipv4.conf.{interface}.src_valid_mark=1 (or rp_filter=2, loose)"
+        )
+    })
+}
+
 /// What a rule sync did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleChange {

@@ -83,6 +83,21 @@ pub struct ConfigArgs {
     /// Name of the iptables chain (the iptables datapath).
     #[arg(long, value_name = "NAME", default_value = masq_datapath::names::IPT_CHAIN)]
     pub masq_chain: String,
+    /// Masqueraded traffic always leaves through this interface, with its address (default: the
+    /// interface of the main table's default route).
+    #[arg(long, value_name = "IF")]
+    pub egress_interface: Option<String>,
+    /// Firewall-mark bits that route masqueraded connections to the egress interface (hex or
+    /// decimal); 0 turns egress routing off. See docs/vpc-native.md before changing it.
+    #[arg(long, value_name = "BITS", default_value = "0x1000")]
+    pub egress_mark: String,
+    /// Priority of masq's `ip rule fwmark … lookup …`; must come before the CNI's per-pod rules.
+    #[arg(long, value_name = "N", default_value_t = masq_datapath::EgressRouting::DEFAULT_RULE_PRIORITY)]
+    pub egress_rule_priority: u32,
+    /// Routing table marked connections look up (`main` or a number 1-4294967295); its default
+    /// route must leave through the egress interface.
+    #[arg(long, value_name = "TABLE", default_value = "main")]
+    pub egress_table: String,
 }
 
 /// `masq agent`.
@@ -100,10 +115,6 @@ pub struct AgentArgs {
     /// Interfaces to attach to, comma-separated (default: the interfaces of the default routes).
     #[arg(long, value_name = "IF,...", value_delimiter = ',')]
     pub interfaces: Vec<String>,
-    /// Masqueraded traffic always leaves through this interface, with its address (default: the
-    /// interface of the main table's default route).
-    #[arg(long, value_name = "IF")]
-    pub egress_interface: Option<String>,
     /// Log line format.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

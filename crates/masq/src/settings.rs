@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use masq_config::{DefaultCidrs, ParseOptions};
-use masq_datapath::{NodeSettings, PortRange};
+use masq_datapath::{EgressRouting, NodeSettings, PortRange};
 use masq_decision::NodeContext;
 
 use crate::errors::InvalidInput;
@@ -19,7 +19,7 @@ pub struct ConfigSettings {
     pub config_path: PathBuf,
     /// How to read the file (`--enable-ipv6`, `--rfc1918-defaults`).
     pub parse_options: ParseOptions,
-    /// The node's part; `interfaces` and `egress_interface` are filled by `agent` only.
+    /// The node's part; `interfaces` is filled by `agent` only (from netlink).
     pub node: NodeSettings,
 }
 
@@ -109,9 +109,22 @@ impl ConfigArgs {
             .as_deref()
             .map(|text| problems.check(port_range_flag(text)));
         problems.check(chain_flag(&self.masq_chain));
+        if let Some(name) = &self.egress_interface {
+            problems.check(interface_flag("--egress-interface", name));
+        }
+        let egress_mark = problems.check(egress_mark_flag(&self.egress_mark));
+        let egress_table = problems.check(egress_table_flag(&self.egress_table));
         if !problems.0.is_empty() {
             return None;
         }
+        let egress_routing = match (egress_mark, egress_table) {
+            (Some(0), _) | (None, _) | (_, None) => None,
+            (Some(mark), Some(table)) => Some(EgressRouting {
+                mark,
+                rule_priority: self.egress_rule_priority,
+                table,
+            }),
+        };
         Some(NodeSettings {
             pod_cidrs,
             snat_ip: snat_ip.flatten(),
@@ -119,7 +132,8 @@ impl ConfigArgs {
             native_routing_cidr: native_routing_cidr.flatten(),
             enable_ipv6: ipv6,
             interfaces: Vec::new(),
-            egress_interface: None,
+            egress_interface: self.egress_interface.clone(),
+            egress_routing,
             iptables_chain: self.masq_chain.clone(),
         })
     }
@@ -134,13 +148,9 @@ impl AgentArgs {
         for name in &self.interfaces {
             problems.check(interface_flag("--interfaces", name));
         }
-        if let Some(name) = &self.egress_interface {
-            problems.check(interface_flag("--egress-interface", name));
-        }
-        let (Some(mut node), Some(metrics_addr)) = (node, metrics_addr) else {
+        let (Some(node), Some(metrics_addr)) = (node, metrics_addr) else {
             return Err(InvalidInput::new(problems.0));
         };
-        node.egress_interface = self.egress_interface.clone();
         problems.finish(AgentSettings {
             config: ConfigSettings {
                 config_path: self.config.config.clone(),
@@ -202,6 +212,29 @@ fn port_range_flag(text: &str) -> Result<PortRange, String> {
         return Err(bad("has FIRST above LAST"));
     }
     Ok(PortRange { first, last })
+}
+
+/// Parses `--egress-mark`: hex (`0x1000`) or decimal bits; 0 turns egress routing off.
+fn egress_mark_flag(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| {
+        format!("--egress-mark: {text:?} is not a 32-bit mark (e.g. 0x1000, or 0 to turn egress routing off)")
+    })
+}
+
+/// Parses `--egress-table`: `main` or a table number.
+fn egress_table_flag(text: &str) -> Result<u32, String> {
+    match text {
+        "main" => Ok(EgressRouting::MAIN_TABLE),
+        other => other
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n != 0)
+            .ok_or_else(|| format!("--egress-table: {text:?} is not `main` nor a table number from 1 to 4294967295")),
+    }
 }
 
 /// Checks `--masq-chain`. Chain names are limited by the kernel (28 characters) and must not shadow a built-in chain
@@ -305,6 +338,9 @@ mod tests {
             "--metrics-addr=localhost:9000",
             "--interfaces=eth0,eth1",
             "--egress-interface=eth0",
+            "--egress-mark=0x20000",
+            "--egress-rule-priority=900",
+            "--egress-table=100",
             "--datapath=nftables",
             "--log-format=json",
         ])
@@ -325,6 +361,14 @@ mod tests {
         );
         assert_eq!(node.iptables_chain, "MASQ");
         assert_eq!(node.egress_interface.as_deref(), Some("eth0"));
+        assert_eq!(
+            node.egress_routing,
+            Some(EgressRouting {
+                mark: 0x20000,
+                rule_priority: 900,
+                table: 100
+            })
+        );
         assert!(node.enable_ipv6);
         assert_eq!(
             settings.config.parse_options.default_cidrs,
@@ -366,6 +410,19 @@ mod tests {
                 line.starts_with(start),
                 "{line:?} should start with {start:?}"
             );
+        }
+    }
+
+    #[test]
+    fn egress_routing_flags() {
+        assert_eq!(agent(&["--egress-mark=0"]).unwrap().config.node.egress_routing, None);
+        assert_eq!(egress_mark_flag("4096"), Ok(0x1000));
+        assert_eq!(egress_table_flag("main"), Ok(254));
+        for bad in ["", "0x", "-1", "0x1_0000_0000", "mark"] {
+            assert!(egress_mark_flag(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["0", "local", "-3"] {
+            assert!(egress_table_flag(bad).is_err(), "{bad:?}");
         }
     }
 

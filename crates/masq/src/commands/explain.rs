@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::process::ExitCode;
 
-use masq_decision::{Policy, Verdict};
+use masq_decision::{Action, Policy, Verdict};
 use serde::Serialize;
 
 use crate::errors::InvalidInput;
@@ -18,6 +18,10 @@ struct Explanation {
     source: Option<IpAddr>,
     #[serde(flatten)]
     verdict: Verdict,
+    /// With `--egress-interface`: where a masqueraded flow leaves (SPEC section 4). Absent
+    /// otherwise, so the SPEC's fields are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    egress_interface: Option<String>,
 }
 
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -58,17 +62,30 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     }
     let config = super::load_config(&settings.config_path, &settings.parse_options)?;
     let policy = Policy::new(&config, &node_context(&settings.node, local_addrs));
+    // Offline, the egress interface is known only from the flag (the agent also learns it from
+    // the main table's default route).
+    let egress = settings
+        .node
+        .active_egress_routing()
+        .and(settings.node.egress_interface.clone());
     let explanations: Vec<Explanation> = destinations
         .into_iter()
-        .map(|destination| Explanation {
-            destination,
-            source,
-            verdict: policy.decide(source, destination),
+        .map(|destination| {
+            let verdict = policy.decide(source, destination);
+            let egress_interface = egress
+                .clone()
+                .filter(|_| verdict.action == Action::Masquerade);
+            Explanation {
+                destination,
+                source,
+                verdict,
+                egress_interface,
+            }
         })
         .collect();
     let text = match args.output {
         OutputFormat::Json => serde_json::to_string_pretty(&explanations)? + "\n",
-        OutputFormat::Text => table(&explanations),
+        OutputFormat::Text => table(&explanations, egress.is_some()),
     };
     super::print(&text)?;
     Ok(ExitCode::SUCCESS)
@@ -95,34 +112,41 @@ fn destination(text: &str, source: Option<IpAddr>, enable_ipv6: bool) -> Result<
     Ok(addr)
 }
 
-/// Aligned columns, like `kubectl get`.
-fn table(explanations: &[Explanation]) -> String {
-    let header = ["DESTINATION", "SOURCE", "ACTION", "REASON", "MATCHED"];
-    let rows: Vec<[String; 5]> = explanations
+/// Aligned columns, like `kubectl get`; the EGRESS column only with `--egress-interface`.
+fn table(explanations: &[Explanation], with_egress: bool) -> String {
+    let mut header = vec!["DESTINATION", "SOURCE", "ACTION", "REASON", "MATCHED"];
+    if with_egress {
+        header.push("EGRESS");
+    }
+    let rows: Vec<Vec<String>> = explanations
         .iter()
         .map(|e| {
-            [
+            let mut row = vec![
                 e.destination.to_string(),
                 e.source.map_or("-".to_string(), |s| s.to_string()),
                 name(&e.verdict.action),
                 name(&e.verdict.reason),
                 e.verdict.matched.map_or("-".to_string(), |m| m.to_string()),
-            ]
+            ];
+            if with_egress {
+                row.push(e.egress_interface.clone().unwrap_or_else(|| "-".into()));
+            }
+            row
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
     let mut out = String::new();
-    let header = header.map(str::to_string);
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
     for row in std::iter::once(&header).chain(&rows) {
         let cells: Vec<String> = row
             .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:width$}"))
+            .zip(&widths)
+            .map(|(cell, &width)| format!("{cell:width$}"))
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
