@@ -285,10 +285,7 @@ fn parse_rule(rule: &Value, ipv6: bool, wanted: &[PolicyRule]) -> Option<PolicyR
     let mask = number("fwmask").unwrap_or(u32::MAX);
     let ours_by_protocol = number("protocol") == Some(u32::from(RULE_PROTOCOL));
     let plain = rule.as_object()?.keys().all(|k| {
-        [
-            "priority", "src", "fwmark", "fwmask", "table", "protocol",
-        ]
-        .contains(&k.as_str())
+        ["priority", "src", "fwmark", "fwmask", "table", "protocol"].contains(&k.as_str())
     });
     let ours_by_selector = plain && mask == mark && wanted.contains(&parsed);
     (ours_by_protocol || ours_by_selector).then_some(parsed)

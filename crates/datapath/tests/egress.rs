@@ -92,7 +92,8 @@ impl Bed {
             .internet
             .sources(&self.topology.pod, vpc_addr::INTERNET.into())
             .unwrap();
-        seen.agreed().unwrap_or_else(|| panic!("protocols disagree: {seen:?}"))
+        seen.agreed()
+            .unwrap_or_else(|| panic!("protocols disagree: {seen:?}"))
     }
 
     fn to_vpc(&self) -> IpAddr {
@@ -100,7 +101,8 @@ impl Bed {
             .vpc
             .sources(&self.topology.pod, vpc_addr::VPC_PEER.into())
             .unwrap();
-        seen.agreed().unwrap_or_else(|| panic!("protocols disagree: {seen:?}"))
+        seen.agreed()
+            .unwrap_or_else(|| panic!("protocols disagree: {seen:?}"))
     }
 
     /// masq's `ip rule`s in the node, as `ip rule show` prints them.
@@ -124,7 +126,10 @@ impl Bed {
 fn datapaths() -> Vec<(&'static str, Box<dyn Fn() -> Box<dyn Datapath>>)> {
     vec![
         ("nftables", Box::new(|| Box::new(Nftables::new()))),
-        ("iptables", Box::new(|| Box::new(Iptables::new(Backend::Nft)))),
+        (
+            "iptables",
+            Box::new(|| Box::new(Iptables::new(Backend::Nft))),
+        ),
     ]
 }
 
@@ -138,7 +143,14 @@ fn masqueraded_traffic_leaves_through_the_primary_interface() {
         let mut datapath = open();
         let report = bed.in_node(|| datapath.sync(&want)).unwrap();
         assert!(report.changed, "{name}");
-        assert!(bed.in_node(|| { let d = &mut datapath; d.matches(&want) }).unwrap(), "{name}");
+        assert!(
+            bed.in_node(|| {
+                let d = &mut datapath;
+                d.matches(&want)
+            })
+            .unwrap(),
+            "{name}"
+        );
         assert_eq!(
             bed.masq_rules(),
             ["1000:\tfrom all fwmark 0x1000/0x1000 lookup main proto 109"],
@@ -160,7 +172,10 @@ fn masqueraded_traffic_leaves_through_the_primary_interface() {
         let nft = bed.topology.node.exec("nft", &["list", "ruleset"]).unwrap();
         assert!(!nft.contains("masq"), "{name}: cleanup left\n{nft}");
         let save = bed.topology.node.exec("iptables-nft-save", &[]).unwrap();
-        assert!(!save.contains("IP-MASQ-EGRESS"), "{name}: cleanup left\n{save}");
+        assert!(
+            !save.contains("IP-MASQ-EGRESS"),
+            "{name}: cleanup left\n{save}"
+        );
         assert!(
             bed.internet
                 .sources(&bed.topology.pod, vpc_addr::INTERNET.into())
@@ -183,9 +198,19 @@ fn a_removed_rule_or_chain_is_repaired_and_counted_as_drift() {
             .node
             .ip(&["rule", "del", "priority", "1000"])
             .unwrap();
-        assert!(!bed.in_node(|| { let d = &mut datapath; d.matches(&want) }).unwrap(), "{name}");
+        assert!(
+            !bed.in_node(|| {
+                let d = &mut datapath;
+                d.matches(&want)
+            })
+            .unwrap(),
+            "{name}"
+        );
         let report = bed.in_node(|| datapath.sync(&want)).unwrap();
-        assert!(report.changed && report.drift_repaired, "{name}: {report:?}");
+        assert!(
+            report.changed && report.drift_repaired,
+            "{name}: {report:?}"
+        );
         assert_eq!(bed.masq_rules().len(), 1, "{name}");
         assert_eq!(bed.to_internet(), PRIMARY, "{name}");
 
@@ -197,13 +222,24 @@ fn a_removed_rule_or_chain_is_repaired_and_counted_as_drift() {
             node.exec("nft", &["delete", "chain", "inet", "masq", "prerouting"])
                 .unwrap();
         } else {
-            let jump = ["-t", "mangle", "-D", "PREROUTING", "-m", "comment", "--comment"];
+            let jump = [
+                "-t",
+                "mangle",
+                "-D",
+                "PREROUTING",
+                "-m",
+                "comment",
+                "--comment",
+            ];
             let mut args = jump.to_vec();
             args.extend(["masq: egress routing", "-j", "IP-MASQ-EGRESS"]);
             node.exec("iptables-nft", &args).unwrap();
         }
         let report = bed.in_node(|| datapath.sync(&want)).unwrap();
-        assert!(report.changed && report.drift_repaired, "{name}: {report:?}");
+        assert!(
+            report.changed && report.drift_repaired,
+            "{name}: {report:?}"
+        );
         assert_eq!(bed.to_internet(), PRIMARY, "{name}");
 
         // A datapath that starts later (an agent restart) adopts all of it.
@@ -243,7 +279,11 @@ fn without_an_egress_interface_nothing_is_marked_or_routed() {
     let mut ipt = Iptables::new(Backend::Nft);
     bed.in_node(|| ipt.sync(&want)).unwrap();
     assert!(bed.masq_rules().is_empty());
-    let listing = bed.topology.node.exec("nft", &["list", "table", "inet", "masq"]).unwrap();
+    let listing = bed
+        .topology
+        .node
+        .exec("nft", &["list", "table", "inet", "masq"])
+        .unwrap();
     assert!(!listing.contains("prerouting"), "{listing}");
     // Egress routing turned on later, then off again: the rule and chains come and go.
     let with = desired(&bed.topology);

@@ -415,7 +415,14 @@ mod tests {
 
     #[test]
     fn egress_routing_flags() {
-        assert_eq!(agent(&["--egress-mark=0"]).unwrap().config.node.egress_routing, None);
+        assert_eq!(
+            agent(&["--egress-mark=0"])
+                .unwrap()
+                .config
+                .node
+                .egress_routing,
+            None
+        );
         assert_eq!(egress_mark_flag("4096"), Ok(0x1000));
         assert_eq!(egress_table_flag("main"), Ok(254));
         for bad in ["", "0x", "-1", "0x1_0000_0000", "mark"] {

@@ -96,25 +96,59 @@ impl VpcTopology {
         let internet = &self.internet;
         veth(node, PRIMARY_IF, internet, "eth0")?;
         node.ip(&["addr", "add", &format!("{PRIMARY}/24"), "dev", PRIMARY_IF])?;
-        internet.ip(&["addr", "add", &format!("{PRIMARY_GATEWAY}/24"), "dev", "eth0"])?;
+        internet.ip(&[
+            "addr",
+            "add",
+            &format!("{PRIMARY_GATEWAY}/24"),
+            "dev",
+            "eth0",
+        ])?;
         internet.ip(&["addr", "add", &format!("{INTERNET}/32"), "dev", "lo"])?;
         node.ip(&["route", "add", "default", "via", &s(PRIMARY_GATEWAY)])?;
 
         let vpc = &self.vpc;
         veth(node, SECONDARY_IF, vpc, "eth0")?;
-        node.ip(&["addr", "add", &format!("{SECONDARY}/24"), "dev", SECONDARY_IF])?;
+        node.ip(&[
+            "addr",
+            "add",
+            &format!("{SECONDARY}/24"),
+            "dev",
+            SECONDARY_IF,
+        ])?;
         vpc.ip(&["addr", "add", &format!("{VPC_GATEWAY}/24"), "dev", "eth0"])?;
         vpc.ip(&["addr", "add", &format!("{VPC_PEER}/32"), "dev", "lo"])?;
         vpc.ip(&["route", "add", POD_CIDR, "via", &s(SECONDARY)])?;
         node.ip(&[
-            "route", "add", "default", "via", &s(VPC_GATEWAY), "dev", SECONDARY_IF, "onlink",
-            "table", ENI_TABLE,
+            "route",
+            "add",
+            "default",
+            "via",
+            &s(VPC_GATEWAY),
+            "dev",
+            SECONDARY_IF,
+            "onlink",
+            "table",
+            ENI_TABLE,
         ])?;
         node.ip(&[
-            "rule", "add", "to", &s(POD), "lookup", "main", "priority", "512",
+            "rule",
+            "add",
+            "to",
+            &s(POD),
+            "lookup",
+            "main",
+            "priority",
+            "512",
         ])?;
         node.ip(&[
-            "rule", "add", "from", &s(POD), "lookup", ENI_TABLE, "priority", "1536",
+            "rule",
+            "add",
+            "from",
+            &s(POD),
+            "lookup",
+            ENI_TABLE,
+            "priority",
+            "1536",
         ])?;
 
         set_sysctl(node, "net/ipv4/ip_forward", "1")?;

@@ -106,7 +106,9 @@ pub fn removal_payload(jumps: &[String], chain_exists: bool) -> String {
         text.push('\n');
     }
     if chain_exists {
-        text.push_str(&format!(":{IPT_EGRESS_CHAIN} - [0:0]\n-X {IPT_EGRESS_CHAIN}\n"));
+        text.push_str(&format!(
+            ":{IPT_EGRESS_CHAIN} - [0:0]\n-X {IPT_EGRESS_CHAIN}\n"
+        ));
     }
     text.push_str("COMMIT\n");
     text

@@ -197,7 +197,12 @@ impl Iptables {
             fixes.push(jump.replacen("-A PREROUTING ", "-I PREROUTING 1 ", 1));
         }
         self.restore(family, &egress::restore_payload(&rules, &fixes))?;
-        tracing::info!(family = family.command(), rules = rules.len(), drift, "egress chain replaced");
+        tracing::info!(
+            family = family.command(),
+            rules = rules.len(),
+            drift,
+            "egress chain replaced"
+        );
         Ok((true, drift))
     }
 

@@ -14,8 +14,8 @@ use nftables::schema::{self, Chain, Element, Rule, SetFlag, SetType, SetTypeValu
 use nftables::stmt::{Counter, Mangle, Match, NATFamily, NATFlag, Operator, Statement, NAT};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use super::model::{Cond, Family, RuleSpec, SetSpec, Verdict, CHAIN, MANGLE_PRIORITY, MARK_CHAIN};
 use super::model::SRCNAT_PRIORITY;
+use super::model::{Cond, Family, RuleSpec, SetSpec, Verdict, CHAIN, MANGLE_PRIORITY, MARK_CHAIN};
 use crate::names::NFT_TABLE;
 use crate::PortRange;
 
@@ -213,11 +213,9 @@ fn cond(cond: &Cond) -> Statement<'static> {
             Operator::EQ,
             Expression::Number(*mark),
         ),
-        Cond::CtStateNotNew => matches(
-            ct("state"),
-            Operator::NEQ,
-            Expression::String("new".into()),
-        ),
+        Cond::CtStateNotNew => {
+            matches(ct("state"), Operator::NEQ, Expression::String("new".into()))
+        }
     }
 }
 

@@ -145,7 +145,9 @@ fn rule_shapes(rules: &[RuleSpec]) -> Vec<RuleShape> {
     rules
         .iter()
         .map(|spec| RuleShape {
-            expr: normalise(serde_json::to_value(json::statements(spec)).expect("statements serialize")),
+            expr: normalise(
+                serde_json::to_value(json::statements(spec)).expect("statements serialize"),
+            ),
             comment: Some(spec.comment.to_string()),
         })
         .collect()

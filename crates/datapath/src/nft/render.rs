@@ -83,9 +83,9 @@ fn verdict_text(verdict: &Verdict) -> String {
     match verdict {
         Verdict::Return => "return".into(),
         Verdict::RestoreMark(mark) => format!("meta mark set meta mark | {mark:#010x}"),
-        Verdict::SetMark(mark) => format!(
-            "meta mark set meta mark | {mark:#010x} ct mark set ct mark | {mark:#010x}"
-        ),
+        Verdict::SetMark(mark) => {
+            format!("meta mark set meta mark | {mark:#010x} ct mark set ct mark | {mark:#010x}")
+        }
         Verdict::Masquerade { ports: None } => "masquerade fully-random".into(),
         Verdict::Masquerade { ports: p } => format!("masquerade to {} fully-random", ports(p)),
         Verdict::Snat { addr, ports: p } => {

@@ -1,0 +1,205 @@
+//! Issue 8 end to end: the real `masq agent` on a VPC-native node (masq-testbed's
+//! `VpcTopology`), once per netfilter datapath. The pod's address lives on the node's secondary
+//! interface and its policy route leaves there; with masq, traffic to the internet leaves through
+//! the primary interface with the primary address, VPC traffic keeps the pod's route and
+//! address, an open connection survives `kill -9` and a restart, and `masq cleanup` removes the
+//! marks, the rule and the chains. Needs root, `nft`, `iptables-nft` and `ping`; skips with a
+//! printed reason otherwise. Only the test's own namespaces are touched.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use masq_agent::status::Status;
+use masq_testbed::probe::TcpSession;
+use masq_testbed::vpc::PRIMARY_IF;
+use masq_testbed::{vpc_addr, AgentProcess, ConfigMapDir, Probes, VpcTopology};
+
+const PORT: u16 = 8080;
+const PRIMARY: IpAddr = IpAddr::V4(vpc_addr::PRIMARY);
+const POD: IpAddr = IpAddr::V4(vpc_addr::POD);
+const READY_WITHIN: Duration = Duration::from_secs(20);
+
+/// The VPC keeps pod IPs; the internet (TEST-NET-3) is masqueraded.
+const CONFIG: &str = "nonMasqueradeCIDRs: [10.0.0.0/8]\n";
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_masq"))
+}
+
+struct Bed {
+    topology: VpcTopology,
+    internet: Probes,
+    vpc: Probes,
+    config: ConfigMapDir,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        masq_testbed::netns::sweep_stale();
+        let topology = VpcTopology::new().unwrap();
+        let internet =
+            Probes::start(&topology.internet, &[vpc_addr::INTERNET.into()], PORT).unwrap();
+        let vpc = Probes::start(&topology.vpc, &[vpc_addr::VPC_PEER.into()], PORT).unwrap();
+        Bed {
+            topology,
+            internet,
+            vpc,
+            config: ConfigMapDir::with(CONFIG).unwrap(),
+        }
+    }
+
+    fn start_agent(&self, datapath: &str, log: &str) -> AgentProcess {
+        let args: Vec<String> = [
+            "--config",
+            &self.config.config_path().to_string_lossy(),
+            "--datapath",
+            datapath,
+            "--pod-cidr",
+            vpc_addr::POD_CIDR,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = self.config.config_path().with_file_name(log);
+        let mut agent = AgentProcess::start(&self.topology.node, binary(), &args, &log).unwrap();
+        agent.wait_ready(&self.topology.node, READY_WITHIN).unwrap();
+        agent
+    }
+
+    fn status(&self) -> Status {
+        let addr = masq_testbed::agent::METRICS_ADDR.parse().unwrap();
+        let (_, body) = masq_testbed::agent::get(&self.topology.node, addr, "/status")
+            .unwrap()
+            .expect("the agent answers /status");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn to_internet(&self) -> anyhow::Result<IpAddr> {
+        let seen = self
+            .internet
+            .sources(&self.topology.pod, vpc_addr::INTERNET.into())?;
+        seen.agreed()
+            .ok_or_else(|| anyhow::anyhow!("protocols disagree: {seen:?}"))
+    }
+
+    fn to_vpc(&self) -> IpAddr {
+        let seen = self
+            .vpc
+            .sources(&self.topology.pod, vpc_addr::VPC_PEER.into())
+            .unwrap();
+        seen.agreed()
+            .unwrap_or_else(|| panic!("protocols disagree: {seen:?}"))
+    }
+
+    fn tx_packets(&self, interface: &str) -> u64 {
+        let text = self
+            .topology
+            .node
+            .ip(&["-s", "-j", "link", "show", "dev", interface])
+            .unwrap();
+        let links: serde_json::Value = serde_json::from_str(&text).unwrap();
+        links[0]["stats64"]["tx"]["packets"].as_u64().unwrap()
+    }
+
+    fn masq_rules(&self) -> String {
+        let text = self.topology.node.ip(&["rule", "show"]).unwrap();
+        text.lines()
+            .filter(|l| l.contains("proto 109"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn cleanup(&self) {
+        let output = self
+            .topology
+            .node
+            .command(&binary().to_string_lossy())
+            .arg("cleanup")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "masq cleanup: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+fn run(datapath: &str) {
+    if let Some(reason) = masq_testbed::skip_reason(&["nft", "iptables-nft", "ping"]) {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let bed = Bed::new();
+    assert!(
+        bed.to_internet().is_err(),
+        "without masq the pod cannot reach the internet"
+    );
+
+    // The node still filters reverse paths strictly: the agent says what to change.
+    let agent = bed.start_agent(datapath, "agent-1.log");
+    let status = bed.status();
+    let egress = status.egress.expect("egress routing is on");
+    assert_eq!(egress.interface, PRIMARY_IF);
+    assert_eq!(
+        (egress.mark.as_str(), egress.rule_priority, egress.table),
+        ("0x1000", 1000, 254)
+    );
+    let warning = egress.warning.expect("strict rp_filter is reported");
+    assert!(warning.contains("src_valid_mark"), "{warning}");
+
+    bed.topology.allow_marked_replies().unwrap();
+    assert_eq!(
+        bed.to_internet().unwrap(),
+        PRIMARY,
+        "{datapath}: TCP, UDP and ping leave with the primary address"
+    );
+    let secondary = masq_testbed::vpc::SECONDARY_IF;
+    let before = bed.tx_packets(secondary);
+    assert_eq!(bed.to_vpc(), POD, "{datapath}: the VPC still sees the pod");
+    assert!(
+        bed.tx_packets(secondary) > before,
+        "{datapath}: VPC traffic still leaves through {secondary}"
+    );
+
+    // An open connection keeps its path and translation across a crash and a restart.
+    let server = SocketAddr::new(vpc_addr::INTERNET.into(), PORT);
+    let mut session = TcpSession::connect(&bed.topology.pod, server).unwrap();
+    assert_eq!(session.observed_source().unwrap().ip(), PRIMARY);
+    agent.kill9();
+    assert_eq!(session.observed_source().unwrap().ip(), PRIMARY);
+    let agent = bed.start_agent(datapath, "agent-2.log");
+    assert_eq!(session.observed_source().unwrap().ip(), PRIMARY);
+    let egress = bed.status().egress.expect("egress routing is on");
+    assert_eq!(egress.warning, None, "src_valid_mark is set now");
+    assert_eq!(bed.to_internet().unwrap(), PRIMARY);
+    agent.terminate().unwrap();
+
+    bed.cleanup();
+    assert_eq!(bed.masq_rules(), "", "{datapath}: cleanup left a rule");
+    let ruleset = bed.topology.node.exec("nft", &["list", "ruleset"]).unwrap();
+    assert!(
+        !ruleset.contains("masq"),
+        "{datapath}: cleanup left\n{ruleset}"
+    );
+    let save = bed.topology.node.exec("iptables-nft-save", &[]).unwrap();
+    assert!(
+        !save.contains("IP-MASQ"),
+        "{datapath}: cleanup left\n{save}"
+    );
+    assert!(
+        bed.to_internet().is_err(),
+        "{datapath}: after cleanup the internet is out of reach again"
+    );
+}
+
+#[test]
+fn nftables_routes_masqueraded_traffic_through_the_primary_interface() {
+    run("nftables");
+}
+
+#[test]
+fn iptables_routes_masqueraded_traffic_through_the_primary_interface() {
+    run("iptables");
+}
