@@ -123,13 +123,13 @@ impl Bed {
     }
 }
 
-fn datapaths() -> Vec<(&'static str, Box<dyn Fn() -> Box<dyn Datapath>>)> {
-    vec![
-        ("nftables", Box::new(|| Box::new(Nftables::new()))),
-        (
-            "iptables",
-            Box::new(|| Box::new(Iptables::new(Backend::Nft))),
-        ),
+/// Opens a fresh datapath (a new one stands for a restarted agent).
+type Open = fn() -> Box<dyn Datapath>;
+
+fn datapaths() -> [(&'static str, Open); 2] {
+    [
+        ("nftables", || Box::new(Nftables::new())),
+        ("iptables", || Box::new(Iptables::new(Backend::Nft))),
     ]
 }
 
