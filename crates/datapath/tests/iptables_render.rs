@@ -94,3 +94,16 @@ fn single_port_range_from_node_settings_needs_no_statistic() {
     check_golden("port-range", &text);
     assert!(!text.contains("statistic"), "{text}");
 }
+
+#[test]
+fn egress_routing_adds_the_mangle_chain_and_the_rule() {
+    let mut d = desired(config(&RFC1918));
+    d.node.enable_ipv6 = true;
+    d.node.pod_cidrs = nets(&["10.0.1.0/24", "fd20::/64"]);
+    d.node.egress_interface = Some("eth0".into());
+    let text = Iptables::new(Backend::Nft).render(&d);
+    check_golden("egress", &text);
+    // Without an egress interface (the other goldens) there is none of it.
+    d.node.egress_interface = None;
+    assert!(!Iptables::new(Backend::Nft).render(&d).contains("EGRESS"));
+}

@@ -76,10 +76,18 @@ fn everything() -> Desired {
     }
 }
 
-fn cases() -> [(&'static str, Desired); 2] {
+/// A VPC-native node: egress routing marks what will be masqueraded (IPv4 and IPv6).
+fn egress() -> Desired {
+    let mut desired = everything();
+    desired.node.egress_interface = Some("eth0".into());
+    desired
+}
+
+fn cases() -> [(&'static str, Desired); 3] {
     [
         ("nftables-default.nft", defaults()),
         ("nftables-everything.nft", everything()),
+        ("nftables-egress.nft", egress()),
     ]
 }
 
@@ -123,6 +131,12 @@ fn golden_files_load_and_match_in_a_namespace() {
             .unwrap();
         std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
         assert!(child.wait().unwrap().success(), "nft -f rejected {name}");
+        // The rendered `ip rule`s are comments: run them as written.
+        for rule in masq_datapath::egress::desired_rules(&desired.node) {
+            let text = rule.text();
+            let args: Vec<&str> = text.split_whitespace().skip(1).collect();
+            ns.ip(&args).unwrap();
+        }
         let mut nft = Nftables::new();
         let (matched, report) = ns
             .enter(|| (nft.matches(&desired), nft.sync(&desired)))
