@@ -18,6 +18,7 @@ use masq_testbed::{vpc_addr, AgentProcess, ConfigMapDir, Probes, VpcTopology};
 const PORT: u16 = 8080;
 const PRIMARY: IpAddr = IpAddr::V4(vpc_addr::PRIMARY);
 const POD: IpAddr = IpAddr::V4(vpc_addr::POD);
+const POD2: IpAddr = IpAddr::V4(vpc_addr::POD2);
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
 /// The VPC keeps pod IPs; the internet (TEST-NET-3) is masqueraded.
@@ -76,18 +77,17 @@ impl Bed {
     }
 
     fn to_internet(&self) -> anyhow::Result<IpAddr> {
-        let seen = self
-            .internet
-            .sources(&self.topology.pod, vpc_addr::INTERNET.into())?;
+        self.to_internet_from(&self.topology.pod)
+    }
+
+    fn to_internet_from(&self, pod: &masq_testbed::Netns) -> anyhow::Result<IpAddr> {
+        let seen = self.internet.sources(pod, vpc_addr::INTERNET.into())?;
         seen.agreed()
             .ok_or_else(|| anyhow::anyhow!("protocols disagree: {seen:?}"))
     }
 
-    fn to_vpc(&self) -> IpAddr {
-        let seen = self
-            .vpc
-            .sources(&self.topology.pod, vpc_addr::VPC_PEER.into())
-            .unwrap();
+    fn to_vpc(&self, pod: &masq_testbed::Netns) -> IpAddr {
+        let seen = self.vpc.sources(pod, vpc_addr::VPC_PEER.into()).unwrap();
         seen.agreed()
             .unwrap_or_else(|| panic!("protocols disagree: {seen:?}"))
     }
@@ -155,13 +155,24 @@ fn run(datapath: &str) {
         PRIMARY,
         "{datapath}: TCP, UDP and ping leave with the primary address"
     );
-    let secondary = masq_testbed::vpc::SECONDARY_IF;
-    let before = bed.tx_packets(secondary);
-    assert_eq!(bed.to_vpc(), POD, "{datapath}: the VPC still sees the pod");
-    assert!(
-        bed.tx_packets(secondary) > before,
-        "{datapath}: VPC traffic still leaves through {secondary}"
-    );
+    // Each pod's VPC traffic keeps its own secondary interface; its internet traffic does not.
+    let pods = [
+        (&bed.topology.pod, POD, masq_testbed::vpc::SECONDARY_IF),
+        (&bed.topology.pod2, POD2, masq_testbed::vpc::SECONDARY2_IF),
+    ];
+    for (pod, ip, secondary) in pods {
+        assert_eq!(
+            bed.to_internet_from(pod).unwrap(),
+            PRIMARY,
+            "{datapath}: {ip}"
+        );
+        let before = bed.tx_packets(secondary);
+        assert_eq!(bed.to_vpc(pod), ip, "{datapath}: the VPC still sees {ip}");
+        assert!(
+            bed.tx_packets(secondary) > before,
+            "{datapath}: VPC traffic of {ip} still leaves through {secondary}"
+        );
+    }
 
     // An open connection keeps its path and translation across a crash and a restart.
     let server = SocketAddr::new(vpc_addr::INTERNET.into(), PORT);

@@ -3,16 +3,21 @@
 //! public side (the default route of the main table) is the primary interface.
 //!
 //! ```text
-//!  pod 10.0.1.20/32 ── vpod 169.254.1.1 │ node                      │
-//!  (default via 169.254.1.1)            │ eth0 172.30.0.1 ── eth0 172.30.0.2   internet
-//!                                       │   main: default via .2    │ lo: 203.0.113.10
-//!                                       │                           │ (routes back only 172.30.0.0/24)
-//!                                       │ eth1 10.0.0.10  ── eth0 10.0.0.1     vpc
-//!                                       │   table 2: default via    │ lo: 10.0.2.10
-//!                                       │   10.0.0.1 dev eth1       │ 10.0.1.0/24 via 10.0.0.10
-//!  ip rule 512:  to 10.0.1.20 lookup main      (like the AWS VPC CNI)
-//!  ip rule 1536: from 10.0.1.20 lookup 2
+//!  pod  10.0.1.20/32 ── vpod  169.254.1.1 │ node                     │
+//!  pod2 10.0.1.21/32 ── vpod2 169.254.1.1 │ eth0 172.30.0.1 ── eth0 172.30.0.2   internet
+//!  (default via 169.254.1.1)              │   main: default via .2   │ lo: 203.0.113.10
+//!                                         │                          │ (routes back only 172.30.0.0/24)
+//!                                         │ eth1 10.0.0.10  ── eth0 10.0.0.1     vpc
+//!                                         │   table 2: default via   │ lo: 10.0.2.10
+//!                                         │   10.0.0.1 dev eth1      │ 10.0.1.20 via 10.0.0.10
+//!                                         │ eth2 10.0.3.10  ── eth1 10.0.3.1
+//!                                         │   table 3: default via   │ 10.0.1.21 via 10.0.3.10
+//!                                         │   10.0.3.1 dev eth2      │
+//!  ip rule 512:  to <pod> lookup main          (like the AWS VPC CNI)
+//!  ip rule 1536: from 10.0.1.20 lookup 2, from 10.0.1.21 lookup 3
 //! ```
+//!
+//! Two secondary interfaces (ENIs), one pod on each.
 //!
 //! Without masq the pod cannot reach the internet: its packets leave through eth1 and the VPC
 //! side has no route there (plain masquerading would not help either, eth1's address is no
@@ -30,6 +35,8 @@ pub mod vpc_addr {
 
     /// The pod: a VPC address of the secondary interface's subnet range.
     pub const POD: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
+    /// The second pod, on the second secondary interface.
+    pub const POD2: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 21);
     /// The pod CIDR of the node (`--pod-cidr`).
     pub const POD_CIDR: &str = "10.0.1.0/24";
     /// The pod's gateway, on the node's end of the pod's veth (as the AWS VPC CNI does it).
@@ -48,18 +55,28 @@ pub mod vpc_addr {
     pub const VPC_PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 10);
     /// The routing table of the secondary interface.
     pub const ENI_TABLE: &str = "2";
+    /// The node's address on the second secondary interface.
+    pub const SECONDARY2: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 10);
+    /// The VPC router on the second secondary interface.
+    pub const VPC_GATEWAY2: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 1);
+    /// The routing table of the second secondary interface.
+    pub const ENI_TABLE2: &str = "3";
 }
 
 /// The primary uplink of the node (the default route of the main table).
 pub const PRIMARY_IF: &str = "eth0";
 /// The secondary uplink of the node, where the pod's address lives.
 pub const SECONDARY_IF: &str = "eth1";
+/// The second secondary uplink, where the second pod's address lives.
+pub const SECONDARY2_IF: &str = "eth2";
 
 /// Four namespaces wired as in the module docs. Dropping it removes them all.
 #[derive(Debug)]
 pub struct VpcTopology {
-    /// The pod, [`vpc_addr::POD`].
+    /// The pod, [`vpc_addr::POD`], behind eth1.
     pub pod: Netns,
+    /// The second pod, [`vpc_addr::POD2`], behind eth2.
+    pub pod2: Netns,
     /// The node: masq runs here.
     pub node: Netns,
     /// The internet: [`vpc_addr::INTERNET`], routes back only to the primary subnet.
@@ -73,6 +90,7 @@ impl VpcTopology {
     pub fn new() -> Result<VpcTopology> {
         let topology = VpcTopology {
             pod: Netns::new("vpod")?,
+            pod2: Netns::new("vpod2")?,
             node: Netns::new("vnode")?,
             internet: Netns::new("inet")?,
             vpc: Netns::new("vpc")?,
@@ -86,12 +104,14 @@ impl VpcTopology {
         let (pod, node) = (&self.pod, &self.node);
         let s = |a: std::net::Ipv4Addr| a.to_string();
 
-        veth(node, "vpod", pod, "eth0")?;
-        node.ip(&["addr", "add", &format!("{POD_GATEWAY}/32"), "dev", "vpod"])?;
-        node.ip(&["route", "add", &format!("{POD}/32"), "dev", "vpod"])?;
-        pod.ip(&["addr", "add", &format!("{POD}/32"), "dev", "eth0"])?;
-        pod.ip(&["route", "add", &s(POD_GATEWAY), "dev", "eth0"])?;
-        pod.ip(&["route", "add", "default", "via", &s(POD_GATEWAY)])?;
+        for (pod, ip, port) in [(pod, POD, "vpod"), (&self.pod2, POD2, "vpod2")] {
+            veth(node, port, pod, "eth0")?;
+            node.ip(&["addr", "add", &format!("{POD_GATEWAY}/32"), "dev", port])?;
+            node.ip(&["route", "add", &format!("{ip}/32"), "dev", port])?;
+            pod.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+            pod.ip(&["route", "add", &s(POD_GATEWAY), "dev", "eth0"])?;
+            pod.ip(&["route", "add", "default", "via", &s(POD_GATEWAY)])?;
+        }
 
         let internet = &self.internet;
         veth(node, PRIMARY_IF, internet, "eth0")?;
@@ -107,56 +127,63 @@ impl VpcTopology {
         node.ip(&["route", "add", "default", "via", &s(PRIMARY_GATEWAY)])?;
 
         let vpc = &self.vpc;
-        veth(node, SECONDARY_IF, vpc, "eth0")?;
-        node.ip(&[
-            "addr",
-            "add",
-            &format!("{SECONDARY}/24"),
-            "dev",
-            SECONDARY_IF,
-        ])?;
-        vpc.ip(&["addr", "add", &format!("{VPC_GATEWAY}/24"), "dev", "eth0"])?;
         vpc.ip(&["addr", "add", &format!("{VPC_PEER}/32"), "dev", "lo"])?;
-        vpc.ip(&["route", "add", POD_CIDR, "via", &s(SECONDARY)])?;
-        node.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &s(VPC_GATEWAY),
-            "dev",
-            SECONDARY_IF,
-            "onlink",
-            "table",
-            ENI_TABLE,
-        ])?;
-        node.ip(&[
-            "rule",
-            "add",
-            "to",
-            &s(POD),
-            "lookup",
-            "main",
-            "priority",
-            "512",
-        ])?;
-        node.ip(&[
-            "rule",
-            "add",
-            "from",
-            &s(POD),
-            "lookup",
-            ENI_TABLE,
-            "priority",
-            "1536",
-        ])?;
+        let enis = [
+            (SECONDARY_IF, "eth0", SECONDARY, VPC_GATEWAY, ENI_TABLE, POD),
+            (
+                SECONDARY2_IF,
+                "eth1",
+                SECONDARY2,
+                VPC_GATEWAY2,
+                ENI_TABLE2,
+                POD2,
+            ),
+        ];
+        for (node_if, vpc_if, address, gateway, table, pod) in enis {
+            veth(node, node_if, vpc, vpc_if)?;
+            node.ip(&["addr", "add", &format!("{address}/24"), "dev", node_if])?;
+            vpc.ip(&["addr", "add", &format!("{gateway}/24"), "dev", vpc_if])?;
+            vpc.ip(&["route", "add", &format!("{pod}/32"), "via", &s(address)])?;
+            node.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &s(gateway),
+                "dev",
+                node_if,
+                "onlink",
+                "table",
+                table,
+            ])?;
+            node.ip(&[
+                "rule",
+                "add",
+                "to",
+                &s(pod),
+                "lookup",
+                "main",
+                "priority",
+                "512",
+            ])?;
+            node.ip(&[
+                "rule",
+                "add",
+                "from",
+                &s(pod),
+                "lookup",
+                table,
+                "priority",
+                "1536",
+            ])?;
+        }
 
         set_sysctl(node, "net/ipv4/ip_forward", "1")?;
-        for scope in ["all", "default", PRIMARY_IF, SECONDARY_IF, "vpod"] {
+        for scope in ["all", "default", PRIMARY_IF, SECONDARY_IF, SECONDARY2_IF] {
             set_sysctl(node, &format!("net/ipv4/conf/{scope}/rp_filter"), "1")?;
         }
-        for ns in [internet, vpc] {
-            for scope in ["all", "default", "eth0"] {
+        for (ns, links) in [(internet, &["eth0"][..]), (vpc, &["eth0", "eth1"][..])] {
+            for scope in ["all", "default"].iter().chain(links) {
                 set_sysctl(ns, &format!("net/ipv4/conf/{scope}/rp_filter"), "0")?;
             }
         }
@@ -190,10 +217,13 @@ mod tests {
         }
         let topology = VpcTopology::new().unwrap();
         let vpc = Probes::start(&topology.vpc, &[vpc_addr::VPC_PEER.into()], 8080).unwrap();
-        let seen = vpc
-            .sources(&topology.pod, vpc_addr::VPC_PEER.into())
-            .unwrap();
-        assert_eq!(seen.agreed(), Some(vpc_addr::POD.into()));
+        for (pod, ip) in [
+            (&topology.pod, vpc_addr::POD),
+            (&topology.pod2, vpc_addr::POD2),
+        ] {
+            let seen = vpc.sources(pod, vpc_addr::VPC_PEER.into()).unwrap();
+            assert_eq!(seen.agreed(), Some(ip.into()));
+        }
 
         let internet = IpAddr::from(vpc_addr::INTERNET);
         let observer = IcmpObserver::start(&topology.internet).unwrap();
