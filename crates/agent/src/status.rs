@@ -195,3 +195,38 @@ pub fn fetch(addr: &str) -> anyhow::Result<Status> {
     serde_json::from_str(&body)
         .with_context(|| format!("{url} answered something that is not a masq status"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_names_the_egress_interface_and_its_warning() {
+        let mut status = Status::default();
+        assert!(status.to_text().contains("egress:          off"));
+        status.egress = Some(EgressSummary {
+            interface: "eth0".into(),
+            mark: "0x1000".into(),
+            rule_priority: 1000,
+            table: 254,
+            warning: Some("strict rp_filter on eth0".into()),
+        });
+        let text = status.to_text();
+        assert!(
+            text.contains("masqueraded flows leave through eth0 (fwmark 0x1000/0x1000 lookup table 254, rule priority 1000)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress warning:  strict rp_filter on eth0"),
+            "{text}"
+        );
+        // An older agent's JSON (no `egress`) still parses.
+        let old: Status = serde_json::from_str(
+            &serde_json::to_string(&Status::default())
+                .unwrap()
+                .replace(",\"egress\":null", ""),
+        )
+        .unwrap();
+        assert_eq!(old.egress, None);
+    }
+}

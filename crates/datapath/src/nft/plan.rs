@@ -143,9 +143,27 @@ mod tests {
 
     use super::*;
     use crate::nft::live::ChainShape;
+    use crate::nft::reason;
     use crate::{Desired, NodeSettings};
 
     fn ruleset(cidrs: &[&str]) -> Ruleset {
+        ruleset_on(cidrs, NodeSettings::default())
+    }
+
+    /// A node whose main-table default route is eth0: egress routing on.
+    fn with_egress(cidrs: &[&str]) -> Ruleset {
+        let node = NodeSettings {
+            interfaces: vec![crate::Interface {
+                name: "eth0".into(),
+                index: 2,
+                addrs: Vec::new(),
+            }],
+            ..NodeSettings::default()
+        };
+        ruleset_on(cidrs, node)
+    }
+
+    fn ruleset_on(cidrs: &[&str], node: NodeSettings) -> Ruleset {
         Ruleset::build(&Desired {
             config: masq_config::Config {
                 non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
@@ -155,7 +173,7 @@ mod tests {
                 cidr_limit: 16384,
                 non_masquerade_src_cidrs: Vec::new(),
             },
-            node: NodeSettings::default(),
+            node,
         })
     }
 
@@ -231,5 +249,49 @@ mod tests {
         ];
         expected.extend(rules.rules.iter().map(|_| pair("add", "rule")));
         assert_eq!(cmds, expected);
+    }
+
+    #[test]
+    fn egress_routing_adds_its_chain_and_turning_it_off_removes_it() {
+        let on = with_egress(&["10.0.0.0/8"]);
+        let cmds = commands(plan(&on, None).unwrap());
+        let chains = cmds.iter().filter(|c| **c == pair("add", "chain")).count();
+        assert_eq!(chains, 2, "{cmds:?}");
+        assert_eq!(
+            cmds.iter().filter(|c| **c == pair("add", "rule")).count(),
+            on.rules.len() + on.mark_rules.len()
+        );
+
+        let off = ruleset(&["10.0.0.0/8"]);
+        let cmds = commands(plan(&off, Some(&Shape::expected(&on))).unwrap());
+        assert_eq!(
+            cmds,
+            vec![
+                pair("add", "table"),
+                pair("flush", "chain"),
+                pair("delete", "chain")
+            ],
+            "only the prerouting chain goes; postrouting is untouched"
+        );
+    }
+
+    #[test]
+    fn the_mark_chain_applies_the_postrouting_exemptions_to_new_connections() {
+        let on = with_egress(&["10.0.0.0/8"]);
+        let comments: Vec<&str> = on.mark_rules.iter().map(|r| r.comment).collect();
+        let mut expected = vec![reason::EGRESS_RESTORE, reason::ESTABLISHED];
+        expected.extend(
+            on.rules
+                .iter()
+                .map(|r| r.comment)
+                .filter(|c| *c != reason::MASQUERADE),
+        );
+        expected.push(reason::EGRESS_MARK);
+        assert_eq!(comments, expected);
+        assert_eq!(
+            on.mark_rules.last().unwrap().verdict,
+            crate::nft::Verdict::SetMark(crate::EgressRouting::DEFAULT_MARK)
+        );
+        assert!(ruleset(&["10.0.0.0/8"]).mark_rules.is_empty());
     }
 }
