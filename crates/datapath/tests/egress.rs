@@ -295,3 +295,38 @@ fn without_an_egress_interface_nothing_is_marked_or_routed() {
     bed.in_node(|| ipt.cleanup()).unwrap();
     bed.in_node(|| nft.cleanup()).unwrap();
 }
+
+/// A Service: its cluster IP (kept: inside 10.0.0.0/8) is DNATed before routing to a backend
+/// that is masqueraded. nftables decides after DNAT, like the postrouting chain, so the flow is
+/// marked and leaves through the primary interface. (The iptables `mangle` chain runs before
+/// DNAT; docs/vpc-native.md says to keep the service range in `nonMasqueradeCIDRs`, which the
+/// default set does.)
+#[test]
+fn nftables_decides_on_the_destination_after_service_dnat() {
+    require_kernel!();
+    let bed = Bed::new();
+    bed.topology.allow_marked_replies().unwrap();
+    let want = desired(&bed.topology);
+    let mut nft = Nftables::new();
+    bed.in_node(|| nft.sync(&want)).unwrap();
+    let service = "table ip svc {
+        chain prerouting {
+            type nat hook prerouting priority dstnat; policy accept;
+            ip daddr 10.96.0.10 tcp dport 80 dnat to 203.0.113.10:8080
+        }
+    }";
+    let mut child = bed
+        .topology
+        .node
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), service.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let cluster_ip = std::net::SocketAddr::new([10, 96, 0, 10].into(), 80);
+    let seen = masq_testbed::probe::tcp_source(&bed.topology.pod, cluster_ip).unwrap();
+    assert_eq!(seen, PRIMARY);
+    bed.in_node(|| nft.cleanup()).unwrap();
+}

@@ -15,7 +15,7 @@ use nftables::stmt::{Counter, Mangle, Match, NATFamily, NATFlag, Operator, State
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use super::model::SRCNAT_PRIORITY;
-use super::model::{Cond, Family, RuleSpec, SetSpec, Verdict, CHAIN, MANGLE_PRIORITY, MARK_CHAIN};
+use super::model::{Cond, Family, RuleSpec, SetSpec, Verdict, CHAIN, MARK_CHAIN, MARK_PRIORITY};
 use crate::names::NFT_TABLE;
 use crate::PortRange;
 
@@ -54,7 +54,7 @@ pub fn mark_chain() -> Chain<'static> {
     Chain {
         _type: Some(NfChainType::Filter),
         hook: Some(NfHook::Prerouting),
-        prio: Some(MANGLE_PRIORITY),
+        prio: Some(MARK_PRIORITY),
         policy: Some(NfChainPolicy::Accept),
         ..chain_ref(MARK_CHAIN)
     }

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::json;
-use super::model::{RuleSpec, Ruleset, CHAIN, MANGLE_PRIORITY, MARK_CHAIN, SRCNAT_PRIORITY};
+use super::model::{RuleSpec, Ruleset, CHAIN, MARK_CHAIN, MARK_PRIORITY, SRCNAT_PRIORITY};
 
 /// The comparable content of masq's table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -136,7 +136,7 @@ pub fn mark_chain() -> (String, String, i64, String) {
     (
         "filter".into(),
         "prerouting".into(),
-        i64::from(MANGLE_PRIORITY),
+        i64::from(MARK_PRIORITY),
         "accept".into(),
     )
 }

@@ -38,7 +38,7 @@ use nftables::schema::NfListObject;
 
 pub use live::RuleCounter;
 pub use model::{
-    reason, Cond, Family, RuleSpec, Ruleset, SetSpec, Verdict, CHAIN, MANGLE_PRIORITY, MARK_CHAIN,
+    reason, Cond, Family, RuleSpec, Ruleset, SetSpec, Verdict, CHAIN, MARK_CHAIN, MARK_PRIORITY,
     SRCNAT_PRIORITY,
 };
 

@@ -17,9 +17,11 @@ pub const SRCNAT_PRIORITY: i32 = 100;
 /// The base chain that marks connections for egress routing (only with an egress interface).
 pub const MARK_CHAIN: &str = "prerouting";
 
-/// `mangle`: after conntrack (-200), so `ct state` and `ct mark` are known, and before the
-/// routing decision, which the mark must steer.
-pub const MANGLE_PRIORITY: i32 = -150;
+/// `dstnat + 10`: after conntrack (-200), so `ct state` and `ct mark` are known, and after
+/// destination NAT (-100, kube-proxy's service DNAT), so the decision sees the destination the
+/// postrouting chain will see; still before the routing decision, which the mark must steer
+/// (the kernel routes only once the whole prerouting hook has run).
+pub const MARK_PRIORITY: i32 = -90;
 
 /// The one comment per decision step, named like the reasons of `masq explain`, so status can
 /// label each rule's counter with the reason it counts.

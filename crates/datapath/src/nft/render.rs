@@ -30,7 +30,7 @@ pub fn ruleset_text(ruleset: &Ruleset) -> String {
     out.push_str("\t}\n");
     if !ruleset.mark_rules.is_empty() {
         let _ = writeln!(out, "\n\tchain {MARK_CHAIN} {{");
-        out.push_str("\t\ttype filter hook prerouting priority mangle; policy accept;\n");
+        out.push_str("\t\ttype filter hook prerouting priority dstnat + 10; policy accept;\n");
         rules_text(&mut out, &ruleset.mark_rules);
         out.push_str("\t}\n");
     }
