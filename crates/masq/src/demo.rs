@@ -41,38 +41,66 @@ pub fn run(datapath: DatapathChoice) -> Result<ExitCode> {
     let binary = std::env::current_exe().context("finding the masq binary")?;
     let config = ConfigMapDir::with(SAMPLE_CONFIG)?;
     let topology = Topology::new()?;
-    println!("topology: pod {} and node {} (namespaces {}, {}), external {} (namespace {})",
-        addr::POD, addr::NODE, topology.pod.name(), topology.node.name(),
-        addr::INTERNET, topology.external.name());
-    println!("config ({}):\n{}", config.config_path().display(), indent(SAMPLE_CONFIG));
+    println!(
+        "topology: pod {} and node {} (namespaces {}, {}), external {} (namespace {})",
+        addr::POD,
+        addr::NODE,
+        topology.pod.name(),
+        topology.node.name(),
+        addr::INTERNET,
+        topology.external.name()
+    );
+    println!(
+        "config ({}):\n{}",
+        config.config_path().display(),
+        indent(SAMPLE_CONFIG)
+    );
 
     let log = config.config_path().with_file_name("agent.log");
     let args: Vec<String> = [
-        "--config", &config.config_path().to_string_lossy(),
-        "--datapath", datapath_name(datapath),
-        "--pod-cidr", addr::POD_CIDR,
+        "--config",
+        &config.config_path().to_string_lossy(),
+        "--datapath",
+        datapath_name(datapath),
+        "--pod-cidr",
+        addr::POD_CIDR,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     let mut agent = AgentProcess::start(&topology.node, &binary, &args, &log)?;
     let took = agent.wait_ready(&topology.node, Duration::from_secs(20))?;
-    let status = masq_testbed::agent::get(&topology.node, masq_testbed::agent::METRICS_ADDR.parse()?, "/status")?
-        .map(|(_, body)| body)
-        .unwrap_or_default();
+    let status = masq_testbed::agent::get(
+        &topology.node,
+        masq_testbed::agent::METRICS_ADDR.parse()?,
+        "/status",
+    )?
+    .map(|(_, body)| body)
+    .unwrap_or_default();
     let status: masq_agent::status::Status = serde_json::from_str(&status).unwrap_or_default();
-    println!("agent ready after {} ms; datapath {} ({})\n", took.as_millis(), status.datapath, status.datapath_reason);
+    println!(
+        "agent ready after {} ms; datapath {} ({})\n",
+        took.as_millis(),
+        status.datapath,
+        status.datapath_reason
+    );
 
     let parsed = masq_config::parse(SAMPLE_CONFIG.as_bytes(), &Default::default())
         .context("the sample config")?;
     let policy = Policy::new(
         &parsed.config,
-        &NodeContext { pod_cidrs: vec![addr::POD_CIDR.parse()?], ..Default::default() },
+        &NodeContext {
+            pod_cidrs: vec![addr::POD_CIDR.parse()?],
+            ..Default::default()
+        },
     );
     let hosts: Vec<IpAddr> = DESTINATIONS.iter().map(|(ip, _)| *ip).collect();
     let probes = Probes::start(&topology.external, &hosts, 8080)?;
 
-    println!("{:<17} {:<9} {:<11} {:<20} {:<14} {:<14} {:<14} ok", "DESTINATION", "ROLE", "DECISION", "REASON", "TCP SOURCE", "UDP SOURCE", "PING SOURCE");
+    println!(
+        "{:<17} {:<9} {:<11} {:<20} {:<14} {:<14} {:<14} ok",
+        "DESTINATION", "ROLE", "DECISION", "REASON", "TCP SOURCE", "UDP SOURCE", "PING SOURCE"
+    );
     let mut all_ok = true;
     for (dst, role) in DESTINATIONS {
         let verdict = policy.decide(Some(IpAddr::V4(addr::POD)), dst);
@@ -81,25 +109,42 @@ pub fn run(datapath: DatapathChoice) -> Result<ExitCode> {
             Action::Keep => IpAddr::V4(addr::POD),
         };
         let seen = probes.sources(&topology.pod, dst)?;
-        let ok = [seen.tcp, seen.udp, seen.icmp].iter().all(|s| *s == expected);
+        let ok = [seen.tcp, seen.udp, seen.icmp]
+            .iter()
+            .all(|s| *s == expected);
         all_ok &= ok;
         let action = match verdict.action {
             Action::Masquerade => "masquerade",
             Action::Keep => "keep",
         };
-        let reason = serde_json::to_value(verdict.reason)?.as_str().unwrap_or_default().to_string();
+        let reason = serde_json::to_value(verdict.reason)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         println!(
             "{:<17} {:<9} {:<11} {:<20} {:<14} {:<14} {:<14} {}",
-            dst.to_string(), role, action, reason,
-            seen.tcp.to_string(), seen.udp.to_string(), seen.icmp.to_string(),
+            dst.to_string(),
+            role,
+            action,
+            reason,
+            seen.tcp.to_string(),
+            seen.udp.to_string(),
+            seen.icmp.to_string(),
             if ok { "yes" } else { "NO" }
         );
     }
 
     agent.terminate()?;
-    let cleanup = topology.node.command(&binary.to_string_lossy()).arg("cleanup").output()?;
+    let cleanup = topology
+        .node
+        .command(&binary.to_string_lossy())
+        .arg("cleanup")
+        .output()?;
     if !cleanup.status.success() {
-        bail!("masq cleanup failed: {}", String::from_utf8_lossy(&cleanup.stderr).trim());
+        bail!(
+            "masq cleanup failed: {}",
+            String::from_utf8_lossy(&cleanup.stderr).trim()
+        );
     }
     println!("\nagent stopped, `masq cleanup` run, namespaces removed; the root namespace was never touched.");
     drop(topology);

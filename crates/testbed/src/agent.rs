@@ -23,7 +23,8 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts `binary agent <args>` inside `ns`, logging to `log`.
     pub fn start(ns: &Netns, binary: &Path, args: &[String], log: &Path) -> Result<AgentProcess> {
-        let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = ns
             .command(&binary.to_string_lossy())
             .arg("agent")
@@ -34,7 +35,11 @@ impl AgentProcess {
             .stderr(file)
             .spawn()
             .with_context(|| format!("starting {} agent", binary.display()))?;
-        Ok(AgentProcess { child, log: log.to_path_buf(), ns_name: ns.name().to_string() })
+        Ok(AgentProcess {
+            child,
+            log: log.to_path_buf(),
+            ns_name: ns.name().to_string(),
+        })
     }
 
     /// Waits until `/readyz` answers 200 (inside `ns`), or fails with the agent's log.
@@ -42,14 +47,22 @@ impl AgentProcess {
         let started = Instant::now();
         while started.elapsed() < timeout {
             if let Some(status) = self.child.try_wait()? {
-                bail!("the agent in {} exited with {status}:\n{}", self.ns_name, self.log_text());
+                bail!(
+                    "the agent in {} exited with {status}:\n{}",
+                    self.ns_name,
+                    self.log_text()
+                );
             }
             if readyz(ns, METRICS_ADDR.parse().expect("a valid address"))? {
                 return Ok(started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("the agent in {} was not ready after {timeout:?}:\n{}", self.ns_name, self.log_text())
+        bail!(
+            "the agent in {} was not ready after {timeout:?}:\n{}",
+            self.ns_name,
+            self.log_text()
+        )
     }
 
     /// Whether the process still runs.
@@ -67,7 +80,10 @@ impl AgentProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("the agent did not stop within 10 s of SIGTERM:\n{}", self.log_text())
+        bail!(
+            "the agent did not stop within 10 s of SIGTERM:\n{}",
+            self.log_text()
+        )
     }
 
     /// SIGKILL, like a crash or an OOM kill.

@@ -41,7 +41,11 @@ impl ConfigMapDir {
     pub fn update(&mut self, content: &str) -> Result<()> {
         self.generation += 1;
         let root = self.dir.path();
-        let data = format!("..2026_11_25_00_00_{:02}.{}", self.generation % 60, self.generation);
+        let data = format!(
+            "..2026_11_25_00_00_{:02}.{}",
+            self.generation % 60,
+            self.generation
+        );
         std::fs::create_dir(root.join(&data))?;
         std::fs::write(root.join(&data).join(KEY), content)?;
         let tmp = root.join("..data_tmp");
@@ -77,13 +81,25 @@ mod tests {
     #[test]
     fn updates_swap_the_data_symlink() {
         let mut dir = ConfigMapDir::with("a: 1\n").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.config_path()).unwrap(), "a: 1\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.config_path()).unwrap(),
+            "a: 1\n"
+        );
         dir.update("a: 2\n").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.config_path()).unwrap(), "a: 2\n");
-        assert!(std::fs::symlink_metadata(dir.config_path()).unwrap().file_type().is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(dir.config_path()).unwrap(),
+            "a: 2\n"
+        );
+        assert!(std::fs::symlink_metadata(dir.config_path())
+            .unwrap()
+            .file_type()
+            .is_symlink());
         dir.remove().unwrap();
         assert!(!dir.config_path().exists());
         dir.update("a: 3\n").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.config_path()).unwrap(), "a: 3\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.config_path()).unwrap(),
+            "a: 3\n"
+        );
     }
 }
