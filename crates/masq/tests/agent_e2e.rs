@@ -7,9 +7,11 @@
 //! bottom), so a failure names both. Before and after each test the root namespace is read, only
 //! read, to prove the agent never installed anything there.
 
+use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -161,7 +163,7 @@ struct Bed {
     datapath: Datapath,
     pod_cidr: String,
     logs: tempfile::TempDir,
-    starts: u32,
+    starts: Cell<u32>,
 }
 
 impl Bed {
@@ -184,7 +186,7 @@ impl Bed {
             datapath,
             pod_cidr: addr::POD_CIDR.to_string(),
             logs: tempfile::tempdir()?,
-            starts: 0,
+            starts: Cell::new(0),
         })
     }
 
@@ -196,10 +198,19 @@ impl Bed {
         Ok(bed)
     }
 
-    /// Starts `masq agent` in the node namespace (a fresh log file per start).
+    /// Starts `masq agent` in the node namespace and keeps it as the bed's agent.
     fn start_agent(&mut self) -> Result<()> {
-        self.starts += 1;
-        let log = self.logs.path().join(format!("agent-{}.log", self.starts));
+        self.agent = Some(self.spawn_agent()?);
+        Ok(())
+    }
+
+    /// Starts another `masq agent` in the node namespace (a fresh log file per start).
+    fn spawn_agent(&self) -> Result<AgentProcess> {
+        self.starts.set(self.starts.get() + 1);
+        let log = self
+            .logs
+            .path()
+            .join(format!("agent-{}.log", self.starts.get()));
         let args: Vec<String> = [
             "--config",
             &self.config.config_path().to_string_lossy(),
@@ -211,9 +222,7 @@ impl Bed {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let agent = AgentProcess::start(&self.topology.node, &PathBuf::from(MASQ), &args, &log)?;
-        self.agent = Some(agent);
-        Ok(())
+        AgentProcess::start(&self.topology.node, &PathBuf::from(MASQ), &args, &log)
     }
 
     fn wait_ready(&mut self) -> Result<Duration> {
@@ -266,23 +275,9 @@ impl Bed {
         expected: impl Into<IpAddr>,
         bound: Duration,
     ) -> Result<Duration> {
-        let (dst, expected) = (dst.into(), expected.into());
-        let started = Instant::now();
-        let mut last = None;
-        while started.elapsed() < bound {
-            // A probe can fail while rules change (a lost SYN); the next one tells.
-            if let Ok(seen) = self.tcp_source_of(dst) {
-                if seen == expected {
-                    return Ok(started.elapsed());
-                }
-                last = Some(seen);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bail!(
-            "{dst} still saw {last:?}, not {expected}, after {bound:?}:\n{}",
-            self.log()
-        )
+        let server = self.probes.tcp_addr(dst.into());
+        wait_for_source(&self.topology.pod, server, expected.into(), bound)
+            .with_context(|| self.log())
     }
 
     fn get(&self, path: &str) -> Result<(u16, String)> {
@@ -320,6 +315,53 @@ impl Bed {
             .output()
             .context("running masq")
     }
+}
+
+/// Polls fresh TCP connections from `pod` to `server` every 20 ms until the server sees
+/// `expected`; returns how long that took, or fails after `bound`.
+fn wait_for_source(
+    pod: &Netns,
+    server: SocketAddr,
+    expected: IpAddr,
+    bound: Duration,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < bound {
+        // A probe can fail while rules change (a lost SYN); the next one tells.
+        if let Ok(seen) = tcp_source(pod, server) {
+            if seen == expected {
+                return Ok(started.elapsed());
+            }
+            last = Some(seen);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("{server} still saw {last:?}, not {expected}, after {bound:?}")
+}
+
+/// Runs `during` while another thread opens a fresh TCP connection from `pod` to `server`
+/// every 20 ms; returns what `during` returned and the source seen by each probe (an error
+/// when a probe got no answer).
+fn probing_while<T>(
+    pod: &Netns,
+    server: SocketAddr,
+    during: impl FnOnce() -> T,
+) -> (T, Vec<Result<IpAddr, String>>) {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let prober = scope.spawn(|| {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                seen.push(tcp_source(pod, server).map_err(|e| format!("{e:#}")));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        let result = during();
+        done.store(true, Ordering::Relaxed);
+        (result, prober.join().expect("the prober does not panic"))
+    })
 }
 
 /// The value of an unlabelled metric in a Prometheus exposition.
@@ -489,15 +531,31 @@ mod scenarios {
         Ok(())
     }
 
-    /// A `..data` swap reaches the wire in under a second (the time is printed).
+    /// A `..data` swap reaches the wire in under a second (the time is printed), and a
+    /// destination the change does not concern stays masqueraded throughout.
     pub fn live_reload(datapath: Datapath) -> Result<()> {
         let mut bed = Bed::ready(datapath, VPC_ONLY)?;
         assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
-        bed.config
-            .update("nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n")?;
-        let took = bed.wait_for_source(addr::INTERNET, addr::POD, Duration::from_secs(3))?;
+        let bystander = bed.probes.tcp_addr(addr::INTERNET2.into());
+        let changed = bed.probes.tcp_addr(addr::INTERNET.into());
+        let (took, bystander_saw) = probing_while(&bed.topology.pod, bystander, || {
+            bed.config
+                .update("nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n")?;
+            wait_for_source(
+                &bed.topology.pod,
+                changed,
+                addr::POD.into(),
+                Duration::from_secs(3),
+            )
+        });
+        let took = took.with_context(|| bed.log())?;
         eprintln!("reload took {} ms ({datapath:?})", took.as_millis());
         assert!(took < Duration::from_secs(1), "reload took {took:?}");
+        let node = Ok(IpAddr::from(addr::NODE));
+        assert!(
+            !bystander_saw.is_empty() && bystander_saw.iter().all(|s| *s == node),
+            "{bystander} saw during the reload: {bystander_saw:?}"
+        );
         assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::POD));
         assert_eq!(bed.source_of(addr::INTERNET2)?, IpAddr::from(addr::NODE));
         Ok(())
@@ -598,20 +656,29 @@ mod scenarios {
     }
 
     /// `kill -9` and a restart: an open connection keeps its translation (address and port),
-    /// and the new agent adopts the rules without duplicating them.
+    /// new connections are masqueraded at every moment, and the new agent adopts the rules
+    /// without duplicating them.
     pub fn kill9_and_restart_keep_connections(datapath: Datapath) -> Result<()> {
         let mut bed = Bed::ready(datapath, VPC_ONLY)?;
-        let mut session = TcpSession::connect(
-            &bed.topology.pod,
-            bed.probes.tcp_addr(addr::INTERNET.into()),
-        )?;
+        let server = bed.probes.tcp_addr(addr::INTERNET.into());
+        let mut session = TcpSession::connect(&bed.topology.pod, server)?;
         let before = session.observed_source()?;
         assert_eq!(before.ip(), IpAddr::from(addr::NODE));
         let installed_before = bed.installed()?;
 
-        bed.take_agent().kill9();
-        bed.start_agent()?;
-        bed.wait_ready()?;
+        let crashed = bed.take_agent();
+        let (restarted, seen) = probing_while(&bed.topology.pod, server, || {
+            crashed.kill9();
+            let mut agent = bed.spawn_agent()?;
+            agent.wait_ready(&bed.topology.node, Duration::from_secs(10))?;
+            anyhow::Ok(agent)
+        });
+        bed.agent = Some(restarted?);
+        let node = Ok(IpAddr::from(addr::NODE));
+        assert!(
+            !seen.is_empty() && seen.iter().all(|s| *s == node),
+            "new connections during the restart saw: {seen:?}"
+        );
         assert_eq!(
             session.observed_source()?,
             before,
