@@ -107,7 +107,7 @@ mod scenarios {
                 Duration::from_secs(3),
             )
         });
-        let took = took.with_context(|| bed.log())?;
+        let took = took.map_err(|e| bed.with_log(e))?;
         eprintln!("reload took {} ms ({datapath:?})", took.as_millis());
         assert!(took < Duration::from_secs(1), "reload took {took:?}");
         let node = Ok(IpAddr::from(addr::NODE));
@@ -262,9 +262,14 @@ mod scenarios {
         let mut bed = Bed::ready(datapath, VPC_ONLY)?;
         let installed = bed.installed()?;
         let agent = bed.take_agent();
-        let log = agent.log_text();
         let status = agent.terminate()?;
+        let log = bed.log_of_start(1);
         assert!(status.success(), "the agent exited with {status}:\n{log}");
+        assert!(log.contains("leaving the datapath installed"), "{log}");
+        assert!(
+            !log.contains('\x1b'),
+            "colour codes in a log that is not a terminal:\n{log}"
+        );
         assert_eq!(bed.installed()?, installed);
         assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
         assert_eq!(bed.source_of(addr::PRIVATE)?, IpAddr::from(addr::POD));

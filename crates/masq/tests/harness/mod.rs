@@ -203,10 +203,7 @@ impl Bed {
     /// Starts another `masq agent` in the node namespace (a fresh log file per start).
     pub fn spawn_agent(&self) -> Result<AgentProcess> {
         self.starts.set(self.starts.get() + 1);
-        let log = self
-            .logs
-            .path()
-            .join(format!("agent-{}.log", self.starts.get()));
+        let log = self.log_path(self.starts.get());
         let args: Vec<String> = [
             "--config",
             &self.config.config_path().to_string_lossy(),
@@ -232,6 +229,20 @@ impl Bed {
 
     pub fn take_agent(&mut self) -> AgentProcess {
         self.agent.take().expect("the agent was started")
+    }
+
+    /// `error`, followed by the agent's log.
+    pub fn with_log(&self, error: anyhow::Error) -> anyhow::Error {
+        anyhow::anyhow!("{error:#}\n--- agent log ---\n{}", self.log())
+    }
+
+    /// The log of the `n`th agent started on this bed (from 1), also after it exited.
+    pub fn log_of_start(&self, n: u32) -> String {
+        std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
+    }
+
+    fn log_path(&self, n: u32) -> PathBuf {
+        self.logs.path().join(format!("agent-{n}.log"))
     }
 
     pub fn log(&self) -> String {
@@ -273,7 +284,7 @@ impl Bed {
     ) -> Result<Duration> {
         let server = self.probes.tcp_addr(dst.into());
         wait_for_source(&self.topology.pod, server, expected.into(), bound)
-            .with_context(|| self.log())
+            .map_err(|e| self.with_log(e))
     }
 
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
