@@ -66,16 +66,72 @@ impl Datapath {
         Ok(())
     }
 
-    /// Removes the datapath's objects behind the agent's back, as another tool would.
-    pub fn break_datapath(self, node: &Netns) -> Result<()> {
-        match self.iptables_backend() {
-            None => run_ok(node, "nft", &["delete", "table", "inet", "masq"]),
-            Some(b) => run_ok(
-                node,
-                &format!("iptables-{b}"),
-                &["-t", "nat", "-F", "IP-MASQ-AGENT"],
-            ),
+    /// Two ways another tool damages this datapath behind the agent's back, each with the
+    /// destination that shows it and the source that destination sees once repaired.
+    pub fn damages(self) -> Vec<Damage> {
+        let nft = |args: &[&'static str]| ("nft".to_string(), args.to_vec());
+        let ipt = |args: &[&'static str]| {
+            let backend = self.iptables_backend().unwrap_or("nft");
+            (format!("iptables-{backend}"), args.to_vec())
+        };
+        let (internet, private) = (IpAddr::from(addr::INTERNET), IpAddr::from(addr::PRIVATE));
+        let (node, pod) = (IpAddr::from(addr::NODE), IpAddr::from(addr::POD));
+        match self {
+            Datapath::Nftables => vec![
+                Damage {
+                    what: "table deleted",
+                    command: nft(&["delete", "table", "inet", "masq"]),
+                    dst: internet,
+                    repaired: node,
+                },
+                Damage {
+                    what: "set element deleted",
+                    command: nft(&[
+                        "delete",
+                        "element",
+                        "inet",
+                        "masq",
+                        "nonmasq-dst-v4",
+                        "{ 10.0.0.0/8 }",
+                    ]),
+                    dst: private,
+                    repaired: pod,
+                },
+            ],
+            Datapath::IptablesNft | Datapath::IptablesLegacy => vec![
+                Damage {
+                    what: "chain flushed",
+                    command: ipt(&["-t", "nat", "-F", "IP-MASQ-AGENT"]),
+                    dst: internet,
+                    repaired: node,
+                },
+                Damage {
+                    what: "jump removed",
+                    command: ipt(&["-t", "nat", "-F", "POSTROUTING"]),
+                    dst: internet,
+                    repaired: node,
+                },
+            ],
         }
+    }
+}
+
+/// A change made behind the agent's back (see [`Datapath::damages`]).
+pub struct Damage {
+    /// What was done, for messages.
+    pub what: &'static str,
+    /// The program and its arguments, run in the node namespace.
+    pub command: (String, Vec<&'static str>),
+    /// A destination whose source the damage changes...
+    pub dst: IpAddr,
+    /// ...and the source it sees with the rules intact.
+    pub repaired: IpAddr,
+}
+
+impl Damage {
+    /// Does it, in the node namespace.
+    pub fn apply(&self, node: &Netns) -> Result<()> {
+        run_ok(node, &self.command.0, &self.command.1)
     }
 }
 
