@@ -214,6 +214,31 @@ mod scenarios {
         Ok(())
     }
 
+    /// A crash while the file is invalid: the new agent is not ready, but leaves the rules
+    /// the previous one installed (traffic keeps its last good treatment) until the file is
+    /// fixed.
+    pub fn restart_with_an_invalid_config_keeps_the_rules(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::ready(datapath, VPC_ONLY)?;
+        let installed = bed.installed()?;
+        bed.config.update("masqLinkLocal: maybe\n")?;
+        bed.take_agent().kill9();
+        bed.start_agent()?;
+        let answered = eventually(Duration::from_secs(5), || Ok(bed.readyz()?.is_some()))?;
+        assert!(answered, "the admin server never answered:\n{}", bed.log());
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(bed.readyz()?, Some(503));
+        assert!(bed.status()?.last_config_error.is_some());
+        assert_eq!(bed.installed()?, installed);
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
+        assert_eq!(bed.source_of(addr::PRIVATE)?, IpAddr::from(addr::POD));
+
+        bed.config
+            .update("nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: true\n")?;
+        bed.wait_ready()?;
+        assert_eq!(bed.source_of(addr::METADATA)?, IpAddr::from(addr::NODE));
+        Ok(())
+    }
+
     /// `kill -9` and a restart: an open connection keeps its translation (address and port),
     /// new connections are masqueraded at every moment, and the new agent adopts the rules
     /// without duplicating them.
@@ -394,6 +419,13 @@ macro_rules! tests_for {
             #[test]
             fn invalid_first_config_installs_nothing() {
                 run($datapath, scenarios::invalid_first_config_installs_nothing)
+            }
+            #[test]
+            fn restart_with_an_invalid_config_keeps_the_rules() {
+                run(
+                    $datapath,
+                    scenarios::restart_with_an_invalid_config_keeps_the_rules,
+                )
             }
             #[test]
             fn kill9_and_restart_keep_connections() {
