@@ -25,7 +25,8 @@ mod scenarios {
     use super::*;
 
     /// Every decision reason on the wire: default (masquerade), non-masquerade-cidr,
-    /// link-local (kept by default), non-masquerade-src and local (keep).
+    /// link-local (kept by default), non-masquerade-src and local (keep); and the rules sit
+    /// where the datapath puts them (the nft table, or the iptables backend the host uses).
     pub fn decision_reasons(datapath: Datapath) -> Result<()> {
         let config = "nonMasqueradeCIDRs: [10.0.0.0/8]\nnonMasqueradeSrcCIDRs: [10.244.1.3/32]\n";
         let bed = Bed::ready(datapath, config)?;
