@@ -143,6 +143,33 @@ impl Reconciler {
             return; // An event that changed nothing we install (e.g. a comment).
         }
         self.sync(desired).await;
+        if matches!(trigger, Trigger::Start | Trigger::Resync) {
+            self.look_around().await;
+        }
+    }
+
+    /// Asks the datapath what it found but does not own; read-only, so only on start and resync.
+    async fn look_around(&mut self) {
+        let Some(desired) = self.installed.clone() else {
+            return;
+        };
+        let datapath = self
+            .datapath
+            .take()
+            .expect("the datapath is returned after every call");
+        let (datapath, findings) = tokio::task::spawn_blocking(move || {
+            let findings = datapath.findings(&desired);
+            (datapath, findings)
+        })
+        .await
+        .expect("the datapath does not panic");
+        self.datapath = Some(datapath);
+        if findings != self.shared.status().findings {
+            for finding in &findings {
+                tracing::warn!("{finding}");
+            }
+        }
+        self.shared.update(|s| s.findings = findings);
     }
 
     fn read_config(&mut self) {
@@ -414,6 +441,9 @@ mod tests {
             self.0.lock().unwrap().installed = None;
             Ok(())
         }
+        fn findings(&self, d: &Desired) -> Vec<String> {
+            vec![format!("a foreign chain next to {}", d.node.iptables_chain)]
+        }
     }
 
     struct Bed {
@@ -474,6 +504,16 @@ mod tests {
         assert_eq!(b.installed_link_local(), Some(false));
         assert!(b.status().ready);
         assert_eq!(b.rec.shared.metrics.ready.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn findings_reach_the_status_on_start_and_resync() {
+        let mut b = bed();
+        b.rec.reconcile(Trigger::Start).await;
+        assert_eq!(
+            b.status().findings,
+            ["a foreign chain next to IP-MASQ-AGENT"]
+        );
     }
 
     #[tokio::test]

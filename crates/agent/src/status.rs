@@ -23,6 +23,8 @@ pub struct Status {
     pub last_sync_error: Option<String>,
     /// Egress interfaces and their addresses.
     pub interfaces: Vec<InterfaceSummary>,
+    /// What the datapath found but does not own (e.g. a chain another agent left behind).
+    pub findings: Vec<String>,
     /// Event counters since start.
     pub counters: Counters,
 }
@@ -134,6 +136,9 @@ impl Status {
             None => {
                 let _ = writeln!(s, "installed:       nothing");
             }
+        }
+        for finding in &self.findings {
+            let _ = writeln!(s, "found:           {finding}");
         }
         for i in &self.interfaces {
             let _ = writeln!(s, "interface:       {} {}", i.name, i.addresses.join(" "));
