@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use masq_config::Config;
 
+pub mod ebpf;
+
 /// Names masq owns in the kernel, defined once: `masq cleanup` removes exactly these.
 pub mod names {
     /// The nftables table (family `inet`) owned by masq.
