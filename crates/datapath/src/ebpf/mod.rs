@@ -72,6 +72,27 @@ pub fn load_unpinned() -> Result<aya::Ebpf, Error> {
     Ok(bpf)
 }
 
+/// Pins only survive on a bpf filesystem: refuse anything else with the fix in the message.
+fn check_bpffs(pin_dir: &Path) -> Result<(), Error> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let mut probe = pin_dir;
+    while !probe.exists() {
+        probe = probe.parent().unwrap_or(Path::new("/"));
+    }
+    let stat = nix::sys::statfs::statfs(probe).map_err(kernel_err(format!(
+        "checking the filesystem of {}",
+        probe.display()
+    )))?;
+    if stat.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+        return Err(Error::Unsupported(format!(
+            "pin directory {} is not on a bpf filesystem; mount one with `mount -t bpf bpf {}`",
+            pin_dir.display(),
+            probe.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The programs and maps of this process, once loaded.
 struct Loaded {
     bpf: aya::Ebpf,
@@ -113,6 +134,7 @@ impl Ebpf {
     fn load(&mut self) -> Result<&mut Loaded, Error> {
         if self.loaded.is_none() {
             let maps_dir = self.maps_dir();
+            check_bpffs(&self.pin_dir)?;
             std::fs::create_dir_all(&maps_dir)
                 .map_err(kernel_err(format!("creating {}", maps_dir.display())))?;
             let paths: Vec<(&str, PathBuf)> = maps::name::ALL
