@@ -193,6 +193,9 @@ impl Pressure {
     }
 }
 
+/// (protocol, SNAT address, destination address, destination port) as stored in a reverse key.
+type PoolKey = (u8, [u8; 4], [u8; 4], [u8; 2]);
+
 /// Counts entries and finds the busiest port pool.
 pub fn pressure(maps: &Maps) -> Result<Pressure, Error> {
     let mut egress_entries = 0;
@@ -201,7 +204,7 @@ pub fn pressure(maps: &Maps) -> Result<Pressure, Error> {
         egress_entries += 1;
     }
     let mut ingress_entries = 0;
-    let mut pools: StdHashMap<(u8, [u8; 4], [u8; 4], [u8; 2]), u32> = StdHashMap::new();
+    let mut pools: StdHashMap<PoolKey, u32> = StdHashMap::new();
     for item in maps.nat_ingress.iter() {
         let (key, _) = item.map_err(kernel_err("reading masq_nat_ingress"))?;
         ingress_entries += 1;
