@@ -132,30 +132,35 @@ impl Topology {
             .node
             .enter(|| nix::net::if_::if_nametoindex("eth0").unwrap())
             .unwrap();
-        // TEST-NET is in the default set: list the kept ranges explicitly.
-        let config = Config {
-            non_masquerade_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
-            masq_link_local: false,
-            masq_link_local_ipv6: false,
-            resync_interval: Duration::from_secs(60),
-            cidr_limit: 16384,
-            non_masquerade_src_cidrs: Vec::new(),
-        };
-        Desired {
-            config,
-            node: NodeSettings {
-                interfaces: vec![Interface {
-                    name: "eth0".into(),
-                    index,
-                    addrs: vec![IpAddr::V4(NODE)],
-                }],
-                ..NodeSettings::default()
-            },
-        }
+        desired_for(index)
     }
 
     fn agent(&self) -> Ebpf {
         Ebpf::new(self.pin_dir.clone())
+    }
+}
+
+/// The desired state of the node, whose eth0 has `index`.
+fn desired_for(index: u32) -> Desired {
+    // TEST-NET is in the default set: list the kept ranges explicitly.
+    let config = Config {
+        non_masquerade_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+        masq_link_local: false,
+        masq_link_local_ipv6: false,
+        resync_interval: Duration::from_secs(60),
+        cidr_limit: 16384,
+        non_masquerade_src_cidrs: Vec::new(),
+    };
+    Desired {
+        config,
+        node: NodeSettings {
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                index,
+                addrs: vec![IpAddr::V4(NODE)],
+            }],
+            ..NodeSettings::default()
+        },
     }
 }
 
@@ -396,4 +401,107 @@ fn config_changes_update_the_cidr_trie_in_place_body() {
     assert_eq!(peer.unwrap().ip(), IpAddr::V4(POD));
     let rendered = agent.render(&desired);
     assert!(rendered.contains("203.0.113.0/24\n"), "{rendered}");
+}
+
+const CHILD_PIN_ENV: &str = "MASQ_E2E_AGENT_PIN";
+const CHILD_READY: &str = "masq-agent-ready";
+
+/// Not a test: the agent process that `kill_9_under_traffic_breaks_no_connection` starts (inside
+/// the node namespace and the private bpffs) and kills.
+#[test]
+#[ignore = "helper process of kill_9_under_traffic_breaks_no_connection"]
+fn agent_child_process() {
+    let pin = std::env::var(CHILD_PIN_ENV).expect("started by the kill -9 test");
+    let desired = desired_for(nix::net::if_::if_nametoindex("eth0").unwrap());
+    Ebpf::new(PathBuf::from(pin)).sync(&desired).unwrap();
+    println!("{CHILD_READY}");
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+/// Starts `agent_child_process` from a thread inside the node namespace (the child inherits the
+/// thread's network and mount namespaces) and waits until its programs are attached.
+fn start_child_agent(t: &Topology) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = t
+        .node
+        .enter(|| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--ignored", "--exact", "agent_child_process", "--nocapture"])
+                .env(CHILD_PIN_ENV, &t.pin_dir)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(CHILD_READY) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the child agent did not get ready");
+    child
+}
+
+#[test]
+fn kill_9_under_traffic_breaks_no_connection() {
+    with_private_bpffs(kill_9_under_traffic_breaks_no_connection_body);
+}
+
+fn kill_9_under_traffic_breaks_no_connection_body() {
+    let Some(t) = topology() else { return };
+    let mut child = start_child_agent(&t);
+    const ROUNDS: u32 = 300;
+
+    let (echoed, peer) = std::thread::scope(|s| {
+        let (tx, rx) = mpsc::channel();
+        let server = s.spawn(|| tcp_server(&t.external, INTERNET, tx));
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let client = s.spawn(|| {
+            t.pod
+                .enter(|| {
+                    let mut conn = TcpStream::connect_timeout(
+                        &(INTERNET, 8080).into(),
+                        Duration::from_secs(3),
+                    )
+                    .unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                    let mut echoed = 0;
+                    for round in 0..ROUNDS {
+                        let msg = round.to_be_bytes();
+                        let mut back = [0u8; 4];
+                        if conn.write_all(&msg).is_err() || conn.read_exact(&mut back).is_err() {
+                            break;
+                        }
+                        if back == msg {
+                            echoed += 1;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    echoed
+                })
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // The replacement agent adopts what the killed one pinned.
+        let mut next = t.agent();
+        let report = t.node.enter(|| next.sync(&t.desired())).unwrap().unwrap();
+        assert!(
+            !report.changed,
+            "adoption after kill -9 rewrote state: {report:?}"
+        );
+        (client.join().unwrap(), server.join().unwrap())
+    });
+    assert_eq!(echoed, ROUNDS, "messages lost across kill -9 and adoption");
+    assert_eq!(peer.unwrap().ip(), IpAddr::V4(NODE));
 }
