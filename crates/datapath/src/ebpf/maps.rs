@@ -119,6 +119,11 @@ impl Maps {
         })
     }
 
+    /// Raw access to the forward NAT halves, for tests and benchmarks that stage entries.
+    pub fn nat_egress_mut(&mut self) -> &mut HashMap<MapData, NatTuple, NatEntry> {
+        &mut self.nat_egress
+    }
+
     /// Reads what is installed now.
     pub fn read(&self) -> Result<Contents, Error> {
         let config = self
