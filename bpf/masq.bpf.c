@@ -10,13 +10,6 @@
 
 char _license[] SEC("license") = "GPL";
 
-__always_inline_fn int port_off(const struct pkt *p, int destination)
-{
-	if (p->proto == IPPROTO_ICMP)
-		return ICMP_ID_OFF(p->l4_off);
-	return p->l4_off + (destination ? 2 : 0);
-}
-
 /* A fragment after the first follows the first one's fate; unseen firsts fall back to the
  * address-only decision (ports play no part in it). */
 __always_inline_fn int egress_later_fragment(struct __sk_buff *skb, const struct pkt *p)
@@ -35,7 +28,7 @@ __always_inline_fn int egress_later_fragment(struct __sk_buff *skb, const struct
 	}
 	if (!to_addr)
 		return MASQ_CONTINUE;
-	if (rewrite_addr(skb, p, IP_SADDR_OFF(p->l3_off), p->saddr, to_addr) < 0)
+	if (rewrite(skb, p, 0, p->saddr, to_addr, 0, 0) < 0)
 		return drop(MASQ_DROP_REWRITE);
 	count(MASQ_TRANSLATED_EGRESS);
 	return MASQ_CONTINUE;
@@ -110,8 +103,7 @@ int masq_egress(struct __sk_buff *skb)
 	if (p.frag == FRAG_FIRST)
 		frag_remember(&p, 0, to_addr);
 
-	if (rewrite_port(skb, &p, port_off(&p, 0), p.sport, to_port) < 0 ||
-	    rewrite_addr(skb, &p, IP_SADDR_OFF(p.l3_off), p.saddr, to_addr) < 0)
+	if (rewrite(skb, &p, 0, p.saddr, to_addr, p.sport, to_port) < 0)
 		return drop(MASQ_DROP_REWRITE);
 	count(MASQ_TRANSLATED_EGRESS);
 	return MASQ_CONTINUE;
@@ -142,7 +134,7 @@ int masq_ingress(struct __sk_buff *skb)
 		to_addr = seen->to_addr;
 		if (!to_addr)
 			return MASQ_CONTINUE;
-		if (rewrite_addr(skb, &p, IP_DADDR_OFF(p.l3_off), p.daddr, to_addr) < 0)
+		if (rewrite(skb, &p, 1, p.daddr, to_addr, 0, 0) < 0)
 			return drop(MASQ_DROP_REWRITE);
 		count(MASQ_TRANSLATED_INGRESS);
 		return MASQ_CONTINUE;
@@ -162,8 +154,7 @@ int masq_ingress(struct __sk_buff *skb)
 	if (p.frag == FRAG_FIRST)
 		frag_remember(&p, 1, to_addr);
 
-	if (rewrite_port(skb, &p, port_off(&p, 1), p.dport, to_port) < 0 ||
-	    rewrite_addr(skb, &p, IP_DADDR_OFF(p.l3_off), p.daddr, to_addr) < 0)
+	if (rewrite(skb, &p, 1, p.daddr, to_addr, p.dport, to_port) < 0)
 		return drop(MASQ_DROP_REWRITE);
 	count(MASQ_TRANSLATED_INGRESS);
 	return MASQ_CONTINUE;

@@ -5,58 +5,6 @@
 #include "common.h"
 #include "parse.h"
 
-/*
- * The kernel helpers are used for the packet's own headers because only they know
- * skb->ip_summed: with CHECKSUM_PARTIAL (pod traffic with offload) the TCP/UDP field holds the
- * pseudo-header sum only and a port change must not touch it. Every helper call invalidates
- * packet pointers, so callers pass offsets and values read beforehand.
- */
-
-__always_inline_fn __u64 l4_csum_flags(__u8 proto)
-{
-	/* A UDP checksum of 0 means "none": keep it 0, and never produce 0 from a real sum. */
-	return proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-}
-
-__always_inline_fn int l4_csum_off(const struct pkt *p)
-{
-	switch (p->proto) {
-	case IPPROTO_TCP:
-		return TCP_CSUM_OFF(p->l4_off);
-	case IPPROTO_UDP:
-		return UDP_CSUM_OFF(p->l4_off);
-	}
-	return ICMP_CSUM_OFF(p->l4_off);
-}
-
-/* Replaces the source (addr_off = IP_SADDR_OFF) or destination address. */
-__always_inline_fn int rewrite_addr(struct __sk_buff *skb, const struct pkt *p, __u32 addr_off,
-				    __be32 from, __be32 to)
-{
-	if (from == to)
-		return 0;
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF(p->l3_off), from, to, sizeof(to)) < 0)
-		return -1;
-	/* TCP and UDP sums cover the addresses through the pseudo header; ICMP's does not. */
-	if (p->frag != FRAG_LATER && p->proto != IPPROTO_ICMP &&
-	    bpf_l4_csum_replace(skb, l4_csum_off(p), from, to,
-				BPF_F_PSEUDO_HDR | l4_csum_flags(p->proto) | sizeof(to)) < 0)
-		return -1;
-	return bpf_skb_store_bytes(skb, addr_off, &to, sizeof(to), 0);
-}
-
-/* Replaces a port (or the ICMP echo identifier) at port_off. */
-__always_inline_fn int rewrite_port(struct __sk_buff *skb, const struct pkt *p, __u32 port_off,
-				    __be16 from, __be16 to)
-{
-	if (from == to)
-		return 0;
-	if (bpf_l4_csum_replace(skb, l4_csum_off(p), from, to,
-				l4_csum_flags(p->proto) | sizeof(to)) < 0)
-		return -1;
-	return bpf_skb_store_bytes(skb, port_off, &to, sizeof(to), 0);
-}
-
 /* Software checksum arithmetic for headers the helpers cannot reach (ICMP error payloads). */
 __always_inline_fn __u32 csum_add32(__u32 sum, __u32 word)
 {
@@ -87,6 +35,85 @@ __always_inline_fn __u16 csum_replace2(__u16 csum, __u16 from, __u16 to)
 	sum += (__u16)~from;
 	sum += to;
 	return ~csum_fold(sum);
+}
+
+/*
+ * Only the kernel helpers know skb->ip_summed: with CHECKSUM_PARTIAL (pod traffic with offload)
+ * the TCP/UDP field holds the pseudo-header sum alone and a port change must not touch it. So
+ * the transport checksum goes through bpf_l4_csum_replace, one call per changed field (most
+ * flows keep their port: one call). Everything else is written directly: the IPv4 header
+ * checksum is always complete, and each direct change is balanced by its checksum field, so a
+ * CHECKSUM_COMPLETE skb->csum stays right. Helpers invalidate packet pointers: they run first,
+ * and the pointers are derived afresh afterwards.
+ */
+
+__always_inline_fn __u64 l4_csum_flags(__u8 proto)
+{
+	/* A UDP checksum of 0 means "none": keep it 0, and never produce 0 from a real sum. */
+	return proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+}
+
+__always_inline_fn int l4_csum_off(const struct pkt *p)
+{
+	switch (p->proto) {
+	case IPPROTO_TCP:
+		return TCP_CSUM_OFF(p->l4_off);
+	case IPPROTO_UDP:
+		return UDP_CSUM_OFF(p->l4_off);
+	}
+	return ICMP_CSUM_OFF(p->l4_off);
+}
+
+/* Where the port (or ICMP echo identifier) of one side of the tuple sits. */
+__always_inline_fn __u32 port_off(const struct pkt *p, int dst_side)
+{
+	if (p->proto == IPPROTO_ICMP)
+		return ICMP_ID_OFF(p->l4_off);
+	return p->l4_off + (dst_side ? 2 : 0);
+}
+
+/*
+ * Replaces the source (dst_side = 0) or destination address and port of the packet.
+ * Later fragments have no transport header: only the address changes.
+ */
+__always_inline_fn int rewrite(struct __sk_buff *skb, const struct pkt *p, int dst_side,
+			       __be32 from_addr, __be32 to_addr, __be16 from_port, __be16 to_port)
+{
+	int has_l4 = p->frag != FRAG_LATER;
+	__u32 csum_off = l4_csum_off(p), poff = port_off(p, dst_side);
+	__u64 flags = l4_csum_flags(p->proto);
+	void *data, *data_end;
+	struct iphdr *ip;
+	__be16 *port;
+
+	/* TCP and UDP sums cover the addresses through the pseudo header; ICMP's does not. */
+	if (has_l4 && p->proto != IPPROTO_ICMP && from_addr != to_addr &&
+	    bpf_l4_csum_replace(skb, csum_off, from_addr, to_addr,
+				BPF_F_PSEUDO_HDR | flags | sizeof(to_addr)) < 0)
+		return -1;
+	if (has_l4 && from_port != to_port &&
+	    bpf_l4_csum_replace(skb, csum_off, from_port, to_port, flags | sizeof(to_port)) < 0)
+		return -1;
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	ip->check = csum_replace4(ip->check, from_addr, to_addr);
+	if (dst_side)
+		ip->daddr = to_addr;
+	else
+		ip->saddr = to_addr;
+	if (has_l4 && from_port != to_port) {
+		if (poff > ETH_HLEN + 60 + 4)
+			return -1;
+		port = data + poff;
+		if ((void *)(port + 1) > data_end)
+			return -1;
+		*port = to_port;
+	}
+	return 0;
 }
 
 #endif /* MASQ_LIB_CSUM_H */

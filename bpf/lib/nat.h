@@ -52,7 +52,7 @@ __always_inline_fn void tuple_from_pkt(struct nat_tuple *t, const struct pkt *p)
 /* Keeps an entry alive for the userspace GC and marks TCP teardown. */
 __always_inline_fn void nat_touch(struct nat_entry *e, const struct pkt *p)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 
 	if (now - e->last_seen_ns > NSEC_PER_SEC)
 		e->last_seen_ns = now;
@@ -68,7 +68,7 @@ __always_inline_fn void nat_touch(struct nat_entry *e, const struct pkt *p)
 __always_inline_fn enum masq_reason decide(const struct masq_config *cfg, __be32 saddr,
 					   __be32 daddr)
 {
-	if (lpm_contains(&masq_nonmasq_src, saddr))
+	if ((cfg->flags & MASQ_CFG_SRC_CIDRS) && lpm_contains(&masq_nonmasq_src, saddr))
 		return MASQ_KEEP_NON_MASQ_SRC;
 	if (cfg->flags & MASQ_CFG_POD_CIDRS) {
 		if (!lpm_contains(&masq_pod_cidrs, saddr))
@@ -117,7 +117,7 @@ __always_inline_fn struct nat_entry *nat_create(const struct nat_tuple *fwd, __b
 
 	rev_val.to_addr = fwd->saddr;
 	rev_val.to_port = fwd->sport;
-	rev_val.created_ns = bpf_ktime_get_ns();
+	rev_val.created_ns = bpf_ktime_get_coarse_ns();
 	rev_val.last_seen_ns = rev_val.created_ns;
 	rev.saddr = fwd->daddr;
 	rev.daddr = snat_addr;
@@ -180,7 +180,7 @@ __always_inline_fn void nat_reserve_host_port(const struct pkt *p)
 		nat_touch(e, p);
 		return;
 	}
-	val.created_ns = bpf_ktime_get_ns();
+	val.created_ns = bpf_ktime_get_coarse_ns();
 	val.last_seen_ns = val.created_ns;
 	if (bpf_map_update_elem(&masq_nat_ingress, &rev, &val, BPF_NOEXIST) == 0)
 		count(MASQ_HOST_PORT_RESERVED);

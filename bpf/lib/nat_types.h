@@ -13,6 +13,7 @@
 /* masq_config.flags */
 #define MASQ_CFG_MASQ_LINK_LOCAL (1U << 0) /* masqLinkLocal: 169.254.0.0/16 is masqueraded */
 #define MASQ_CFG_POD_CIDRS (1U << 1)       /* --pod-cidr given: only sources in masq_pod_cidrs are pods */
+#define MASQ_CFG_SRC_CIDRS (1U << 2)       /* masq_nonmasq_src is not empty (spares an LPM lookup) */
 
 struct masq_config {
 	__u16 port_min; /* host order, inclusive */
@@ -55,7 +56,7 @@ struct nat_entry {
 	__be16 to_port;
 	__u8 flags;
 	__u8 pad;
-	__u64 created_ns;   /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 created_ns;   /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC, a tick coarse) */
 	__u64 last_seen_ns; /* refreshed at most once a second to spare cache lines */
 };
 build_bug_on(sizeof(struct nat_entry) != 24);

@@ -11,7 +11,9 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipnet::{IpNet, Ipv4Net};
 
-use super::types::{MasqConfig, NatEntry, NatTuple, CFG_MASQ_LINK_LOCAL, CFG_POD_CIDRS};
+use super::types::{
+    MasqConfig, NatEntry, NatTuple, CFG_MASQ_LINK_LOCAL, CFG_POD_CIDRS, CFG_SRC_CIDRS,
+};
 use super::{kernel_err, PortRange};
 use crate::{Desired, Error};
 
@@ -191,9 +193,15 @@ impl Maps {
         }
         // The config last among additions: the pod-CIDR flag must not switch on before the
         // pod trie holds the CIDRs (every source would stop being a pod for a moment).
-        if have.config != want.config {
+        // CFG_SRC_CIDRS only spares a lookup in an empty trie: derive it, never trust it.
+        let mut config = want.config;
+        config.flags &= !CFG_SRC_CIDRS;
+        if !want.nonmasq_src.is_empty() {
+            config.flags |= CFG_SRC_CIDRS;
+        }
+        if have.config != config {
             self.config
-                .set(0, want.config, 0)
+                .set(0, config, 0)
                 .map_err(kernel_err("writing masq_config"))?;
             writes += 1;
         }
@@ -320,6 +328,10 @@ impl Contents {
         if !pod_cidrs.is_empty() {
             flags |= CFG_POD_CIDRS;
         }
+        let nonmasq_src = v4_nets(&config.non_masquerade_src_cidrs);
+        if !nonmasq_src.is_empty() {
+            flags |= CFG_SRC_CIDRS;
+        }
         let mut snat_addrs = BTreeMap::new();
         match node.snat_ip {
             Some(IpAddr::V4(fixed)) => {
@@ -359,7 +371,7 @@ impl Contents {
             snat_addrs,
             local_addrs,
             nonmasq_dst,
-            nonmasq_src: v4_nets(&config.non_masquerade_src_cidrs),
+            nonmasq_src,
             pod_cidrs,
         }
     }
@@ -390,6 +402,7 @@ impl Contents {
             c.flags & CFG_MASQ_LINK_LOCAL != 0
         );
         let _ = writeln!(out, "pod_cidrs_only {}", c.flags & CFG_POD_CIDRS != 0);
+        let _ = writeln!(out, "src_cidrs {}", c.flags & CFG_SRC_CIDRS != 0);
         let _ = writeln!(out, "# map {}", name::SNAT_ADDRS);
         for (ifindex, addr) in &self.snat_addrs {
             match ifindex {

@@ -15,6 +15,8 @@ pub const PROTO_ICMP: u8 = 1;
 pub const CFG_MASQ_LINK_LOCAL: u32 = 1 << 0;
 /// `masq_config.flags`: `--pod-cidr` was given; only sources in the pod trie are pods.
 pub const CFG_POD_CIDRS: u32 = 1 << 1;
+/// `masq_config.flags`: the source-exemption trie is not empty.
+pub const CFG_SRC_CIDRS: u32 = 1 << 2;
 
 /// `nat_entry.flags`: TCP FIN or RST seen.
 pub const NAT_F_CLOSING: u8 = 1 << 0;

@@ -67,7 +67,11 @@ impl Harness {
 
     pub fn set_link_local(&mut self, masq: bool) {
         let mut c = self.maps.read().unwrap();
-        c.config.flags = if masq { CFG_MASQ_LINK_LOCAL } else { 0 };
+        if masq {
+            c.config.flags |= CFG_MASQ_LINK_LOCAL;
+        } else {
+            c.config.flags &= !CFG_MASQ_LINK_LOCAL;
+        }
         self.maps.apply(&c).unwrap();
     }
 
