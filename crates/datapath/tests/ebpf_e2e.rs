@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use masq_config::Config;
-use masq_datapath::ebpf::{attach, Direction, Ebpf};
+use masq_datapath::ebpf::{attach, Direction, Ebpf, Maps, MAPS_SUBDIR};
 use masq_datapath::{Datapath, Desired, Interface, NodeSettings};
 use masq_testbed::{veth, Netns};
 
@@ -503,5 +503,38 @@ fn kill_9_under_traffic_breaks_no_connection_body() {
         (client.join().unwrap(), server.join().unwrap())
     });
     assert_eq!(echoed, ROUNDS, "messages lost across kill -9 and adoption");
+    assert_eq!(peer.unwrap().ip(), IpAddr::V4(NODE));
+}
+
+#[test]
+fn drift_in_maps_and_links_is_repaired_by_the_next_sync() {
+    with_private_bpffs(drift_in_maps_and_links_is_repaired_by_the_next_sync_body);
+}
+
+fn drift_in_maps_and_links_is_repaired_by_the_next_sync_body() {
+    let Some(t) = topology() else { return };
+    let desired = t.desired();
+    let mut agent = t.agent();
+    t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
+    let report = t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
+    assert!(!report.changed && !report.drift_repaired, "{report:?}");
+
+    // Someone empties the CIDR trie behind the agent's back.
+    let mut maps = Maps::open_pinned(&t.pin_dir.join(MAPS_SUBDIR)).unwrap();
+    let mut tampered = maps.read().unwrap();
+    tampered.nonmasq_dst.clear();
+    maps.apply(&tampered).unwrap();
+    assert!(!t.node.enter(|| agent.matches(&desired)).unwrap().unwrap());
+    let report = t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
+    assert!(report.changed && report.drift_repaired, "{report:?}");
+
+    // Someone detaches the programs (and removes the link pins).
+    attach::detach_all(&t.pin_dir).unwrap();
+    assert!(!t.node.enter(|| agent.matches(&desired)).unwrap().unwrap());
+    let report = t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
+    assert!(report.changed && report.drift_repaired, "{report:?}");
+    assert!(t.node.enter(|| agent.matches(&desired)).unwrap().unwrap());
+    let (ok, peer) = tcp_peer_seen(&t, INTERNET);
+    assert!(ok);
     assert_eq!(peer.unwrap().ip(), IpAddr::V4(NODE));
 }

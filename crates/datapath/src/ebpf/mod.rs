@@ -16,7 +16,7 @@ pub mod maps;
 pub mod nat;
 pub mod types;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -99,6 +99,9 @@ struct Loaded {
     maps: Maps,
     /// What this process last wrote, to tell drift from our own changes.
     last_written: Option<Contents>,
+    /// Hooks this process has put its programs on; later syncs only check they are still there
+    /// (re-adopting the pin every resync would leak an fd each time).
+    hooked: BTreeSet<(String, Direction)>,
 }
 
 /// The eBPF datapath. See the module documentation.
@@ -155,6 +158,7 @@ impl Ebpf {
                 bpf,
                 maps,
                 last_written: None,
+                hooked: BTreeSet::new(),
             });
         }
         Ok(self.loaded.as_mut().expect("loaded just above"))
@@ -240,8 +244,17 @@ impl Datapath for Ebpf {
         loaded.last_written = Some(want.clone());
 
         let mut relinked = false;
+        let mut repaired = false;
         for iface in &desired.node.interfaces {
             for dir in Direction::BOTH {
+                let hook = (iface.name.clone(), dir);
+                if loaded.hooked.contains(&hook) {
+                    if attach::is_attached(&iface.name, dir) {
+                        continue;
+                    }
+                    // Someone detached it, or the interface was recreated.
+                    repaired = true;
+                }
                 let prog: &mut SchedClassifier = loaded
                     .bpf
                     .program_mut(dir.program())
@@ -251,16 +264,20 @@ impl Datapath for Ebpf {
                     .try_into()
                     .map_err(kernel_err("program type"))?;
                 relinked |= attach::ensure(prog, &pin_dir, &iface.name, dir)?;
+                loaded.hooked.insert(hook);
             }
         }
         Ok(SyncReport {
             changed: writes > 0 || relinked,
-            drift_repaired: drift_maps || (relinked && have == want),
+            drift_repaired: drift_maps || repaired,
             installed_entries: want.len(),
         })
     }
 
     fn matches(&self, desired: &Desired) -> Result<bool, Error> {
+        if self.loaded.is_none() && !self.maps_dir().join(maps::name::CONFIG).exists() {
+            return Ok(false); // nothing installed
+        }
         let want = Contents::for_desired(desired);
         let have = self.with_maps(|maps| maps.read())?;
         if have != want {
