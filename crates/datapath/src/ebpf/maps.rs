@@ -431,3 +431,86 @@ impl Contents {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use masq_config::Config;
+
+    use super::*;
+    use crate::{Interface, NodeSettings};
+
+    fn desired(cidrs: &[&str]) -> Desired {
+        Desired {
+            config: Config {
+                non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+                masq_link_local: false,
+                masq_link_local_ipv6: false,
+                resync_interval: Duration::from_secs(60),
+                cidr_limit: 16384,
+                non_masquerade_src_cidrs: vec!["10.9.0.0/16".parse().unwrap()],
+            },
+            node: NodeSettings {
+                interfaces: vec![Interface {
+                    name: "eth0".into(),
+                    index: 4,
+                    addrs: vec!["fe80::1".parse().unwrap(), "172.18.0.2".parse().unwrap()],
+                }],
+                native_routing_cidr: Some("10.244.0.0/16".parse().unwrap()),
+                ..NodeSettings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn contents_collapse_duplicates_and_skip_ipv6() {
+        let c = Contents::for_desired(&desired(&["10.0.0.0/8", "10.0.0.0/8", "fd00::/8"]));
+        let dst: Vec<String> = c.nonmasq_dst.iter().map(|n| n.to_string()).collect();
+        assert_eq!(dst, ["10.0.0.0/8", "10.244.0.0/16"]);
+        assert_eq!(c.snat_addrs.get(&4), Some(&Ipv4Addr::new(172, 18, 0, 2)));
+        assert_eq!(c.config.flags, CFG_SRC_CIDRS);
+        assert_eq!((c.config.port_min, c.config.port_max), (32768, 65535));
+    }
+
+    #[test]
+    fn a_fixed_snat_ip_applies_to_every_interface_and_is_local() {
+        let mut d = desired(&[]);
+        d.node.snat_ip = Some("192.0.2.7".parse().unwrap());
+        d.node.port_range = Some(PortRange {
+            first: 40000,
+            last: 40999,
+        });
+        let c = Contents::for_desired(&d);
+        let fixed = Ipv4Addr::new(192, 0, 2, 7);
+        assert_eq!(c.snat_addrs, BTreeMap::from([(0, fixed)]));
+        assert!(c.local_addrs.contains(&fixed));
+        assert_eq!((c.config.port_min, c.config.port_max), (40000, 40999));
+    }
+
+    #[test]
+    fn render_lists_every_map_sorted() {
+        let mut d = desired(&["192.168.0.0/16", "10.0.0.0/8"]);
+        d.config.masq_link_local = true;
+        let text = Contents::for_desired(&d).render();
+        let expected = "\
+# map masq_config
+port_range 32768-65535
+masq_link_local true
+pod_cidrs_only false
+src_cidrs true
+# map masq_snat_addrs
+ifindex 4 172.18.0.2
+# map masq_local_addrs
+172.18.0.2
+# map masq_nonmasq_dst
+10.0.0.0/8
+10.244.0.0/16
+192.168.0.0/16
+# map masq_nonmasq_src
+10.9.0.0/16
+# map masq_pod_cidrs
+";
+        assert_eq!(text, expected);
+    }
+}
