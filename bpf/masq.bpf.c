@@ -40,7 +40,7 @@ __always_inline_fn int egress_later_fragment(struct __sk_buff *skb, const struct
  * not leave with the pod's address).
  */
 __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *p,
-				       const struct nat_tuple *fwd, struct nat_entry **out)
+				       const struct nat_tuple *fwd, struct nat_entry *out)
 {
 	const struct masq_config *cfg = config_get();
 	enum masq_reason verdict;
@@ -60,13 +60,13 @@ __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *
 		count(MASQ_PASS_NO_SNAT_ADDR);
 		return 0;
 	}
-	*out = nat_create(fwd, snat, cfg);
-	return *out ? 1 : -1;
+	return nat_create(fwd, snat, cfg, out) == 0 ? 1 : -1;
 }
 
 SEC("classifier")
 int masq_egress(struct __sk_buff *skb)
 {
+	struct nat_entry created;
 	struct nat_tuple fwd;
 	struct nat_entry *e = NULL;
 	struct pkt p;
@@ -87,19 +87,22 @@ int masq_egress(struct __sk_buff *skb)
 	/* Established flows first: they never pay for the CIDR lookups. */
 	tuple_from_pkt(&fwd, &p);
 	e = bpf_map_lookup_elem(&masq_nat_egress, &fwd);
-	if (!e) {
-		ret = egress_new_flow(skb, &p, &fwd, &e);
+	if (e) {
+		nat_touch(e, &p);
+		to_addr = e->to_addr;
+		to_port = e->to_port;
+	} else {
+		ret = egress_new_flow(skb, &p, &fwd, &created);
 		if (ret < 0)
 			return MASQ_DROP; /* counted by nat_create */
-		if (ret == 0 || !e) {
+		if (ret == 0) {
 			if (p.frag == FRAG_FIRST)
 				frag_remember(&p, 0, 0);
 			return MASQ_CONTINUE;
 		}
+		to_addr = created.to_addr;
+		to_port = created.to_port;
 	}
-	nat_touch(e, &p);
-	to_addr = e->to_addr;
-	to_port = e->to_port;
 	if (p.frag == FRAG_FIRST)
 		frag_remember(&p, 0, to_addr);
 

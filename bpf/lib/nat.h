@@ -95,18 +95,18 @@ __always_inline_fn const struct masq_config *config_get(void)
 }
 
 /*
- * Creates the NAT pair for a new flow and returns its forward half, or NULL when no port is
- * free (counted). The reverse half is claimed first with BPF_NOEXIST: that claim is what makes
- * a port ours, atomically across CPUs; the forward half follows, and a lost race on it rolls
- * the claim back and uses the winner's entry.
+ * Creates the NAT pair for a new flow and copies its forward half to *out; returns -1 when no
+ * port is free (counted). The reverse half is claimed first with BPF_NOEXIST: that claim is what
+ * makes a port ours, atomically across CPUs; the forward half follows, and a lost race on it
+ * rolls the claim back and uses the winner's entry.
  */
-__always_inline_fn struct nat_entry *nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
-						const struct masq_config *cfg)
+__always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
+				  const struct masq_config *cfg, struct nat_entry *out)
 {
 	__u32 port_min = cfg->port_min ? cfg->port_min : MASQ_PORT_MIN_DEFAULT;
 	__u32 port_max = cfg->port_max ? cfg->port_max : MASQ_PORT_MAX_DEFAULT;
 	__u32 span, orig = bpf_ntohs(fwd->sport);
-	struct nat_entry rev_val = {}, fwd_val = {};
+	struct nat_entry rev_val = {};
 	struct nat_tuple rev = {};
 	struct nat_entry *e;
 	int i, claimed = 0;
@@ -141,22 +141,28 @@ __always_inline_fn struct nat_entry *nat_create(const struct nat_tuple *fwd, __b
 	}
 	if (!claimed) {
 		count(MASQ_DROP_PORT_EXHAUSTED);
-		return NULL;
+		return -1;
 	}
 
-	fwd_val.to_addr = snat_addr;
-	fwd_val.to_port = rev.dport;
-	fwd_val.created_ns = rev_val.created_ns;
-	fwd_val.last_seen_ns = rev_val.created_ns;
-	if (bpf_map_update_elem(&masq_nat_egress, fwd, &fwd_val, BPF_NOEXIST) != 0)
-		bpf_map_delete_elem(&masq_nat_ingress, &rev);
-	else
+	out->to_addr = snat_addr;
+	out->to_port = rev.dport;
+	out->flags = 0;
+	out->pad = 0;
+	out->created_ns = rev_val.created_ns;
+	out->last_seen_ns = rev_val.created_ns;
+	if (bpf_map_update_elem(&masq_nat_egress, fwd, out, BPF_NOEXIST) == 0) {
 		count(MASQ_NAT_CREATED);
-
+		return 0;
+	}
+	/* Another CPU created this flow's pair meanwhile: give our port back, use theirs. */
+	bpf_map_delete_elem(&masq_nat_ingress, &rev);
 	e = bpf_map_lookup_elem(&masq_nat_egress, fwd);
-	if (!e)
+	if (!e) {
 		count(MASQ_DROP_NAT_INSERT);
-	return e;
+		return -1;
+	}
+	*out = *e;
+	return 0;
 }
 
 /*
