@@ -72,24 +72,50 @@ pub fn link_pin(pin_dir: &Path, iface: &str, dir: Direction) -> PathBuf {
         .join(format!("{iface}-{}", dir.as_str()))
 }
 
-/// Is one of masq's programs attached to `iface` on `dir` right now (TCX or clsact)?
-pub fn is_attached(iface: &str, dir: Direction) -> bool {
-    match SchedClassifier::query_tcx(iface, dir.tc()) {
-        Ok((_, programs)) => programs
-            .iter()
-            .any(|p| p.name_as_str() == Some(dir.program())),
-        Err(_) => false,
-    }
+/// How programs are attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// TCX where the kernel has it (≥ 6.6), clsact otherwise.
+    #[default]
+    Auto,
+    /// clsact filters only (older kernels; also how the fallback is tested).
+    Clsact,
 }
 
-/// Makes `prog` the program on `iface`/`dir`: swaps it into the pinned link a previous run left,
-/// or creates and pins a new link. Returns true when something had to be (re)created.
+/// Is one of masq's programs attached to `iface` on `dir` right now (TCX or clsact)?
+pub fn is_attached(iface: &str, dir: Direction) -> bool {
+    let on_tcx = SchedClassifier::query_tcx(iface, dir.tc())
+        .map(|(_, programs)| {
+            programs
+                .iter()
+                .any(|p| p.name_as_str() == Some(dir.program()))
+        })
+        .unwrap_or(false);
+    on_tcx || has_clsact_filter(iface, dir)
+}
+
+/// aya cannot list netlink filters: ask `tc` (it runs in the caller's network namespace).
+fn has_clsact_filter(iface: &str, dir: Direction) -> bool {
+    std::process::Command::new("tc")
+        .args(["filter", "show", "dev", iface, dir.as_str()])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).contains(dir.program()))
+        .unwrap_or(false)
+}
+
+/// Makes `prog` the program on `iface`/`dir`: swaps it into the pinned link (or the clsact
+/// filter) a previous run left, or creates a new one. Returns true when something had to be
+/// created.
 pub fn ensure(
     prog: &mut SchedClassifier,
     pin_dir: &Path,
     iface: &str,
     dir: Direction,
+    mode: AttachMode,
 ) -> Result<bool, Error> {
+    if mode == AttachMode::Clsact {
+        return attach_netlink(prog, iface, dir);
+    }
     let pin = link_pin(pin_dir, iface, dir);
     if pin.exists() {
         if adopt_tcx(prog, &pin).is_ok() && is_attached(iface, dir) {
@@ -102,8 +128,7 @@ pub fn ensure(
         Ok(()) => Ok(true),
         Err(tcx_error) => {
             tracing::info!(%iface, direction = dir.as_str(), error = %tcx_error, "TCX unavailable, using clsact");
-            attach_netlink(prog, iface, dir)?;
-            Ok(true)
+            attach_netlink(prog, iface, dir)
         }
     }
 }
@@ -143,7 +168,9 @@ fn attach_tcx(
     Ok(())
 }
 
-fn attach_netlink(prog: &mut SchedClassifier, iface: &str, dir: Direction) -> Result<(), Error> {
+/// Replaces the program of masq's filter in place, or creates the filter. Returns true when
+/// it had to be created.
+fn attach_netlink(prog: &mut SchedClassifier, iface: &str, dir: Direction) -> Result<bool, Error> {
     let what = || {
         format!(
             "attaching {} to {iface} ({}) via clsact",
@@ -160,23 +187,23 @@ fn attach_netlink(prog: &mut SchedClassifier, iface: &str, dir: Direction) -> Re
     let existing =
         SchedClassifierLink::attached(iface, dir.tc(), NETLINK_PRIORITY, NETLINK_HANDLE, None)
             .map_err(kernel_err(what()))?;
-    let id = match prog.attach_to_link(existing) {
-        Ok(id) => id,
-        Err(_) => prog
-            .attach_with_options(
-                iface,
-                dir.tc(),
-                TcAttachOptions::Netlink(NlOptions {
-                    priority: NETLINK_PRIORITY,
-                    handle: NETLINK_HANDLE,
-                    classid: None,
-                }),
-            )
-            .map_err(kernel_err(what()))?,
+    let (id, created) = match prog.attach_to_link(existing) {
+        Ok(id) => (id, false),
+        Err(_) => {
+            let options = TcAttachOptions::Netlink(NlOptions {
+                priority: NETLINK_PRIORITY,
+                handle: NETLINK_HANDLE,
+                classid: None,
+            });
+            let id = prog
+                .attach_with_options(iface, dir.tc(), options)
+                .map_err(kernel_err(what()))?;
+            (id, true)
+        }
     };
     // aya deletes the filter when the link is dropped; it must outlive this process.
     std::mem::forget(prog.take_link(id).map_err(kernel_err(what()))?);
-    Ok(())
+    Ok(created)
 }
 
 /// Detaches every link pinned under `pin_dir/links` (forcibly, even if another process still

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use aya::programs::SchedClassifier;
 use aya::EbpfLoader;
 
-pub use attach::Direction;
+pub use attach::{AttachMode, Direction};
 pub use maps::{Contents, Maps, DEFAULT_PORT_RANGE};
 pub use nat::{GcReport, NatDirection, NatListEntry, Pressure};
 pub use types::Reason;
@@ -107,6 +107,7 @@ struct Loaded {
 /// The eBPF datapath. See the module documentation.
 pub struct Ebpf {
     pin_dir: PathBuf,
+    mode: AttachMode,
     loaded: Option<Loaded>,
 }
 
@@ -121,8 +122,15 @@ impl Ebpf {
     pub fn new(pin_dir: PathBuf) -> Ebpf {
         Ebpf {
             pin_dir,
+            mode: AttachMode::Auto,
             loaded: None,
         }
+    }
+
+    /// Chooses how programs are attached (default: TCX, clsact where TCX is missing).
+    pub fn with_attach_mode(mut self, mode: AttachMode) -> Ebpf {
+        self.mode = mode;
+        self
     }
 
     /// The pin directory.
@@ -236,6 +244,7 @@ impl Datapath for Ebpf {
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
         Ebpf::check_supported(desired)?;
         let pin_dir = self.pin_dir.clone();
+        let mode = self.mode;
         let want = Contents::for_desired(desired);
         let loaded = self.load()?;
         let have = loaded.maps.read()?;
@@ -263,7 +272,7 @@ impl Datapath for Ebpf {
                     })?
                     .try_into()
                     .map_err(kernel_err("program type"))?;
-                relinked |= attach::ensure(prog, &pin_dir, &iface.name, dir)?;
+                relinked |= attach::ensure(prog, &pin_dir, &iface.name, dir, mode)?;
                 loaded.hooked.insert(hook);
             }
         }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use masq_datapath::ebpf::{attach, Direction, Ebpf, Maps, MAPS_SUBDIR};
+use masq_datapath::ebpf::{attach, AttachMode, Direction, Ebpf, Maps, MAPS_SUBDIR};
 use masq_datapath::Datapath;
 
 #[test]
@@ -228,4 +228,55 @@ fn drift_in_maps_and_links_is_repaired_by_the_next_sync_body() {
     let (ok, peer) = tcp_peer_seen(&t, INTERNET);
     assert!(ok);
     assert_eq!(peer.unwrap().ip(), IpAddr::V4(NODE));
+}
+
+#[test]
+fn the_clsact_fallback_translates_restarts_in_place_and_cleans_up() {
+    with_private_bpffs(the_clsact_fallback_translates_restarts_in_place_and_cleans_up_body);
+}
+
+fn the_clsact_fallback_translates_restarts_in_place_and_cleans_up_body() {
+    let Some(t) = topology() else { return };
+    let desired = t.desired();
+    let clsact = || t.agent().with_attach_mode(AttachMode::Clsact);
+    let mut first = clsact();
+    let report = t.node.enter(|| first.sync(&desired)).unwrap().unwrap();
+    assert!(report.changed);
+    assert!(t.node.enter(|| first.matches(&desired)).unwrap().unwrap());
+    let (ok, peer) = tcp_peer_seen(&t, INTERNET);
+    assert!(ok);
+    assert_eq!(peer.unwrap().ip(), IpAddr::V4(NODE));
+
+    // The filters outlive the agent; a new one replaces their programs in place.
+    drop(first);
+    assert!(t
+        .node
+        .enter(|| Direction::BOTH
+            .iter()
+            .all(|d| attach::is_attached("eth0", *d)))
+        .unwrap());
+    let mut second = clsact();
+    let report = t.node.enter(|| second.sync(&desired)).unwrap().unwrap();
+    assert!(!report.changed, "{report:?}");
+    let (ok, peer) = tcp_peer_seen(&t, INTERNET);
+    assert!(ok);
+    assert_eq!(peer.unwrap().ip(), IpAddr::V4(NODE));
+    let filters = t
+        .node
+        .exec("tc", &["filter", "show", "dev", "eth0", "egress"])
+        .unwrap();
+    let ours = filters
+        .lines()
+        .filter(|l| l.contains("masq_egress"))
+        .count();
+    assert_eq!(ours, 1, "one filter, replaced in place: {filters}");
+
+    t.node.enter(|| second.cleanup()).unwrap().unwrap();
+    assert!(!t
+        .node
+        .enter(|| Direction::BOTH
+            .iter()
+            .any(|d| attach::is_attached("eth0", *d)))
+        .unwrap());
+    assert!(!t.pin_dir.exists());
 }
