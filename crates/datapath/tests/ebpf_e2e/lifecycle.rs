@@ -280,3 +280,77 @@ fn the_clsact_fallback_translates_restarts_in_place_and_cleans_up_body() {
         .unwrap());
     assert!(!t.pin_dir.exists());
 }
+
+#[test]
+fn program_swaps_under_a_flood_leave_no_packet_untranslated() {
+    with_private_bpffs(program_swaps_under_a_flood_leave_no_packet_untranslated_body);
+}
+
+/// An upgrade replaces the programs in place (`BPF_LINK_UPDATE`): a pod floods the external
+/// side while agents are replaced one after the other; the server must see every datagram from
+/// the node address, none from the pod.
+fn program_swaps_under_a_flood_leave_no_packet_untranslated_body() {
+    use std::net::UdpSocket;
+    let Some(t) = topology() else { return };
+    let desired = t.desired();
+    let mut agent = t.agent();
+    t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
+    const DATAGRAMS: u32 = 3000;
+    let flooding = std::sync::atomic::AtomicBool::new(true);
+    let (from_node, from_elsewhere, swaps) = std::thread::scope(|s| {
+        let (tx, rx) = mpsc::channel();
+        let server = s.spawn(|| {
+            t.external
+                .enter(move || {
+                    let sock = UdpSocket::bind((INTERNET, 5353)).unwrap();
+                    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                    tx.send(()).unwrap();
+                    let (mut node, mut other) = (0u32, 0u32);
+                    let mut buf = [0u8; 16];
+                    while let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                        if peer.ip() == IpAddr::V4(NODE) {
+                            node += 1;
+                        } else {
+                            other += 1;
+                        }
+                    }
+                    (node, other)
+                })
+                .unwrap()
+        });
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let flood = s.spawn(|| {
+            t.pod
+                .enter(|| {
+                    let sock = UdpSocket::bind((POD, 40000)).unwrap();
+                    for i in 0..DATAGRAMS {
+                        sock.send_to(&i.to_be_bytes(), (INTERNET, 5353)).unwrap();
+                        if i % 20 == 19 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                })
+                .unwrap();
+            flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+        });
+        let mut swaps = 0;
+        while flooding.load(std::sync::atomic::Ordering::Relaxed) && swaps < 50 {
+            let mut next = t.agent();
+            let report = t.node.enter(|| next.sync(&desired)).unwrap().unwrap();
+            assert!(!report.changed, "{report:?}");
+            agent = next;
+            swaps += 1;
+        }
+        flood.join().unwrap();
+        let (node, other) = server.join().unwrap();
+        (node, other, swaps)
+    });
+    eprintln!("{swaps} program swaps during a flood of {DATAGRAMS} datagrams");
+    assert!(swaps >= 3, "only {swaps} swaps happened during the flood");
+    assert_eq!(
+        from_elsewhere, 0,
+        "datagrams left untranslated during swaps"
+    );
+    assert_eq!(from_node, DATAGRAMS, "datagrams lost");
+    drop(agent);
+}
