@@ -133,6 +133,14 @@ impl Ebpf {
         self
     }
 
+    /// Can this datapath run here? Loads the programs once (the verifier's verdict) without
+    /// attaching or pinning anything, and checks that the pin directory is on a bpf filesystem.
+    /// For `--datapath auto`.
+    pub fn probe(&self) -> Result<(), Error> {
+        check_bpffs(&self.pin_dir)?;
+        load_unpinned().map(drop)
+    }
+
     /// The pin directory.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir

@@ -74,3 +74,16 @@ fn config_changes_update_the_cidr_trie_in_place_body() {
     let rendered = agent.render(&desired);
     assert!(rendered.contains("203.0.113.0/24\n"), "{rendered}");
 }
+
+#[test]
+fn probe_accepts_a_bpffs_pin_dir_and_refuses_anything_else() {
+    with_private_bpffs(|| {
+        masq_datapath::ebpf::Ebpf::new("/sys/fs/bpf/masq-probe".into())
+            .probe()
+            .unwrap();
+        let err = masq_datapath::ebpf::Ebpf::new(std::env::temp_dir().join("masq-probe"))
+            .probe()
+            .unwrap_err();
+        assert!(err.to_string().contains("not on a bpf filesystem"), "{err}");
+    });
+}

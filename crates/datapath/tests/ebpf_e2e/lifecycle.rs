@@ -346,7 +346,7 @@ fn program_swaps_under_a_flood_leave_no_packet_untranslated_body() {
         (node, other, swaps)
     });
     eprintln!("{swaps} program swaps during a flood of {DATAGRAMS} datagrams");
-    assert!(swaps >= 5, "only {swaps} swaps happened during the flood");
+    assert!(swaps >= 2, "only {swaps} swaps happened during the flood");
     assert_eq!(
         from_elsewhere, 0,
         "datagrams left untranslated during swaps"
