@@ -173,6 +173,15 @@ pub struct PortPool {
     pub used: u32,
 }
 
+impl PortPool {
+    /// Share of the port range in use, 0.0 to 1.0 (ports outside the range, kept from a previous
+    /// range, can push it past 1.0).
+    pub fn saturation(&self, range: crate::PortRange) -> f64 {
+        let size = u32::from(range.last.saturating_sub(range.first)) + 1;
+        f64::from(self.used) / f64::from(size)
+    }
+}
+
 /// How full the NAT table is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pressure {
