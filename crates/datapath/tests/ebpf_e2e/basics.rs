@@ -3,9 +3,12 @@
 use crate::topology::*;
 use crate::traffic::*;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use masq_datapath::Datapath;
+use masq_testbed::{veth, Netns};
 
 #[test]
 fn pod_traffic_leaves_with_the_node_address_and_replies_come_back() {
@@ -86,4 +89,118 @@ fn probe_accepts_a_bpffs_pin_dir_and_refuses_anything_else() {
             .unwrap_err();
         assert!(err.to_string().contains("not on a bpf filesystem"), "{err}");
     });
+}
+
+/// Adds a host `far` (198.51.100.20) behind the external namespace, which becomes a router with
+/// a 1280-byte MTU towards it: the place where ICMP errors about the pod's traffic come from.
+fn add_far_host(t: &Topology) -> Netns {
+    let far = Netns::new("far").unwrap();
+    veth(&t.external, "efar", &far, "eth0").unwrap();
+    t.external
+        .ip(&["link", "set", "efar", "mtu", "1280"])
+        .unwrap();
+    t.external
+        .ip(&["addr", "add", "198.51.100.1/24", "dev", "efar"])
+        .unwrap();
+    t.external
+        .exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    far.ip(&["link", "set", "eth0", "mtu", "1280"]).unwrap();
+    far.ip(&["addr", "add", "198.51.100.20/24", "dev", "eth0"])
+        .unwrap();
+    far.ip(&["route", "add", "default", "via", "198.51.100.1"])
+        .unwrap();
+    far
+}
+
+const FAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+
+fn set_int_option(sock: &UdpSocket, level: i32, name: i32, value: i32) {
+    // SAFETY: a valid socket and a pointer to an int of the stated size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt {level}/{name}");
+}
+
+fn get_int_option(sock: &UdpSocket, level: i32, name: i32) -> i32 {
+    let mut value: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: as above, with room for the answer.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt {level}/{name}");
+    value
+}
+
+#[test]
+fn path_mtu_discovery_and_traceroute_errors_reach_the_pod() {
+    with_private_bpffs(path_mtu_discovery_and_traceroute_errors_reach_the_pod_body);
+}
+
+/// The pod's kernel validates the ICMP checksum and matches the quoted header against its
+/// socket: the errors arrive only if masq translated them back correctly.
+fn path_mtu_discovery_and_traceroute_errors_reach_the_pod_body() {
+    let Some(t) = topology() else { return };
+    let _far = add_far_host(&t);
+    let mut agent = t.agent();
+    t.node.enter(|| agent.sync(&t.desired())).unwrap().unwrap();
+
+    let (mtu, ttl_error) = t
+        .pod
+        .enter(|| {
+            // Fragmentation needed: a 1400-byte datagram with DF set meets the 1280 link.
+            let sock = UdpSocket::bind((POD, 0)).unwrap();
+            set_int_option(
+                &sock,
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DO,
+            );
+            sock.connect((FAR, 9)).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut mtu = get_int_option(&sock, libc::IPPROTO_IP, libc::IP_MTU);
+            while mtu != 1280 && Instant::now() < deadline {
+                let _ = sock.send(&[0u8; 1400]);
+                std::thread::sleep(Duration::from_millis(100));
+                mtu = get_int_option(&sock, libc::IPPROTO_IP, libc::IP_MTU);
+            }
+
+            // Time exceeded: TTL 2 dies at the router (the node's forwarding takes one).
+            let probe = UdpSocket::bind((POD, 0)).unwrap();
+            set_int_option(&probe, libc::IPPROTO_IP, libc::IP_RECVERR, 1);
+            set_int_option(&probe, libc::IPPROTO_IP, libc::IP_TTL, 2);
+            probe.connect((FAR, 33434)).unwrap();
+            probe
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            probe.send(b"traceroute").unwrap();
+            let mut buf = [0u8; 64];
+            let ttl_error = probe.recv(&mut buf).err().and_then(|e| e.raw_os_error());
+            (mtu, ttl_error)
+        })
+        .unwrap();
+    assert_eq!(
+        mtu, 1280,
+        "the fragmentation-needed error did not reach the pod"
+    );
+    assert_eq!(
+        ttl_error,
+        Some(libc::EHOSTUNREACH),
+        "no time-exceeded error at the pod"
+    );
+    assert!(agent.counters().unwrap()[&masq_datapath::ebpf::Reason::IcmpErrorTranslated] >= 2);
 }
