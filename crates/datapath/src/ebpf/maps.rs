@@ -126,6 +126,11 @@ impl Maps {
         &mut self.nat_egress
     }
 
+    /// Raw access to the reverse NAT halves, for tests and benchmarks that stage entries.
+    pub fn nat_ingress_mut(&mut self) -> &mut HashMap<MapData, NatTuple, NatEntry> {
+        &mut self.nat_ingress
+    }
+
     /// Reads what is installed now.
     pub fn read(&self) -> Result<Contents, Error> {
         let config = self

@@ -563,3 +563,25 @@ fn tcp_fin_shortens_the_lifetime() {
     let report = nat::gc(&mut h.maps, nat::monotonic_ns() + 30 * 1_000_000_000).unwrap();
     assert_eq!(report.expired_pairs, 1);
 }
+
+#[test]
+fn gc_removes_a_half_whose_partner_was_evicted() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    h.egress(&tcp(POD, 40001, EXTERNAL, 80, b""));
+    // Evict one reverse half by hand, as the LRU would under pressure.
+    let reverse = masq_datapath::ebpf::types::NatTuple::new(TCP, EXTERNAL, 80, NODE, 40000);
+    h.maps.nat_ingress_mut().remove(&reverse).unwrap();
+    let report = nat::gc(&mut h.maps, nat::monotonic_ns()).unwrap();
+    assert_eq!(report.orphans, 1);
+    assert_eq!(report.expired_pairs, 0);
+    let left: Vec<_> = nat::list(&h.maps).unwrap();
+    assert_eq!(left.len(), 2, "the other pair stays whole");
+    // The next packet of the orphaned flow builds a fresh pair.
+    let (_, out) = h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    assert_eq!(inspect(&out).src, NODE);
+    let (_, back) = h.ingress(&tcp(EXTERNAL, 80, NODE, inspect(&out).sport, b""));
+    assert_eq!(inspect(&back).dst, POD);
+}
