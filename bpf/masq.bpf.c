@@ -88,7 +88,8 @@ int masq_egress(struct __sk_buff *skb)
 	tuple_from_pkt(&fwd, &p);
 	e = bpf_map_lookup_elem(&masq_nat_egress, &fwd);
 	if (e) {
-		nat_touch(e, &p);
+		if (nat_touch(e, &p))
+			nat_restore_reverse(&fwd, e);
 		to_addr = e->to_addr;
 		to_port = e->to_port;
 	} else {

@@ -23,6 +23,7 @@ enum masq_reason {
 	MASQ_FRAG_UNTRACKED = 11,     /* non-first fragment without a first fragment seen: untouched */
 	MASQ_ICMP_ERROR_TRANSLATED = 12, /* ICMP error about a masqueraded flow sent back to the pod */
 	MASQ_HOST_PORT_RESERVED = 13, /* a node-owned flow reserved its port against SNAT reuse */
+	MASQ_NAT_REVERSE_RESTORED = 14, /* an evicted reverse half was put back by its flow */
 
 	MASQ_DROP_FIRST = 64,
 	MASQ_DROP_BAD_IHL = 64,        /* IPv4 header length under 20 bytes or past the packet */

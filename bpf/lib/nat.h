@@ -49,16 +49,52 @@ __always_inline_fn void tuple_from_pkt(struct nat_tuple *t, const struct pkt *p)
 	t->pad[0] = t->pad[1] = t->pad[2] = 0;
 }
 
-/* Keeps an entry alive for the userspace GC and marks TCP teardown. */
-__always_inline_fn void nat_touch(struct nat_entry *e, const struct pkt *p)
+/*
+ * Keeps an entry alive for the userspace GC and marks TCP teardown. Returns 1 when the
+ * timestamp was refreshed (at most once a second per entry): a cheap moment for rarer checks.
+ */
+__always_inline_fn int nat_touch(struct nat_entry *e, const struct pkt *p)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
+	int refreshed = 0;
 
-	if (now - e->last_seen_ns > NSEC_PER_SEC)
+	if (now - e->last_seen_ns > NSEC_PER_SEC) {
 		e->last_seen_ns = now;
+		refreshed = 1;
+	}
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (0x01 | 0x04)) && /* FIN | RST */
 	    !(e->flags & NAT_F_CLOSING))
 		e->flags |= NAT_F_CLOSING;
+	return refreshed;
+}
+
+/*
+ * The two halves live in separate LRU maps, so pressure can evict one alone. Once a second per
+ * flow, the egress path puts a missing reverse half back, so replies keep being translated
+ * (the userspace GC would otherwise only notice later). NOEXIST: if the port went to another
+ * flow meanwhile, that flow keeps it and the GC retires this one.
+ */
+__always_inline_fn void nat_restore_reverse(const struct nat_tuple *fwd, const struct nat_entry *e)
+{
+	struct nat_tuple rev = {
+		.saddr = fwd->daddr,
+		.daddr = e->to_addr,
+		.sport = fwd->dport,
+		.dport = e->to_port,
+		.proto = fwd->proto,
+	};
+	struct nat_entry val = {
+		.to_addr = fwd->saddr,
+		.to_port = fwd->sport,
+		.flags = e->flags,
+		.created_ns = e->created_ns,
+		.last_seen_ns = e->last_seen_ns,
+	};
+
+	if (bpf_map_lookup_elem(&masq_nat_ingress, &rev))
+		return;
+	if (bpf_map_update_elem(&masq_nat_ingress, &rev, &val, BPF_NOEXIST) == 0)
+		count(MASQ_NAT_REVERSE_RESTORED);
 }
 
 /*

@@ -300,8 +300,13 @@ pub fn gc(maps: &mut Maps, now_ns: u64) -> Result<GcReport, Error> {
 
     for (fkey, fval) in &forward {
         let rkey = reverse_of(fkey, fval);
-        match reverse.get(&rkey) {
-            Some(rval) if rval.flags & NAT_F_HOST == 0 => {
+        let partner = reverse.get(&rkey).filter(|rval| {
+            // A reverse half for the same reply tuple may belong to another flow (the port was
+            // reused after an eviction): only one that points back at this flow is its partner.
+            rval.flags & NAT_F_HOST == 0 && rval.to_addr == fkey.saddr && rval.to_port == fkey.sport
+        });
+        match partner {
+            Some(rval) => {
                 let last = fval.last_seen_ns.max(rval.last_seen_ns);
                 let flags = fval.flags | rval.flags;
                 if since(now_ns, last) > timeout(fkey.proto, flags) {

@@ -155,6 +155,8 @@ pub enum Reason {
     IcmpErrorTranslated = 12,
     /// A node-owned flow reserved its port.
     HostPortReserved = 13,
+    /// An evicted reverse half was put back by its flow.
+    NatReverseRestored = 14,
     /// Dropped: bad IPv4 header length.
     DropBadIhl = 64,
     /// Dropped: truncated transport header.
@@ -172,7 +174,7 @@ pub const REASON_SLOTS: u32 = 72;
 
 impl Reason {
     /// Every reason, in number order.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::TranslatedEgress,
         Reason::TranslatedIngress,
         Reason::NatCreated,
@@ -187,6 +189,7 @@ impl Reason {
         Reason::FragUntracked,
         Reason::IcmpErrorTranslated,
         Reason::HostPortReserved,
+        Reason::NatReverseRestored,
         Reason::DropBadIhl,
         Reason::DropTruncated,
         Reason::DropPortExhausted,
@@ -216,6 +219,7 @@ impl Reason {
             Reason::FragUntracked => "fragment-untracked",
             Reason::IcmpErrorTranslated => "icmp-error-translated",
             Reason::HostPortReserved => "host-port-reserved",
+            Reason::NatReverseRestored => "nat-reverse-restored",
             Reason::DropBadIhl => "bad-ihl",
             Reason::DropTruncated => "truncated",
             Reason::DropPortExhausted => "port-exhausted",

@@ -585,3 +585,30 @@ fn gc_removes_a_half_whose_partner_was_evicted() {
     let (_, back) = h.ingress(&tcp(EXTERNAL, 80, NODE, inspect(&out).sport, b""));
     assert_eq!(inspect(&back).dst, POD);
 }
+
+#[test]
+fn an_evicted_reverse_half_is_restored_by_the_flow_within_a_second() {
+    use masq_datapath::ebpf::types::NatTuple;
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    let reverse = NatTuple::new(TCP, EXTERNAL, 80, NODE, 40000);
+    h.maps.nat_ingress_mut().remove(&reverse).unwrap();
+    let reply = tcp(EXTERNAL, 80, NODE, 40000, b"");
+    assert_eq!(
+        h.ingress(&reply).1,
+        reply,
+        "no reverse half, no translation"
+    );
+
+    // Age the forward half past the one-second refresh, as if the flow had been quiet.
+    let forward = NatTuple::new(TCP, POD, 40000, EXTERNAL, 80);
+    let mut entry = h.maps.nat_egress_mut().get(&forward, 0).unwrap();
+    entry.last_seen_ns = 0;
+    h.maps.nat_egress_mut().insert(forward, entry, 0).unwrap();
+
+    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"again"));
+    assert_eq!(h.count(Reason::NatReverseRestored), 1);
+    assert_eq!(inspect(&h.ingress(&reply).1).dst, POD);
+}
