@@ -49,10 +49,16 @@ __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *
 	if (!cfg)
 		return 0;
 	verdict = decide(cfg, p->saddr, p->daddr);
+	if (verdict == MASQ_KEEP_NOT_A_POD) {
+		snat = snat_addr_for(skb->ifindex);
+		if (snat && p->saddr == snat && nat_reserve_host_port(p)) {
+			/* The node's own flow collides with a pod's translation: move it. */
+			count(MASQ_HOST_PORT_REMAPPED);
+			return nat_create(fwd, snat, cfg, out) == 0 ? 1 : -1;
+		}
+	}
 	if (verdict != MASQ_TRANSLATED_EGRESS) {
 		count(verdict);
-		if (verdict == MASQ_KEEP_NOT_A_POD && p->saddr == snat_addr_for(skb->ifindex))
-			nat_reserve_host_port(p);
 		return 0;
 	}
 	snat = snat_addr_for(skb->ifindex);

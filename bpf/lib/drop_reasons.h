@@ -24,6 +24,7 @@ enum masq_reason {
 	MASQ_ICMP_ERROR_TRANSLATED = 12, /* ICMP error about a masqueraded flow sent back to the pod */
 	MASQ_HOST_PORT_RESERVED = 13, /* a node-owned flow reserved its port against SNAT reuse */
 	MASQ_NAT_REVERSE_RESTORED = 14, /* an evicted reverse half was put back by its flow */
+	MASQ_HOST_PORT_REMAPPED = 15, /* a node-owned flow collided with a pod's port and was moved */
 
 	MASQ_DROP_FIRST = 64,
 	MASQ_DROP_BAD_IHL = 64,        /* IPv4 header length under 20 bytes or past the packet */

@@ -204,9 +204,12 @@ __always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
 /*
  * A flow of the node itself (source = the SNAT address) leaves untranslated: record its tuple
  * as a reverse entry flagged NAT_F_HOST, so no pod flow is given the same port towards the
- * same destination, and replies to it are recognised and left alone.
+ * same destination, and replies to it are recognised and left alone. Returns 1 when a pod flow
+ * already holds that port towards that destination (the kernel picked it without knowing):
+ * the node's flow must then be moved to another port like a pod's, or its replies would go to
+ * the pod.
  */
-__always_inline_fn void nat_reserve_host_port(const struct pkt *p)
+__always_inline_fn int nat_reserve_host_port(const struct pkt *p)
 {
 	struct nat_tuple rev = {
 		.saddr = p->daddr,
@@ -219,13 +222,16 @@ __always_inline_fn void nat_reserve_host_port(const struct pkt *p)
 	struct nat_entry *e = bpf_map_lookup_elem(&masq_nat_ingress, &rev);
 
 	if (e) {
+		if (!(e->flags & NAT_F_HOST))
+			return 1;
 		nat_touch(e, p);
-		return;
+		return 0;
 	}
 	val.created_ns = bpf_ktime_get_coarse_ns();
 	val.last_seen_ns = val.created_ns;
 	if (bpf_map_update_elem(&masq_nat_ingress, &rev, &val, BPF_NOEXIST) == 0)
 		count(MASQ_HOST_PORT_RESERVED);
+	return 0;
 }
 
 __always_inline_fn void frag_remember(const struct pkt *p, int ingress, __be32 to_addr)

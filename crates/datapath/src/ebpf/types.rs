@@ -157,6 +157,8 @@ pub enum Reason {
     HostPortReserved = 13,
     /// An evicted reverse half was put back by its flow.
     NatReverseRestored = 14,
+    /// A node-owned flow collided with a pod's port and was moved to another.
+    HostPortRemapped = 15,
     /// Dropped: bad IPv4 header length.
     DropBadIhl = 64,
     /// Dropped: truncated transport header.
@@ -174,7 +176,7 @@ pub const REASON_SLOTS: u32 = 72;
 
 impl Reason {
     /// Every reason, in number order.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::TranslatedEgress,
         Reason::TranslatedIngress,
         Reason::NatCreated,
@@ -190,6 +192,7 @@ impl Reason {
         Reason::IcmpErrorTranslated,
         Reason::HostPortReserved,
         Reason::NatReverseRestored,
+        Reason::HostPortRemapped,
         Reason::DropBadIhl,
         Reason::DropTruncated,
         Reason::DropPortExhausted,
@@ -220,6 +223,7 @@ impl Reason {
             Reason::IcmpErrorTranslated => "icmp-error-translated",
             Reason::HostPortReserved => "host-port-reserved",
             Reason::NatReverseRestored => "nat-reverse-restored",
+            Reason::HostPortRemapped => "host-port-remapped",
             Reason::DropBadIhl => "bad-ihl",
             Reason::DropTruncated => "truncated",
             Reason::DropPortExhausted => "port-exhausted",

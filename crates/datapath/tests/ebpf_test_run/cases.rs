@@ -612,3 +612,27 @@ fn an_evicted_reverse_half_is_restored_by_the_flow_within_a_second() {
     assert_eq!(h.count(Reason::NatReverseRestored), 1);
     assert_eq!(inspect(&h.ingress(&reply).1).dst, POD);
 }
+
+#[test]
+fn a_node_flow_colliding_with_a_pod_translation_is_moved_to_another_port() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, pod) = h.egress(&udp(POD, 40000, EXTERNAL, 53, b"pod"));
+    assert_eq!(inspect(&pod).sport, 40000);
+    // The node's kernel picks 40000 towards the same destination, not knowing.
+    let (rc, node) = h.egress(&udp(NODE, 40000, EXTERNAL, 53, b"node"));
+    assert_eq!(rc, CONTINUE);
+    let moved = inspect(&node);
+    assert_eq!(moved.src, NODE);
+    assert_ne!(moved.sport, 40000);
+    assert_eq!(h.count(Reason::HostPortRemapped), 1);
+    // Each side gets its own replies.
+    let (_, to_node) = h.ingress(&udp(EXTERNAL, 53, NODE, moved.sport, b""));
+    assert_eq!(
+        (inspect(&to_node).dst, inspect(&to_node).dport),
+        (NODE, 40000)
+    );
+    let (_, to_pod) = h.ingress(&udp(EXTERNAL, 53, NODE, 40000, b""));
+    assert_eq!((inspect(&to_pod).dst, inspect(&to_pod).dport), (POD, 40000));
+}
