@@ -8,16 +8,62 @@ use rand::{Rng, SeedableRng};
 
 use crate::harness::*;
 
-/// (proto, src, sport, dst, dport) of the pod's side.
+/// (proto, src, sport, dst, dport) of the pod's (or node's) side.
 type Flow = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
+/// (proto, remote, remote port, port on the node address): one port of one pool.
+type PoolPort = (u8, Ipv4Addr, u16, u16);
 
 #[derive(Default)]
 struct Model {
-    /// Pod flow → translated port.
+    /// Translated flow → translated port.
     forward: HashMap<Flow, u16>,
-    /// (proto, remote, remote port, translated port) → pod flow.
-    reverse: HashMap<(u8, Ipv4Addr, u16, u16), Flow>,
-    taken: HashSet<(u8, Ipv4Addr, u16, u16)>,
+    /// Port on the node address → the flow it translates back to.
+    reverse: HashMap<PoolPort, Flow>,
+    /// Every port in use: translations and the node's own (reserved) flows.
+    taken: HashSet<PoolPort>,
+}
+
+const PORTS: [u16; 6] = [53, 80, 40000, 40001, 50000, 1234];
+
+/// A flow of the node itself: untouched and reserved, unless a translation already holds its
+/// port towards that destination; then it is moved to a free port.
+fn node_flow(
+    h: &Harness,
+    model: &mut Model,
+    round: usize,
+    (proto, remote, rport): (u8, Ipv4Addr, u16),
+    rng: &mut StdRng,
+) {
+    let nport = PORTS[rng.random_range(0..PORTS.len())];
+    let flow = (proto, NODE, nport, remote, rport);
+    let frame = build(proto, NODE, nport, remote, rport, true);
+    let (rc, out) = h.egress(&frame);
+    assert_eq!(rc, CONTINUE, "round {round}");
+    let pool = (proto, remote, rport, nport);
+    if let Some(port) = model.forward.get(&flow) {
+        assert_eq!(
+            inspect(&out).sport,
+            *port,
+            "round {round}: node remap changed"
+        );
+    } else if model.reverse.contains_key(&pool) {
+        let port = inspect(&out).sport;
+        let moved = (proto, remote, rport, port);
+        assert!(
+            port != nport && port >= 32768,
+            "round {round}: node flow not moved"
+        );
+        assert!(
+            !model.taken.contains(&moved),
+            "round {round}: node moved onto a used port"
+        );
+        model.taken.insert(moved);
+        model.forward.insert(flow, port);
+        model.reverse.insert(moved, flow);
+    } else {
+        assert_eq!(out, frame, "round {round}: a node flow was translated");
+        model.taken.insert(pool);
+    }
 }
 
 fn build(proto: u8, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, egress: bool) -> Vec<u8> {
@@ -41,11 +87,11 @@ fn random_packets_agree_with_the_model() {
         Ipv4Addr::new(198, 51, 100, 7),
         Ipv4Addr::new(10, 9, 9, 9),
     ];
-    let ports = [53u16, 80, 40000, 40001, 50000, 1234];
+    let ports = PORTS;
     let mut model = Model::default();
     let mut translated = 0;
 
-    for round in 0..4000 {
+    for round in 0..5000 {
         let proto = [TCP, UDP, ICMP][rng.random_range(0..3)];
         let remote = remotes[rng.random_range(0..remotes.len())];
         let rport = if proto == ICMP {
@@ -53,7 +99,9 @@ fn random_packets_agree_with_the_model() {
         } else {
             ports[rng.random_range(0..ports.len())]
         };
-        if rng.random_bool(0.6) {
+        if rng.random_bool(0.1) {
+            node_flow(&h, &mut model, round, (proto, remote, rport), &mut rng);
+        } else if rng.random_bool(0.6) {
             let pod = pods[rng.random_range(0..pods.len())];
             let pport = ports[rng.random_range(0..ports.len())];
             let flow = (proto, pod, pport, remote, rport);
@@ -115,5 +163,11 @@ fn random_packets_agree_with_the_model() {
     assert!(
         translated > 1000,
         "only {translated} translations exercised"
+    );
+    let node_moves = model.forward.keys().filter(|f| f.1 == NODE).count();
+    assert!(node_moves > 0, "no node flow collided with a translation");
+    assert_eq!(
+        h.count(masq_datapath::ebpf::types::Reason::HostPortRemapped) as usize,
+        node_moves
     );
 }
