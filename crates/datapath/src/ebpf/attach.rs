@@ -11,6 +11,7 @@
 //! it and replaces its program in place; aya would delete it when the program is dropped, so
 //! the link is forgotten on purpose.
 
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -226,6 +227,46 @@ pub fn detach_all(pin_dir: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Removes masq from hooks that are no longer wanted: pinned TCX links of interfaces not in
+/// `keep`, and the clsact filters among `hooked` whose interface is not in `keep`. Returns the
+/// hooks removed.
+pub fn detach_unwanted(
+    pin_dir: &Path,
+    keep: &BTreeSet<String>,
+    hooked: &BTreeSet<(String, Direction)>,
+) -> Result<Vec<(String, Direction)>, Error> {
+    let mut removed = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(pin_dir.join("links")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((iface, dir)) = Direction::BOTH.iter().find_map(|dir| {
+                name.strip_suffix(&format!("-{}", dir.as_str()))
+                    .map(|iface| (iface.to_string(), *dir))
+            }) else {
+                continue;
+            };
+            if keep.contains(&iface) {
+                continue;
+            }
+            let path = entry.path();
+            if let Err(e) = force_detach(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "detaching an unwanted link");
+            }
+            std::fs::remove_file(&path)
+                .map_err(kernel_err(format!("removing {}", path.display())))?;
+            removed.push((iface, dir));
+        }
+    }
+    for (iface, dir) in hooked {
+        if !keep.contains(iface) && !removed.contains(&(iface.clone(), *dir)) {
+            // A clsact filter (TCX links were handled above); gone already is fine.
+            let _ = tc::qdisc_detach_program(iface, dir.tc(), dir.program());
+            removed.push((iface.clone(), *dir));
+        }
+    }
+    Ok(removed)
 }
 
 /// `BPF_OBJ_GET` then `BPF_LINK_DETACH`: aya has no call for the latter.

@@ -284,6 +284,19 @@ impl Datapath for Ebpf {
                 loaded.hooked.insert(hook);
             }
         }
+        // Interfaces that are no longer egress interfaces lose masq's programs.
+        let keep: BTreeSet<String> = desired
+            .node
+            .interfaces
+            .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        let removed = attach::detach_unwanted(&pin_dir, &keep, &loaded.hooked)?;
+        for hook in &removed {
+            loaded.hooked.remove(hook);
+        }
+        relinked |= !removed.is_empty();
+
         Ok(SyncReport {
             changed: writes > 0 || relinked,
             drift_repaired: drift_maps || repaired,

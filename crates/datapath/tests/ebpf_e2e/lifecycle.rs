@@ -354,3 +354,55 @@ fn program_swaps_under_a_flood_leave_no_packet_untranslated_body() {
     assert_eq!(from_node, DATAGRAMS, "datagrams lost");
     drop(agent);
 }
+
+#[test]
+fn an_interface_dropped_from_the_desired_state_loses_the_programs() {
+    with_private_bpffs(an_interface_dropped_from_the_desired_state_loses_the_programs_body);
+}
+
+fn an_interface_dropped_from_the_desired_state_loses_the_programs_body() {
+    let Some(t) = topology() else { return };
+    // A veth pair inside the node.
+    t.node
+        .ip(&[
+            "link", "add", "extra0", "type", "veth", "peer", "name", "extra1",
+        ])
+        .unwrap();
+    t.node.ip(&["link", "set", "extra0", "up"]).unwrap();
+    let mut desired = t.desired();
+    let mut extra = desired.node.interfaces[0].clone();
+    extra.name = "extra0".into();
+    extra.index = t
+        .node
+        .enter(|| nix::net::if_::if_nametoindex("extra0").unwrap())
+        .unwrap();
+    desired.node.interfaces.push(extra);
+    let attached_on = |iface: &'static str| {
+        t.node
+            .enter(move || {
+                Direction::BOTH
+                    .iter()
+                    .all(|d| attach::is_attached(iface, *d))
+            })
+            .unwrap()
+    };
+    for mode in [AttachMode::Auto, AttachMode::Clsact] {
+        let mut agent = t.agent().with_attach_mode(mode);
+        t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
+        assert!(attached_on("eth0") && attached_on("extra0"), "{mode:?}");
+        let mut fewer = desired.clone();
+        fewer.node.interfaces.pop();
+        let report = t.node.enter(|| agent.sync(&fewer)).unwrap().unwrap();
+        assert!(report.changed, "{mode:?}");
+        assert!(attached_on("eth0"), "{mode:?}");
+        assert!(
+            !t.node
+                .enter(|| Direction::BOTH
+                    .iter()
+                    .any(|d| attach::is_attached("extra0", *d)))
+                .unwrap(),
+            "{mode:?}: extra0 still has masq's programs"
+        );
+        t.node.enter(|| agent.cleanup()).unwrap().unwrap();
+    }
+}
