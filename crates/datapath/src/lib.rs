@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use masq_config::Config;
 
+pub mod ebpf;
 pub mod nft;
 
 /// Names masq owns in the kernel, defined once: `masq cleanup` removes exactly these.
