@@ -143,6 +143,33 @@ impl Reconciler {
             return; // An event that changed nothing we install (e.g. a comment).
         }
         self.sync(desired).await;
+        if matches!(trigger, Trigger::Start | Trigger::Resync) {
+            self.look_around().await;
+        }
+    }
+
+    /// Asks the datapath what it found but does not own; read-only, so only on start and resync.
+    async fn look_around(&mut self) {
+        let Some(desired) = self.installed.clone() else {
+            return;
+        };
+        let datapath = self
+            .datapath
+            .take()
+            .expect("the datapath is returned after every call");
+        let (datapath, findings) = tokio::task::spawn_blocking(move || {
+            let findings = datapath.findings(&desired);
+            (datapath, findings)
+        })
+        .await
+        .expect("the datapath does not panic");
+        self.datapath = Some(datapath);
+        if findings != self.shared.status().findings {
+            for finding in &findings {
+                tracing::warn!("{finding}");
+            }
+        }
+        self.shared.update(|s| s.findings = findings);
     }
 
     fn read_config(&mut self) {
@@ -356,6 +383,9 @@ pub async fn run(
     let (node_tx, mut node_rx) = mpsc::unbounded_channel();
     node::watch(node_tx)?;
 
+    // Before the first sync, which makes the agent ready (and a target for SIGTERM).
+    let shutdown = signals::shutdown()?;
+    tokio::pin!(shutdown);
     let wanted = settings.interfaces.clone();
     let ipv6 = settings.node.enable_ipv6;
     let mut reconciler = Reconciler::new(settings, datapath, shared);
@@ -363,13 +393,11 @@ pub async fn run(
     tracing::info!("agent started");
     reconciler.reconcile(Trigger::Start).await;
 
-    let shutdown = signals::shutdown();
-    tokio::pin!(shutdown);
     loop {
         let resync = tokio::time::sleep_until(reconciler.next_resync().into());
         tokio::select! {
             signal = &mut shutdown => {
-                tracing::info!("{}; stopping and leaving the datapath installed", signal?);
+                tracing::info!("{signal}; stopping and leaving the datapath installed");
                 return Ok(());
             }
             Some(()) = config_rx.recv() => {
@@ -434,6 +462,9 @@ mod tests {
             self.0.lock().unwrap().installed = None;
             Ok(())
         }
+        fn findings(&self, d: &Desired) -> Vec<String> {
+            vec![format!("a foreign chain next to {}", d.node.iptables_chain)]
+        }
     }
 
     struct Bed {
@@ -494,6 +525,16 @@ mod tests {
         assert_eq!(b.installed_link_local(), Some(false));
         assert!(b.status().ready);
         assert_eq!(b.rec.shared.metrics.ready.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn findings_reach_the_status_on_start_and_resync() {
+        let mut b = bed();
+        b.rec.reconcile(Trigger::Start).await;
+        assert_eq!(
+            b.status().findings,
+            ["a foreign chain next to IP-MASQ-AGENT"]
+        );
     }
 
     #[tokio::test]

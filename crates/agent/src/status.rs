@@ -27,6 +27,8 @@ pub struct Status {
     /// or no egress interface known).
     #[serde(default)]
     pub egress: Option<EgressSummary>,
+    /// What the datapath found but does not own (e.g. a chain another agent left behind).
+    pub findings: Vec<String>,
     /// Event counters since start.
     pub counters: Counters,
 }
@@ -153,6 +155,9 @@ impl Status {
             None => {
                 let _ = writeln!(s, "installed:       nothing");
             }
+        }
+        for finding in &self.findings {
+            let _ = writeln!(s, "found:           {finding}");
         }
         for i in &self.interfaces {
             let _ = writeln!(s, "interface:       {} {}", i.name, i.addresses.join(" "));

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use masq_config::Config;
 
+pub mod ebpf;
 pub mod nft;
 
 /// Names masq owns in the kernel, defined once: `masq cleanup` removes exactly these.
@@ -231,4 +232,10 @@ pub trait Datapath: Send {
     fn matches(&self, desired: &Desired) -> Result<bool, Error>;
     /// Remove everything this backend owns. Works without a config; absent objects are success.
     fn cleanup(&mut self) -> Result<(), Error>;
+    /// What an operator should know that this backend found but does not own (e.g. a chain left
+    /// behind by another agent), one sentence each, for `masq status`. Read-only.
+    fn findings(&self, desired: &Desired) -> Vec<String> {
+        let _ = desired;
+        Vec::new()
+    }
 }

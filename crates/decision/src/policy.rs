@@ -50,12 +50,13 @@ impl Policy {
             if let Some(cidr) = self.non_masquerade_src.longest_match(src) {
                 return keep(Reason::NonMasqueradeSrc, Some(cidr));
             }
-            // The node's own addresses are never pods, even inside a pod CIDR (the bridge
-            // gateway address often is).
-            if self.local_addrs.contains(&src) {
-                return keep(Reason::NotAPod, Some(IpNet::from(src)));
-            }
-            if !self.pod_cidrs.is_empty() && self.pod_cidrs.longest_match(src).is_none() {
+            // SPEC section 3: with pod CIDRs a pod is exactly a source inside them (what every
+            // datapath matches); without them, every source but the node's own addresses.
+            if self.pod_cidrs.is_empty() {
+                if self.local_addrs.contains(&src) {
+                    return keep(Reason::NotAPod, Some(IpNet::from(src)));
+                }
+            } else if self.pod_cidrs.longest_match(src).is_none() {
                 return keep(Reason::NotAPod, None);
             }
         }

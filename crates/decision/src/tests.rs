@@ -59,7 +59,7 @@ fn non_masquerade_src_wins_over_everything() {
 }
 
 #[test]
-fn not_a_pod_outside_pod_cidrs_or_from_the_node() {
+fn not_a_pod_outside_pod_cidrs_or_from_the_node_without_them() {
     let node = NodeContext {
         pod_cidrs: vec![net("10.244.0.0/16")],
         local_addrs: vec![ip("10.244.0.1"), ip("192.168.1.10")],
@@ -70,10 +70,16 @@ fn not_a_pod_outside_pod_cidrs_or_from_the_node() {
         policy.decide(Some(ip("172.17.0.2")), ip("8.8.8.8")),
         verdict(Action::Keep, Reason::NotAPod, None)
     );
-    // The node's address inside the pod CIDR is still the node.
+    // With --pod-cidr a pod is exactly a source inside it (SPEC section 3), as the datapaths
+    // match it: a node address inside the pod CIDR counts as a pod.
     assert_eq!(
-        policy.decide(Some(ip("10.244.0.1")), ip("8.8.8.8")),
-        verdict(Action::Keep, Reason::NotAPod, Some("10.244.0.1/32"))
+        policy.decide(Some(ip("10.244.0.1")), ip("8.8.8.8")).action,
+        Action::Masquerade
+    );
+    // A node address outside it is not a pod.
+    assert_eq!(
+        policy.decide(Some(ip("192.168.1.10")), ip("8.8.8.8")),
+        verdict(Action::Keep, Reason::NotAPod, None)
     );
     assert_eq!(
         policy.decide(Some(ip("10.244.3.3")), ip("8.8.8.8")).action,
@@ -276,7 +282,7 @@ fn oracle(config: &Config, node: &NodeContext, src: Option<IpAddr>, dst: IpAddr)
                 matched: Some(m),
             };
         }
-        if node.local_addrs.contains(&src) {
+        if node.pod_cidrs.is_empty() && node.local_addrs.contains(&src) {
             return Verdict {
                 action: Action::Keep,
                 reason: Reason::NotAPod,

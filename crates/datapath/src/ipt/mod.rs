@@ -416,6 +416,25 @@ impl Datapath for Iptables {
         // After the chains: nothing is marked any more, so the rules route nothing.
         self.ip_rules.remove_stale(&[]).map(drop)
     }
+
+    fn findings(&self, desired: &Desired) -> Vec<String> {
+        match self.leftovers(&desired.node.iptables_chain) {
+            Ok(found) => found
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} chain {} ({}, {} rules) carries ip-masq-agent rules but is not masq's{}",
+                        l.family,
+                        l.chain,
+                        l.backend.as_str(),
+                        l.rules,
+                        if l.referenced { "; POSTROUTING still jumps to it" } else { "" }
+                    )
+                })
+                .collect(),
+            Err(e) => vec![format!("could not look for leftover chains: {e}")],
+        }
+    }
 }
 
 /// Splits a rule into arguments, keeping a quoted comment as one argument without its quotes.

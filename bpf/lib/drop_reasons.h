@@ -1,0 +1,39 @@
+/* The numbered list of per-packet outcomes masq counts: translations, decisions and drops. */
+#ifndef MASQ_LIB_DROP_REASONS_H
+#define MASQ_LIB_DROP_REASONS_H
+
+/*
+ * Index into the per-CPU counter array (metrics.h). The numbers are an ABI shared with userspace:
+ * keep crates/datapath/src/ebpf/types.rs (`Reason`) in step, never reuse a number, and rename a
+ * retired value to MASQ_UNUSEDn instead of deleting it. Drops are the values from
+ * MASQ_DROP_FIRST on; everything before counts packets that went on.
+ */
+enum masq_reason {
+	MASQ_TRANSLATED_EGRESS = 0,   /* source rewritten to the SNAT address */
+	MASQ_TRANSLATED_INGRESS = 1,  /* reply destination rewritten back to the pod */
+	MASQ_NAT_CREATED = 2,         /* new NAT pair created (first packet of a flow) */
+	MASQ_PORT_RETRY = 3,          /* one port candidate was taken, another was tried */
+	MASQ_KEEP_NON_MASQ_SRC = 4,   /* new flow kept: source in nonMasqueradeSrcCIDRs */
+	MASQ_KEEP_NOT_A_POD = 5,      /* new flow kept: source is not a pod */
+	MASQ_KEEP_LINK_LOCAL = 6,     /* new flow kept: link-local destination */
+	MASQ_KEEP_NON_MASQ_DST = 7,   /* new flow kept: destination in nonMasqueradeCIDRs */
+	MASQ_KEEP_LOCAL = 8,          /* new flow kept: destination is a node address */
+	MASQ_PASS_UNSUPPORTED = 9,    /* not IPv4, or a protocol masq does not translate */
+	MASQ_PASS_NO_SNAT_ADDR = 10,  /* would be masqueraded, but no SNAT address is configured */
+	MASQ_FRAG_UNTRACKED = 11,     /* non-first fragment without a first fragment seen: untouched */
+	MASQ_ICMP_ERROR_TRANSLATED = 12, /* ICMP error about a masqueraded flow sent back to the pod */
+	MASQ_HOST_PORT_RESERVED = 13, /* a node-owned flow reserved its port against SNAT reuse */
+	MASQ_NAT_REVERSE_RESTORED = 14, /* an evicted reverse half was put back by its flow */
+	MASQ_HOST_PORT_REMAPPED = 15, /* a node-owned flow collided with a pod's port and was moved */
+
+	MASQ_DROP_FIRST = 64,
+	MASQ_DROP_BAD_IHL = 64,        /* IPv4 header length under 20 bytes or past the packet */
+	MASQ_DROP_TRUNCATED = 65,      /* transport header shorter than the protocol needs */
+	MASQ_DROP_PORT_EXHAUSTED = 66, /* no free port for this destination after bounded probing */
+	MASQ_DROP_NAT_INSERT = 67,     /* the NAT table refused an insert */
+	MASQ_DROP_REWRITE = 68,        /* a checksum or store helper failed mid-rewrite */
+
+	MASQ_REASON_MAX = 72,          /* size of the counter array */
+};
+
+#endif /* MASQ_LIB_DROP_REASONS_H */

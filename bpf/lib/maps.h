@@ -1,0 +1,78 @@
+/* The maps the userspace agent fills: config, SNAT addresses, CIDR tries, node addresses. */
+#ifndef MASQ_LIB_MAPS_H
+#define MASQ_LIB_MAPS_H
+
+#include "common.h"
+#include "nat_types.h"
+
+/* Large enough for cidrLimit's default (16384) many times over; no memory until used. */
+#define MASQ_CIDR_MAX 131072
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct masq_config);
+	__uint(max_entries, 1);
+} masq_config SEC(".maps");
+
+/* ifindex → SNAT address; key 0 applies to every interface (--snat-ip). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __be32);
+	__uint(max_entries, 256);
+} masq_snat_addrs SEC(".maps");
+
+/* Addresses of the node: never pods (without --pod-cidr), and local destinations are kept. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, __u8);
+	__uint(max_entries, 1024);
+} masq_local_addrs SEC(".maps");
+
+/* nonMasqueradeCIDRs plus --native-routing-cidr. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_v4_key);
+	__type(value, __u8);
+	__uint(max_entries, MASQ_CIDR_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} masq_nonmasq_dst SEC(".maps");
+
+/* nonMasqueradeSrcCIDRs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_v4_key);
+	__type(value, __u8);
+	__uint(max_entries, MASQ_CIDR_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} masq_nonmasq_src SEC(".maps");
+
+/* --pod-cidr, consulted only when MASQ_CFG_POD_CIDRS is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_v4_key);
+	__type(value, __u8);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} masq_pod_cidrs SEC(".maps");
+
+__always_inline_fn int lpm_contains(void *trie, __be32 addr)
+{
+	struct lpm_v4_key key = { .prefixlen = 32, .addr = addr };
+
+	return bpf_map_lookup_elem(trie, &key) != NULL;
+}
+
+__always_inline_fn __be32 snat_addr_for(__u32 ifindex)
+{
+	__u32 any = 0;
+	__be32 *addr = bpf_map_lookup_elem(&masq_snat_addrs, &ifindex);
+
+	if (!addr)
+		addr = bpf_map_lookup_elem(&masq_snat_addrs, &any);
+	return addr ? *addr : 0;
+}
+
+#endif /* MASQ_LIB_MAPS_H */

@@ -1,0 +1,78 @@
+/* Map keys and values shared with userspace (crates/datapath/src/ebpf/types.rs mirrors them). */
+#ifndef MASQ_LIB_NAT_TYPES_H
+#define MASQ_LIB_NAT_TYPES_H
+
+#include "common.h"
+
+/*
+ * Every struct here is read and written by userspace through #[repr(C)] copies with a size
+ * check on both sides. Padding is explicit so the layouts cannot drift. Addresses are stored in
+ * network order, ports too (as on the wire), except the port range in masq_config.
+ */
+
+/* masq_config.flags */
+#define MASQ_CFG_MASQ_LINK_LOCAL (1U << 0) /* masqLinkLocal: 169.254.0.0/16 is masqueraded */
+#define MASQ_CFG_POD_CIDRS (1U << 1)       /* --pod-cidr given: only sources in masq_pod_cidrs are pods */
+#define MASQ_CFG_SRC_CIDRS (1U << 2)       /* masq_nonmasq_src is not empty (spares an LPM lookup) */
+
+struct masq_config {
+	__u16 port_min; /* host order, inclusive */
+	__u16 port_max; /* host order, inclusive */
+	__u32 flags;
+};
+build_bug_on(sizeof(struct masq_config) != 8);
+
+/* LPM trie key: a struct, because aya rejects a scalar BTF key for LPM tries. */
+struct lpm_v4_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+build_bug_on(sizeof(struct lpm_v4_key) != 8);
+
+/*
+ * A connection as seen in one direction. ICMP echo uses the identifier as a port: requests
+ * leave as (sport = id, dport = 0), so their replies arrive as (sport = 0, dport = id).
+ */
+struct nat_tuple {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+build_bug_on(sizeof(struct nat_tuple) != 16);
+
+/* nat_entry.flags */
+#define NAT_F_CLOSING (1U << 0) /* TCP FIN or RST seen: expires after the short grace period */
+#define NAT_F_HOST (1U << 1)    /* reverse-only entry reserving a port the node itself uses */
+
+/*
+ * The forward half (masq_nat_egress, keyed by the pod's tuple) holds the translated source; the
+ * reverse half (masq_nat_ingress, keyed by the reply tuple) holds the pod's address and port.
+ */
+struct nat_entry {
+	__be32 to_addr;
+	__be16 to_port;
+	__u8 flags;
+	__u8 pad;
+	__u64 created_ns;   /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC, a tick coarse) */
+	__u64 last_seen_ns; /* refreshed at most once a second to spare cache lines */
+};
+build_bug_on(sizeof(struct nat_entry) != 24);
+
+/* Fragments after the first carry no ports: they follow the first one's translation. */
+struct frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 ip_id;
+	__u8 proto;
+	__u8 ingress; /* 1 for the ingress direction */
+};
+build_bug_on(sizeof(struct frag_key) != 12);
+
+struct frag_value {
+	__be32 to_addr; /* 0: the first fragment was left untouched */
+};
+
+#endif /* MASQ_LIB_NAT_TYPES_H */

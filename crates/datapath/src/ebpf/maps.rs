@@ -1,0 +1,521 @@
+//! The maps the agent fills, what they should hold for a [`Desired`] state ([`Contents`]), and
+//! the in-place diff that gets them there: additions first, then deletions, never a flush, so
+//! a packet never meets an empty or partial CIDR table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use ipnet::{IpNet, Ipv4Net};
+
+use super::types::{
+    MasqConfig, NatEntry, NatTuple, CFG_MASQ_LINK_LOCAL, CFG_POD_CIDRS, CFG_SRC_CIDRS,
+};
+use super::{kernel_err, PortRange};
+use crate::{Desired, Error};
+
+/// The default translated port range: above the Kubernetes NodePort range (30000–32767), as in
+/// Cilium (`MinPortSNAT`/`MaxPortSNAT`).
+pub const DEFAULT_PORT_RANGE: PortRange = PortRange {
+    first: 32768,
+    last: 65535,
+};
+
+/// Map names in `bpf/lib/*.h`; also the file names of their pins.
+pub mod name {
+    /// `struct masq_config`, one entry.
+    pub const CONFIG: &str = "masq_config";
+    /// ifindex → SNAT address (0: every interface).
+    pub const SNAT_ADDRS: &str = "masq_snat_addrs";
+    /// The node's own addresses.
+    pub const LOCAL_ADDRS: &str = "masq_local_addrs";
+    /// nonMasqueradeCIDRs (+ native-routing CIDR).
+    pub const NONMASQ_DST: &str = "masq_nonmasq_dst";
+    /// nonMasqueradeSrcCIDRs.
+    pub const NONMASQ_SRC: &str = "masq_nonmasq_src";
+    /// --pod-cidr.
+    pub const POD_CIDRS: &str = "masq_pod_cidrs";
+    /// Per-CPU counters by reason.
+    pub const COUNTERS: &str = "masq_counters";
+    /// Forward NAT halves.
+    pub const NAT_EGRESS: &str = "masq_nat_egress";
+    /// Reverse NAT halves.
+    pub const NAT_INGRESS: &str = "masq_nat_ingress";
+    /// Fragment tracking.
+    pub const FRAGS: &str = "masq_frags";
+    /// Every map, in the order they are pinned.
+    pub const ALL: [&str; 10] = [
+        CONFIG,
+        SNAT_ADDRS,
+        LOCAL_ADDRS,
+        NONMASQ_DST,
+        NONMASQ_SRC,
+        POD_CIDRS,
+        COUNTERS,
+        NAT_EGRESS,
+        NAT_INGRESS,
+        FRAGS,
+    ];
+}
+
+/// Capacity of each NAT map (`MASQ_NAT_MAX`).
+pub const NAT_CAPACITY: u32 = 131072;
+
+type Trie = LpmTrie<MapData, [u8; 4], u8>;
+
+/// Typed handles on every map of one loaded (or pinned) instance of the programs.
+pub struct Maps {
+    pub(crate) config: Array<MapData, MasqConfig>,
+    pub(crate) snat_addrs: HashMap<MapData, u32, [u8; 4]>,
+    pub(crate) local_addrs: HashMap<MapData, [u8; 4], u8>,
+    pub(crate) nonmasq_dst: Trie,
+    pub(crate) nonmasq_src: Trie,
+    pub(crate) pod_cidrs: Trie,
+    pub(crate) counters: PerCpuArray<MapData, u64>,
+    pub(crate) nat_egress: HashMap<MapData, NatTuple, NatEntry>,
+    pub(crate) nat_ingress: HashMap<MapData, NatTuple, NatEntry>,
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object (the programs keep their own references).
+    pub fn take_from(bpf: &mut aya::Ebpf) -> Result<Maps, Error> {
+        Maps::build(|name| {
+            bpf.take_map(name)
+                .ok_or_else(|| Error::Unsupported(format!("map {name} missing from the object")))
+        })
+    }
+
+    /// Opens the maps pinned in `dir` (by another process, e.g. the agent).
+    pub fn open_pinned(dir: &Path) -> Result<Maps, Error> {
+        Maps::build(|name| {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path)
+                .map_err(kernel_err(format!("opening pinned map {}", path.display())))?;
+            Map::from_map_data(data).map_err(kernel_err(format!("reading map {}", path.display())))
+        })
+    }
+
+    fn build(mut get: impl FnMut(&str) -> Result<Map, Error>) -> Result<Maps, Error> {
+        macro_rules! typed {
+            ($name:expr) => {{
+                let map = get($name)?;
+                map.try_into().map_err(kernel_err(format!(
+                    "map {} has an unexpected layout",
+                    $name
+                )))?
+            }};
+        }
+        Ok(Maps {
+            config: typed!(name::CONFIG),
+            snat_addrs: typed!(name::SNAT_ADDRS),
+            local_addrs: typed!(name::LOCAL_ADDRS),
+            nonmasq_dst: typed!(name::NONMASQ_DST),
+            nonmasq_src: typed!(name::NONMASQ_SRC),
+            pod_cidrs: typed!(name::POD_CIDRS),
+            counters: typed!(name::COUNTERS),
+            nat_egress: typed!(name::NAT_EGRESS),
+            nat_ingress: typed!(name::NAT_INGRESS),
+        })
+    }
+
+    /// Raw access to the forward NAT halves, for tests and benchmarks that stage entries.
+    pub fn nat_egress_mut(&mut self) -> &mut HashMap<MapData, NatTuple, NatEntry> {
+        &mut self.nat_egress
+    }
+
+    /// Raw access to the reverse NAT halves, for tests and benchmarks that stage entries.
+    pub fn nat_ingress_mut(&mut self) -> &mut HashMap<MapData, NatTuple, NatEntry> {
+        &mut self.nat_ingress
+    }
+
+    /// Reads what is installed now.
+    pub fn read(&self) -> Result<Contents, Error> {
+        let config = self
+            .config
+            .get(&0, 0)
+            .map_err(kernel_err("reading masq_config"))?;
+        let mut snat_addrs = BTreeMap::new();
+        for item in self.snat_addrs.iter() {
+            let (ifindex, addr) = item.map_err(kernel_err("reading masq_snat_addrs"))?;
+            snat_addrs.insert(ifindex, Ipv4Addr::from(addr));
+        }
+        let mut local_addrs = BTreeSet::new();
+        for key in self.local_addrs.keys() {
+            local_addrs.insert(Ipv4Addr::from(
+                key.map_err(kernel_err("reading masq_local_addrs"))?,
+            ));
+        }
+        Ok(Contents {
+            config,
+            snat_addrs,
+            local_addrs,
+            nonmasq_dst: read_trie(&self.nonmasq_dst, name::NONMASQ_DST)?,
+            nonmasq_src: read_trie(&self.nonmasq_src, name::NONMASQ_SRC)?,
+            pod_cidrs: read_trie(&self.pod_cidrs, name::POD_CIDRS)?,
+        })
+    }
+
+    /// Makes the maps hold `want`, touching only what differs. Returns the number of writes.
+    pub fn apply(&mut self, want: &Contents) -> Result<usize, Error> {
+        let have = self.read()?;
+        let mut writes = 0;
+        writes += update_trie(
+            &mut self.nonmasq_dst,
+            &have.nonmasq_dst,
+            &want.nonmasq_dst,
+            name::NONMASQ_DST,
+        )?;
+        writes += update_trie(
+            &mut self.nonmasq_src,
+            &have.nonmasq_src,
+            &want.nonmasq_src,
+            name::NONMASQ_SRC,
+        )?;
+        writes += update_trie(
+            &mut self.pod_cidrs,
+            &have.pod_cidrs,
+            &want.pod_cidrs,
+            name::POD_CIDRS,
+        )?;
+        for addr in want.local_addrs.difference(&have.local_addrs) {
+            self.local_addrs
+                .insert(addr.octets(), 1, 0)
+                .map_err(kernel_err(format!("adding {addr} to masq_local_addrs")))?;
+            writes += 1;
+        }
+        for (ifindex, addr) in &want.snat_addrs {
+            if have.snat_addrs.get(ifindex) != Some(addr) {
+                self.snat_addrs
+                    .insert(ifindex, addr.octets(), 0)
+                    .map_err(kernel_err(format!(
+                        "setting the SNAT address of ifindex {ifindex}"
+                    )))?;
+                writes += 1;
+            }
+        }
+        // The config last among additions: the pod-CIDR flag must not switch on before the
+        // pod trie holds the CIDRs (every source would stop being a pod for a moment).
+        // CFG_SRC_CIDRS only spares a lookup in an empty trie: derive it, never trust it.
+        let mut config = want.config;
+        config.flags &= !CFG_SRC_CIDRS;
+        if !want.nonmasq_src.is_empty() {
+            config.flags |= CFG_SRC_CIDRS;
+        }
+        if have.config != config {
+            self.config
+                .set(0, config, 0)
+                .map_err(kernel_err("writing masq_config"))?;
+            writes += 1;
+        }
+        for ifindex in have
+            .snat_addrs
+            .keys()
+            .filter(|k| !want.snat_addrs.contains_key(k))
+        {
+            self.snat_addrs.remove(ifindex).map_err(kernel_err(format!(
+                "removing the SNAT address of ifindex {ifindex}"
+            )))?;
+            writes += 1;
+        }
+        for addr in have.local_addrs.difference(&want.local_addrs) {
+            self.local_addrs
+                .remove(&addr.octets())
+                .map_err(kernel_err(format!("removing {addr} from masq_local_addrs")))?;
+            writes += 1;
+        }
+        writes += remove_stale(
+            &mut self.nonmasq_dst,
+            &have.nonmasq_dst,
+            &want.nonmasq_dst,
+            name::NONMASQ_DST,
+        )?;
+        writes += remove_stale(
+            &mut self.nonmasq_src,
+            &have.nonmasq_src,
+            &want.nonmasq_src,
+            name::NONMASQ_SRC,
+        )?;
+        writes += remove_stale(
+            &mut self.pod_cidrs,
+            &have.pod_cidrs,
+            &want.pod_cidrs,
+            name::POD_CIDRS,
+        )?;
+        Ok(writes)
+    }
+}
+
+fn trie_key(net: &Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(u32::from(net.prefix_len()), net.network().octets())
+}
+
+fn read_trie(trie: &Trie, map: &str) -> Result<BTreeSet<Ipv4Net>, Error> {
+    let mut out = BTreeSet::new();
+    for key in trie.keys() {
+        let key = key.map_err(kernel_err(format!("reading {map}")))?;
+        let net = Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8)
+            .map_err(|e| Error::Unsupported(format!("{map} holds an invalid prefix: {e}")))?;
+        out.insert(net);
+    }
+    Ok(out)
+}
+
+fn update_trie(
+    trie: &mut Trie,
+    have: &BTreeSet<Ipv4Net>,
+    want: &BTreeSet<Ipv4Net>,
+    map: &str,
+) -> Result<usize, Error> {
+    let mut writes = 0;
+    for net in want.difference(have) {
+        trie.insert(&trie_key(net), 1, 0)
+            .map_err(kernel_err(format!("adding {net} to {map}")))?;
+        writes += 1;
+    }
+    Ok(writes)
+}
+
+fn remove_stale(
+    trie: &mut Trie,
+    have: &BTreeSet<Ipv4Net>,
+    want: &BTreeSet<Ipv4Net>,
+    map: &str,
+) -> Result<usize, Error> {
+    let mut writes = 0;
+    for net in have.difference(want) {
+        trie.remove(&trie_key(net))
+            .map_err(kernel_err(format!("removing {net} from {map}")))?;
+        writes += 1;
+    }
+    Ok(writes)
+}
+
+/// What the agent-filled maps hold (or should hold).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contents {
+    /// `masq_config[0]`.
+    pub config: MasqConfig,
+    /// ifindex → SNAT address; 0 means every interface (`--snat-ip`).
+    pub snat_addrs: BTreeMap<u32, Ipv4Addr>,
+    /// The node's addresses.
+    pub local_addrs: BTreeSet<Ipv4Addr>,
+    /// nonMasqueradeCIDRs plus the native-routing CIDR, IPv4 only, collapsed to a set.
+    pub nonmasq_dst: BTreeSet<Ipv4Net>,
+    /// nonMasqueradeSrcCIDRs, IPv4 only.
+    pub nonmasq_src: BTreeSet<Ipv4Net>,
+    /// --pod-cidr, IPv4 only.
+    pub pod_cidrs: BTreeSet<Ipv4Net>,
+}
+
+fn v4_nets<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> BTreeSet<Ipv4Net> {
+    nets.into_iter()
+        .filter_map(|net| match net {
+            IpNet::V4(v4) => Some(v4.trunc()),
+            IpNet::V6(_) => None,
+        })
+        .collect()
+}
+
+impl Contents {
+    /// The map contents for `desired`.
+    pub fn for_desired(desired: &Desired) -> Contents {
+        let node = &desired.node;
+        let config = &desired.config;
+        let range = node.port_range.unwrap_or(DEFAULT_PORT_RANGE);
+        let mut flags = 0;
+        if config.masq_link_local {
+            flags |= CFG_MASQ_LINK_LOCAL;
+        }
+        let pod_cidrs = v4_nets(&node.pod_cidrs);
+        if !pod_cidrs.is_empty() {
+            flags |= CFG_POD_CIDRS;
+        }
+        let nonmasq_src = v4_nets(&config.non_masquerade_src_cidrs);
+        if !nonmasq_src.is_empty() {
+            flags |= CFG_SRC_CIDRS;
+        }
+        let mut snat_addrs = BTreeMap::new();
+        match node.snat_ip {
+            Some(IpAddr::V4(fixed)) => {
+                snat_addrs.insert(0, fixed);
+            }
+            _ => {
+                for iface in &node.interfaces {
+                    if let Some(addr) = iface.addrs.iter().find_map(|a| match a {
+                        IpAddr::V4(v4) => Some(*v4),
+                        IpAddr::V6(_) => None,
+                    }) {
+                        snat_addrs.insert(iface.index, addr);
+                    }
+                }
+            }
+        }
+        let mut local_addrs: BTreeSet<Ipv4Addr> = node
+            .interfaces
+            .iter()
+            .flat_map(|iface| iface.addrs.iter())
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        if let Some(IpAddr::V4(fixed)) = node.snat_ip {
+            local_addrs.insert(fixed);
+        }
+        let mut nonmasq_dst = v4_nets(&config.non_masquerade_cidrs);
+        nonmasq_dst.extend(v4_nets(node.native_routing_cidr.as_ref()));
+        Contents {
+            config: MasqConfig {
+                port_min: range.first,
+                port_max: range.last,
+                flags,
+            },
+            snat_addrs,
+            local_addrs,
+            nonmasq_dst,
+            nonmasq_src,
+            pod_cidrs,
+        }
+    }
+
+    /// Entries across every map (a gauge for metrics and status).
+    pub fn len(&self) -> usize {
+        1 + self.snat_addrs.len()
+            + self.local_addrs.len()
+            + self.nonmasq_dst.len()
+            + self.nonmasq_src.len()
+            + self.pod_cidrs.len()
+    }
+
+    /// Always false: the config entry is always there.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The text `masq render --datapath ebpf` prints: one section per map, sorted.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let c = &self.config;
+        let _ = writeln!(out, "# map {}", name::CONFIG);
+        let _ = writeln!(out, "port_range {}-{}", c.port_min, c.port_max);
+        let _ = writeln!(
+            out,
+            "masq_link_local {}",
+            c.flags & CFG_MASQ_LINK_LOCAL != 0
+        );
+        let _ = writeln!(out, "pod_cidrs_only {}", c.flags & CFG_POD_CIDRS != 0);
+        let _ = writeln!(out, "src_cidrs {}", c.flags & CFG_SRC_CIDRS != 0);
+        let _ = writeln!(out, "# map {}", name::SNAT_ADDRS);
+        for (ifindex, addr) in &self.snat_addrs {
+            match ifindex {
+                0 => {
+                    let _ = writeln!(out, "any {addr}");
+                }
+                n => {
+                    let _ = writeln!(out, "ifindex {n} {addr}");
+                }
+            }
+        }
+        let _ = writeln!(out, "# map {}", name::LOCAL_ADDRS);
+        for addr in &self.local_addrs {
+            let _ = writeln!(out, "{addr}");
+        }
+        for (map, nets) in [
+            (name::NONMASQ_DST, &self.nonmasq_dst),
+            (name::NONMASQ_SRC, &self.nonmasq_src),
+            (name::POD_CIDRS, &self.pod_cidrs),
+        ] {
+            let _ = writeln!(out, "# map {map}");
+            for net in nets {
+                let _ = writeln!(out, "{net}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use masq_config::Config;
+
+    use super::*;
+    use crate::{Interface, NodeSettings};
+
+    fn desired(cidrs: &[&str]) -> Desired {
+        Desired {
+            config: Config {
+                non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+                masq_link_local: false,
+                masq_link_local_ipv6: false,
+                resync_interval: Duration::from_secs(60),
+                cidr_limit: 16384,
+                non_masquerade_src_cidrs: vec!["10.9.0.0/16".parse().unwrap()],
+            },
+            node: NodeSettings {
+                interfaces: vec![Interface {
+                    name: "eth0".into(),
+                    index: 4,
+                    addrs: vec!["fe80::1".parse().unwrap(), "172.18.0.2".parse().unwrap()],
+                }],
+                native_routing_cidr: Some("10.244.0.0/16".parse().unwrap()),
+                ..NodeSettings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn contents_collapse_duplicates_and_skip_ipv6() {
+        let c = Contents::for_desired(&desired(&["10.0.0.0/8", "10.0.0.0/8", "fd00::/8"]));
+        let dst: Vec<String> = c.nonmasq_dst.iter().map(|n| n.to_string()).collect();
+        assert_eq!(dst, ["10.0.0.0/8", "10.244.0.0/16"]);
+        assert_eq!(c.snat_addrs.get(&4), Some(&Ipv4Addr::new(172, 18, 0, 2)));
+        assert_eq!(c.config.flags, CFG_SRC_CIDRS);
+        assert_eq!((c.config.port_min, c.config.port_max), (32768, 65535));
+    }
+
+    #[test]
+    fn a_fixed_snat_ip_applies_to_every_interface_and_is_local() {
+        let mut d = desired(&[]);
+        d.node.snat_ip = Some("192.0.2.7".parse().unwrap());
+        d.node.port_range = Some(PortRange {
+            first: 40000,
+            last: 40999,
+        });
+        let c = Contents::for_desired(&d);
+        let fixed = Ipv4Addr::new(192, 0, 2, 7);
+        assert_eq!(c.snat_addrs, BTreeMap::from([(0, fixed)]));
+        assert!(c.local_addrs.contains(&fixed));
+        assert_eq!((c.config.port_min, c.config.port_max), (40000, 40999));
+    }
+
+    #[test]
+    fn render_lists_every_map_sorted() {
+        let mut d = desired(&["192.168.0.0/16", "10.0.0.0/8"]);
+        d.config.masq_link_local = true;
+        let text = Contents::for_desired(&d).render();
+        let expected = "\
+# map masq_config
+port_range 32768-65535
+masq_link_local true
+pod_cidrs_only false
+src_cidrs true
+# map masq_snat_addrs
+ifindex 4 172.18.0.2
+# map masq_local_addrs
+172.18.0.2
+# map masq_nonmasq_dst
+10.0.0.0/8
+10.244.0.0/16
+192.168.0.0/16
+# map masq_nonmasq_src
+10.9.0.0/16
+# map masq_pod_cidrs
+";
+        assert_eq!(text, expected);
+    }
+}

@@ -1,0 +1,335 @@
+//! The eBPF datapath: tc programs (`bpf/masq.bpf.c`) doing SNAT on egress and reverse SNAT on
+//! ingress with masq's own NAT table, loaded with aya and attached with TCX (clsact fallback).
+//!
+//! Everything lives under one pin directory (default [`crate::names::BPF_PIN_DIR`]): the maps in
+//! `maps-v1/` (the version changes with any map layout change, since aya reuses a pinned map
+//! without checking it) and the links in `links/`. A restarted agent reopens the maps, NAT
+//! entries included, and swaps its programs into the pinned links in place, so live connections
+//! never notice.
+//!
+//! Besides [`Datapath`], [`Ebpf`] offers what `masq nat list`, `masq status` and the metrics need:
+//! [`Ebpf::nat_entries`], [`Ebpf::counters`], [`Ebpf::pressure`] and the garbage collector
+//! [`Ebpf::gc`]. [`load_unpinned`] gives tests and benchmarks a private instance.
+
+pub mod attach;
+pub mod maps;
+pub mod nat;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use aya::programs::SchedClassifier;
+use aya::EbpfLoader;
+
+pub use attach::{AttachMode, Direction};
+pub use maps::{Contents, Maps, DEFAULT_PORT_RANGE};
+pub use nat::{GcReport, NatDirection, NatListEntry, Pressure};
+pub use types::Reason;
+
+use crate::{names, Datapath, Desired, Error, Kind, PortRange, SyncReport};
+
+/// The compiled programs, built from `bpf/` by `build.rs`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masq.bpf.o"));
+
+/// The egress (SNAT) program.
+pub const EGRESS_PROGRAM: &str = "masq_egress";
+/// The ingress (reverse SNAT) program.
+pub const INGRESS_PROGRAM: &str = "masq_ingress";
+/// Subdirectory of the pin directory holding the maps; bump with any map layout change.
+pub const MAPS_SUBDIR: &str = "maps-v1";
+
+/// Wraps any error displayable as one line into [`Error::Kernel`], naming what was done.
+pub(crate) fn kernel_err<E: std::fmt::Display>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
+    let what = what.into();
+    move |e| Error::Kernel {
+        what,
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+fn load_programs(bpf: &mut aya::Ebpf) -> Result<(), Error> {
+    for name in [EGRESS_PROGRAM, INGRESS_PROGRAM] {
+        let prog: &mut SchedClassifier = bpf
+            .program_mut(name)
+            .ok_or_else(|| Error::Unsupported(format!("program {name} missing from the object")))?
+            .try_into()
+            .map_err(kernel_err(format!("program {name} is not a classifier")))?;
+        prog.load()
+            .map_err(kernel_err(format!("loading program {name} (verifier)")))?;
+    }
+    Ok(())
+}
+
+/// A private instance with unpinned maps and loaded (unattached) programs: for `test_run` in
+/// tests and benchmarks. Nothing of it outlives the returned value.
+pub fn load_unpinned() -> Result<aya::Ebpf, Error> {
+    let mut bpf = EbpfLoader::new()
+        .load(OBJECT)
+        .map_err(kernel_err("loading the masq eBPF object"))?;
+    load_programs(&mut bpf)?;
+    Ok(bpf)
+}
+
+/// Pins only survive on a bpf filesystem: refuse anything else with the fix in the message.
+fn check_bpffs(pin_dir: &Path) -> Result<(), Error> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let mut probe = pin_dir;
+    while !probe.exists() {
+        probe = probe.parent().unwrap_or(Path::new("/"));
+    }
+    let stat = nix::sys::statfs::statfs(probe).map_err(kernel_err(format!(
+        "checking the filesystem of {}",
+        probe.display()
+    )))?;
+    if stat.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+        return Err(Error::Unsupported(format!(
+            "pin directory {} is not on a bpf filesystem; mount one with `mount -t bpf bpf {}`",
+            pin_dir.display(),
+            probe.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The programs and maps of this process, once loaded.
+struct Loaded {
+    bpf: aya::Ebpf,
+    maps: Maps,
+    /// What this process last wrote, to tell drift from our own changes.
+    last_written: Option<Contents>,
+    /// Hooks this process has put its programs on; later syncs only check they are still there
+    /// (re-adopting the pin every resync would leak an fd each time).
+    hooked: BTreeSet<(String, Direction)>,
+}
+
+/// The eBPF datapath. See the module documentation.
+pub struct Ebpf {
+    pin_dir: PathBuf,
+    mode: AttachMode,
+    loaded: Option<Loaded>,
+}
+
+impl Default for Ebpf {
+    fn default() -> Self {
+        Ebpf::new(PathBuf::from(names::BPF_PIN_DIR))
+    }
+}
+
+impl Ebpf {
+    /// A datapath pinning under `pin_dir`. Nothing is loaded before the first `sync`.
+    pub fn new(pin_dir: PathBuf) -> Ebpf {
+        Ebpf {
+            pin_dir,
+            mode: AttachMode::Auto,
+            loaded: None,
+        }
+    }
+
+    /// Chooses how programs are attached (default: TCX, clsact where TCX is missing).
+    pub fn with_attach_mode(mut self, mode: AttachMode) -> Ebpf {
+        self.mode = mode;
+        self
+    }
+
+    /// Can this datapath run here? Loads the programs once (the verifier's verdict) without
+    /// attaching or pinning anything, and checks that the pin directory is on a bpf filesystem.
+    /// For `--datapath auto`.
+    pub fn probe(&self) -> Result<(), Error> {
+        check_bpffs(&self.pin_dir)?;
+        load_unpinned().map(drop)
+    }
+
+    /// The pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    fn maps_dir(&self) -> PathBuf {
+        self.pin_dir.join(MAPS_SUBDIR)
+    }
+
+    fn load(&mut self) -> Result<&mut Loaded, Error> {
+        if self.loaded.is_none() {
+            let maps_dir = self.maps_dir();
+            check_bpffs(&self.pin_dir)?;
+            std::fs::create_dir_all(&maps_dir)
+                .map_err(kernel_err(format!("creating {}", maps_dir.display())))?;
+            let paths: Vec<(&str, PathBuf)> = maps::name::ALL
+                .iter()
+                .map(|name| (*name, maps_dir.join(name)))
+                .collect();
+            let mut loader = EbpfLoader::new();
+            for (name, path) in &paths {
+                // Opens the pin when it exists (adoption), creates and pins the map otherwise.
+                loader.map_pin_path(name, path.as_path());
+            }
+            let mut bpf = loader
+                .load(OBJECT)
+                .map_err(kernel_err("loading the masq eBPF object"))?;
+            load_programs(&mut bpf)?;
+            let maps = Maps::take_from(&mut bpf)?;
+            self.loaded = Some(Loaded {
+                bpf,
+                maps,
+                last_written: None,
+                hooked: BTreeSet::new(),
+            });
+        }
+        Ok(self.loaded.as_mut().expect("loaded just above"))
+    }
+
+    /// Runs `f` on this process's maps, or on the pinned ones when nothing is loaded here
+    /// (`masq nat list` and `masq status` run beside the agent).
+    fn with_maps<R>(&self, f: impl FnOnce(&Maps) -> Result<R, Error>) -> Result<R, Error> {
+        match &self.loaded {
+            Some(loaded) => f(&loaded.maps),
+            None => f(&Maps::open_pinned(&self.maps_dir())?),
+        }
+    }
+
+    /// Every NAT entry, both halves (`masq nat list`).
+    pub fn nat_entries(&self) -> Result<Vec<NatListEntry>, Error> {
+        self.with_maps(nat::list)
+    }
+
+    /// Packets per reason since the maps were created (metrics, `masq status`).
+    pub fn counters(&self) -> Result<BTreeMap<Reason, u64>, Error> {
+        self.with_maps(nat::counters)
+    }
+
+    /// NAT table fill and the busiest port pool (metrics).
+    pub fn pressure(&self) -> Result<Pressure, Error> {
+        self.with_maps(nat::pressure)
+    }
+
+    /// One garbage-collection pass over the NAT table; run it periodically (every few seconds).
+    pub fn gc(&mut self) -> Result<GcReport, Error> {
+        let now = nat::monotonic_ns();
+        match &mut self.loaded {
+            Some(loaded) => nat::gc(&mut loaded.maps, now),
+            None => nat::gc(&mut Maps::open_pinned(&self.maps_dir())?, now),
+        }
+    }
+
+    fn check_supported(desired: &Desired) -> Result<(), Error> {
+        if desired.node.enable_ipv6 {
+            return Err(Error::Unsupported(
+                "the ebpf datapath masquerades IPv4 only; use --datapath nftables with --enable-ipv6"
+                    .to_string(),
+            ));
+        }
+        if desired.node.interfaces.is_empty() {
+            return Err(Error::Unsupported(
+                "the ebpf datapath needs at least one interface (--interfaces)".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Datapath for Ebpf {
+    fn kind(&self) -> Kind {
+        Kind::Ebpf
+    }
+
+    fn render(&self, desired: &Desired) -> String {
+        let mut out = Contents::for_desired(desired).render();
+        let _ = writeln!(
+            out,
+            "# attachments (pinned under {})",
+            self.pin_dir.display()
+        );
+        for iface in &desired.node.interfaces {
+            for dir in Direction::BOTH {
+                let _ = writeln!(out, "{} {} {}", iface.name, dir.as_str(), dir.program());
+            }
+        }
+        out
+    }
+
+    fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
+        Ebpf::check_supported(desired)?;
+        let pin_dir = self.pin_dir.clone();
+        let mode = self.mode;
+        let want = Contents::for_desired(desired);
+        let loaded = self.load()?;
+        let have = loaded.maps.read()?;
+        let drift_maps = loaded.last_written.as_ref().is_some_and(|w| *w != have);
+        let writes = loaded.maps.apply(&want)?;
+        loaded.last_written = Some(want.clone());
+
+        let mut relinked = false;
+        let mut repaired = false;
+        for iface in &desired.node.interfaces {
+            for dir in Direction::BOTH {
+                let hook = (iface.name.clone(), dir);
+                if loaded.hooked.contains(&hook) {
+                    if attach::is_attached(&iface.name, dir) {
+                        continue;
+                    }
+                    // Someone detached it, or the interface was recreated.
+                    repaired = true;
+                }
+                let prog: &mut SchedClassifier = loaded
+                    .bpf
+                    .program_mut(dir.program())
+                    .ok_or_else(|| {
+                        Error::Unsupported(format!("program {} missing", dir.program()))
+                    })?
+                    .try_into()
+                    .map_err(kernel_err("program type"))?;
+                relinked |= attach::ensure(prog, &pin_dir, &iface.name, dir, mode)?;
+                loaded.hooked.insert(hook);
+            }
+        }
+        // Interfaces that are no longer egress interfaces lose masq's programs.
+        let keep: BTreeSet<String> = desired
+            .node
+            .interfaces
+            .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        let removed = attach::detach_unwanted(&pin_dir, &keep, &loaded.hooked)?;
+        for hook in &removed {
+            loaded.hooked.remove(hook);
+        }
+        relinked |= !removed.is_empty();
+
+        Ok(SyncReport {
+            changed: writes > 0 || relinked,
+            drift_repaired: drift_maps || repaired,
+            installed_entries: want.len(),
+        })
+    }
+
+    fn matches(&self, desired: &Desired) -> Result<bool, Error> {
+        if self.loaded.is_none() && !self.maps_dir().join(maps::name::CONFIG).exists() {
+            return Ok(false); // nothing installed
+        }
+        let want = Contents::for_desired(desired);
+        let have = self.with_maps(|maps| maps.read())?;
+        if have != want {
+            return Ok(false);
+        }
+        Ok(desired.node.interfaces.iter().all(|iface| {
+            Direction::BOTH
+                .iter()
+                .all(|dir| attach::is_attached(&iface.name, *dir))
+        }))
+    }
+
+    fn cleanup(&mut self) -> Result<(), Error> {
+        self.loaded = None;
+        attach::detach_all(&self.pin_dir)?;
+        match std::fs::remove_dir_all(&self.pin_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Kernel {
+                what: format!("removing {}", self.pin_dir.display()),
+                source: e,
+            }),
+        }
+    }
+}

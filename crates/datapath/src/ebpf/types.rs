@@ -1,0 +1,265 @@
+//! `#[repr(C)]` copies of the structs and the reason list in `bpf/lib/nat_types.h` and
+//! `bpf/lib/drop_reasons.h`. Sizes are checked at compile time here and with `build_bug_on` in C;
+//! addresses and ports are byte arrays in network order, exactly as the programs store them.
+
+use std::net::Ipv4Addr;
+
+/// IP protocol numbers masq translates.
+pub const PROTO_TCP: u8 = 6;
+/// UDP.
+pub const PROTO_UDP: u8 = 17;
+/// ICMP.
+pub const PROTO_ICMP: u8 = 1;
+
+/// `masq_config.flags`: `masqLinkLocal` is true.
+pub const CFG_MASQ_LINK_LOCAL: u32 = 1 << 0;
+/// `masq_config.flags`: `--pod-cidr` was given; only sources in the pod trie are pods.
+pub const CFG_POD_CIDRS: u32 = 1 << 1;
+/// `masq_config.flags`: the source-exemption trie is not empty.
+pub const CFG_SRC_CIDRS: u32 = 1 << 2;
+
+/// `nat_entry.flags`: TCP FIN or RST seen.
+pub const NAT_F_CLOSING: u8 = 1 << 0;
+/// `nat_entry.flags`: a reverse-only entry reserving a port the node itself uses.
+pub const NAT_F_HOST: u8 = 1 << 1;
+
+/// `struct masq_config`, the single entry of the `masq_config` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MasqConfig {
+    /// First translated port, host order.
+    pub port_min: u16,
+    /// Last translated port, host order.
+    pub port_max: u16,
+    /// `CFG_*` bits.
+    pub flags: u32,
+}
+
+/// `struct nat_tuple`: one direction of a connection (ICMP echo: the identifier as a port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NatTuple {
+    /// Source address, network order.
+    pub saddr: [u8; 4],
+    /// Destination address, network order.
+    pub daddr: [u8; 4],
+    /// Source port (or echo identifier), network order.
+    pub sport: [u8; 2],
+    /// Destination port (or echo identifier of a reply), network order.
+    pub dport: [u8; 2],
+    /// IP protocol number.
+    pub proto: u8,
+    /// Always zero.
+    pub pad: [u8; 3],
+}
+
+/// `struct nat_entry`: the translation one half of a NAT pair applies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatEntry {
+    /// Address written into the packet, network order.
+    pub to_addr: [u8; 4],
+    /// Port written into the packet, network order.
+    pub to_port: [u8; 2],
+    /// `NAT_F_*` bits.
+    pub flags: u8,
+    /// Always zero.
+    pub pad: u8,
+    /// CLOCK_MONOTONIC nanoseconds at creation.
+    pub created_ns: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the last packet (refreshed at most once a second).
+    pub last_seen_ns: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<MasqConfig>() == 8);
+const _: () = assert!(std::mem::size_of::<NatTuple>() == 16);
+const _: () = assert!(std::mem::size_of::<NatEntry>() == 24);
+
+// SAFETY: plain #[repr(C)] data without padding bytes and valid for every bit pattern.
+unsafe impl aya::Pod for MasqConfig {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NatTuple {}
+// SAFETY: as above; the explicit `pad` field covers the only gap.
+unsafe impl aya::Pod for NatEntry {}
+
+impl NatTuple {
+    /// Builds a tuple from host-order values.
+    pub fn new(proto: u8, saddr: Ipv4Addr, sport: u16, daddr: Ipv4Addr, dport: u16) -> Self {
+        NatTuple {
+            saddr: saddr.octets(),
+            daddr: daddr.octets(),
+            sport: sport.to_be_bytes(),
+            dport: dport.to_be_bytes(),
+            proto,
+            pad: [0; 3],
+        }
+    }
+    /// Source address.
+    pub fn src(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.saddr)
+    }
+    /// Destination address.
+    pub fn dst(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.daddr)
+    }
+    /// Source port, host order.
+    pub fn src_port(&self) -> u16 {
+        u16::from_be_bytes(self.sport)
+    }
+    /// Destination port, host order.
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes(self.dport)
+    }
+}
+
+impl NatEntry {
+    /// Translated address.
+    pub fn addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.to_addr)
+    }
+    /// Translated port, host order.
+    pub fn port(&self) -> u16 {
+        u16::from_be_bytes(self.to_port)
+    }
+}
+
+/// `enum masq_reason`: the index of each per-CPU counter. Numbers are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Source rewritten to the SNAT address.
+    TranslatedEgress = 0,
+    /// Reply destination rewritten back to the pod.
+    TranslatedIngress = 1,
+    /// New NAT pair created.
+    NatCreated = 2,
+    /// A port candidate was taken and another one tried.
+    PortRetry = 3,
+    /// New flow kept: source in `nonMasqueradeSrcCIDRs`.
+    KeepNonMasqSrc = 4,
+    /// New flow kept: the source is not a pod.
+    KeepNotAPod = 5,
+    /// New flow kept: link-local destination.
+    KeepLinkLocal = 6,
+    /// New flow kept: destination in `nonMasqueradeCIDRs`.
+    KeepNonMasqDst = 7,
+    /// New flow kept: destination is a node address.
+    KeepLocal = 8,
+    /// Not IPv4, or a protocol masq does not translate.
+    PassUnsupported = 9,
+    /// Would be masqueraded but no SNAT address is configured.
+    PassNoSnatAddr = 10,
+    /// A later fragment whose first fragment was not seen.
+    FragUntracked = 11,
+    /// ICMP error about a masqueraded flow translated back to the pod.
+    IcmpErrorTranslated = 12,
+    /// A node-owned flow reserved its port.
+    HostPortReserved = 13,
+    /// An evicted reverse half was put back by its flow.
+    NatReverseRestored = 14,
+    /// A node-owned flow collided with a pod's port and was moved to another.
+    HostPortRemapped = 15,
+    /// Dropped: bad IPv4 header length.
+    DropBadIhl = 64,
+    /// Dropped: truncated transport header.
+    DropTruncated = 65,
+    /// Dropped: no free port after bounded probing.
+    DropPortExhausted = 66,
+    /// Dropped: the NAT table refused an insert.
+    DropNatInsert = 67,
+    /// Dropped: a checksum or store helper failed.
+    DropRewrite = 68,
+}
+
+/// Size of the `masq_counters` array (`MASQ_REASON_MAX`).
+pub const REASON_SLOTS: u32 = 72;
+
+impl Reason {
+    /// Every reason, in number order.
+    pub const ALL: [Reason; 21] = [
+        Reason::TranslatedEgress,
+        Reason::TranslatedIngress,
+        Reason::NatCreated,
+        Reason::PortRetry,
+        Reason::KeepNonMasqSrc,
+        Reason::KeepNotAPod,
+        Reason::KeepLinkLocal,
+        Reason::KeepNonMasqDst,
+        Reason::KeepLocal,
+        Reason::PassUnsupported,
+        Reason::PassNoSnatAddr,
+        Reason::FragUntracked,
+        Reason::IcmpErrorTranslated,
+        Reason::HostPortReserved,
+        Reason::NatReverseRestored,
+        Reason::HostPortRemapped,
+        Reason::DropBadIhl,
+        Reason::DropTruncated,
+        Reason::DropPortExhausted,
+        Reason::DropNatInsert,
+        Reason::DropRewrite,
+    ];
+
+    /// Is this a drop (`MASQ_DROP_FIRST` and up)?
+    pub fn is_drop(self) -> bool {
+        self as u32 >= 64
+    }
+
+    /// The metric label, kebab-case.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::TranslatedEgress => "translated-egress",
+            Reason::TranslatedIngress => "translated-ingress",
+            Reason::NatCreated => "nat-created",
+            Reason::PortRetry => "port-retry",
+            Reason::KeepNonMasqSrc => "keep-non-masquerade-src",
+            Reason::KeepNotAPod => "keep-not-a-pod",
+            Reason::KeepLinkLocal => "keep-link-local",
+            Reason::KeepNonMasqDst => "keep-non-masquerade-cidr",
+            Reason::KeepLocal => "keep-local",
+            Reason::PassUnsupported => "pass-unsupported",
+            Reason::PassNoSnatAddr => "pass-no-snat-address",
+            Reason::FragUntracked => "fragment-untracked",
+            Reason::IcmpErrorTranslated => "icmp-error-translated",
+            Reason::HostPortReserved => "host-port-reserved",
+            Reason::NatReverseRestored => "nat-reverse-restored",
+            Reason::HostPortRemapped => "host-port-remapped",
+            Reason::DropBadIhl => "bad-ihl",
+            Reason::DropTruncated => "truncated",
+            Reason::DropPortExhausted => "port-exhausted",
+            Reason::DropNatInsert => "nat-insert-failed",
+            Reason::DropRewrite => "rewrite-failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Rust list must be the C list: parse `drop_reasons.h` and compare numbers.
+    #[test]
+    fn reasons_match_the_c_header() {
+        let header = include_str!("../../../../bpf/lib/drop_reasons.h");
+        let mut from_c = Vec::new();
+        for line in header.lines() {
+            let line = line.trim();
+            let Some((name, rest)) = line.split_once(" = ") else {
+                continue;
+            };
+            let Some(number) = rest
+                .split(',')
+                .next()
+                .and_then(|n| n.trim().parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if name.starts_with("MASQ_") && name != "MASQ_DROP_FIRST" && name != "MASQ_REASON_MAX" {
+                from_c.push(number);
+            }
+        }
+        let from_rust: Vec<u32> = Reason::ALL.iter().map(|r| *r as u32).collect();
+        assert_eq!(from_c, from_rust);
+        assert!(header.contains(&format!("MASQ_REASON_MAX = {REASON_SLOTS},")));
+    }
+}

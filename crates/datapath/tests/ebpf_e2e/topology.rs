@@ -1,0 +1,163 @@
+//! The pod / node / external namespaces, the private bpffs and the desired state.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use masq_config::Config;
+use masq_datapath::ebpf::Ebpf;
+use masq_datapath::{Datapath, Desired, Interface, NodeSettings};
+use masq_testbed::{veth, Netns};
+
+pub const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
+pub const POD2: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 6);
+pub const NODE: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+pub const INTERNET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const KEPT: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
+
+pub struct Topology {
+    pub pod: Netns,
+    pub pod2: Netns,
+    pub node: Netns,
+    pub external: Netns,
+    pub pin_dir: PathBuf,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Links pinned on bpffs are not per-namespace: always remove them.
+        let _ = self
+            .node
+            .enter(|| Ebpf::new(self.pin_dir.clone()).cleanup());
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// Runs `body` on a thread with its own mount namespace and a fresh bpffs on /sys/fs/bpf, so
+/// pins never touch the host's bpffs; threads it spawns (`Netns::enter`) inherit that namespace,
+/// and the bpffs, with every pin and pinned link in it, goes away when the thread ends.
+pub fn with_private_bpffs<R: Send>(body: impl FnOnce() -> R + Send) -> R {
+    use nix::mount::{mount, MsFlags};
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .unwrap();
+            mount(
+                Some("bpf"),
+                "/sys/fs/bpf",
+                Some("bpf"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .unwrap();
+            body()
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+pub fn unique_pin_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    PathBuf::from(format!(
+        "/sys/fs/bpf/masq-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+pub fn topology() -> Option<Topology> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root for namespaces and eBPF");
+        return None;
+    }
+    masq_testbed::netns::sweep_stale();
+    let pod = Netns::new("pod").unwrap();
+    let pod2 = Netns::new("pod2").unwrap();
+    let node = Netns::new("node").unwrap();
+    let external = Netns::new("ext").unwrap();
+    veth(&pod, "eth0", &node, "vpod").unwrap();
+    veth(&node, "eth0", &external, "eth0").unwrap();
+    veth(&pod2, "eth0", &node, "vpod2").unwrap();
+    pod2.ip(&["addr", "add", "10.244.2.6/24", "dev", "eth0"])
+        .unwrap();
+    pod2.ip(&["route", "add", "default", "via", "10.244.2.1"])
+        .unwrap();
+    node.ip(&["addr", "add", "10.244.2.1/24", "dev", "vpod2"])
+        .unwrap();
+    pod.ip(&["addr", "add", "10.244.1.5/24", "dev", "eth0"])
+        .unwrap();
+    pod.ip(&["route", "add", "default", "via", "10.244.1.1"])
+        .unwrap();
+    node.ip(&["addr", "add", "10.244.1.1/24", "dev", "vpod"])
+        .unwrap();
+    node.ip(&["addr", "add", "172.18.0.2/24", "dev", "eth0"])
+        .unwrap();
+    node.ip(&["route", "add", "default", "via", "172.18.0.1"])
+        .unwrap();
+    node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    external
+        .ip(&["addr", "add", "172.18.0.1/24", "dev", "eth0"])
+        .unwrap();
+    external
+        .ip(&["addr", "add", "203.0.113.10/32", "dev", "lo"])
+        .unwrap();
+    external
+        .ip(&["addr", "add", "10.9.9.9/32", "dev", "lo"])
+        .unwrap();
+    Some(Topology {
+        pod,
+        pod2,
+        node,
+        external,
+        pin_dir: unique_pin_dir(),
+    })
+}
+
+impl Topology {
+    pub fn desired(&self) -> Desired {
+        let index = self
+            .node
+            .enter(|| nix::net::if_::if_nametoindex("eth0").unwrap())
+            .unwrap();
+        desired_for(index)
+    }
+
+    pub fn agent(&self) -> Ebpf {
+        Ebpf::new(self.pin_dir.clone())
+    }
+}
+
+/// The desired state of the node, whose eth0 has `index`.
+pub fn desired_for(index: u32) -> Desired {
+    // TEST-NET is in the default set: list the kept ranges explicitly.
+    let config = Config {
+        non_masquerade_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+        masq_link_local: false,
+        masq_link_local_ipv6: false,
+        resync_interval: Duration::from_secs(60),
+        cidr_limit: 16384,
+        non_masquerade_src_cidrs: Vec::new(),
+    };
+    Desired {
+        config,
+        node: NodeSettings {
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                index,
+                addrs: vec![IpAddr::V4(NODE)],
+            }],
+            ..NodeSettings::default()
+        },
+    }
+}

@@ -1,0 +1,638 @@
+//! One case per protocol and edge case.
+
+use std::net::Ipv4Addr;
+
+use etherparse::icmpv4::{DestUnreachableHeader, TimeExceededCode};
+use etherparse::{Icmpv4Type, Ipv4Header, PacketBuilder, UdpHeader};
+use ipnet::Ipv4Net;
+use masq_datapath::ebpf::nat;
+use masq_datapath::ebpf::types::Reason;
+
+use crate::harness::*;
+
+#[test]
+fn tcp_is_masqueraded_keeping_its_port_and_the_reply_comes_back() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (rc, out) = h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
+    assert_eq!(rc, CONTINUE);
+    assert_eq!(
+        inspect(&out),
+        Seen {
+            src: NODE,
+            sport: 40000,
+            dst: EXTERNAL,
+            dport: 80
+        }
+    );
+
+    let (rc, back) = h.ingress(&tcp(EXTERNAL, 80, NODE, 40000, b"world"));
+    assert_eq!(rc, CONTINUE);
+    assert_eq!(
+        inspect(&back),
+        Seen {
+            src: EXTERNAL,
+            sport: 80,
+            dst: POD,
+            dport: 40000
+        }
+    );
+    assert_eq!(h.count(Reason::TranslatedEgress), 1);
+    assert_eq!(h.count(Reason::TranslatedIngress), 1);
+    assert_eq!(h.count(Reason::NatCreated), 1);
+}
+
+#[test]
+fn a_port_outside_the_range_is_replaced_and_restored() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, out) = h.egress(&udp(POD, 53, EXTERNAL, 5353, b"query"));
+    let seen = inspect(&out);
+    assert_eq!(seen.src, NODE);
+    assert!(seen.sport >= 32768, "port {} outside the range", seen.sport);
+    // The same flow keeps its translation.
+    let (_, again) = h.egress(&udp(POD, 53, EXTERNAL, 5353, b"query 2"));
+    assert_eq!(inspect(&again).sport, seen.sport);
+    let (_, back) = h.ingress(&udp(EXTERNAL, 5353, NODE, seen.sport, b"answer"));
+    assert_eq!(
+        inspect(&back),
+        Seen {
+            src: EXTERNAL,
+            sport: 5353,
+            dst: POD,
+            dport: 53
+        }
+    );
+}
+
+#[test]
+fn a_udp_datagram_without_checksum_keeps_none() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let mut frame = udp(POD, 53, EXTERNAL, 5353, b"no checksum");
+    frame[14 + 20 + 6] = 0;
+    frame[14 + 20 + 7] = 0;
+    let (_, out) = h.egress(&frame);
+    assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
+    assert_eq!(inspect(&out).src, NODE);
+}
+
+#[test]
+fn icmp_echo_uses_the_identifier_as_port() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, out) = h.egress(&echo_request(POD, EXTERNAL, 0x1234, 1));
+    let seen = inspect(&out);
+    assert_eq!(seen.src, NODE);
+    assert!(seen.sport >= 32768);
+    let (_, back) = h.ingress(&echo_reply(EXTERNAL, NODE, seen.sport, 1));
+    assert_eq!(
+        inspect(&back),
+        Seen {
+            src: EXTERNAL,
+            sport: 0,
+            dst: POD,
+            dport: 0x1234
+        }
+    );
+}
+
+#[test]
+fn two_pods_with_the_same_port_to_the_same_destination_get_distinct_ports() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, a) = h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    let (_, b) = h.egress(&tcp(POD2, 40000, EXTERNAL, 80, b""));
+    let (a, b) = (inspect(&a), inspect(&b));
+    assert_eq!(a.sport, 40000);
+    assert_ne!(b.sport, 40000);
+    assert!(h.count(Reason::PortRetry) >= 1);
+    let (_, back_a) = h.ingress(&tcp(EXTERNAL, 80, NODE, a.sport, b""));
+    let (_, back_b) = h.ingress(&tcp(EXTERNAL, 80, NODE, b.sport, b""));
+    assert_eq!(inspect(&back_a).dst, POD);
+    assert_eq!(
+        inspect(&back_b),
+        Seen {
+            src: EXTERNAL,
+            sport: 80,
+            dst: POD2,
+            dport: 40000
+        }
+    );
+}
+
+#[test]
+fn kept_destinations_and_sources_leave_untouched() {
+    let mut contents = base_contents();
+    contents
+        .nonmasq_src
+        .insert("10.244.9.0/24".parse::<Ipv4Net>().unwrap());
+    let Some(mut h) = Harness::new(&contents) else {
+        return;
+    };
+    let cases = [
+        (
+            tcp(POD, 40000, Ipv4Addr::new(10, 1, 2, 3), 80, b""),
+            Reason::KeepNonMasqDst,
+        ),
+        (
+            tcp(POD, 40000, Ipv4Addr::new(169, 254, 169, 254), 80, b""),
+            Reason::KeepLinkLocal,
+        ),
+        (
+            tcp(Ipv4Addr::new(10, 244, 9, 9), 1, EXTERNAL, 80, b""),
+            Reason::KeepNonMasqSrc,
+        ),
+        (tcp(POD, 40001, NODE, 80, b""), Reason::KeepLocal),
+    ];
+    for (frame, reason) in &cases {
+        let (rc, out) = h.egress(frame);
+        assert_eq!(rc, CONTINUE);
+        assert_eq!(&out, frame, "{reason:?}");
+        assert_eq!(h.count(*reason), 1, "{reason:?}");
+    }
+    h.set_link_local(true);
+    let (_, out) = h.egress(&tcp(POD, 40002, Ipv4Addr::new(169, 254, 169, 254), 80, b""));
+    assert_eq!(
+        inspect(&out).src,
+        NODE,
+        "masqLinkLocal: true masquerades 169.254/16"
+    );
+}
+
+#[test]
+fn pod_cidrs_limit_who_is_a_pod() {
+    let mut contents = base_contents();
+    contents
+        .pod_cidrs
+        .insert("10.244.1.0/24".parse::<Ipv4Net>().unwrap());
+    contents.config.flags |= masq_datapath::ebpf::types::CFG_POD_CIDRS;
+    let Some(h) = Harness::new(&contents) else {
+        return;
+    };
+    let outsider = tcp(Ipv4Addr::new(192, 168, 7, 7), 1000, EXTERNAL, 80, b"");
+    assert_eq!(h.egress(&outsider).1, outsider);
+    assert_eq!(h.count(Reason::KeepNotAPod), 1);
+    assert_eq!(
+        inspect(&h.egress(&tcp(POD, 1000, EXTERNAL, 80, b"")).1).src,
+        NODE
+    );
+}
+
+#[test]
+fn established_flows_keep_their_translation_when_the_config_changes() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    assert_eq!(
+        inspect(&h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"")).1).src,
+        NODE
+    );
+    let mut changed = base_contents();
+    changed
+        .nonmasq_dst
+        .insert(Ipv4Net::new(EXTERNAL, 32).unwrap());
+    h.maps.apply(&changed).unwrap();
+    assert_eq!(
+        inspect(&h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"more")).1).src,
+        NODE
+    );
+    assert_eq!(
+        inspect(&h.egress(&tcp(POD, 40001, EXTERNAL, 80, b"")).1).src,
+        POD
+    );
+}
+
+#[test]
+fn the_node_own_flow_reserves_its_port() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let own = udp(NODE, 40000, EXTERNAL, 53, b"node query");
+    assert_eq!(h.egress(&own).1, own);
+    assert_eq!(h.count(Reason::HostPortReserved), 1);
+    let (_, pod) = h.egress(&udp(POD, 40000, EXTERNAL, 53, b"pod query"));
+    assert_ne!(
+        inspect(&pod).sport,
+        40000,
+        "the node's port was handed to a pod"
+    );
+    let reply = udp(EXTERNAL, 53, NODE, 40000, b"for the node");
+    assert_eq!(
+        h.ingress(&reply).1,
+        reply,
+        "a reply to the node was translated"
+    );
+}
+
+#[test]
+fn replies_to_unknown_flows_are_untouched() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let stray = tcp(EXTERNAL, 80, NODE, 45678, b"");
+    assert_eq!(h.ingress(&stray), (CONTINUE, stray.clone()));
+}
+
+#[test]
+fn bad_ihl_is_dropped_and_counted() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let mut frame = tcp(POD, 40000, EXTERNAL, 80, b"");
+    frame[14] = 0x44; // version 4, IHL 4 (16 bytes)
+    fix_ip_checksum(&mut frame[..]);
+    assert_eq!(h.egress(&frame).0, SHOT);
+    assert_eq!(h.ingress(&frame).0, SHOT);
+    assert_eq!(h.count(Reason::DropBadIhl), 2);
+}
+
+#[test]
+fn truncated_transport_headers_are_dropped_and_counted() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let frame = tcp(POD, 40000, EXTERNAL, 80, b"");
+    let cut = &frame[..14 + 20 + 10];
+    assert_eq!(h.egress(cut).0, SHOT);
+    assert_eq!(h.count(Reason::DropTruncated), 1);
+}
+
+#[test]
+fn non_ipv4_frames_are_untouched() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let mut arp = vec![0xff; 12];
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    assert_eq!(h.egress(&arp), (CONTINUE, arp.clone()));
+    assert_eq!(h.count(Reason::PassUnsupported), 1);
+}
+
+/// A TCP packet whose IPv4 header carries 4 bytes of options (IHL 6).
+fn tcp_with_options(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut ip =
+        Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, src.octets(), dst.octets()).unwrap();
+    ip.options = [1u8, 1, 1, 0][..].try_into().unwrap(); // NOP NOP NOP EOL
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .tcp(sport, dport, 7, 100)
+        .write(&mut out, b"with options")
+        .unwrap();
+    assert_eq!(out[14] & 0x0f, 6);
+    out
+}
+
+#[test]
+fn ip_options_are_skipped_by_ihl() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, out) = h.egress(&tcp_with_options(POD, 1234, EXTERNAL, 443));
+    let seen = inspect(&out);
+    assert_eq!(seen.src, NODE);
+    assert!(seen.sport >= 32768);
+    let (_, back) = h.ingress(&tcp_with_options(EXTERNAL, 443, NODE, seen.sport));
+    assert_eq!(
+        inspect(&back),
+        Seen {
+            src: EXTERNAL,
+            sport: 443,
+            dst: POD,
+            dport: 1234
+        }
+    );
+}
+
+/// Splits a single-fragment IPv4 frame after `first_len` bytes of IP payload (a multiple of 8).
+fn fragment(frame: &[u8], first_len: usize) -> (Vec<u8>, Vec<u8>) {
+    let payload = &frame[34..];
+    let mut first = frame[..34].to_vec();
+    first.extend_from_slice(&payload[..first_len]);
+    let mut later = frame[..34].to_vec();
+    later.extend_from_slice(&payload[first_len..]);
+    first[16..18].copy_from_slice(&((20 + first_len) as u16).to_be_bytes());
+    first[20..22].copy_from_slice(&0x2000u16.to_be_bytes()); // MF
+    later[16..18].copy_from_slice(&((20 + payload.len() - first_len) as u16).to_be_bytes());
+    later[20..22].copy_from_slice(&((first_len / 8) as u16).to_be_bytes());
+    first[18..20].copy_from_slice(&0x4242u16.to_be_bytes());
+    later[18..20].copy_from_slice(&0x4242u16.to_be_bytes());
+    fix_ip_checksum(&mut first);
+    fix_ip_checksum(&mut later);
+    (first, later)
+}
+
+/// Reassembles two fragments and checks the UDP checksum over the whole datagram.
+fn reassemble_udp(first: &[u8], later: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    for frag in [first, later] {
+        let (ip, _) = Ipv4Header::from_slice(&frag[14..]).unwrap();
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    }
+    let (ip1, _) = Ipv4Header::from_slice(&first[14..]).unwrap();
+    let (ip2, _) = Ipv4Header::from_slice(&later[14..]).unwrap();
+    assert_eq!((ip1.source, ip1.destination), (ip2.source, ip2.destination));
+    let mut datagram = first[34..].to_vec();
+    datagram.extend_from_slice(&later[34..]);
+    let (udp, payload) = UdpHeader::from_slice(&datagram).unwrap();
+    assert_eq!(
+        udp.checksum,
+        udp.calc_checksum_ipv4_raw(ip1.source, ip1.destination, payload)
+            .unwrap(),
+        "UDP checksum over the reassembled datagram"
+    );
+    (
+        ip1.source.into(),
+        udp.source_port,
+        ip1.destination.into(),
+        udp.destination_port,
+    )
+}
+
+#[test]
+fn fragments_follow_the_first_fragment_both_ways() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let big = udp(POD, 53, EXTERNAL, 9000, &[0x5a; 200]);
+    let (first, later) = fragment(&big, 48);
+    let (rc1, first_out) = h.egress(&first);
+    let (rc2, later_out) = h.egress(&later);
+    assert_eq!((rc1, rc2), (CONTINUE, CONTINUE));
+    let (src, sport, _, _) = reassemble_udp(&first_out, &later_out);
+    assert_eq!(src, NODE);
+    assert!(sport >= 32768);
+
+    let reply = udp(EXTERNAL, 9000, NODE, sport, &[0xa5; 200]);
+    let (first, later) = fragment(&reply, 48);
+    let (_, first_back) = h.ingress(&first);
+    let (_, later_back) = h.ingress(&later);
+    assert_eq!(
+        reassemble_udp(&first_back, &later_back),
+        (EXTERNAL, 9000, POD, 53)
+    );
+}
+
+#[test]
+fn a_later_fragment_without_its_first_is_counted_and_left_alone_on_ingress() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let reply = udp(EXTERNAL, 9000, NODE, 40000, &[1; 100]);
+    let (_, later) = fragment(&reply, 48);
+    assert_eq!(h.ingress(&later), (CONTINUE, later.clone()));
+    assert_eq!(h.count(Reason::FragUntracked), 1);
+}
+
+/// An ICMP error from ROUTER to the node quoting `sent` (a translated frame).
+fn icmp_error_about(sent: &[u8], icmp_type: Icmpv4Type) -> Vec<u8> {
+    let ihl = usize::from(sent[14] & 0x0f) * 4;
+    let quoted = &sent[14..14 + ihl + 8];
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 2])
+        .ipv4(ROUTER.octets(), NODE.octets(), 64)
+        .icmpv4(icmp_type)
+        .write(&mut out, quoted)
+        .unwrap();
+    out
+}
+
+/// Checks the quoted header inside a translated ICMP error: source and port are the pod's.
+fn quoted(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    let inner = &frame[14 + 20 + 8..];
+    let (ip, rest) = Ipv4Header::from_slice(inner).unwrap();
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "quoted IPv4 checksum"
+    );
+    let sport = u16::from_be_bytes([rest[0], rest[1]]);
+    let dport = u16::from_be_bytes([rest[2], rest[3]]);
+    (ip.source.into(), sport, ip.destination.into(), dport)
+}
+
+#[test]
+fn fragmentation_needed_about_a_tcp_flow_goes_back_to_the_pod() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, sent) = h.egress(&tcp(POD, 1234, EXTERNAL, 443, &[7; 64]));
+    let sent_port = inspect(&sent).sport;
+    assert_ne!(sent_port, 1234);
+    let error = icmp_error_about(
+        &sent,
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1400,
+        }),
+    );
+    let (rc, back) = h.ingress(&error);
+    assert_eq!(rc, CONTINUE);
+    assert_eq!(inspect(&back).dst, POD);
+    assert_eq!(quoted(&back), (POD, 1234, EXTERNAL, 443));
+    let original = tcp(POD, 1234, EXTERNAL, 443, &[7; 64]);
+    assert_eq!(
+        &back[14 + 20 + 8 + 20..][..8],
+        &original[34..42],
+        "quoted TCP header"
+    );
+    assert_eq!(h.count(Reason::IcmpErrorTranslated), 1);
+}
+
+#[test]
+fn time_exceeded_about_a_udp_flow_fixes_the_quoted_udp_checksum() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    // No payload: the whole datagram is quoted, so its UDP checksum can be verified.
+    let (_, sent) = h.egress(&udp(POD, 33434, EXTERNAL, 33435, b""));
+    let error = icmp_error_about(
+        &sent,
+        Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit),
+    );
+    let (_, back) = h.ingress(&error);
+    assert_eq!(inspect(&back).dst, POD);
+    assert_eq!(quoted(&back).0, POD);
+    let inner = &back[14 + 20 + 8..];
+    let (ip, rest) = Ipv4Header::from_slice(inner).unwrap();
+    let (udp, payload) = UdpHeader::from_slice(rest).unwrap();
+    assert_eq!(udp.source_port, 33434);
+    assert_eq!(
+        udp.checksum,
+        udp.calc_checksum_ipv4(&ip, payload).unwrap(),
+        "quoted UDP checksum"
+    );
+}
+
+#[test]
+fn time_exceeded_about_a_ping_restores_the_identifier() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, sent) = h.egress(&echo_request(POD, EXTERNAL, 77, 3));
+    let error = icmp_error_about(
+        &sent,
+        Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit),
+    );
+    let (_, back) = h.ingress(&error);
+    assert_eq!(inspect(&back).dst, POD);
+    let inner = &back[14 + 20 + 8..];
+    let (ip, rest) = Ipv4Header::from_slice(inner).unwrap();
+    assert_eq!(Ipv4Addr::from(ip.source), POD);
+    assert_eq!(u16::from_be_bytes([rest[4], rest[5]]), 77);
+    // Identifier and checksum are both back to what the pod sent.
+    let original = echo_request(POD, EXTERNAL, 77, 3);
+    assert_eq!(&rest[..8], &original[34..42], "quoted echo header");
+}
+
+#[test]
+fn port_exhaustion_drops_with_a_count_and_recovers_after_gc() {
+    let mut contents = base_contents();
+    contents.config.port_min = 40000;
+    contents.config.port_max = 40003;
+    let Some(mut h) = Harness::new(&contents) else {
+        return;
+    };
+    for port in 0..4u16 {
+        let (rc, out) = h.egress(&udp(POD, 1000 + port, EXTERNAL, 53, b""));
+        assert_eq!(rc, CONTINUE);
+        assert!((40000..=40003).contains(&inspect(&out).sport));
+    }
+    let (rc, _) = h.egress(&udp(POD, 2000, EXTERNAL, 53, b""));
+    assert_eq!(rc, SHOT, "a fifth flow cannot have a port");
+    assert_eq!(h.count(Reason::DropPortExhausted), 1);
+    // Another destination is another pool.
+    assert_eq!(h.egress(&udp(POD, 2000, EXTERNAL, 54, b"")).0, CONTINUE);
+
+    let pressure = nat::pressure(&h.maps).unwrap();
+    let busiest = pressure.busiest_pool.unwrap();
+    assert_eq!(
+        (busiest.dst_addr, busiest.dst_port, busiest.used),
+        (EXTERNAL, 53, 4)
+    );
+
+    let later = nat::monotonic_ns() + 120 * 1_000_000_000;
+    let report = nat::gc(&mut h.maps, later).unwrap();
+    assert_eq!(report.expired_pairs, 5);
+    assert_eq!(nat::list(&h.maps).unwrap().len(), 0);
+    assert_eq!(h.egress(&udp(POD, 2000, EXTERNAL, 53, b"")).0, CONTINUE);
+}
+
+#[test]
+fn gc_keeps_live_pairs_and_lists_both_halves() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    h.egress(&udp(POD, 40000, EXTERNAL, 53, b""));
+    let report = nat::gc(&mut h.maps, nat::monotonic_ns()).unwrap();
+    assert_eq!(report, nat::GcReport::default());
+    let entries = nat::list(&h.maps).unwrap();
+    assert_eq!(entries.len(), 4);
+    let line = entries[0].to_string();
+    assert!(
+        line.contains("OUT 10.244.1.5:40000 -> 203.0.113.10:"),
+        "{line}"
+    );
+    // 2 minutes later UDP has expired, TCP has not.
+    let report = nat::gc(&mut h.maps, nat::monotonic_ns() + 120 * 1_000_000_000).unwrap();
+    assert_eq!(report.expired_pairs, 1);
+    assert_eq!(nat::list(&h.maps).unwrap().len(), 2);
+}
+
+#[test]
+fn tcp_fin_shortens_the_lifetime() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    let mut fin = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(POD.octets(), EXTERNAL.octets(), 64)
+        .tcp(40000, 80, 5, 100)
+        .fin()
+        .write(&mut fin, b"")
+        .unwrap();
+    h.egress(&fin);
+    assert!(nat::list(&h.maps).unwrap().iter().any(|e| e.closing));
+    let report = nat::gc(&mut h.maps, nat::monotonic_ns() + 30 * 1_000_000_000).unwrap();
+    assert_eq!(report.expired_pairs, 1);
+}
+
+#[test]
+fn gc_removes_a_half_whose_partner_was_evicted() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    h.egress(&tcp(POD, 40001, EXTERNAL, 80, b""));
+    // Evict one reverse half by hand, as the LRU would under pressure.
+    let reverse = masq_datapath::ebpf::types::NatTuple::new(TCP, EXTERNAL, 80, NODE, 40000);
+    h.maps.nat_ingress_mut().remove(&reverse).unwrap();
+    let report = nat::gc(&mut h.maps, nat::monotonic_ns()).unwrap();
+    assert_eq!(report.orphans, 1);
+    assert_eq!(report.expired_pairs, 0);
+    let left: Vec<_> = nat::list(&h.maps).unwrap();
+    assert_eq!(left.len(), 2, "the other pair stays whole");
+    // The next packet of the orphaned flow builds a fresh pair.
+    let (_, out) = h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    assert_eq!(inspect(&out).src, NODE);
+    let (_, back) = h.ingress(&tcp(EXTERNAL, 80, NODE, inspect(&out).sport, b""));
+    assert_eq!(inspect(&back).dst, POD);
+}
+
+#[test]
+fn an_evicted_reverse_half_is_restored_by_the_flow_within_a_second() {
+    use masq_datapath::ebpf::types::NatTuple;
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    let reverse = NatTuple::new(TCP, EXTERNAL, 80, NODE, 40000);
+    h.maps.nat_ingress_mut().remove(&reverse).unwrap();
+    let reply = tcp(EXTERNAL, 80, NODE, 40000, b"");
+    assert_eq!(
+        h.ingress(&reply).1,
+        reply,
+        "no reverse half, no translation"
+    );
+
+    // Age the forward half past the one-second refresh, as if the flow had been quiet.
+    let forward = NatTuple::new(TCP, POD, 40000, EXTERNAL, 80);
+    let mut entry = h.maps.nat_egress_mut().get(&forward, 0).unwrap();
+    entry.last_seen_ns = 0;
+    h.maps.nat_egress_mut().insert(forward, entry, 0).unwrap();
+
+    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"again"));
+    assert_eq!(h.count(Reason::NatReverseRestored), 1);
+    assert_eq!(inspect(&h.ingress(&reply).1).dst, POD);
+}
+
+#[test]
+fn a_node_flow_colliding_with_a_pod_translation_is_moved_to_another_port() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, pod) = h.egress(&udp(POD, 40000, EXTERNAL, 53, b"pod"));
+    assert_eq!(inspect(&pod).sport, 40000);
+    // The node's kernel picks 40000 towards the same destination, not knowing.
+    let (rc, node) = h.egress(&udp(NODE, 40000, EXTERNAL, 53, b"node"));
+    assert_eq!(rc, CONTINUE);
+    let moved = inspect(&node);
+    assert_eq!(moved.src, NODE);
+    assert_ne!(moved.sport, 40000);
+    assert_eq!(h.count(Reason::HostPortRemapped), 1);
+    // Each side gets its own replies.
+    let (_, to_node) = h.ingress(&udp(EXTERNAL, 53, NODE, moved.sport, b""));
+    assert_eq!(
+        (inspect(&to_node).dst, inspect(&to_node).dport),
+        (NODE, 40000)
+    );
+    let (_, to_pod) = h.ingress(&udp(EXTERNAL, 53, NODE, 40000, b""));
+    assert_eq!((inspect(&to_pod).dst, inspect(&to_pod).dport), (POD, 40000));
+}

@@ -1,0 +1,264 @@
+//! A private instance of the programs plus packet builders and independent checksum checks.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use aya::programs::SchedClassifier;
+use aya::{TestRun, TestRunOptions};
+use etherparse::{
+    Icmpv4Header, Icmpv4Type, IpNumber, Ipv4Header, PacketBuilder, TcpHeader, UdpHeader,
+};
+use ipnet::Ipv4Net;
+use masq_datapath::ebpf::types::{MasqConfig, Reason, CFG_MASQ_LINK_LOCAL};
+use masq_datapath::ebpf::{load_unpinned, Contents, Maps, EGRESS_PROGRAM, INGRESS_PROGRAM};
+
+/// TC_ACT_UNSPEC as the kernel reports it: the packet goes on (translated or not).
+pub const CONTINUE: u32 = u32::MAX;
+/// TC_ACT_SHOT.
+pub const SHOT: u32 = 2;
+
+pub const NODE: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+pub const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
+pub const POD2: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 6);
+pub const EXTERNAL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+
+pub struct Harness {
+    bpf: aya::Ebpf,
+    pub maps: Maps,
+}
+
+/// The map contents most cases use: SNAT to NODE on every interface, 10/8 kept.
+pub fn base_contents() -> Contents {
+    let mut c = Contents {
+        config: MasqConfig {
+            port_min: 32768,
+            port_max: 65535,
+            flags: 0,
+        },
+        ..Contents::default()
+    };
+    c.snat_addrs.insert(0, NODE);
+    c.local_addrs.insert(NODE);
+    c.nonmasq_dst
+        .insert("10.0.0.0/8".parse::<Ipv4Net>().unwrap());
+    c
+}
+
+impl Harness {
+    /// None (with the reason printed) where the kernel refuses to load programs.
+    pub fn new(contents: &Contents) -> Option<Harness> {
+        let mut bpf = match load_unpinned() {
+            Ok(bpf) => bpf,
+            Err(e) if !nix_is_root() => {
+                eprintln!("skipping: not root, cannot load eBPF programs ({e})");
+                return None;
+            }
+            Err(e) => panic!("loading the programs: {e}"),
+        };
+        let mut maps = Maps::take_from(&mut bpf).unwrap();
+        maps.apply(contents).unwrap();
+        Some(Harness { bpf, maps })
+    }
+
+    pub fn set_link_local(&mut self, masq: bool) {
+        let mut c = self.maps.read().unwrap();
+        if masq {
+            c.config.flags |= CFG_MASQ_LINK_LOCAL;
+        } else {
+            c.config.flags &= !CFG_MASQ_LINK_LOCAL;
+        }
+        self.maps.apply(&c).unwrap();
+    }
+
+    fn run(&self, program: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &SchedClassifier = self.bpf.program(program).unwrap().try_into().unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    pub fn egress(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run(EGRESS_PROGRAM, frame)
+    }
+
+    pub fn ingress(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run(INGRESS_PROGRAM, frame)
+    }
+
+    pub fn counters(&self) -> BTreeMap<Reason, u64> {
+        masq_datapath::ebpf::nat::counters(&self.maps).unwrap()
+    }
+
+    pub fn count(&self, reason: Reason) -> u64 {
+        self.counters()[&reason]
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 512)
+        .syn()
+        .write(&mut out, payload)
+        .unwrap();
+    out
+}
+
+pub fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(sport, dport)
+        .write(&mut out, payload)
+        .unwrap();
+    out
+}
+
+pub fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4_echo_request(id, seq)
+        .write(&mut out, b"ping-payload")
+        .unwrap();
+    out
+}
+
+pub fn echo_reply(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4_echo_reply(id, seq)
+        .write(&mut out, b"ping-payload")
+        .unwrap();
+    out
+}
+
+/// The fields masq touches, read back from a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+}
+
+/// Parses `frame` and checks every checksum in it against a full recomputation.
+pub fn inspect(frame: &[u8]) -> Seen {
+    let (ip, rest) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    let l4 = &rest[..ip.total_len as usize - ip.header_len()];
+    let (src, dst) = (Ipv4Addr::from(ip.source), Ipv4Addr::from(ip.destination));
+    match ip.protocol {
+        IpNumber::TCP => {
+            let (h, payload) = TcpHeader::from_slice(l4).unwrap();
+            assert_eq!(
+                h.checksum,
+                h.calc_checksum_ipv4(&ip, payload).unwrap(),
+                "TCP checksum"
+            );
+            Seen {
+                src,
+                sport: h.source_port,
+                dst,
+                dport: h.destination_port,
+            }
+        }
+        IpNumber::UDP => {
+            let (h, payload) = UdpHeader::from_slice(l4).unwrap();
+            if h.checksum != 0 {
+                assert_eq!(
+                    h.checksum,
+                    h.calc_checksum_ipv4(&ip, payload).unwrap(),
+                    "UDP checksum"
+                );
+            }
+            Seen {
+                src,
+                sport: h.source_port,
+                dst,
+                dport: h.destination_port,
+            }
+        }
+        IpNumber::ICMP => {
+            let (h, payload) = Icmpv4Header::from_slice(l4).unwrap();
+            assert_eq!(
+                h.checksum,
+                h.icmp_type.calc_checksum(payload),
+                "ICMP checksum"
+            );
+            match h.icmp_type {
+                Icmpv4Type::EchoRequest(e) => Seen {
+                    src,
+                    sport: e.id,
+                    dst,
+                    dport: 0,
+                },
+                Icmpv4Type::EchoReply(e) => Seen {
+                    src,
+                    sport: 0,
+                    dst,
+                    dport: e.id,
+                },
+                _ => Seen {
+                    src,
+                    sport: 0,
+                    dst,
+                    dport: 0,
+                },
+            }
+        }
+        other => panic!("unexpected protocol {other:?}"),
+    }
+}
+
+/// Recomputes the IPv4 header checksum after a test edited the header by hand.
+pub fn fix_ip_checksum(frame: &mut [u8]) {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    frame[24] = 0;
+    frame[25] = 0;
+    let sum = internet_checksum(&frame[14..14 + ihl]);
+    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// RFC 1071, written out independently of the programs' incremental arithmetic.
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in bytes.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from_be_bytes([chunk[0], 0])
+        };
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}

@@ -1,0 +1,459 @@
+//! The real `masq agent` binary, end to end, on every datapath (issue 3).
+//!
+//! Each test builds its own pod / pod2 / node / external topology (masq-testbed, unique network
+//! namespaces removed on drop, also on failure), its own kubelet-style ConfigMap volume, runs
+//! the agent inside the node namespace and checks the source address the external side sees
+//! over TCP, UDP and ping. Every scenario runs once per datapath (see `tests_for!` at the
+//! bottom), so a failure names both. Before and after each test the root namespace is read, only
+//! read, to prove the agent never installed anything there.
+
+mod harness;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use harness::*;
+use masq_agent::status::Status;
+use masq_testbed::addr;
+use masq_testbed::probe::{tcp_source, TcpEchoServer, TcpSession};
+
+/// The pod's view with TEST-NET masqueraded and the private network kept.
+const VPC_ONLY: &str = "nonMasqueradeCIDRs: [10.0.0.0/8]\n";
+
+mod scenarios {
+    use super::*;
+
+    /// Every decision reason on the wire: default (masquerade), non-masquerade-cidr,
+    /// link-local (kept by default), non-masquerade-src and local (keep); and the rules sit
+    /// where the datapath puts them (the nft table, or the iptables backend the host uses).
+    pub fn decision_reasons(datapath: Datapath) -> Result<()> {
+        let config = "nonMasqueradeCIDRs: [10.0.0.0/8]\nnonMasqueradeSrcCIDRs: [10.244.1.3/32]\n";
+        let bed = Bed::ready(datapath, config)?;
+        let (node, pod, pod2) = (
+            IpAddr::from(addr::NODE),
+            IpAddr::from(addr::POD),
+            IpAddr::from(addr::POD2),
+        );
+        let installed = bed.installed()?;
+        let expected_backends: Vec<_> = datapath.iptables_backend().into_iter().collect();
+        assert_eq!(installed.ipt_backends, expected_backends, "{installed:?}");
+        assert_eq!(
+            installed.nft_table,
+            datapath == Datapath::Nftables,
+            "{installed:?}"
+        );
+        assert_eq!(bed.source_of(addr::INTERNET)?, node, "default: masquerade");
+        assert_eq!(
+            bed.source_of(addr::PRIVATE)?,
+            pod,
+            "non-masquerade-cidr: keep"
+        );
+        assert_eq!(
+            bed.source_of(addr::METADATA)?,
+            pod,
+            "link-local: kept by default"
+        );
+        assert_eq!(
+            bed.source_from(&bed.topology.pod2, addr::INTERNET)?,
+            pod2,
+            "non-masquerade-src: keep"
+        );
+
+        let local = SocketAddr::new(addr::NODE.into(), 8090);
+        let _server = TcpEchoServer::start(&bed.topology.node, &[local])?;
+        assert_eq!(tcp_source(&bed.topology.pod, local)?, pod, "local: keep");
+        Ok(())
+    }
+
+    /// `masqLinkLocal: true` masquerades the metadata server.
+    pub fn link_local_masqueraded_when_asked(datapath: Datapath) -> Result<()> {
+        let bed = Bed::ready(
+            datapath,
+            "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: true\n",
+        )?;
+        assert_eq!(bed.source_of(addr::METADATA)?, IpAddr::from(addr::NODE));
+        assert_eq!(bed.source_of(addr::PRIVATE)?, IpAddr::from(addr::POD));
+        Ok(())
+    }
+
+    /// A source outside `--pod-cidr` is not a pod: kept, while the pod is masqueraded.
+    pub fn not_a_pod(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::new(datapath, Some(VPC_ONLY))?;
+        bed.pod_cidr = format!("{}/32", addr::POD);
+        bed.start_agent()?;
+        bed.wait_ready()?;
+        assert_eq!(
+            bed.source_from(&bed.topology.pod2, addr::INTERNET)?,
+            IpAddr::from(addr::POD2)
+        );
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
+        Ok(())
+    }
+
+    /// A `..data` swap reaches the wire in under a second (the time is printed), and a
+    /// destination the change does not concern stays masqueraded throughout.
+    pub fn live_reload(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::ready(datapath, VPC_ONLY)?;
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
+        let bystander = bed.probes.tcp_addr(addr::INTERNET2.into());
+        let changed = bed.probes.tcp_addr(addr::INTERNET.into());
+        let (took, bystander_saw) = probing_while(&bed.topology.pod, bystander, || {
+            bed.config
+                .update("nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n")?;
+            wait_for_source(
+                &bed.topology.pod,
+                changed,
+                addr::POD.into(),
+                Duration::from_secs(3),
+            )
+        });
+        let took = took.map_err(|e| bed.with_log(e))?;
+        eprintln!("reload took {} ms ({datapath:?})", took.as_millis());
+        assert!(took < Duration::from_secs(1), "reload took {took:?}");
+        let node = Ok(IpAddr::from(addr::NODE));
+        assert!(
+            !bystander_saw.is_empty() && bystander_saw.iter().all(|s| *s == node),
+            "{bystander} saw during the reload: {bystander_saw:?}"
+        );
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::POD));
+        assert_eq!(bed.source_of(addr::INTERNET2)?, IpAddr::from(addr::NODE));
+        Ok(())
+    }
+
+    /// The file appearing after being absent is applied; deleting it again means the defaults
+    /// (whose set holds TEST-NET, so the internet host keeps the pod source).
+    pub fn config_file_created_and_deleted(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::new(datapath, None)?;
+        bed.start_agent()?;
+        bed.wait_ready()?;
+        assert_eq!(
+            bed.source_of(addr::INTERNET)?,
+            IpAddr::from(addr::POD),
+            "defaults: keep"
+        );
+        bed.config.update(VPC_ONLY)?;
+        bed.wait_for_source(addr::INTERNET, addr::NODE, Duration::from_secs(3))?;
+        bed.config.remove()?;
+        bed.wait_for_source(addr::INTERNET, addr::POD, Duration::from_secs(3))?;
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::POD));
+        Ok(())
+    }
+
+    /// An invalid file changes nothing on the wire, shows in /status, /metrics and
+    /// `masq status -o json`, and the agent keeps running until a valid file is applied.
+    pub fn invalid_config_keeps_the_last_good_one(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::ready(datapath, VPC_ONLY)?;
+        bed.config
+            .update("nonMasqueradeCIDRs: [10.0.0.1/8, 203.0.113.0/24]\n")?;
+        let reported = eventually(Duration::from_secs(3), || {
+            Ok(bed.status()?.last_config_error.is_some())
+        })?;
+        assert!(reported, "no last_config_error in /status:\n{}", bed.log());
+        let error = bed.status()?.last_config_error.unwrap_or_default();
+        assert!(
+            error.contains("10.0.0.0/8"),
+            "the error should name the aligned form: {error}"
+        );
+        assert_eq!(metric(&bed.metrics()?, "masq_config_error"), Some(1.0));
+        assert_eq!(
+            bed.source_of(addr::INTERNET)?,
+            IpAddr::from(addr::NODE),
+            "old config: masquerade"
+        );
+        assert_eq!(
+            bed.source_of(addr::PRIVATE)?,
+            IpAddr::from(addr::POD),
+            "old config: keep"
+        );
+        assert!(bed.agent().is_running(), "the agent exited:\n{}", bed.log());
+
+        // `masq status` as an operator runs it on the node.
+        let out = bed.masq(&["status", "-o", "json"])?;
+        assert!(
+            out.status.success(),
+            "masq status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: Status = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(status.datapath, datapath.flag());
+        assert!(status.ready);
+        let desired = status
+            .desired
+            .context("masq status shows no desired config")?;
+        assert_eq!(desired.non_masquerade_cidrs, ["10.0.0.0/8"]);
+        assert_eq!(desired.pod_cidrs, [addr::POD_CIDR]);
+        assert_eq!(status.last_config_error.as_deref(), Some(error.as_str()));
+
+        bed.config
+            .update("nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n")?;
+        bed.wait_for_source(addr::INTERNET, addr::POD, Duration::from_secs(3))?;
+        assert_eq!(bed.status()?.last_config_error, None);
+        assert_eq!(metric(&bed.metrics()?, "masq_config_error"), Some(0.0));
+        Ok(())
+    }
+
+    /// Started with an invalid file: not ready and nothing installed, until a valid one appears.
+    pub fn invalid_first_config_installs_nothing(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::new(datapath, Some("resyncInterval: soon\n"))?;
+        bed.start_agent()?;
+        let answered = eventually(Duration::from_secs(5), || Ok(bed.readyz()?.is_some()))?;
+        assert!(answered, "the admin server never answered:\n{}", bed.log());
+        // Give a wrong first sync time to happen before looking.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(bed.readyz()?, Some(503));
+        let installed = bed.installed()?;
+        assert!(
+            installed.nothing(),
+            "installed with an invalid config: {installed:?}"
+        );
+        assert!(bed.agent().is_running(), "the agent exited:\n{}", bed.log());
+
+        bed.config.update(VPC_ONLY)?;
+        bed.wait_ready()?;
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
+        Ok(())
+    }
+
+    /// A crash while the file is invalid: the new agent is not ready, but leaves the rules
+    /// the previous one installed (traffic keeps its last good treatment) until the file is
+    /// fixed.
+    pub fn restart_with_an_invalid_config_keeps_the_rules(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::ready(datapath, VPC_ONLY)?;
+        let installed = bed.installed()?;
+        bed.config.update("masqLinkLocal: maybe\n")?;
+        bed.take_agent().kill9();
+        bed.start_agent()?;
+        let answered = eventually(Duration::from_secs(5), || Ok(bed.readyz()?.is_some()))?;
+        assert!(answered, "the admin server never answered:\n{}", bed.log());
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(bed.readyz()?, Some(503));
+        let reported = eventually(Duration::from_secs(3), || {
+            Ok(bed.status()?.last_config_error.is_some())
+        })?;
+        assert!(reported, "no last_config_error in /status:\n{}", bed.log());
+        assert_eq!(bed.installed()?, installed);
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
+        assert_eq!(bed.source_of(addr::PRIVATE)?, IpAddr::from(addr::POD));
+
+        bed.config
+            .update("nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: true\n")?;
+        bed.wait_ready()?;
+        assert_eq!(bed.source_of(addr::METADATA)?, IpAddr::from(addr::NODE));
+        Ok(())
+    }
+
+    /// `kill -9` and a restart: an open connection keeps its translation (address and port),
+    /// new connections are masqueraded at every moment, and the new agent adopts the rules
+    /// without duplicating them.
+    pub fn kill9_and_restart_keep_connections(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::ready(datapath, VPC_ONLY)?;
+        let server = bed.probes.tcp_addr(addr::INTERNET.into());
+        let mut session = TcpSession::connect(&bed.topology.pod, server)?;
+        let before = session.observed_source()?;
+        assert_eq!(before.ip(), IpAddr::from(addr::NODE));
+        let installed_before = bed.installed()?;
+
+        let crashed = bed.take_agent();
+        let (restarted, seen) = probing_while(&bed.topology.pod, server, || {
+            crashed.kill9();
+            let mut agent = bed.spawn_agent()?;
+            agent.wait_ready(&bed.topology.node, Duration::from_secs(10))?;
+            anyhow::Ok(agent)
+        });
+        bed.agent = Some(restarted?);
+        let node = Ok(IpAddr::from(addr::NODE));
+        assert!(
+            !seen.is_empty() && seen.iter().all(|s| *s == node),
+            "new connections during the restart saw: {seen:?}"
+        );
+        assert_eq!(
+            session.observed_source()?,
+            before,
+            "the open connection changed its source"
+        );
+        let installed_after = bed.installed()?;
+        assert_eq!(
+            installed_after, installed_before,
+            "the restart changed the rules"
+        );
+        match datapath.iptables_backend() {
+            None => assert!(installed_after.nft_rules > 0),
+            Some(_) => assert_eq!(installed_after.ipt_jumps, 1, "{installed_after:?}"),
+        }
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
+        Ok(())
+    }
+
+    /// SIGTERM: exit 0, and the datapath stays so traffic flows while the pod is replaced;
+    /// the replacement takes over with its new config.
+    pub fn sigterm_leaves_the_datapath(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::ready(datapath, VPC_ONLY)?;
+        let installed = bed.installed()?;
+        let agent = bed.take_agent();
+        let status = agent.terminate()?;
+        let log = bed.log_of_start(1);
+        assert!(status.success(), "the agent exited with {status}:\n{log}");
+        assert!(log.contains("leaving the datapath installed"), "{log}");
+        assert!(
+            !log.contains('\x1b'),
+            "colour codes in a log that is not a terminal:\n{log}"
+        );
+        assert_eq!(bed.installed()?, installed);
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
+        assert_eq!(bed.source_of(addr::PRIVATE)?, IpAddr::from(addr::POD));
+
+        // The replacement pod starts with an edited ConfigMap: it adopts and updates the
+        // rules in place, without a second copy.
+        bed.config
+            .update("nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n")?;
+        bed.start_agent()?;
+        bed.wait_ready()?;
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::POD));
+        assert_eq!(bed.source_of(addr::INTERNET2)?, IpAddr::from(addr::NODE));
+        let replaced = bed.installed()?;
+        assert_eq!(
+            (
+                replaced.nft_table,
+                replaced.ipt_jumps,
+                &replaced.ipt_backends
+            ),
+            (
+                installed.nft_table,
+                installed.ipt_jumps,
+                &installed.ipt_backends
+            ),
+            "{replaced:?}"
+        );
+        Ok(())
+    }
+
+    /// Someone deletes or edits the datapath's objects: repaired within resyncInterval, each
+    /// time, and counted.
+    pub fn drift_repaired_within_resync(datapath: Datapath) -> Result<()> {
+        let bed = Bed::ready(
+            datapath,
+            "nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 2s\n",
+        )?;
+        let damages = datapath.damages();
+        for damage in &damages {
+            assert_eq!(
+                bed.tcp_source_of(damage.dst)?,
+                damage.repaired,
+                "before: {}",
+                damage.what
+            );
+            damage.apply(&bed.topology.node)?;
+            assert_ne!(
+                bed.tcp_source_of(damage.dst)?,
+                damage.repaired,
+                "{} did not take",
+                damage.what
+            );
+            let took = bed.wait_for_source(damage.dst, damage.repaired, Duration::from_secs(4))?;
+            eprintln!(
+                "{} repaired after {} ms ({datapath:?})",
+                damage.what,
+                took.as_millis()
+            );
+        }
+        // The counter moves just after the kernel is repaired, which the probe may beat.
+        let repairs =
+            || anyhow::Ok(metric(&bed.metrics()?, "masq_drift_repairs_total").unwrap_or(0.0));
+        let counted = eventually(Duration::from_secs(1), || {
+            Ok(repairs()? >= damages.len() as f64)
+        })?;
+        assert!(counted, "masq_drift_repairs_total {}", repairs()?);
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
+        assert_eq!(bed.source_of(addr::PRIVATE)?, IpAddr::from(addr::POD));
+        Ok(())
+    }
+
+    /// `masq cleanup` with the agent stopped removes everything, and can run twice.
+    pub fn cleanup_leaves_nothing(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::ready(datapath, VPC_ONLY)?;
+        assert!(!bed.installed()?.nothing());
+        bed.take_agent().terminate()?;
+        for round in ["first", "second"] {
+            let out = bed.masq(&["cleanup"])?;
+            assert!(
+                out.status.success(),
+                "{round} cleanup: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let installed = bed.installed()?;
+            assert!(
+                installed.nothing(),
+                "after the {round} cleanup: {installed:?}"
+            );
+        }
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::POD));
+        Ok(())
+    }
+}
+
+/// One `#[test]` per scenario × datapath, named `<datapath>::<scenario>`.
+macro_rules! tests_for {
+    ($module:ident, $datapath:expr) => {
+        mod $module {
+            use super::{run, scenarios, Datapath};
+
+            #[test]
+            fn decision_reasons() {
+                run($datapath, scenarios::decision_reasons)
+            }
+            #[test]
+            fn link_local_masqueraded_when_asked() {
+                run($datapath, scenarios::link_local_masqueraded_when_asked)
+            }
+            #[test]
+            fn not_a_pod() {
+                run($datapath, scenarios::not_a_pod)
+            }
+            #[test]
+            fn live_reload() {
+                run($datapath, scenarios::live_reload)
+            }
+            #[test]
+            fn config_file_created_and_deleted() {
+                run($datapath, scenarios::config_file_created_and_deleted)
+            }
+            #[test]
+            fn invalid_config_keeps_the_last_good_one() {
+                run($datapath, scenarios::invalid_config_keeps_the_last_good_one)
+            }
+            #[test]
+            fn invalid_first_config_installs_nothing() {
+                run($datapath, scenarios::invalid_first_config_installs_nothing)
+            }
+            #[test]
+            fn restart_with_an_invalid_config_keeps_the_rules() {
+                run(
+                    $datapath,
+                    scenarios::restart_with_an_invalid_config_keeps_the_rules,
+                )
+            }
+            #[test]
+            fn kill9_and_restart_keep_connections() {
+                run($datapath, scenarios::kill9_and_restart_keep_connections)
+            }
+            #[test]
+            fn sigterm_leaves_the_datapath() {
+                run($datapath, scenarios::sigterm_leaves_the_datapath)
+            }
+            #[test]
+            fn drift_repaired_within_resync() {
+                run($datapath, scenarios::drift_repaired_within_resync)
+            }
+            #[test]
+            fn cleanup_leaves_nothing() {
+                run($datapath, scenarios::cleanup_leaves_nothing)
+            }
+        }
+    };
+}
+
+// The datapaths under test; adding one is one line.
+tests_for!(nftables, Datapath::Nftables);
+tests_for!(iptables_nft, Datapath::IptablesNft);
+tests_for!(iptables_legacy, Datapath::IptablesLegacy);
