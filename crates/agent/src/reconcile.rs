@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use masq_config::{Config, ParseOptions};
-use masq_datapath::{Datapath, Desired, NodeSettings};
+use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
 use tokio::sync::mpsc;
 
 use crate::admin::{self, Shared};
@@ -268,7 +268,8 @@ impl Reconciler {
                 }
                 m.datapath_entries.set(report.installed_entries as i64);
                 let summary = summarize(&desired);
-                let egress = egress_summary(&desired.node);
+                let kind = self.datapath.as_ref().map(|d| d.kind());
+                let egress = egress_summary(&desired.node).filter(|_| kind != Some(Kind::Ebpf));
                 if let Some(warning) = egress.as_ref().and_then(|e| e.warning.as_ref()) {
                     let known = self.shared.status().egress.and_then(|e| e.warning);
                     if known.as_ref() != Some(warning) {
@@ -338,6 +339,8 @@ fn summarize(desired: &Desired) -> DesiredSummary {
     }
 }
 
+/// Egress routing as the netfilter datapaths install it (the eBPF datapath does not steer
+/// flows yet: issue 8, docs/vpc-native.md).
 fn egress_summary(node: &NodeSettings) -> Option<EgressSummary> {
     let routing = node.active_egress_routing()?;
     let interface = node.egress_interface()?.to_string();
@@ -421,7 +424,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use masq_datapath::{Error, Kind, SyncReport};
+    use masq_datapath::{Error, SyncReport};
     use std::sync::Mutex;
 
     /// An in-memory datapath: what it "installed", how often it synced, whether it fails.
