@@ -23,12 +23,14 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod bpffs;
 pub mod configmap;
 pub mod netns;
 pub mod probe;
 pub mod topology;
 
 pub use agent::AgentProcess;
+pub use bpffs::PrivateBpffs;
 pub use configmap::ConfigMapDir;
 pub use netns::{veth, Netns};
 pub use probe::{Probes, Sources};
