@@ -22,6 +22,9 @@ use crate::{signals, watch};
 /// How long to wait after a file or netlink event for the burst to end (kubelet's swap is a
 /// few events within microseconds); well inside the one-second promise for applying a change.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How often the datapath's upkeep runs: the eBPF NAT table's shortest timeout is 10 s (a
+/// closed TCP flow), so expired pairs are gone within half of that.
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
 /// Retry delay after a failed sync, doubled each time up to the resync interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
@@ -145,6 +148,30 @@ impl Reconciler {
         self.sync(desired).await;
         if matches!(trigger, Trigger::Start | Trigger::Resync) {
             self.look_around().await;
+        }
+    }
+
+    /// The datapath's periodic upkeep (eBPF NAT garbage collection); failures are logged only,
+    /// the next round tries again.
+    pub async fn housekeeping(&mut self) {
+        if self.installed.is_none() {
+            return;
+        }
+        let mut datapath = self
+            .datapath
+            .take()
+            .expect("the datapath is returned after every call");
+        let (datapath, result) = tokio::task::spawn_blocking(move || {
+            let result = datapath.housekeeping();
+            (datapath, result)
+        })
+        .await
+        .expect("the datapath does not panic");
+        self.datapath = Some(datapath);
+        match result {
+            Ok(Some(summary)) => tracing::debug!("{summary}"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("datapath housekeeping failed: {e}"),
         }
     }
 
@@ -396,6 +423,8 @@ pub async fn run(
     tracing::info!("agent started");
     reconciler.reconcile(Trigger::Start).await;
 
+    let mut upkeep = tokio::time::interval(HOUSEKEEPING);
+    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let resync = tokio::time::sleep_until(reconciler.next_resync().into());
         tokio::select! {
@@ -417,6 +446,7 @@ pub async fn run(
                 }
             }
             () = resync => reconciler.reconcile(Trigger::Resync).await,
+            _ = upkeep.tick() => reconciler.housekeeping().await,
         }
     }
 }

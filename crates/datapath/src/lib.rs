@@ -232,6 +232,11 @@ pub trait Datapath: Send {
     fn matches(&self, desired: &Desired) -> Result<bool, Error>;
     /// Remove everything this backend owns. Works without a config; absent objects are success.
     fn cleanup(&mut self) -> Result<(), Error>;
+    /// Periodic upkeep between syncs (the eBPF NAT table's garbage collection), every few
+    /// seconds. Returns a one-line summary when it did something worth logging.
+    fn housekeeping(&mut self) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
     /// What an operator should know that this backend found but does not own (e.g. a chain left
     /// behind by another agent), one sentence each, for `masq status`. Read-only.
     fn findings(&self, desired: &Desired) -> Vec<String> {

@@ -1,18 +1,31 @@
 //! The built-in datapaths, in `auto` order, and the commands that act on all of them.
 
+use std::path::Path;
+
 use masq_agent::select::Candidate;
+use masq_datapath::ebpf::Ebpf;
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::nft::Nftables;
 use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
 use prometheus_client::registry::Registry;
 
+use crate::ebpf_metrics::EbpfCollector;
 use crate::flags::OutputFormat;
 
-/// Every datapath this binary has, in the order `auto` tries them. Opening one probes the
-/// kernel without changing it.
-pub fn candidates(node: &NodeSettings) -> Vec<Candidate> {
+/// Every datapath this binary has, in the order `auto` tries them (SPEC section 4). Opening one
+/// probes the kernel without changing it.
+pub fn candidates(node: &NodeSettings, pin_dir: &Path) -> Vec<Candidate> {
     let chain = node.iptables_chain.clone();
+    let pin_dir = pin_dir.to_path_buf();
     vec![
+        Candidate {
+            kind: Kind::Ebpf,
+            open: Box::new(move || {
+                let ebpf = Ebpf::new(pin_dir);
+                ebpf.probe()?;
+                Ok(Box::new(ebpf) as Box<dyn Datapath>)
+            }),
+        },
         Candidate {
             kind: Kind::Nftables,
             open: Box::new(|| {
@@ -30,9 +43,11 @@ pub fn candidates(node: &NodeSettings) -> Vec<Candidate> {
     ]
 }
 
-/// Datapath-specific metrics (the eBPF NAT counters).
-pub fn register_metrics(datapath: &dyn Datapath, registry: &mut Registry) {
-    let _ = (datapath, registry);
+/// Datapath-specific metrics: the eBPF NAT table, read from the pinned maps at each scrape.
+pub fn register_metrics(kind: Kind, node: &NodeSettings, pin_dir: &Path, registry: &mut Registry) {
+    if kind == Kind::Ebpf {
+        registry.register_collector(Box::new(EbpfCollector::new(pin_dir, node.port_range)));
+    }
 }
 
 /// What `kind` would install for `desired`. Needs no kernel and no installed binary.
@@ -40,20 +55,46 @@ pub fn render(kind: Kind, desired: &Desired) -> anyhow::Result<String> {
     Ok(match kind {
         Kind::Nftables => Nftables::new().render(desired),
         Kind::Iptables => Iptables::new(Backend::Nft).render(desired),
-        Kind::Ebpf => anyhow::bail!("the eBPF datapath has no text ruleset; see `masq nat list`"),
+        Kind::Ebpf => Ebpf::default().render(desired),
     })
 }
 
-/// The eBPF NAT table.
-pub fn nat_list(output: OutputFormat) -> anyhow::Result<String> {
-    let _ = output;
-    anyhow::bail!("the eBPF datapath is not built in")
+/// The eBPF NAT table, read from the pinned maps (the agent need not run).
+pub fn nat_list(output: OutputFormat, pin_dir: &Path) -> anyhow::Result<String> {
+    let entries = Ebpf::new(pin_dir.to_path_buf()).nat_entries()?;
+    Ok(match output {
+        OutputFormat::Text => entries.iter().map(|e| format!("{e}\n")).collect(),
+        OutputFormat::Json => {
+            let rows: Vec<_> = entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "protocol": masq_datapath::ebpf::nat::proto_name(e.original.proto),
+                        "direction": match e.direction {
+                            masq_datapath::ebpf::NatDirection::Egress => "egress",
+                            masq_datapath::ebpf::NatDirection::Ingress => "ingress",
+                        },
+                        "original": format!("{}:{} -> {}:{}", e.original.src(), e.original.src_port(), e.original.dst(), e.original.dst_port()),
+                        "translated": format!("{}:{} -> {}:{}", e.translated.src(), e.translated.src_port(), e.translated.dst(), e.translated.dst_port()),
+                        "age_seconds": e.age.as_secs_f64(),
+                        "idle_seconds": e.idle.as_secs_f64(),
+                        "closing": e.closing,
+                        "host": e.host,
+                    })
+                })
+                .collect();
+            serde_json::to_string_pretty(&rows)? + "\n"
+        }
+    })
 }
 
 /// Removes what every datapath owns; each result says how that one went. A datapath whose
 /// tools are absent here cannot have installed anything, and is skipped.
-pub fn cleanup_all(iptables_chain: &str) -> Vec<(Kind, Result<(), masq_datapath::Error>)> {
-    let mut done = Vec::new();
+pub fn cleanup_all(
+    iptables_chain: &str,
+    pin_dir: &Path,
+) -> Vec<(Kind, Result<(), masq_datapath::Error>)> {
+    let mut done = vec![(Kind::Ebpf, Ebpf::new(pin_dir.to_path_buf()).cleanup())];
     let nft = Nftables::new();
     if nft.probe().is_ok() {
         done.push((Kind::Nftables, Nftables::new().cleanup()));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use masq_decision::{Action, NodeContext, Policy};
-use masq_testbed::{addr, netns, AgentProcess, ConfigMapDir, Probes, Topology};
+use masq_testbed::{addr, netns, AgentProcess, ConfigMapDir, PrivateBpffs, Probes, Topology};
 
 use crate::flags::DatapathChoice;
 
@@ -38,6 +38,10 @@ pub fn run(datapath: DatapathChoice) -> Result<ExitCode> {
         bail!("masq demo {reason}");
     }
     netns::sweep_stale();
+    // Before any thread starts: the agent and `masq cleanup`, started from this thread, inherit
+    // the private bpffs, so eBPF pins never reach the host's /sys/fs/bpf.
+    let bpffs = PrivateBpffs::mount()?;
+    let pin_dir = bpffs.pin_dir().to_string_lossy().into_owned();
     let binary = std::env::current_exe().context("finding the masq binary")?;
     let config = ConfigMapDir::with(SAMPLE_CONFIG)?;
     let topology = Topology::new()?;
@@ -64,6 +68,8 @@ pub fn run(datapath: DatapathChoice) -> Result<ExitCode> {
         datapath_name(datapath),
         "--pod-cidr",
         addr::POD_CIDR,
+        "--bpf-pin-dir",
+        &pin_dir,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -134,11 +140,23 @@ pub fn run(datapath: DatapathChoice) -> Result<ExitCode> {
         );
     }
 
+    if status.datapath == "ebpf" {
+        let nat = topology
+            .node
+            .command(&binary.to_string_lossy())
+            .args(["nat", "list", "--bpf-pin-dir", &pin_dir])
+            .output()?;
+        println!(
+            "\nmasq nat list (the eBPF NAT table):\n{}",
+            indent(&String::from_utf8_lossy(&nat.stdout))
+        );
+    }
+
     agent.terminate()?;
     let cleanup = topology
         .node
         .command(&binary.to_string_lossy())
-        .arg("cleanup")
+        .args(["cleanup", "--bpf-pin-dir", &pin_dir])
         .output()?;
     if !cleanup.status.success() {
         bail!(
@@ -148,6 +166,7 @@ pub fn run(datapath: DatapathChoice) -> Result<ExitCode> {
     }
     println!("\nagent stopped, `masq cleanup` run, namespaces removed; the root namespace was never touched.");
     drop(topology);
+    drop(bpffs);
     if all_ok {
         Ok(ExitCode::SUCCESS)
     } else {

@@ -118,6 +118,9 @@ pub struct AgentArgs {
     /// Log line format.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Where the eBPF datapath pins its maps, programs and links (on a bpffs).
+    #[arg(long, value_name = "DIR", default_value = masq_datapath::names::BPF_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
 }
 
 /// `masq explain`.
@@ -179,6 +182,9 @@ pub struct NatListArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_name = "FORMAT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Where the eBPF datapath pins its maps, programs and links (on a bpffs).
+    #[arg(long, value_name = "DIR", default_value = masq_datapath::names::BPF_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
 }
 
 /// `masq cleanup`.
@@ -187,6 +193,9 @@ pub struct CleanupArgs {
     /// The iptables chain the agent used, if it was renamed.
     #[arg(long, value_name = "NAME", default_value = masq_datapath::names::IPT_CHAIN)]
     pub masq_chain: String,
+    /// Where the eBPF datapath pins its maps, programs and links (on a bpffs).
+    #[arg(long, value_name = "DIR", default_value = masq_datapath::names::BPF_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
 }
 
 /// `masq demo`.

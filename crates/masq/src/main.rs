@@ -7,6 +7,7 @@
 mod commands;
 mod datapaths;
 mod demo;
+mod ebpf_metrics;
 mod errors;
 mod flags;
 mod settings;

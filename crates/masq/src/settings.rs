@@ -37,6 +37,8 @@ pub struct AgentSettings {
     pub interface_names: Vec<String>,
     /// `--log-format`.
     pub log_format: LogFormat,
+    /// `--bpf-pin-dir`.
+    pub bpf_pin_dir: PathBuf,
 }
 
 /// Collects problems so every bad flag is reported, not only the first.
@@ -161,6 +163,7 @@ impl AgentArgs {
             metrics_addr,
             interface_names: self.interfaces.clone(),
             log_format: self.log_format,
+            bpf_pin_dir: self.bpf_pin_dir.clone(),
         })
     }
 }

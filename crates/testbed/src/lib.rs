@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod bpffs;
 pub mod configmap;
 pub mod netns;
 pub mod probe;
@@ -32,6 +33,7 @@ pub mod topology;
 pub mod vpc;
 
 pub use agent::AgentProcess;
+pub use bpffs::PrivateBpffs;
 pub use configmap::ConfigMapDir;
 pub use netns::{veth, Netns};
 pub use probe::{Probes, Sources};

@@ -234,6 +234,17 @@ impl Datapath for Ebpf {
         Kind::Ebpf
     }
 
+    fn housekeeping(&mut self) -> Result<Option<String>, Error> {
+        let report = self.gc()?;
+        let removed = report.expired_pairs + report.orphans + report.host_reservations;
+        Ok((removed > 0).then(|| {
+            format!(
+                "NAT table GC: {} expired pairs, {} orphaned halves, {} host reservations removed",
+                report.expired_pairs, report.orphans, report.host_reservations
+            )
+        }))
+    }
+
     fn render(&self, desired: &Desired) -> String {
         let mut out = Contents::for_desired(desired).render();
         let _ = writeln!(

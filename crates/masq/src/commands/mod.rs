@@ -29,10 +29,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Nat {
             command: NatCommand::List(args),
-        } => wiring::nat_list(args.output),
+        } => wiring::nat_list(args.output, &args.bpf_pin_dir),
         Command::Cleanup(args) => {
             settings::chain_flag(&args.masq_chain).map_err(InvalidInput::one)?;
-            wiring::cleanup(&args.masq_chain)
+            wiring::cleanup(&args.masq_chain, &args.bpf_pin_dir)
         }
         Command::Demo(args) => wiring::demo(args.datapath),
     }

@@ -1,6 +1,7 @@
 //! The subcommands that need a datapath or the agent.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -16,11 +17,19 @@ use crate::settings::AgentSettings;
 pub fn agent(settings: AgentSettings) -> anyhow::Result<ExitCode> {
     init_logging(settings.log_format);
     let node = settings.config.node.clone();
-    let chosen = select::select(settings.datapath.kind(), datapaths::candidates(&node))
-        .context("choosing the datapath")?;
+    let chosen = select::select(
+        settings.datapath.kind(),
+        datapaths::candidates(&node, &settings.bpf_pin_dir),
+    )
+    .context("choosing the datapath")?;
     tracing::info!(datapath = chosen.datapath.kind().as_str(), reason = %chosen.reason, "datapath chosen");
     let mut metrics = masq_agent::metrics::Metrics::new();
-    datapaths::register_metrics(&*chosen.datapath, metrics.registry_mut());
+    datapaths::register_metrics(
+        chosen.datapath.kind(),
+        &node,
+        &settings.bpf_pin_dir,
+        metrics.registry_mut(),
+    );
     let agent_settings = masq_agent::AgentSettings {
         config_path: settings.config.config_path,
         parse_options: settings.config.parse_options,
@@ -69,14 +78,14 @@ pub fn status(output: OutputFormat, metrics_addr: SocketAddr) -> anyhow::Result<
 }
 
 /// `masq nat list`.
-pub fn nat_list(output: OutputFormat) -> anyhow::Result<ExitCode> {
-    super::print(&datapaths::nat_list(output)?)?;
+pub fn nat_list(output: OutputFormat, pin_dir: &Path) -> anyhow::Result<ExitCode> {
+    super::print(&datapaths::nat_list(output, pin_dir)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `masq cleanup`; `iptables_chain` is the (validated) `--masq-chain`.
-pub fn cleanup(iptables_chain: &str) -> anyhow::Result<ExitCode> {
-    for (kind, result) in datapaths::cleanup_all(iptables_chain) {
+pub fn cleanup(iptables_chain: &str, pin_dir: &Path) -> anyhow::Result<ExitCode> {
+    for (kind, result) in datapaths::cleanup_all(iptables_chain, pin_dir) {
         match result {
             Ok(()) => eprintln!("masq: cleanup: {} removed", kind.as_str()),
             Err(e) => anyhow::bail!("cleanup of the {} datapath failed: {e}", kind.as_str()),
