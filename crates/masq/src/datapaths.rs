@@ -6,7 +6,7 @@ use masq_agent::select::Candidate;
 use masq_datapath::ebpf::Ebpf;
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::nft::Nftables;
-use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
+use masq_datapath::{Datapath, Desired, Kind, NodeSettings, PortRange};
 use prometheus_client::registry::Registry;
 
 use crate::ebpf_metrics::EbpfCollector;
@@ -14,7 +14,11 @@ use crate::flags::OutputFormat;
 
 /// Every datapath this binary has, in the order `auto` tries them (SPEC section 4). Opening one
 /// probes the kernel without changing it.
-pub fn candidates(node: &NodeSettings, pin_dir: &Path) -> Vec<Candidate> {
+pub fn candidates(
+    node: &NodeSettings,
+    pin_dir: &Path,
+    iptables_to_ports: Option<Vec<PortRange>>,
+) -> Vec<Candidate> {
     let chain = node.iptables_chain.clone();
     let pin_dir = pin_dir.to_path_buf();
     vec![
@@ -37,7 +41,10 @@ pub fn candidates(node: &NodeSettings, pin_dir: &Path) -> Vec<Candidate> {
         Candidate {
             kind: Kind::Iptables,
             open: Box::new(move || {
-                Ok(Box::new(Iptables::detect()?.with_chain(&chain)) as Box<dyn Datapath>)
+                Ok(Box::new(with_to_ports(
+                    Iptables::detect()?.with_chain(&chain),
+                    iptables_to_ports,
+                )) as Box<dyn Datapath>)
             }),
         },
     ]
@@ -51,12 +58,26 @@ pub fn register_metrics(kind: Kind, node: &NodeSettings, pin_dir: &Path, registr
 }
 
 /// What `kind` would install for `desired`. Needs no kernel and no installed binary.
-pub fn render(kind: Kind, desired: &Desired) -> anyhow::Result<String> {
+pub fn render(
+    kind: Kind,
+    desired: &Desired,
+    iptables_to_ports: Option<Vec<PortRange>>,
+) -> anyhow::Result<String> {
     Ok(match kind {
         Kind::Nftables => Nftables::new().render(desired),
-        Kind::Iptables => Iptables::new(Backend::Nft).render(desired),
+        Kind::Iptables => {
+            with_to_ports(Iptables::new(Backend::Nft), iptables_to_ports).render(desired)
+        }
         Kind::Ebpf => Ebpf::default().render(desired),
     })
+}
+
+/// `--to-ports` replaces `--port-range` for iptables, with upstream's per-protocol split.
+fn with_to_ports(iptables: Iptables, to_ports: Option<Vec<PortRange>>) -> Iptables {
+    match to_ports {
+        Some(ranges) => iptables.with_port_ranges(ranges),
+        None => iptables,
+    }
 }
 
 /// The eBPF NAT table, read from the pinned maps (the agent need not run).

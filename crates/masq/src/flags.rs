@@ -80,6 +80,11 @@ pub struct ConfigArgs {
     /// Source ports for translated connections, inclusive (e.g. 32768-60999).
     #[arg(long, value_name = "FIRST-LAST")]
     pub port_range: Option<String>,
+    /// The iptables datapath only: upstream's `--to-ports` list (e.g. 1024-29999,32768-65535),
+    /// split per protocol with `-m statistic` rules as kubernetes-sigs/ip-masq-agent does;
+    /// takes the place of --port-range there.
+    #[arg(long, value_name = "FIRST-LAST,...")]
+    pub to_ports: Option<String>,
     /// Name of the iptables chain (the iptables datapath).
     #[arg(long, value_name = "NAME", default_value = masq_datapath::names::IPT_CHAIN)]
     pub masq_chain: String,

@@ -21,6 +21,8 @@ pub struct ConfigSettings {
     pub parse_options: ParseOptions,
     /// The node's part; `interfaces` is filled by `agent` only (from netlink).
     pub node: NodeSettings,
+    /// `--to-ports`: the iptables datapath's port ranges, when given.
+    pub iptables_to_ports: Option<Vec<PortRange>>,
 }
 
 /// [`AgentArgs`] validated: everything the agent needs from the command line.
@@ -72,22 +74,27 @@ impl ConfigArgs {
         }
     }
 
-    /// The node settings these flags fix (interfaces left empty).
-    pub fn node_settings(&self) -> Result<NodeSettings, InvalidInput> {
-        let mut problems = Problems::default();
-        match self.collect_node_settings(&mut problems) {
-            Some(node) => Ok(node),
-            None => Err(InvalidInput::new(problems.0)),
-        }
-    }
-
     /// Parse options and node settings, every bad flag reported.
     pub fn settings(&self) -> Result<ConfigSettings, InvalidInput> {
-        Ok(ConfigSettings {
+        let mut problems = Problems::default();
+        let node = self.collect_node_settings(&mut problems);
+        let iptables_to_ports = self.collect_to_ports(&mut problems);
+        let Some(node) = node else {
+            return Err(InvalidInput::new(problems.0));
+        };
+        problems.finish(ConfigSettings {
             config_path: self.config.clone(),
             parse_options: self.parse_options(),
-            node: self.node_settings()?,
+            node,
+            iptables_to_ports,
         })
+    }
+
+    fn collect_to_ports(&self, problems: &mut Problems) -> Option<Vec<PortRange>> {
+        let text = self.to_ports.as_deref()?;
+        problems.check(
+            masq_datapath::ipt::parse_port_ranges(text).map_err(|why| format!("--to-ports: {why}")),
+        )
     }
 
     /// The node settings, or `None` after adding every problem to `problems`.
@@ -146,6 +153,7 @@ impl AgentArgs {
     pub fn settings(&self) -> Result<AgentSettings, InvalidInput> {
         let mut problems = Problems::default();
         let node = self.config.collect_node_settings(&mut problems);
+        let iptables_to_ports = self.config.collect_to_ports(&mut problems);
         let metrics_addr = problems.check(socket_addr_flag("--metrics-addr", &self.metrics_addr));
         for name in &self.interfaces {
             problems.check(interface_flag("--interfaces", name));
@@ -158,6 +166,7 @@ impl AgentArgs {
                 config_path: self.config.config.clone(),
                 parse_options: self.config.parse_options(),
                 node,
+                iptables_to_ports,
             },
             datapath: self.datapath,
             metrics_addr,

@@ -299,3 +299,47 @@ fn help_and_version_exit_0() {
     assert_eq!(masq(&["--version"]).code, 0);
     assert_eq!(masq(&["agent", "--help"]).code, 0);
 }
+
+#[test]
+fn render_iptables_splits_to_ports_per_protocol_like_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    let config = config.to_str().unwrap();
+    let run = masq(&[
+        "render",
+        "--datapath",
+        "iptables",
+        "--config",
+        config,
+        "--to-ports",
+        "1024-29999,32768-65535",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for proto in ["tcp", "udp", "sctp"] {
+        let rules: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.contains(&format!("-p {proto} ")))
+            .collect();
+        assert_eq!(rules.len(), 2, "{proto}: {rules:?}");
+        assert!(rules[0].contains("--probability") && rules[0].contains("--to-ports 1024-29999"));
+        assert!(rules[1].contains("--to-ports 32768-65535") && !rules[1].contains("--probability"));
+    }
+    let bad = masq(&[
+        "render",
+        "--datapath",
+        "iptables",
+        "--config",
+        config,
+        "--to-ports",
+        "5-3",
+    ]);
+    assert_eq!(bad.code, 1);
+    assert_eq!(bad.stderr.lines().count(), 1, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("--to-ports") && bad.stderr.contains("5-3"),
+        "{}",
+        bad.stderr
+    );
+    no_panic(&bad);
+}

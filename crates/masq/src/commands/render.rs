@@ -13,7 +13,8 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         config,
         node: settings.node,
     };
-    let ruleset = super::wiring::render(args.datapath.kind(), &desired)?;
+    let ruleset =
+        super::wiring::render(args.datapath.kind(), &desired, settings.iptables_to_ports)?;
     super::print(&ruleset)?;
     Ok(ExitCode::SUCCESS)
 }

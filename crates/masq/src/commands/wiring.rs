@@ -19,7 +19,11 @@ pub fn agent(settings: AgentSettings) -> anyhow::Result<ExitCode> {
     let node = settings.config.node.clone();
     let chosen = select::select(
         settings.datapath.kind(),
-        datapaths::candidates(&node, &settings.bpf_pin_dir),
+        datapaths::candidates(
+            &node,
+            &settings.bpf_pin_dir,
+            settings.config.iptables_to_ports.clone(),
+        ),
     )
     .context("choosing the datapath")?;
     tracing::info!(datapath = chosen.datapath.kind().as_str(), reason = %chosen.reason, "datapath chosen");
@@ -62,8 +66,12 @@ fn init_logging(format: LogFormat) {
 }
 
 /// The ruleset `kind` would install for `desired`, as `masq render` prints it.
-pub fn render(kind: Kind, desired: &Desired) -> anyhow::Result<String> {
-    datapaths::render(kind, desired)
+pub fn render(
+    kind: Kind,
+    desired: &Desired,
+    iptables_to_ports: Option<Vec<masq_datapath::PortRange>>,
+) -> anyhow::Result<String> {
+    datapaths::render(kind, desired, iptables_to_ports)
 }
 
 /// `masq status`; `metrics_addr` is the agent's `--metrics-addr`.
