@@ -52,6 +52,12 @@ impl AgentProcess {
         bail!("the agent in {} was not ready after {timeout:?}:\n{}", self.ns_name, self.log_text())
     }
 
+    /// The agent's process id (`ip netns exec` execs the agent, so the child is the agent), for
+    /// reading its memory and CPU time from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

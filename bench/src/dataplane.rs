@@ -1,0 +1,143 @@
+//! One data-plane sample: a fresh topology, one setup installed with N non-masquerade CIDRs
+//! (none of which covers the destination, so every new flow walks them all and is
+//! masqueraded), then new TCP connections/s, new UDP flows/s, one-stream throughput and
+//! request/response latency from the pod to the "internet" host.
+//!
+//! A fresh topology per sample means a fresh conntrack table: no sample inherits the entries of
+//! the previous one.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use masq_testbed::{addr, Topology};
+use serde::Serialize;
+
+use crate::clients::{self, Burst, BurstResult, Latency};
+use crate::pin::Plan;
+use crate::servers::Server;
+use crate::setups::{self, Env, Setup};
+use crate::{cidrs, throughput};
+
+/// Server ports of the load (several, so that source ports never repeat a 5-tuple).
+pub const LOAD_PORTS: [u16; 8] = [9100, 9101, 9102, 9103, 9104, 9105, 9106, 9107];
+
+/// How much load each sample applies.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Load {
+    /// Client threads for the connection and flow bursts.
+    pub threads: usize,
+    /// Most connections (or flows) per burst.
+    pub max_flows: u64,
+    /// Longest burst, seconds.
+    pub burst_seconds: f64,
+    /// iperf3 duration, seconds.
+    pub stream_seconds: u32,
+    /// Timed round trips of the latency test.
+    pub round_trips: usize,
+}
+
+/// What one sample measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    /// The setup's name.
+    pub setup: String,
+    /// Non-masquerade CIDRs installed (0 for no-nat).
+    pub cidrs: usize,
+    /// Round number, from 1.
+    pub round: usize,
+    /// Time to install the setup (agent start to ready, or the rules loaded), seconds.
+    pub install_seconds: f64,
+    /// The source address the external side saw before the load.
+    pub observed_source: String,
+    /// New TCP connections (connect, one byte each way, reset).
+    pub tcp: BurstResult,
+    /// New UDP flows (one datagram each way, fresh source port).
+    pub udp: BurstResult,
+    /// One TCP stream, Gbit/s.
+    pub throughput_gbps: f64,
+    /// One-byte request/response over one established connection.
+    pub latency: Latency,
+    /// What each load's server saw: connections with the node's and the pod's address.
+    pub tcp_sources: (u64, u64, u64),
+}
+
+/// Measures `setup` with `cidr_count` fillers.
+pub fn sample(
+    env: &Env,
+    plan: &Plan,
+    load: &Load,
+    setup: Setup,
+    cidr_count: usize,
+    round: usize,
+) -> Result<Sample> {
+    let topology = Topology::new()?;
+    let internet = IpAddr::from(addr::INTERNET);
+    let addrs: Vec<SocketAddr> = LOAD_PORTS
+        .iter()
+        .map(|&p| SocketAddr::new(internet, p))
+        .collect();
+    let tcp_server = Server::tcp(&topology.external, &addrs, plan.server)?;
+    let udp_server = Server::udp(&topology.external, &addrs, plan.server)?;
+    let installed = setups::install(env, setup, &topology, &cidrs::fillers(0, cidr_count))
+        .with_context(|| format!("installing {} with {cidr_count} CIDRs", setup.name()))?;
+
+    let seen = clients::observed_source(&topology.pod, addrs[0])?;
+    if seen != setup.expected_source() {
+        bail!(
+            "{} with {cidr_count} CIDRs: the external side saw {seen}, expected {}",
+            setup.name(),
+            setup.expected_source()
+        );
+    }
+    let burst = Burst {
+        threads: load.threads,
+        max_flows: load.max_flows,
+        max_time: Duration::from_secs_f64(load.burst_seconds),
+    };
+    // Warm up caches, neighbours and the agent's idle state; not counted.
+    let warmup = Burst {
+        max_flows: 200,
+        ..burst
+    };
+    clients::tcp_connections(&topology.pod, internet, &LOAD_PORTS[..1], warmup, plan.client)?;
+
+    // The connection burst starts after the warm-up's source ports: a distinct tuple space.
+    let tcp = clients::tcp_connections(&topology.pod, internet, &LOAD_PORTS[1..], burst, plan.client)?;
+    let udp = clients::udp_flows(&topology.pod, internet, &LOAD_PORTS, burst, plan.client)?;
+    let throughput_gbps = throughput::one_stream(
+        &topology.pod,
+        &topology.external,
+        internet,
+        load.stream_seconds,
+        (plan.client, plan.server),
+    )?;
+    let latency = clients::latency(
+        &topology.pod,
+        addrs[0],
+        load.round_trips / 10,
+        load.round_trips,
+        plan.client,
+    )?;
+    let mut tcp_sources = (0, 0, 0);
+    for address in &addrs {
+        let (node, pod, other) = tcp_server.counts(*address).expect("listening").snapshot();
+        tcp_sources = (tcp_sources.0 + node, tcp_sources.1 + pod, tcp_sources.2 + other);
+    }
+    drop(udp_server);
+    drop(tcp_server);
+    let install_seconds = installed.install_time.as_secs_f64();
+    setups::uninstall(env, &topology, installed)?;
+    Ok(Sample {
+        setup: setup.name(),
+        cidrs: if setup.has_cidrs() { cidr_count } else { 0 },
+        round,
+        install_seconds,
+        observed_source: seen.to_string(),
+        tcp,
+        udp,
+        throughput_gbps,
+        latency,
+        tcp_sources,
+    })
+}
