@@ -23,7 +23,10 @@ pub const VPC: &str = "10.0.0.0/8";
 
 /// Filler number `index` as a /32 CIDR string.
 pub fn filler(index: usize) -> String {
-    assert!(index < MAX_FILLERS, "filler {index} is outside 100.64.0.0/10");
+    assert!(
+        index < MAX_FILLERS,
+        "filler {index} is outside 100.64.0.0/10"
+    );
     let offset = u32::try_from(index * 2).expect("below 2^22");
     format!("{}/32", Ipv4Addr::from(FILLER_BASE + offset))
 }
@@ -38,21 +41,39 @@ pub fn other(index: u16) -> String {
     format!("198.18.{}.{}/32", index >> 8, index & 0xff)
 }
 
+/// The largest config file masq accepts: 1 MiB, what a ConfigMap can hold.
+pub const CONFIG_LIMIT_BYTES: usize = 1 << 20;
+
 /// An ip-masq-agent config (YAML) listing exactly `cidrs`, with a `cidrLimit` that admits them
-/// and a resync interval long enough that no periodic resync falls inside a measurement.
+/// and a resync interval long enough that no periodic resync falls inside a measurement. The
+/// list is written in flow style (`[a,b]`), the most compact form, so that as many CIDRs as
+/// possible fit in [`CONFIG_LIMIT_BYTES`].
 pub fn config_yaml(cidrs: &[String]) -> String {
-    let mut yaml = String::with_capacity(cidrs.len() * 24 + 96);
+    let mut yaml = String::with_capacity(cidrs.len() * 16 + 96);
     let limit = cidrs.len().max(16384) + 16;
     let _ = writeln!(yaml, "resyncInterval: 1h\ncidrLimit: {limit}");
-    if cidrs.is_empty() {
-        yaml.push_str("nonMasqueradeCIDRs: []\n");
-    } else {
-        yaml.push_str("nonMasqueradeCIDRs:\n");
-        for cidr in cidrs {
-            let _ = writeln!(yaml, "  - {cidr}");
+    let _ = writeln!(yaml, "nonMasqueradeCIDRs: [{}]", cidrs.join(","));
+    yaml
+}
+
+/// Whether the agent accepts a config this big.
+pub fn fits_in_configmap(yaml: &str) -> bool {
+    yaml.len() <= CONFIG_LIMIT_BYTES
+}
+
+/// The most fillers (plus one extra CIDR) whose config fits in [`CONFIG_LIMIT_BYTES`].
+pub fn most_that_fit() -> usize {
+    let fits = |n: usize| fits_in_configmap(&config_yaml(&with(n, &[MARKER])));
+    let (mut low, mut high) = (0, 200_000);
+    while low + 1 < high {
+        let mid = (low + high) / 2;
+        if fits(mid) {
+            low = mid;
+        } else {
+            high = mid;
         }
     }
-    yaml
+    low
 }
 
 /// `count` fillers plus `extra`.
@@ -81,8 +102,17 @@ mod tests {
     fn the_config_lists_every_cidr_and_admits_them() {
         let yaml = config_yaml(&with(20_000, &[MARKER]));
         assert!(yaml.contains("cidrLimit: 20017\n"));
-        assert_eq!(yaml.lines().filter(|l| l.starts_with("  - ")).count(), 20_001);
-        assert!(yaml.ends_with("  - 203.0.113.0/24\n"));
+        assert_eq!(yaml.matches(',').count(), 20_000);
+        assert!(yaml.contains("[100.64.0.0/32,100.64.0.2/32,"));
+        assert!(yaml.ends_with(",203.0.113.0/24]\n"));
         assert!(config_yaml(&[]).contains("nonMasqueradeCIDRs: []"));
+    }
+
+    #[test]
+    fn a_hundred_thousand_cidrs_do_not_fit_in_a_configmap() {
+        let most = most_that_fit();
+        assert!((10_000..100_000).contains(&most), "{most}");
+        assert!(fits_in_configmap(&config_yaml(&with(most, &[MARKER]))));
+        assert!(!fits_in_configmap(&config_yaml(&with(most + 1, &[MARKER]))));
     }
 }

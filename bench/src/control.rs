@@ -66,6 +66,24 @@ pub struct Sample {
     pub peak_rss_mib: f64,
     /// CPU used while idle with the largest set installed, percent of one CPU.
     pub idle_cpu_percent: f64,
+    /// Sizes the agent cannot be given (config over 1 MiB), replaced above by the most that
+    /// fit, with the datapath's own sync timed as a library for them.
+    pub library: Vec<LibrarySync>,
+}
+
+/// The datapath's `sync` alone, called as a library: no file, no parsing, no debounce.
+#[derive(Clone, Debug, Serialize)]
+pub struct LibrarySync {
+    /// Filler CIDRs.
+    pub cidrs: usize,
+    /// From nothing installed to the set, ms.
+    pub install_ms: f64,
+    /// Replacing one CIDR inside the set, ms.
+    pub change_one_ms: f64,
+    /// Reading the installed set back once (`nft -j list table inet masq` or
+    /// `iptables-save -t nat`), ms: what each sync does before (and for nftables after) it
+    /// writes, the profile of a slow change.
+    pub read_back_ms: f64,
 }
 
 /// The agent and what it watches, in one topology.
@@ -78,7 +96,17 @@ struct Rig<'a> {
 }
 
 /// Runs the control-plane measurements for `datapath` with the given set sizes.
-pub fn sample(env: &Env, plan: &Plan, datapath: &str, sizes: &[usize], round: usize) -> Result<Sample> {
+pub fn sample(
+    env: &Env,
+    plan: &Plan,
+    datapath: &str,
+    sizes: &[usize],
+    round: usize,
+) -> Result<Sample> {
+    let fit = cidrs::most_that_fit();
+    let too_big: Vec<usize> = sizes.iter().copied().filter(|&s| s > fit).collect();
+    let sizes: Vec<usize> = sizes.iter().map(|&s| s.min(fit)).collect();
+    let sizes = &sizes[..];
     let topology = Topology::new()?;
     let probe = SocketAddr::new(IpAddr::from(addr::INTERNET), PROBE_PORT);
     let _server = Server::tcp(&topology.external, &[probe], plan.server)?;
@@ -118,13 +146,41 @@ pub fn sample(env: &Env, plan: &Plan, datapath: &str, sizes: &[usize], round: us
     std::thread::sleep(idle);
     let used = procfs::cpu_time(pid)?.since(&before);
     let memory = procfs::memory(pid)?;
-    drop(rig);
     let installed = setups::Installed {
         agent: Some((agent, config)),
         install_time: Duration::ZERO,
+        by_library: false,
     };
     setups::uninstall(env, &topology, installed)?;
+    let mut library = Vec::new();
+    if matches!(datapath, "nftables" | "iptables") {
+        for size in too_big {
+            let (install, change) = crate::library::timed_change(
+                &topology.node,
+                datapath,
+                &cidrs::with(size, &[cidrs::MARKER]),
+                &cidrs::with(size, &[&cidrs::other(0)]),
+            )?;
+            let read_back = {
+                let started = Instant::now();
+                match datapath {
+                    "nftables" => topology
+                        .node
+                        .exec("nft", &["-j", "list", "table", "inet", "masq"]),
+                    _ => topology.node.exec("iptables-save", &["-t", "nat"]),
+                }?;
+                started.elapsed()
+            };
+            library.push(LibrarySync {
+                cidrs: size,
+                install_ms: install.as_secs_f64() * 1e3,
+                change_one_ms: change.as_secs_f64() * 1e3,
+                read_back_ms: read_back.as_secs_f64() * 1e3,
+            });
+        }
+    }
     Ok(Sample {
+        library,
         setup: format!("masq-{datapath}"),
         round,
         apply,

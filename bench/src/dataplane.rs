@@ -48,6 +48,9 @@ pub struct Sample {
     pub round: usize,
     /// Time to install the setup (agent start to ready, or the rules loaded), seconds.
     pub install_seconds: f64,
+    /// How the setup was installed: `agent`, `rules` (peers) or `library` (a masq datapath set
+    /// too big for the agent's 1 MiB config file, installed without the agent).
+    pub installed_by: String,
     /// The source address the external side saw before the load.
     pub observed_source: String,
     /// New TCP connections (connect, one byte each way, reset).
@@ -100,10 +103,22 @@ pub fn sample(
         max_flows: 200,
         ..burst
     };
-    clients::tcp_connections(&topology.pod, internet, &LOAD_PORTS[..1], warmup, plan.client)?;
+    clients::tcp_connections(
+        &topology.pod,
+        internet,
+        &LOAD_PORTS[..1],
+        warmup,
+        plan.client,
+    )?;
 
     // The connection burst starts after the warm-up's source ports: a distinct tuple space.
-    let tcp = clients::tcp_connections(&topology.pod, internet, &LOAD_PORTS[1..], burst, plan.client)?;
+    let tcp = clients::tcp_connections(
+        &topology.pod,
+        internet,
+        &LOAD_PORTS[1..],
+        burst,
+        plan.client,
+    )?;
     let udp = clients::udp_flows(&topology.pod, internet, &LOAD_PORTS, burst, plan.client)?;
     let throughput_gbps = throughput::one_stream(
         &topology.pod,
@@ -122,17 +137,28 @@ pub fn sample(
     let mut tcp_sources = (0, 0, 0);
     for address in &addrs {
         let (node, pod, other) = tcp_server.counts(*address).expect("listening").snapshot();
-        tcp_sources = (tcp_sources.0 + node, tcp_sources.1 + pod, tcp_sources.2 + other);
+        tcp_sources = (
+            tcp_sources.0 + node,
+            tcp_sources.1 + pod,
+            tcp_sources.2 + other,
+        );
     }
     drop(udp_server);
     drop(tcp_server);
     let install_seconds = installed.install_time.as_secs_f64();
+    let installed_by = match (&installed.agent, installed.by_library) {
+        (Some(_), _) => "agent",
+        (None, true) => "library",
+        (None, false) => "rules",
+    }
+    .to_string();
     setups::uninstall(env, &topology, installed)?;
     Ok(Sample {
         setup: setup.name(),
         cidrs: if setup.has_cidrs() { cidr_count } else { 0 },
         round,
         install_seconds,
+        installed_by,
         observed_source: seen.to_string(),
         tcp,
         udp,

@@ -15,6 +15,7 @@ mod cidrs;
 mod clients;
 mod control;
 mod dataplane;
+mod library;
 mod pin;
 mod procfs;
 mod reload;
@@ -172,7 +173,11 @@ fn run() -> Result<()> {
                 let shift = (round - 1) % order.len().max(1);
                 order.rotate_left(shift);
                 for setup in order {
-                    eprintln!("[{:>4.0}s] round {round}: {} with {size} CIDRs", started.elapsed().as_secs_f64(), setup.name());
+                    eprintln!(
+                        "[{:>4.0}s] round {round}: {} with {size} CIDRs",
+                        started.elapsed().as_secs_f64(),
+                        setup.name()
+                    );
                     match dataplane::sample(&env, &plan, &load, setup, size, round) {
                         Ok(sample) => {
                             eprintln!(
@@ -182,40 +187,69 @@ fn run() -> Result<()> {
                             );
                             dataplane_samples.push(sample);
                         }
-                        Err(e) => record(&mut errors, format!("round {round}, {} with {size} CIDRs: {e:#}", setup.name())),
+                        Err(e) => record(
+                            &mut errors,
+                            format!("round {round}, {} with {size} CIDRs: {e:#}", setup.name()),
+                        ),
                     }
                 }
             }
         }
         if !args.skip.iter().any(|s| s == "control") {
             for datapath in &masq {
-                eprintln!("[{:>4.0}s] round {round}: control plane of masq-{datapath}", started.elapsed().as_secs_f64());
+                eprintln!(
+                    "[{:>4.0}s] round {round}: control plane of masq-{datapath}",
+                    started.elapsed().as_secs_f64()
+                );
                 match control::sample(&env, &plan, datapath, &args.control_sizes, round) {
                     Ok(sample) => {
                         for c in &sample.apply {
-                            eprintln!("         apply {} CIDRs: {:?} ms (sync {:?} ms)", c.cidrs, c.applied_ms, c.sync_ms);
+                            eprintln!(
+                                "         apply {} CIDRs: {:?} ms (sync {:?} ms)",
+                                c.cidrs, c.applied_ms, c.sync_ms
+                            );
                         }
                         control_samples.push(sample);
                     }
-                    Err(e) => record(&mut errors, format!("round {round}, control plane of masq-{datapath}: {e:#}")),
+                    Err(e) => record(
+                        &mut errors,
+                        format!("round {round}, control plane of masq-{datapath}: {e:#}"),
+                    ),
                 }
             }
         }
     }
     if !args.skip.iter().any(|s| s == "reload") {
         for datapath in &masq {
-            eprintln!("[{:>4.0}s] reload under load: masq-{datapath}", started.elapsed().as_secs_f64());
-            match reload::sample(&env, &plan, datapath, args.reload_changes, args.reload_cidrs) {
+            eprintln!(
+                "[{:>4.0}s] reload under load: masq-{datapath}",
+                started.elapsed().as_secs_f64()
+            );
+            match reload::sample(
+                &env,
+                &plan,
+                datapath,
+                args.reload_changes,
+                args.reload_cidrs,
+            ) {
                 Ok(sample) => {
                     eprintln!("         {sample:?}");
                     reload_samples.push(sample);
                 }
-                Err(e) => record(&mut errors, format!("reload under load of masq-{datapath}: {e:#}")),
+                Err(e) => record(
+                    &mut errors,
+                    format!("reload under load of masq-{datapath}: {e:#}"),
+                ),
             }
         }
     }
 
-    let summary = report::summarize(&dataplane_samples, &control_samples, &reload_samples, &skipped);
+    let summary = report::summarize(
+        &dataplane_samples,
+        &control_samples,
+        &reload_samples,
+        &skipped,
+    );
     let command: Vec<String> = std::env::args().collect();
     let results = report::Results {
         machine,
@@ -241,16 +275,25 @@ fn run() -> Result<()> {
         reload: reload_samples,
         summary,
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let json_path = args.out.join("results.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
     let md_path = args.out.join("RESULTS.md");
     std::fs::write(&md_path, report::markdown(&results))
         .with_context(|| format!("writing {}", md_path.display()))?;
-    eprintln!("wrote {} and {} in {:.0} s", json_path.display(), md_path.display(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "wrote {} and {} in {:.0} s",
+        json_path.display(),
+        md_path.display(),
+        started.elapsed().as_secs_f64()
+    );
     if !results.errors.is_empty() {
-        bail!("{} samples failed (listed in the results)", results.errors.len());
+        bail!(
+            "{} samples failed (listed in the results)",
+            results.errors.len()
+        );
     }
     Ok(())
 }

@@ -11,12 +11,12 @@ use anyhow::Result;
 use masq_testbed::{addr, Topology};
 use serde::Serialize;
 
+use crate::cidrs;
 use crate::clients::{self, IO_TIMEOUT};
 use crate::control::sync_metrics;
 use crate::pin::{self, Plan};
 use crate::servers::Server;
 use crate::setups::{self, Env};
-use crate::cidrs;
 
 const PORT: u16 = 9300;
 /// Pause between two connections of one stream thread: a steady stream, not a flood that
@@ -122,6 +122,7 @@ pub fn sample(
     let installed = setups::Installed {
         agent: Some((agent, config)),
         install_time: Duration::ZERO,
+        by_library: false,
     };
     setups::uninstall(env, &topology, installed)?;
     let synced = change_times.len();

@@ -86,7 +86,8 @@ impl Server {
                             counts.record(peer.ip());
                             serve_tcp(stream, peer, &stop);
                         }
-                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                         Err(_) => std::thread::sleep(Duration::from_millis(1)),
                     }
                 }
@@ -179,7 +180,7 @@ fn answer(request: &[u8], peer: SocketAddr) -> Vec<u8> {
 pub fn timeval(duration: Duration) -> TimeVal {
     TimeVal::from(libc::timeval {
         tv_sec: libc::time_t::try_from(duration.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::try_from(duration.subsec_micros()).unwrap_or(0),
+        tv_usec: libc::suseconds_t::from(duration.subsec_micros()),
     })
 }
 

@@ -3,12 +3,13 @@
 //!
 //! - `no-nat`: no rules at all, so no conntrack in the node either: the physical reference.
 //! - `ip-masq-agent-iptables`: the chain kubernetes-sigs/ip-masq-agent writes (one RETURN rule
-//!   per CIDR, then MASQUERADE, jumped to from nat POSTROUTING), produced by `masq render
-//!   --datapath iptables` (which writes exactly upstream's layout) and loaded with
-//!   `iptables-restore --noflush`, as upstream does. No agent runs.
+//!   per CIDR, then MASQUERADE, jumped to from nat POSTROUTING), loaded with
+//!   `iptables-restore --noflush` as upstream does. No agent runs.
 //! - `plain-nftables`: a hand-written minimal ruleset: an interval set and `masquerade`.
 //! - `masq-<datapath>`: the real `masq agent` binary with that `--datapath`, fed through a
-//!   kubelet-style ConfigMap directory.
+//!   kubelet-style ConfigMap directory. A set too big for the agent's config file (1 MiB, the
+//!   ConfigMap limit) is installed by the same datapath code called as a library instead
+//!   ([`crate::library`]), with no agent running; the sample says so.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use masq_testbed::{addr, AgentProcess, ConfigMapDir, Netns, Topology};
 
-use crate::{cidrs, pin};
+use crate::{cidrs, library, pin};
 
 /// One configuration under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +79,9 @@ pub struct Installed {
     pub agent: Option<(AgentProcess, ConfigMapDir)>,
     /// From the start of the installation to the datapath in place (agent ready).
     pub install_time: Duration,
+    /// A masq datapath installed through the library, without the agent (set too big for the
+    /// config file).
+    pub by_library: bool,
 }
 
 /// Installs `setup` with exactly `cidr_list` as non-masquerade CIDRs.
@@ -92,7 +96,7 @@ pub fn install(
     let agent = match setup {
         Setup::NoNat => None,
         Setup::UpstreamIptables => {
-            install_upstream_iptables(env, &topology.node, &yaml)?;
+            install_upstream_iptables(&topology.node, cidr_list)?;
             None
         }
         Setup::PlainNftables => {
@@ -101,11 +105,22 @@ pub fn install(
                 .context("loading the plain nftables ruleset")?;
             None
         }
-        Setup::Masq(datapath) => Some(start_agent(env, &topology.node, datapath, &yaml)?),
+        Setup::Masq(datapath) if cidrs::fits_in_configmap(&yaml) => {
+            Some(start_agent(env, &topology.node, datapath, &yaml)?)
+        }
+        Setup::Masq(datapath) => {
+            library::install(&topology.node, datapath, cidr_list)?;
+            return Ok(Installed {
+                agent: None,
+                install_time: started.elapsed(),
+                by_library: true,
+            });
+        }
     };
     Ok(Installed {
         agent,
         install_time: started.elapsed(),
+        by_library: false,
     })
 }
 
@@ -140,10 +155,30 @@ pub fn start_agent(
             .join()
             .expect("spawning does not panic")
     })?;
-    agent
-        .wait_ready(node, Duration::from_secs(300))
-        .with_context(|| format!("masq agent --datapath {datapath}"))?;
+    wait_ready(&mut agent, node).with_context(|| format!("masq agent --datapath {datapath}"))?;
     Ok((agent, config))
+}
+
+/// Waits until the agent is ready; fails at once when it exits or rejects its config.
+fn wait_ready(agent: &mut AgentProcess, node: &Netns) -> Result<()> {
+    let address = masq_testbed::agent::METRICS_ADDR.parse()?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(300) {
+        if !agent.is_running() {
+            bail!("the agent exited:\n{}", agent.log_text());
+        }
+        if masq_testbed::agent::readyz(node, address)? {
+            return Ok(());
+        }
+        if let Some((_, body)) = masq_testbed::agent::get(node, address, "/status")? {
+            let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if let Some(error) = status.get("last_config_error").and_then(|e| e.as_str()) {
+                bail!("the agent rejected its config: {error}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("not ready after 300 s:\n{}", agent.log_text())
 }
 
 /// Stops the agent and removes what it installed (`masq cleanup`), so that nothing outlives the
@@ -166,19 +201,35 @@ pub fn uninstall(env: &Env, topology: &Topology, installed: Installed) -> Result
     Ok(())
 }
 
-fn install_upstream_iptables(env: &Env, node: &Netns, yaml: &str) -> Result<()> {
-    let dir = tempfile::Builder::new().prefix("masq-bench-").tempdir()?;
-    let path = dir.path().join("config");
-    std::fs::write(&path, yaml)?;
-    let rules = masq_testbed::netns::run_ok(
-        Command::new(&env.masq)
-            .args(["render", "--datapath", "iptables", "--config"])
-            .arg(&path),
+/// The comment upstream puts on every exemption.
+const UPSTREAM_RETURN_COMMENT: &str = "ip-masq-agent: local traffic is not subject to MASQUERADE";
+
+/// The `iptables-restore --noflush` payload kubernetes-sigs/ip-masq-agent writes (its
+/// `syncMasqRules`: link-local first unless masqLinkLocal, one RETURN per CIDR in config order,
+/// MASQUERADE last), in upstream's argument order. Written here rather than by `masq render`
+/// so that the peer does not depend on masq's config limits (1 MiB, cidrLimit).
+pub fn upstream_iptables(cidr_list: &[String]) -> String {
+    let mut out = String::with_capacity(cidr_list.len() * 120 + 512);
+    out.push_str("*nat\n:IP-MASQ-AGENT - [0:0]\n");
+    for cidr in std::iter::once("169.254.0.0/16").chain(cidr_list.iter().map(String::as_str)) {
+        out.push_str(&format!(
+            "-A IP-MASQ-AGENT -m comment --comment \"{UPSTREAM_RETURN_COMMENT}\" -d {cidr} -j RETURN\n"
+        ));
+    }
+    out.push_str(
+        "-A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to \
+         MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\nCOMMIT\n",
+    );
+    out
+}
+
+fn install_upstream_iptables(node: &Netns, cidr_list: &[String]) -> Result<()> {
+    run_with_input(
+        node.command("iptables-restore").arg("--noflush"),
+        &upstream_iptables(cidr_list),
     )
-    .context("masq render --datapath iptables")?;
-    run_with_input(node.command("iptables-restore").arg("--noflush"), &rules)
-        .context("iptables-restore of the ip-masq-agent chain")?;
-    // The jump upstream keeps in nat POSTROUTING (the comment line at the end of the render).
+    .context("iptables-restore of the ip-masq-agent chain")?;
+    // The jump upstream keeps in nat POSTROUTING.
     node.exec(
         "iptables",
         &[
@@ -240,8 +291,14 @@ pub fn masq_unavailable(env: &Env, datapath: &str) -> Option<String> {
     let attempt = || -> Result<()> {
         let topology = Topology::new()?;
         let installed = Installed {
-            agent: Some(start_agent(env, &topology.node, datapath, &cidrs::config_yaml(&[]))?),
+            agent: Some(start_agent(
+                env,
+                &topology.node,
+                datapath,
+                &cidrs::config_yaml(&[]),
+            )?),
             install_time: Duration::ZERO,
+            by_library: false,
         };
         uninstall(env, &topology, installed)
     };
@@ -287,9 +344,23 @@ mod tests {
     }
 
     #[test]
+    fn the_upstream_chain_returns_for_link_local_and_each_cidr_then_masquerades() {
+        let text = upstream_iptables(&["10.0.0.0/8".into()]);
+        let rules: Vec<&str> = text.lines().filter(|l| l.starts_with("-A")).collect();
+        assert_eq!(rules.len(), 3);
+        assert!(rules[0].ends_with("-d 169.254.0.0/16 -j RETURN"));
+        assert!(rules[1].ends_with("-d 10.0.0.0/8 -j RETURN"));
+        assert!(rules[2].contains("(must be last in chain)\" -j MASQUERADE --random-fully"));
+        assert!(text.starts_with("*nat\n:IP-MASQ-AGENT - [0:0]\n") && text.ends_with("COMMIT\n"));
+    }
+
+    #[test]
     fn names_and_expectations() {
         assert_eq!(Setup::Masq("nftables").name(), "masq-nftables");
-        assert_eq!(Setup::NoNat.expected_source(), std::net::IpAddr::from(addr::POD));
+        assert_eq!(
+            Setup::NoNat.expected_source(),
+            std::net::IpAddr::from(addr::POD)
+        );
         assert_eq!(
             Setup::UpstreamIptables.expected_source(),
             std::net::IpAddr::from(addr::NODE)

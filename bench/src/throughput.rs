@@ -40,7 +40,13 @@ pub fn one_stream(
     if tool() == "iperf3" {
         iperf3(client, server_ns, server_ip, seconds, cpus)
     } else {
-        builtin(client, server_ns, SocketAddr::new(server_ip, PORT), seconds, cpus)
+        builtin(
+            client,
+            server_ns,
+            SocketAddr::new(server_ip, PORT),
+            seconds,
+            cpus,
+        )
     }
 }
 
@@ -65,8 +71,19 @@ fn iperf3(
     let mut client_args = pin::taskset(client_cpu);
     let time = seconds.to_string();
     client_args.extend(
-        ["iperf3", "-c", &ip, "-p", &port, "-t", &time, "-J", "--connect-timeout", "1000"]
-            .map(String::from),
+        [
+            "iperf3",
+            "-c",
+            &ip,
+            "-p",
+            &port,
+            "-t",
+            &time,
+            "-J",
+            "--connect-timeout",
+            "1000",
+        ]
+        .map(String::from),
     );
     let mut result = Err(anyhow::anyhow!("iperf3 did not run"));
     // The server needs a moment to listen; a refused first attempt is retried.
@@ -149,6 +166,9 @@ mod tests {
         let ok = r#"{"end":{"sum_received":{"bits_per_second":2.5e10}}}"#;
         assert_eq!(parse_iperf3(ok).unwrap(), 25.0);
         let err = r#"{"error":"unable to connect to server"}"#;
-        assert!(parse_iperf3(err).unwrap_err().to_string().contains("unable to connect"));
+        assert!(parse_iperf3(err)
+            .unwrap_err()
+            .to_string()
+            .contains("unable to connect"));
     }
 }
