@@ -63,6 +63,54 @@ pub struct Sample {
     pub latency: Latency,
     /// What each load's server saw: connections with the node's and the pod's address.
     pub tcp_sources: (u64, u64, u64),
+    /// The node's conntrack statistics after the sample (summed over CPUs): `clashres`,
+    /// `insert_failed`, `drop`, `early_drop`; zeros when conntrack never ran (no-nat).
+    pub conntrack: ConntrackStats,
+}
+
+/// Counters of /proc/net/stat/nf_conntrack in one namespace.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ConntrackStats {
+    /// Clashes between concurrent new entries that conntrack resolved.
+    pub clashres: u64,
+    /// New entries that could not be inserted (their packet is dropped).
+    pub insert_failed: u64,
+    /// Packets dropped by conntrack.
+    pub drop: u64,
+    /// Entries evicted because the table was full.
+    pub early_drop: u64,
+}
+
+/// Reads the conntrack statistics of `ns` (per-namespace counters, one line per CPU, in hex).
+fn conntrack_stats(ns: &masq_testbed::Netns) -> Result<ConntrackStats> {
+    let text = ns
+        .enter(|| std::fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack"))?
+        .unwrap_or_default();
+    Ok(parse_conntrack_stats(&text))
+}
+
+fn parse_conntrack_stats(text: &str) -> ConntrackStats {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let column = |name: &str| header.iter().position(|h| *h == name);
+    let rows: Vec<Vec<u64>> = lines
+        .map(|l| {
+            l.split_whitespace()
+                .map(|v| u64::from_str_radix(v, 16).unwrap_or(0))
+                .collect()
+        })
+        .collect();
+    let sum = |name: &str| column(name).map_or(0, |i| rows.iter().filter_map(|r| r.get(i)).sum());
+    ConntrackStats {
+        clashres: sum("clashres"),
+        insert_failed: sum("insert_failed"),
+        drop: sum("drop"),
+        early_drop: sum("early_drop"),
+    }
 }
 
 /// Measures `setup` with `cidr_count` fillers.
@@ -143,6 +191,7 @@ pub fn sample(
             tcp_sources.2 + other,
         );
     }
+    let conntrack = conntrack_stats(&topology.node)?;
     drop(udp_server);
     drop(tcp_server);
     let install_seconds = installed.install_time.as_secs_f64();
@@ -165,5 +214,28 @@ pub fn sample(
         throughput_gbps,
         latency,
         tcp_sources,
+        conntrack,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_conntrack_counters_over_cpus() {
+        let text = "entries  clashres found insert_failed drop early_drop\n\
+                    00000001  00000002 00000000 0000000a 00000001 00000000\n\
+                    00000001  00000001 00000000 00000001 00000000 00000000\n";
+        let stats = parse_conntrack_stats(text);
+        assert_eq!(
+            (
+                stats.clashres,
+                stats.insert_failed,
+                stats.drop,
+                stats.early_drop
+            ),
+            (3, 11, 1, 0)
+        );
+    }
 }
