@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
     /// Interleaved rounds; medians are taken over them.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Non-masquerade CIDR counts for the data plane.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,100000")]
