@@ -65,6 +65,12 @@ impl AgentProcess {
         )
     }
 
+    /// The agent's process id (`ip netns exec` execs the agent, so the child is the agent), for
+    /// reading its memory and CPU time from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -1,0 +1,89 @@
+//! masq's datapaths called as a library, inside the node namespace: the same `sync` code the
+//! agent runs, fed a desired state built here instead of read from the config file. Used for
+//! sets the agent cannot be given (over the 1 MiB config file limit), for the data plane and to
+//! time the kernel update alone.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use masq_config::Config;
+use masq_datapath::ipt::Iptables;
+use masq_datapath::nft::Nftables;
+use masq_datapath::{Datapath, Desired, Interface, NodeSettings};
+use masq_testbed::{addr, topology::NODE_UPLINK, Netns};
+
+/// A datapath by its `--datapath` name.
+pub fn datapath(name: &str) -> Result<Box<dyn Datapath>> {
+    Ok(match name {
+        "nftables" => Box::new(Nftables::new()),
+        "iptables" => Box::new(Iptables::detect().context("detecting the iptables backend")?),
+        other => bail!("the {other} datapath cannot be driven as a library by the benchmark"),
+    })
+}
+
+/// The desired state the agent would build for `cidr_list` on the topology's node
+/// (`--pod-cidr` the pod CIDR, egress on the uplink with the node address).
+pub fn desired(node: &Netns, cidr_list: &[String]) -> Result<Desired> {
+    let index = node
+        .enter(|| nix::net::if_::if_nametoindex(NODE_UPLINK))?
+        .with_context(|| format!("index of {NODE_UPLINK} in {}", node.name()))?;
+    let nets = cidr_list
+        .iter()
+        .map(|c| c.parse::<IpNet>().with_context(|| format!("cidr {c}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Desired {
+        config: Config {
+            non_masquerade_cidrs: nets,
+            resync_interval: Duration::from_secs(3600),
+            cidr_limit: cidr_list.len().max(masq_config::DEFAULT_CIDR_LIMIT),
+            ..Config::default()
+        },
+        node: NodeSettings {
+            pod_cidrs: vec![addr::POD_CIDR.parse()?],
+            interfaces: vec![Interface {
+                name: NODE_UPLINK.to_string(),
+                index,
+                addrs: vec![IpAddr::from(addr::NODE)],
+            }],
+            ..NodeSettings::default()
+        },
+    })
+}
+
+/// Installs `cidr_list` with the named datapath in `node`; the datapath stays installed.
+pub fn install(node: &Netns, name: &str, cidr_list: &[String]) -> Result<()> {
+    let desired = desired(node, cidr_list)?;
+    node.enter(|| -> Result<()> {
+        let mut datapath = datapath(name)?;
+        datapath
+            .sync(&desired)
+            .with_context(|| format!("{name} sync"))?;
+        Ok(())
+    })?
+}
+
+/// Times `sync` of the named datapath in `node`: from `first` installed, to `second`.
+pub fn timed_change(
+    node: &Netns,
+    name: &str,
+    first: &[String],
+    second: &[String],
+) -> Result<(Duration, Duration)> {
+    let first = desired(node, first)?;
+    let second = desired(node, second)?;
+    node.enter(|| -> Result<(Duration, Duration)> {
+        let mut datapath = datapath(name)?;
+        let started = Instant::now();
+        datapath
+            .sync(&first)
+            .with_context(|| format!("{name} sync"))?;
+        let install = started.elapsed();
+        let started = Instant::now();
+        datapath
+            .sync(&second)
+            .with_context(|| format!("{name} sync"))?;
+        Ok((install, started.elapsed()))
+    })?
+}

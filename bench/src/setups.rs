@@ -1,0 +1,369 @@
+//! The configurations measured against each other, and how each is installed in the node
+//! namespace of a fresh topology.
+//!
+//! - `no-nat`: no rules at all, so no conntrack in the node either: the physical reference.
+//! - `ip-masq-agent-iptables`: the chain kubernetes-sigs/ip-masq-agent writes (one RETURN rule
+//!   per CIDR, then MASQUERADE, jumped to from nat POSTROUTING), loaded with
+//!   `iptables-restore --noflush` as upstream does. No agent runs.
+//! - `plain-nftables`: a hand-written minimal ruleset: an interval set and `masquerade`.
+//! - `masq-<datapath>`: the real `masq agent` binary with that `--datapath`, fed through a
+//!   kubelet-style ConfigMap directory. A set too big for the agent's config file (1 MiB, the
+//!   ConfigMap limit) is installed by the same datapath code called as a library instead
+//!   ([`crate::library`]), with no agent running; the sample says so.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use masq_testbed::{addr, AgentProcess, ConfigMapDir, Netns, Topology};
+
+use crate::{cidrs, library, pin};
+
+/// One configuration under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// No NAT rules at all.
+    NoNat,
+    /// kubernetes-sigs/ip-masq-agent's linear iptables chain, installed without an agent.
+    UpstreamIptables,
+    /// A minimal nftables masquerade with an interval set, installed without an agent.
+    PlainNftables,
+    /// The masq agent with this `--datapath` value.
+    Masq(&'static str),
+}
+
+/// Every masq datapath the benchmark knows; those the agent cannot load are skipped with the
+/// reason it gave.
+pub const MASQ_DATAPATHS: [&str; 3] = ["nftables", "iptables", "ebpf"];
+
+impl Setup {
+    /// The name used in results.
+    pub fn name(&self) -> String {
+        match self {
+            Setup::NoNat => "no-nat".into(),
+            Setup::UpstreamIptables => "ip-masq-agent-iptables".into(),
+            Setup::PlainNftables => "plain-nftables".into(),
+            Setup::Masq(datapath) => format!("masq-{datapath}"),
+        }
+    }
+
+    /// Whether the non-masquerade CIDR count means anything for it.
+    pub fn has_cidrs(&self) -> bool {
+        *self != Setup::NoNat
+    }
+
+    /// The source the external side should see from the pod: the node's address whenever
+    /// something masquerades.
+    pub fn expected_source(&self) -> std::net::IpAddr {
+        match self {
+            Setup::NoNat => addr::POD.into(),
+            _ => addr::NODE.into(),
+        }
+    }
+}
+
+/// Paths and CPUs every installation needs.
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// The `masq` binary.
+    pub masq: PathBuf,
+    /// Where to pin the agent.
+    pub agent_cpu: Option<usize>,
+}
+
+/// A setup installed in a topology's node namespace.
+pub struct Installed {
+    /// The running agent and its config directory, for `masq-*` setups.
+    pub agent: Option<(AgentProcess, ConfigMapDir)>,
+    /// From the start of the installation to the datapath in place (agent ready).
+    pub install_time: Duration,
+    /// A masq datapath installed through the library, without the agent (set too big for the
+    /// config file).
+    pub by_library: bool,
+}
+
+/// Installs `setup` with exactly `cidr_list` as non-masquerade CIDRs.
+pub fn install(
+    env: &Env,
+    setup: Setup,
+    topology: &Topology,
+    cidr_list: &[String],
+) -> Result<Installed> {
+    let started = Instant::now();
+    let yaml = cidrs::config_yaml(cidr_list);
+    let agent = match setup {
+        Setup::NoNat => None,
+        Setup::UpstreamIptables => {
+            install_upstream_iptables(&topology.node, cidr_list)?;
+            None
+        }
+        Setup::PlainNftables => {
+            let ruleset = plain_nftables(cidr_list);
+            run_with_input(topology.node.command("nft").args(["-f", "-"]), &ruleset)
+                .context("loading the plain nftables ruleset")?;
+            None
+        }
+        Setup::Masq(datapath) if cidrs::fits_in_configmap(&yaml) => {
+            Some(start_agent(env, &topology.node, datapath, &yaml)?)
+        }
+        Setup::Masq(datapath) => {
+            library::install(&topology.node, datapath, cidr_list)?;
+            return Ok(Installed {
+                agent: None,
+                install_time: started.elapsed(),
+                by_library: true,
+            });
+        }
+    };
+    Ok(Installed {
+        agent,
+        install_time: started.elapsed(),
+        by_library: false,
+    })
+}
+
+/// Starts `masq agent --datapath <datapath>` in `node` with `yaml` as its ConfigMap, pinned to
+/// the agent CPU, and waits until it is ready.
+pub fn start_agent(
+    env: &Env,
+    node: &Netns,
+    datapath: &str,
+    yaml: &str,
+) -> Result<(AgentProcess, ConfigMapDir)> {
+    let config = ConfigMapDir::with(yaml)?;
+    let log = config.config_path().with_file_name("agent.log");
+    let args: Vec<String> = [
+        "--config",
+        &config.config_path().to_string_lossy(),
+        "--datapath",
+        datapath,
+        "--pod-cidr",
+        addr::POD_CIDR,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // The child inherits the affinity of the thread that spawns it.
+    let mut agent = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                pin::current_thread(env.agent_cpu);
+                AgentProcess::start(node, &env.masq, &args, &log)
+            })
+            .join()
+            .expect("spawning does not panic")
+    })?;
+    wait_ready(&mut agent, node).with_context(|| format!("masq agent --datapath {datapath}"))?;
+    Ok((agent, config))
+}
+
+/// Waits until the agent is ready; fails at once when it exits or rejects its config.
+fn wait_ready(agent: &mut AgentProcess, node: &Netns) -> Result<()> {
+    let address = masq_testbed::agent::METRICS_ADDR.parse()?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(300) {
+        if !agent.is_running() {
+            bail!("the agent exited:\n{}", agent.log_text());
+        }
+        if masq_testbed::agent::readyz(node, address)? {
+            return Ok(());
+        }
+        if let Some((_, body)) = masq_testbed::agent::get(node, address, "/status")? {
+            let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if let Some(error) = status.get("last_config_error").and_then(|e| e.as_str()) {
+                bail!("the agent rejected its config: {error}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("not ready after 300 s:\n{}", agent.log_text())
+}
+
+/// Stops the agent and removes what it installed (`masq cleanup`), so that nothing outlives the
+/// namespaces, the node-independent eBPF pins included.
+pub fn uninstall(env: &Env, topology: &Topology, installed: Installed) -> Result<()> {
+    if let Some((agent, _config)) = installed.agent {
+        agent.terminate()?;
+        let out = topology
+            .node
+            .command(&env.masq.to_string_lossy())
+            .arg("cleanup")
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "masq cleanup failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The comment upstream puts on every exemption.
+const UPSTREAM_RETURN_COMMENT: &str = "ip-masq-agent: local traffic is not subject to MASQUERADE";
+
+/// The `iptables-restore --noflush` payload kubernetes-sigs/ip-masq-agent writes (its
+/// `syncMasqRules`: link-local first unless masqLinkLocal, one RETURN per CIDR in config order,
+/// MASQUERADE last), in upstream's argument order. Written here rather than by `masq render`
+/// so that the peer does not depend on masq's config limits (1 MiB, cidrLimit).
+pub fn upstream_iptables(cidr_list: &[String]) -> String {
+    let mut out = String::with_capacity(cidr_list.len() * 120 + 512);
+    out.push_str("*nat\n:IP-MASQ-AGENT - [0:0]\n");
+    for cidr in std::iter::once("169.254.0.0/16").chain(cidr_list.iter().map(String::as_str)) {
+        out.push_str(&format!(
+            "-A IP-MASQ-AGENT -m comment --comment \"{UPSTREAM_RETURN_COMMENT}\" -d {cidr} -j RETURN\n"
+        ));
+    }
+    out.push_str(
+        "-A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to \
+         MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\nCOMMIT\n",
+    );
+    out
+}
+
+fn install_upstream_iptables(node: &Netns, cidr_list: &[String]) -> Result<()> {
+    run_with_input(
+        node.command("iptables-restore").arg("--noflush"),
+        &upstream_iptables(cidr_list),
+    )
+    .context("iptables-restore of the ip-masq-agent chain")?;
+    // The jump upstream keeps in nat POSTROUTING.
+    node.exec(
+        "iptables",
+        &[
+            "-t", "nat", "-A", "POSTROUTING",
+            "-m", "comment", "--comment",
+            "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain",
+            "-m", "addrtype", "!", "--dst-type", "LOCAL",
+            "-j", "IP-MASQ-AGENT",
+        ],
+    )?;
+    Ok(())
+}
+
+/// The minimal nftables masquerade an operator would write by hand.
+pub fn plain_nftables(cidr_list: &[String]) -> String {
+    let elements = if cidr_list.is_empty() {
+        String::new()
+    } else {
+        format!("\t\telements = {{ {} }}\n", cidr_list.join(", "))
+    };
+    format!(
+        "table ip plain_masq {{\n\
+         \tset nonmasq {{\n\t\ttype ipv4_addr\n\t\tflags interval\n{elements}\t}}\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip daddr @nonmasq return\n\
+         \t\toifname \"{uplink}\" masquerade\n\
+         \t}}\n}}\n",
+        uplink = masq_testbed::topology::NODE_UPLINK,
+    )
+}
+
+/// Runs a command with `input` on its stdin; fails with its stderr.
+pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<()> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Whether `masq agent --datapath <datapath>` can run here; the reason when it cannot.
+pub fn masq_unavailable(env: &Env, datapath: &str) -> Option<String> {
+    let attempt = || -> Result<()> {
+        let topology = Topology::new()?;
+        let installed = Installed {
+            agent: Some(start_agent(
+                env,
+                &topology.node,
+                datapath,
+                &cidrs::config_yaml(&[]),
+            )?),
+            install_time: Duration::ZERO,
+            by_library: false,
+        };
+        uninstall(env, &topology, installed)
+    };
+    attempt().err().map(|e| {
+        let text = format!("{e:#}");
+        // The agent's log follows the first line; keep the line where it says why.
+        text.lines()
+            .find(|l| l.starts_with("masq:") || l.contains("ERROR"))
+            .unwrap_or_else(|| text.lines().next().unwrap_or_default())
+            .trim()
+            .chars()
+            .take(300)
+            .collect()
+    })
+}
+
+/// The path of the `masq` binary: `--masq`, else next to this binary.
+pub fn find_masq(given: Option<&Path>) -> Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?.with_file_name("masq"),
+    };
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p masq) or pass --masq",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_ruleset_lists_the_set_and_masquerades_on_the_uplink() {
+        let text = plain_nftables(&["100.64.0.0/32".into(), "100.64.0.2/32".into()]);
+        assert!(text.contains("elements = { 100.64.0.0/32, 100.64.0.2/32 }"));
+        assert!(text.contains("ip daddr @nonmasq return"));
+        assert!(text.contains("oifname \"eth0\" masquerade"));
+        assert!(!plain_nftables(&[]).contains("elements"));
+    }
+
+    #[test]
+    fn the_upstream_chain_returns_for_link_local_and_each_cidr_then_masquerades() {
+        let text = upstream_iptables(&["10.0.0.0/8".into()]);
+        let rules: Vec<&str> = text.lines().filter(|l| l.starts_with("-A")).collect();
+        assert_eq!(rules.len(), 3);
+        assert!(rules[0].ends_with("-d 169.254.0.0/16 -j RETURN"));
+        assert!(rules[1].ends_with("-d 10.0.0.0/8 -j RETURN"));
+        assert!(rules[2].contains("(must be last in chain)\" -j MASQUERADE --random-fully"));
+        assert!(text.starts_with("*nat\n:IP-MASQ-AGENT - [0:0]\n") && text.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn names_and_expectations() {
+        assert_eq!(Setup::Masq("nftables").name(), "masq-nftables");
+        assert_eq!(
+            Setup::NoNat.expected_source(),
+            std::net::IpAddr::from(addr::POD)
+        );
+        assert_eq!(
+            Setup::UpstreamIptables.expected_source(),
+            std::net::IpAddr::from(addr::NODE)
+        );
+    }
+}
