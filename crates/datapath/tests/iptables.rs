@@ -6,7 +6,7 @@ mod ipt_support;
 
 use std::time::{Duration, Instant};
 
-use ipt_support::{config, desired, nets, RESERVED, RFC1918};
+use ipt_support::{config, desired, nets, RFC1918};
 use masq_datapath::ipt::{Backend, Family, Iptables, LockRetry};
 use masq_datapath::{Datapath, Desired, PortRange};
 use masq_testbed::Netns;
@@ -99,11 +99,14 @@ fn assert_installed(ns: &Netns, backend: Backend, datapath: &Iptables, d: &Desir
 #[test]
 fn installs_what_render_prints_adopts_and_follows_changes() {
     each_backend("install", |ns, backend| {
-        let first = desired(config(&RESERVED));
+        let first = desired(masq_config::Config::default());
         let mut datapath = Iptables::new(backend);
         let report = sync(ns, &mut datapath, &first);
         assert!(report.changed && !report.drift_repaired, "{report:?}");
-        assert_eq!(report.installed_entries, RESERVED.len() + 3);
+        assert_eq!(
+            report.installed_entries,
+            masq_config::RESERVED_CIDRS.len() + 3
+        );
         assert_installed(ns, backend, &datapath, &first);
         assert_eq!(jump_count(&saved(ns, backend, Family::V4), JUMP), 1);
 
@@ -248,7 +251,7 @@ fn migrate_from_upstream(ns: &Netns, backend: Backend, quoted_jump: bool) {
     assert!(!report.changed, "{report:?}");
 
     // masq's own default: the chain is replaced in place, the jump stays single.
-    let reserved = desired(config(&RESERVED));
+    let reserved = desired(masq_config::Config::default());
     let report = sync(ns, &mut datapath, &reserved);
     assert!(report.changed && !report.drift_repaired, "{report:?}");
     assert_installed(ns, backend, &datapath, &reserved);

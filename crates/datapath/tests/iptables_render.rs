@@ -6,7 +6,7 @@ mod ipt_support;
 
 use std::path::PathBuf;
 
-use ipt_support::{config, desired, nets, RESERVED, RFC1918};
+use ipt_support::{config, desired, nets, RFC1918};
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::{Datapath, PortRange};
 
@@ -29,7 +29,7 @@ fn check_golden(name: &str, actual: &str) {
 
 #[test]
 fn default_config() {
-    let text = Iptables::new(Backend::Nft).render(&desired(config(&RESERVED)));
+    let text = Iptables::new(Backend::Nft).render(&desired(masq_config::Config::default()));
     check_golden("default", &text);
 }
 

@@ -19,26 +19,7 @@ fn nets(cidrs: &[&str]) -> Vec<IpNet> {
 /// The default config: the 11 reserved ranges, link-local kept.
 fn defaults() -> Desired {
     Desired {
-        config: Config {
-            non_masquerade_cidrs: nets(&[
-                "10.0.0.0/8",
-                "172.16.0.0/12",
-                "192.168.0.0/16",
-                "100.64.0.0/10",
-                "192.0.0.0/24",
-                "192.0.2.0/24",
-                "192.88.99.0/24",
-                "198.18.0.0/15",
-                "198.51.100.0/24",
-                "203.0.113.0/24",
-                "240.0.0.0/4",
-            ]),
-            masq_link_local: false,
-            masq_link_local_ipv6: false,
-            resync_interval: Duration::from_secs(60),
-            cidr_limit: 16384,
-            non_masquerade_src_cidrs: Vec::new(),
-        },
+        config: Config::default(),
         node: NodeSettings::default(),
     }
 }
