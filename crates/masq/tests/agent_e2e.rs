@@ -7,6 +7,7 @@
 //! bottom), so a failure names both. Before and after each test the root namespace is read, only
 //! read, to prove the agent never installed anything there.
 
+mod ebpf_scenarios;
 mod harness;
 
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +44,14 @@ mod scenarios {
             datapath == Datapath::Nftables,
             "{installed:?}"
         );
+        if datapath == Datapath::Ebpf {
+            // Only the egress interface (the default route's) gets the programs.
+            assert_eq!(installed.bpf_hooks, both_hooks("eth0"), "{installed:?}");
+            assert!(
+                installed.bpf_pins.iter().any(|p| p.starts_with("maps-v1/")),
+                "{installed:?}"
+            );
+        }
         assert_eq!(bed.source_of(addr::INTERNET)?, node, "default: masquerade");
         assert_eq!(
             bed.source_of(addr::PRIVATE)?,
@@ -277,9 +286,12 @@ mod scenarios {
             installed_after, installed_before,
             "the restart changed the rules"
         );
-        match datapath.iptables_backend() {
-            None => assert!(installed_after.nft_rules > 0),
-            Some(_) => assert_eq!(installed_after.ipt_jumps, 1, "{installed_after:?}"),
+        match datapath {
+            Datapath::Nftables => assert!(installed_after.nft_rules > 0),
+            Datapath::Ebpf => assert_eq!(installed_after.bpf_hooks, both_hooks("eth0")),
+            Datapath::IptablesNft | Datapath::IptablesLegacy => {
+                assert_eq!(installed_after.ipt_jumps, 1, "{installed_after:?}")
+            }
         }
         assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
         Ok(())
@@ -316,12 +328,16 @@ mod scenarios {
             (
                 replaced.nft_table,
                 replaced.ipt_jumps,
-                &replaced.ipt_backends
+                &replaced.ipt_backends,
+                &replaced.bpf_pins,
+                &replaced.bpf_hooks,
             ),
             (
                 installed.nft_table,
                 installed.ipt_jumps,
-                &installed.ipt_backends
+                &installed.ipt_backends,
+                &installed.bpf_pins,
+                &installed.bpf_hooks,
             ),
             "{replaced:?}"
         );
@@ -335,7 +351,7 @@ mod scenarios {
             datapath,
             "nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 2s\n",
         )?;
-        let damages = datapath.damages();
+        let damages = datapath.damages(bed.pin_dir().as_deref());
         for damage in &damages {
             assert_eq!(
                 bed.tcp_source_of(damage.dst)?,
@@ -375,7 +391,7 @@ mod scenarios {
         assert!(!bed.installed()?.nothing());
         bed.take_agent().terminate()?;
         for round in ["first", "second"] {
-            let out = bed.masq(&["cleanup"])?;
+            let out = bed.masq_with_pins(&["cleanup"])?;
             assert!(
                 out.status.success(),
                 "{round} cleanup: {}",
@@ -457,3 +473,36 @@ macro_rules! tests_for {
 tests_for!(nftables, Datapath::Nftables);
 tests_for!(iptables_nft, Datapath::IptablesNft);
 tests_for!(iptables_legacy, Datapath::IptablesLegacy);
+tests_for!(ebpf, Datapath::Ebpf);
+
+/// The scenarios only the eBPF datapath has (issue 4).
+mod ebpf_only {
+    use super::{ebpf_scenarios as scenarios, run, Datapath};
+
+    #[test]
+    fn floods_reach_the_right_pod() {
+        run(Datapath::Ebpf, scenarios::floods_reach_the_right_pod)
+    }
+    #[test]
+    fn same_source_port_from_two_pods() {
+        run(Datapath::Ebpf, scenarios::same_source_port_from_two_pods)
+    }
+    #[test]
+    fn kill9_under_traffic_breaks_nothing() {
+        run(
+            Datapath::Ebpf,
+            scenarios::kill9_under_traffic_breaks_nothing,
+        )
+    }
+    #[test]
+    fn nat_table_in_metrics_and_nat_list() {
+        run(Datapath::Ebpf, scenarios::nat_table_in_metrics_and_nat_list)
+    }
+    #[test]
+    fn port_exhaustion_is_counted_and_recovers() {
+        run(
+            Datapath::Ebpf,
+            scenarios::port_exhaustion_is_counted_and_recovers,
+        )
+    }
+}
