@@ -499,6 +499,10 @@ mod ebpf_only {
         run(Datapath::Ebpf, scenarios::nat_table_in_metrics_and_nat_list)
     }
     #[test]
+    fn auto_prefers_ebpf_and_says_why() {
+        run(Datapath::Ebpf, scenarios::auto_prefers_ebpf_and_says_why)
+    }
+    #[test]
     fn port_exhaustion_is_counted_and_recovers() {
         run(
             Datapath::Ebpf,

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use masq_agent::status::Status;
-use masq_datapath::ebpf::attach::{self, Direction};
-use masq_datapath::ebpf::MAPS_SUBDIR;
 use masq_testbed::probe::tcp_source;
-use masq_testbed::topology::NODE_UPLINK;
 use masq_testbed::{
     addr, agent, AgentProcess, ConfigMapDir, Netns, PrivateBpffs, Probes, Topology,
 };
+
+mod ebpf;
+
+pub use ebpf::both_hooks;
 
 pub const MASQ: &str = env!("CARGO_BIN_EXE_masq");
 
@@ -87,12 +88,6 @@ impl Datapath {
     /// destination that shows it and the source that destination sees once repaired.
     /// `pin_dir` is the eBPF datapath's `--bpf-pin-dir` (ignored by the others).
     pub fn damages(self, pin_dir: Option<&Path>) -> Vec<Damage> {
-        let owned = |program: &str, args: &[&str]| {
-            (
-                program.to_string(),
-                args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            )
-        };
         let nft = |args: &[&str]| owned("nft", args);
         let ipt = |args: &[&str]| {
             let backend = self.iptables_backend().unwrap_or("nft");
@@ -137,55 +132,18 @@ impl Datapath {
                 },
             ],
             Datapath::Ebpf => {
-                let pins = pin_dir.expect("the eBPF datapath has a pin directory");
-                let trie = pins.join(MAPS_SUBDIR).join("masq_nonmasq_dst");
-                let link = attach::link_pin(pins, NODE_UPLINK, Direction::Egress);
-                vec![
-                    Damage {
-                        what: "CIDR deleted from the LPM trie",
-                        // The LPM key: prefix length (u32, host order) and the address bytes.
-                        command: owned(
-                            "bpftool",
-                            &[
-                                "--nomount",
-                                "map",
-                                "delete",
-                                "pinned",
-                                &trie.to_string_lossy(),
-                                "key",
-                                "hex",
-                                "08",
-                                "00",
-                                "00",
-                                "00",
-                                "0a",
-                                "00",
-                                "00",
-                                "00",
-                            ],
-                        ),
-                        dst: private,
-                        repaired: pod,
-                    },
-                    Damage {
-                        what: "egress link detached",
-                        command: owned(
-                            "bpftool",
-                            &[
-                                "--nomount",
-                                "link",
-                                "detach",
-                                "pinned",
-                                &link.to_string_lossy(),
-                            ],
-                        ),
-                        dst: internet,
-                        repaired: node,
-                    },
-                ]
+                ebpf::damages(pin_dir.expect("the eBPF datapath has a pin directory"))
             }
         }
     }
+}
+
+/// A program and its arguments, owned.
+fn owned(program: &str, args: &[&str]) -> (String, Vec<String>) {
+    (
+        program.to_string(),
+        args.iter().map(|a| a.to_string()).collect(),
+    )
 }
 
 /// A change made behind the agent's back (see [`Datapath::damages`]).
@@ -268,9 +226,9 @@ impl Installed {
                 .filter(|l| l.starts_with("-A POSTROUTING ") && l.contains("-j IP-MASQ-AGENT"))
                 .count(),
             ipt_backends,
-            bpf_pins: pin_dir.map(pinned_files).unwrap_or_default(),
+            bpf_pins: pin_dir.map(ebpf::pinned_files).unwrap_or_default(),
             bpf_hooks: match pin_dir {
-                Some(_) => bpf_hooks(ns)?,
+                Some(_) => ebpf::hooks(Some(ns))?,
                 None => Vec::new(),
             },
         })
@@ -283,67 +241,6 @@ impl Installed {
             && self.bpf_pins.is_empty()
             && self.bpf_hooks.is_empty()
     }
-}
-
-/// Both hooks of `iface`, as [`Installed::bpf_hooks`] lists them.
-pub fn both_hooks(iface: &str) -> Vec<String> {
-    Direction::BOTH
-        .iter()
-        .map(|dir| format!("{iface} {}", dir.as_str()))
-        .collect()
-}
-
-/// Files under `dir` and its subdirectories, relative to it, sorted; none when it is absent.
-fn pinned_files(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        for entry in std::fs::read_dir(&current).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(relative) = path.strip_prefix(dir) {
-                found.push(relative.to_string_lossy().into_owned());
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
-/// The interfaces of the namespace the calling thread is in (`ip -o link`, `eth0@if7` → `eth0`).
-fn interface_names(ns: Option<&Netns>) -> Vec<String> {
-    let listing = match ns {
-        Some(ns) => ns.ip(&["-o", "link", "show"]).unwrap_or_default(),
-        None => std::process::Command::new("ip")
-            .args(["-o", "link", "show"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default(),
-    };
-    listing
-        .lines()
-        .filter_map(|line| line.split(": ").nth(1))
-        .map(|name| name.split('@').next().unwrap_or(name).to_string())
-        .collect()
-}
-
-/// Hooks of `ns`'s interfaces running one of masq's programs, sorted.
-fn bpf_hooks(ns: &Netns) -> Result<Vec<String>> {
-    let names = interface_names(Some(ns));
-    let mut hooks = ns.enter(|| hooks_with_masq(&names))?;
-    hooks.sort();
-    Ok(hooks)
-}
-
-/// Which of `names` (interfaces of the calling thread's namespace) run masq's programs.
-fn hooks_with_masq(names: &[String]) -> Vec<String> {
-    names
-        .iter()
-        .flat_map(|name| Direction::BOTH.iter().map(move |dir| (name, *dir)))
-        .filter(|(name, dir)| attach::is_attached(name, *dir))
-        .map(|(name, dir)| format!("{name} {}", dir.as_str()))
-        .collect()
 }
 
 /// A rule line of `nft -a list`: ends with a handle and is not a table, chain or set header.
@@ -364,6 +261,8 @@ pub struct Bed {
     pub config: ConfigMapDir,
     pub topology: Topology,
     pub datapath: Datapath,
+    /// `--datapath` of the agents started from now on (default: the datapath's own flag).
+    pub datapath_flag: &'static str,
     pub pod_cidr: String,
     /// More `masq agent` flags (e.g. `--port-range`), for the agents started from now on.
     pub agent_args: Vec<String>,
@@ -390,6 +289,7 @@ impl Bed {
             config,
             topology,
             datapath,
+            datapath_flag: datapath.flag(),
             pod_cidr: addr::POD_CIDR.to_string(),
             agent_args: Vec::new(),
             logs: tempfile::tempdir()?,
@@ -437,7 +337,7 @@ impl Bed {
             "--config",
             &self.config.config_path().to_string_lossy(),
             "--datapath",
-            self.datapath.flag(),
+            self.datapath_flag,
             "--pod-cidr",
             &self.pod_cidr,
         ]
@@ -697,9 +597,9 @@ pub fn masq_in_root_namespace(datapath: Datapath) -> Vec<String> {
         }
     }
     if datapath == Datapath::Ebpf {
-        // The test thread itself is in the root network namespace: these queries read it.
-        for hook in hooks_with_masq(&interface_names(None)) {
-            found.push(format!("a masq program on {hook}"));
+        match ebpf::hooks(None) {
+            Ok(hooks) => found.extend(hooks.iter().map(|h| format!("a masq program on {h}"))),
+            Err(e) => found.push(format!("cannot read the root namespace's hooks: {e:#}")),
         }
         let default_pins = Path::new(masq_datapath::names::BPF_PIN_DIR);
         if default_pins.exists() {
