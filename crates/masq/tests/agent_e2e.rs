@@ -351,7 +351,7 @@ mod scenarios {
             datapath,
             "nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 2s\n",
         )?;
-        let damages = datapath.damages(bed.pin_dir().as_deref());
+        let damages = bed.damages();
         for damage in &damages {
             assert_eq!(
                 bed.tcp_source_of(damage.dst)?,

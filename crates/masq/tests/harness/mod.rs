@@ -298,6 +298,11 @@ impl Bed {
         })
     }
 
+    /// The datapath's damages (see [`Datapath::damages`]), for this bed's pin directory.
+    pub fn damages(&self) -> Vec<Damage> {
+        self.datapath.damages(self.pin_dir().as_deref())
+    }
+
     /// The eBPF datapath's `--bpf-pin-dir` (None for the other datapaths).
     pub fn pin_dir(&self) -> Option<PathBuf> {
         self.bpffs.as_ref().map(PrivateBpffs::pin_dir)
