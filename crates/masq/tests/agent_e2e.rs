@@ -385,6 +385,48 @@ mod scenarios {
         Ok(())
     }
 
+    /// The node's address changes (the primary deleted, a secondary promoted): new connections
+    /// leave with the new one (the time is printed).
+    pub fn node_address_change_is_followed(datapath: Datapath) -> Result<()> {
+        let bed = Bed::ready(datapath, VPC_ONLY)?;
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
+        let node = &bed.topology.node;
+        masq_testbed::topology::set_sysctl(node, "net/ipv4/conf/eth0/promote_secondaries", "1")?;
+        let new: IpAddr = "172.30.0.9".parse()?;
+        node.ip(&["addr", "add", "172.30.0.9/24", "dev", "eth0"])?;
+        node.ip(&["addr", "del", "172.30.0.1/24", "dev", "eth0"])?;
+        let took = bed.wait_for_source(addr::INTERNET, new, Duration::from_secs(3))?;
+        eprintln!("new node address used after {} ms", took.as_millis());
+        assert_eq!(bed.source_of(addr::INTERNET)?, new);
+        Ok(())
+    }
+
+    /// The egress interface is deleted and created again (a new ifindex, as when a CNI or
+    /// cloud agent re-plugs it): the agent follows, and pod traffic is masqueraded again.
+    pub fn egress_interface_recreated(datapath: Datapath) -> Result<()> {
+        let bed = Bed::ready(datapath, VPC_ONLY)?;
+        let (node, external) = (&bed.topology.node, &bed.topology.external);
+        node.ip(&["link", "del", "eth0"])?;
+        masq_testbed::veth(node, "eth0", external, "eth0")?;
+        node.ip(&["addr", "add", &format!("{}/24", addr::NODE), "dev", "eth0"])?;
+        let gateway = addr::EXTERNAL_GATEWAY.to_string();
+        external.ip(&["addr", "add", &format!("{gateway}/24"), "dev", "eth0"])?;
+        node.ip(&["route", "add", "default", "via", &gateway])?;
+        let via = addr::NODE.to_string();
+        external.ip(&["route", "add", addr::POD_CIDR, "via", &via])?;
+        let took = bed.wait_for_source(addr::INTERNET, addr::NODE, Duration::from_secs(3))?;
+        eprintln!(
+            "masqueraded again {} ms after the interface came back",
+            took.as_millis()
+        );
+        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::NODE));
+        assert_eq!(bed.source_of(addr::PRIVATE)?, IpAddr::from(addr::POD));
+        if datapath == Datapath::Ebpf {
+            assert_eq!(bed.installed()?.bpf_hooks, both_hooks("eth0"));
+        }
+        Ok(())
+    }
+
     /// `masq cleanup` with the agent stopped removes everything, and can run twice.
     pub fn cleanup_leaves_nothing(datapath: Datapath) -> Result<()> {
         let mut bed = Bed::ready(datapath, VPC_ONLY)?;
@@ -460,6 +502,14 @@ macro_rules! tests_for {
             #[test]
             fn drift_repaired_within_resync() {
                 run($datapath, scenarios::drift_repaired_within_resync)
+            }
+            #[test]
+            fn node_address_change_is_followed() {
+                run($datapath, scenarios::node_address_change_is_followed)
+            }
+            #[test]
+            fn egress_interface_recreated() {
+                run($datapath, scenarios::egress_interface_recreated)
             }
             #[test]
             fn cleanup_leaves_nothing() {
