@@ -376,6 +376,8 @@ pub async fn run(
     datapath: Box<dyn Datapath>,
     metrics: Metrics,
 ) -> Result<()> {
+    // Before anything else: a SIGTERM must never meet the default action.
+    let shutdown = signals::shutdown()?;
     let shared = Arc::new(Shared {
         metrics,
         status: RwLock::new(Status::default()),
@@ -397,7 +399,6 @@ pub async fn run(
     tracing::info!("agent started");
     reconciler.reconcile(Trigger::Start).await;
 
-    let shutdown = signals::shutdown();
     tokio::pin!(shutdown);
     let mut upkeep = tokio::time::interval(HOUSEKEEPING);
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -405,7 +406,7 @@ pub async fn run(
         let resync = tokio::time::sleep_until(reconciler.next_resync().into());
         tokio::select! {
             signal = &mut shutdown => {
-                tracing::info!("{}; stopping and leaving the datapath installed", signal?);
+                tracing::info!("{signal}; stopping and leaving the datapath installed");
                 return Ok(());
             }
             Some(()) = config_rx.recv() => {

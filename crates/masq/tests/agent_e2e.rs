@@ -344,6 +344,20 @@ mod scenarios {
         Ok(())
     }
 
+    /// SIGTERM as soon as the admin server answers, before or during the first sync: still a
+    /// clean stop (exit 0, the log says so), never the default action of the signal.
+    pub fn early_sigterm_is_graceful(datapath: Datapath) -> Result<()> {
+        let mut bed = Bed::new(datapath, Some(VPC_ONLY))?;
+        bed.start_agent()?;
+        let answered = eventually(Duration::from_secs(5), || Ok(bed.readyz()?.is_some()))?;
+        assert!(answered, "the admin server never answered:\n{}", bed.log());
+        let status = bed.take_agent().terminate()?;
+        let log = bed.log_of_start(1);
+        assert!(status.success(), "the agent exited with {status}:\n{log}");
+        assert!(log.contains("leaving the datapath installed"), "{log}");
+        Ok(())
+    }
+
     /// Someone deletes or edits the datapath's objects: repaired within resyncInterval, each
     /// time, and counted.
     pub fn drift_repaired_within_resync(datapath: Datapath) -> Result<()> {
@@ -498,6 +512,10 @@ macro_rules! tests_for {
             #[test]
             fn sigterm_leaves_the_datapath() {
                 run($datapath, scenarios::sigterm_leaves_the_datapath)
+            }
+            #[test]
+            fn early_sigterm_is_graceful() {
+                run($datapath, scenarios::early_sigterm_is_graceful)
             }
             #[test]
             fn drift_repaired_within_resync() {
