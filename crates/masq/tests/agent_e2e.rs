@@ -6,6 +6,10 @@
 //! over TCP, UDP and ping. Every scenario runs once per datapath (see `tests_for!` at the
 //! bottom), so a failure names both. Before and after each test the root namespace is read, only
 //! read, to prove the agent never installed anything there.
+//!
+//! The eBPF datapath (issue 4) runs every scenario too, with its pins on a bpffs private to the
+//! test's thread, plus its own scenarios in `ebpf_scenarios` (module `ebpf_only` below):
+//! floods, shared source ports, `kill -9` under traffic, the NAT table, `auto`, port exhaustion.
 
 mod ebpf_scenarios;
 mod harness;
