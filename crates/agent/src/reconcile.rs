@@ -399,6 +399,8 @@ pub async fn run(
     datapath: Box<dyn Datapath>,
     metrics: Metrics,
 ) -> Result<()> {
+    // Before anything else: a SIGTERM must never meet the default action.
+    let shutdown = signals::shutdown()?;
     let shared = Arc::new(Shared {
         metrics,
         status: RwLock::new(Status::default()),
@@ -413,8 +415,6 @@ pub async fn run(
     let (node_tx, mut node_rx) = mpsc::unbounded_channel();
     node::watch(node_tx)?;
 
-    // Before the first sync, which makes the agent ready (and a target for SIGTERM).
-    let shutdown = signals::shutdown()?;
     tokio::pin!(shutdown);
     let wanted = settings.interfaces.clone();
     let ipv6 = settings.node.enable_ipv6;

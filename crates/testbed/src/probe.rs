@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::socket::{
-    recv, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
-    SockFlag, SockProtocol, SockType, SockaddrIn6,
+    bind, connect, recv, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned,
+    MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn6, SockaddrStorage,
 };
 use nix::sys::time::TimeVal;
 
@@ -169,12 +169,30 @@ impl TcpSession {
         let stream = ns
             .enter(|| TcpStream::connect_timeout(&server, PROBE_TIMEOUT))?
             .with_context(|| format!("from {}: tcp connect to {server}", ns.name()))?;
+        TcpSession::with(stream, server)
+    }
+
+    /// Connects from inside `ns` from a fixed local address and port (two pods using the same
+    /// source port), waiting at most [`PROBE_TIMEOUT`].
+    pub fn connect_from(ns: &Netns, local: SocketAddr, server: SocketAddr) -> Result<TcpSession> {
+        let stream = ns
+            .enter(|| connect_bound(local, server))?
+            .with_context(|| format!("from {} ({local}): tcp connect to {server}", ns.name()))?;
+        TcpSession::with(stream, server)
+    }
+
+    fn with(stream: TcpStream, server: SocketAddr) -> Result<TcpSession> {
         stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
         stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
         Ok(TcpSession {
             reader: BufReader::new(stream),
             server,
         })
+    }
+
+    /// The local end of the connection, as the client sees it (before any translation).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.reader.get_ref().local_addr()?)
     }
 
     /// Asks the server which source address it sees on this connection.
@@ -191,6 +209,29 @@ impl TcpSession {
             .parse()
             .with_context(|| format!("tcp answer from {}: {line:?}", self.server))
     }
+}
+
+/// A blocking connect from `local`; SO_SNDTIMEO bounds it, as `connect_timeout` would.
+fn connect_bound(local: SocketAddr, server: SocketAddr) -> Result<TcpStream> {
+    let family = match local {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let socket = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    // A previous connection from the same port may linger in TIME_WAIT.
+    setsockopt(&socket, sockopt::ReuseAddr, &true)?;
+    setsockopt(
+        &socket,
+        sockopt::SendTimeout,
+        &TimeVal::from(libc::timeval {
+            tv_sec: libc::time_t::try_from(PROBE_TIMEOUT.as_secs()).expect("small"),
+            tv_usec: 0,
+        }),
+    )?;
+    bind(socket.as_raw_fd(), &SockaddrStorage::from(local))
+        .with_context(|| format!("binding {local}"))?;
+    connect(socket.as_raw_fd(), &SockaddrStorage::from(server))?;
+    Ok(TcpStream::from(socket))
 }
 
 /// Connects from `ns` to `server`, and returns the source address the server saw.

@@ -5,7 +5,7 @@
 
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use masq_agent::status::Status;
 use masq_testbed::probe::tcp_source;
-use masq_testbed::{addr, agent, AgentProcess, ConfigMapDir, Netns, Probes, Topology};
+use masq_testbed::{
+    addr, agent, AgentProcess, ConfigMapDir, Netns, PrivateBpffs, Probes, Topology,
+};
+
+mod ebpf;
+
+pub use ebpf::both_hooks;
 
 pub const MASQ: &str = env!("CARGO_BIN_EXE_masq");
 
@@ -26,6 +32,8 @@ pub enum Datapath {
     /// iptables through the legacy backend, chosen by the agent because kubelet's hint chain
     /// exists there (as on a node whose kubelet uses iptables-legacy).
     IptablesLegacy,
+    /// tc programs pinned on a bpffs private to the test's thread (see [`Datapath::prepare`]).
+    Ebpf,
 }
 
 impl Datapath {
@@ -33,6 +41,7 @@ impl Datapath {
         match self {
             Datapath::Nftables => "nftables",
             Datapath::IptablesNft | Datapath::IptablesLegacy => "iptables",
+            Datapath::Ebpf => "ebpf",
         }
     }
 
@@ -42,37 +51,47 @@ impl Datapath {
             Datapath::Nftables => &["nft", "ping"],
             Datapath::IptablesNft => &["nft", "ping", "iptables-nft-save"],
             Datapath::IptablesLegacy => &["nft", "ping", "iptables-legacy-save"],
+            // `tc` is how the datapath (and `Installed`) sees clsact filters.
+            Datapath::Ebpf => &["nft", "ping", "bpftool", "tc"],
         }
     }
 
     /// The iptables programs' suffix (`iptables-<suffix>-save`).
     pub fn iptables_backend(self) -> Option<&'static str> {
         match self {
-            Datapath::Nftables => None,
+            Datapath::Nftables | Datapath::Ebpf => None,
             Datapath::IptablesNft => Some("nft"),
             Datapath::IptablesLegacy => Some("legacy"),
         }
     }
 
-    /// Makes the node look like this datapath's host before the agent starts.
-    pub fn prepare(self, node: &Netns) -> Result<()> {
-        if self == Datapath::IptablesLegacy {
-            run_ok(
-                node,
-                "iptables-legacy",
-                &["-t", "mangle", "-N", "KUBE-IPTABLES-HINT"],
-            )?;
+    /// Makes the node look like this datapath's host before the agent starts. For eBPF, the
+    /// calling thread (the test's) moves into its own mount namespace with a fresh bpffs: the
+    /// agents and `masq` commands it starts afterwards inherit it, pins survive a `kill -9`,
+    /// and nothing reaches the host's /sys/fs/bpf. Keep the returned value for the whole test.
+    pub fn prepare(self, node: &Netns) -> Result<Option<PrivateBpffs>> {
+        match self {
+            Datapath::IptablesLegacy => {
+                run_ok(
+                    node,
+                    "iptables-legacy",
+                    &["-t", "mangle", "-N", "KUBE-IPTABLES-HINT"],
+                )?;
+                Ok(None)
+            }
+            Datapath::Ebpf => Ok(Some(PrivateBpffs::mount()?)),
+            Datapath::Nftables | Datapath::IptablesNft => Ok(None),
         }
-        Ok(())
     }
 
     /// Two ways another tool damages this datapath behind the agent's back, each with the
     /// destination that shows it and the source that destination sees once repaired.
-    pub fn damages(self) -> Vec<Damage> {
-        let nft = |args: &[&'static str]| ("nft".to_string(), args.to_vec());
-        let ipt = |args: &[&'static str]| {
+    /// `pin_dir` is the eBPF datapath's `--bpf-pin-dir` (ignored by the others).
+    pub fn damages(self, pin_dir: Option<&Path>) -> Vec<Damage> {
+        let nft = |args: &[&str]| owned("nft", args);
+        let ipt = |args: &[&str]| {
             let backend = self.iptables_backend().unwrap_or("nft");
-            (format!("iptables-{backend}"), args.to_vec())
+            owned(&format!("iptables-{backend}"), args)
         };
         let (internet, private) = (IpAddr::from(addr::INTERNET), IpAddr::from(addr::PRIVATE));
         let (node, pod) = (IpAddr::from(addr::NODE), IpAddr::from(addr::POD));
@@ -112,8 +131,19 @@ impl Datapath {
                     repaired: node,
                 },
             ],
+            Datapath::Ebpf => {
+                ebpf::damages(pin_dir.expect("the eBPF datapath has a pin directory"))
+            }
         }
     }
+}
+
+/// A program and its arguments, owned.
+fn owned(program: &str, args: &[&str]) -> (String, Vec<String>) {
+    (
+        program.to_string(),
+        args.iter().map(|a| a.to_string()).collect(),
+    )
 }
 
 /// A change made behind the agent's back (see [`Datapath::damages`]).
@@ -121,7 +151,7 @@ pub struct Damage {
     /// What was done, for messages.
     pub what: &'static str,
     /// The program and its arguments, run in the node namespace.
-    pub command: (String, Vec<&'static str>),
+    pub command: (String, Vec<String>),
     /// A destination whose source the damage changes...
     pub dst: IpAddr,
     /// ...and the source it sees with the rules intact.
@@ -131,7 +161,8 @@ pub struct Damage {
 impl Damage {
     /// Does it, in the node namespace.
     pub fn apply(&self, node: &Netns) -> Result<()> {
-        run_ok(node, &self.command.0, &self.command.1)
+        let args: Vec<&str> = self.command.1.iter().map(String::as_str).collect();
+        run_ok(node, &self.command.0, &args)
     }
 }
 
@@ -150,10 +181,17 @@ pub struct Installed {
     pub ipt_jumps: usize,
     /// The iptables backends (`nft`, `legacy`) holding the chain.
     pub ipt_backends: Vec<&'static str>,
+    /// Files under the eBPF pin directory, relative and sorted (`links/eth0-egress`,
+    /// `maps-v1/masq_config`, ...); empty without a pin directory.
+    pub bpf_pins: Vec<String>,
+    /// Hooks of the namespace's interfaces running one of masq's programs (`eth0 egress`),
+    /// TCX or clsact; only looked at when there is a pin directory.
+    pub bpf_hooks: Vec<String>,
 }
 
 impl Installed {
-    pub fn read(ns: &Netns) -> Result<Installed> {
+    /// What masq owns in `ns`; `pin_dir` is the eBPF datapath's pin directory, if it runs.
+    pub fn read(ns: &Netns, pin_dir: Option<&Path>) -> Result<Installed> {
         let tables = run_ok_stdout(ns, "nft", &["list", "tables"])?;
         let nft_table = tables.lines().any(|l| l.trim() == "table inet masq");
         let nft_rules = if nft_table {
@@ -188,11 +226,20 @@ impl Installed {
                 .filter(|l| l.starts_with("-A POSTROUTING ") && l.contains("-j IP-MASQ-AGENT"))
                 .count(),
             ipt_backends,
+            bpf_pins: pin_dir.map(ebpf::pinned_files).unwrap_or_default(),
+            bpf_hooks: match pin_dir {
+                Some(_) => ebpf::hooks(Some(ns))?,
+                None => Vec::new(),
+            },
         })
     }
 
     pub fn nothing(&self) -> bool {
-        !self.nft_table && !self.ipt_chain && self.ipt_jumps == 0
+        !self.nft_table
+            && !self.ipt_chain
+            && self.ipt_jumps == 0
+            && self.bpf_pins.is_empty()
+            && self.bpf_hooks.is_empty()
     }
 }
 
@@ -206,16 +253,22 @@ pub fn is_nft_rule(line: &str) -> bool {
 }
 
 /// One test's world: topology, config volume, probes and the agent in the node namespace.
-/// Fields drop in order: the agent is killed before its namespace goes.
+/// Fields drop in order: the agent is killed before its namespace goes, and the private bpffs
+/// (eBPF only) is unmounted last.
 pub struct Bed {
     pub agent: Option<AgentProcess>,
     pub probes: Probes,
     pub config: ConfigMapDir,
     pub topology: Topology,
     pub datapath: Datapath,
+    /// `--datapath` of the agents started from now on (default: the datapath's own flag).
+    pub datapath_flag: &'static str,
     pub pod_cidr: String,
+    /// More `masq agent` flags (e.g. `--port-range`), for the agents started from now on.
+    pub agent_args: Vec<String>,
     pub logs: tempfile::TempDir,
     pub starts: Cell<u32>,
+    pub bpffs: Option<PrivateBpffs>,
 }
 
 impl Bed {
@@ -223,7 +276,7 @@ impl Bed {
     /// datapath's host prepared; no agent yet.
     pub fn new(datapath: Datapath, config: Option<&str>) -> Result<Bed> {
         let topology = Topology::new()?;
-        datapath.prepare(&topology.node)?;
+        let bpffs = datapath.prepare(&topology.node)?;
         let hosts: Vec<IpAddr> = addr::EXTERNAL_HOSTS.iter().map(|&h| h.into()).collect();
         let probes = Probes::start(&topology.external, &hosts, 8080)?;
         let config = match config {
@@ -236,10 +289,35 @@ impl Bed {
             config,
             topology,
             datapath,
+            datapath_flag: datapath.flag(),
             pod_cidr: addr::POD_CIDR.to_string(),
+            agent_args: Vec::new(),
             logs: tempfile::tempdir()?,
             starts: Cell::new(0),
+            bpffs,
         })
+    }
+
+    /// The datapath's damages (see [`Datapath::damages`]), for this bed's pin directory.
+    pub fn damages(&self) -> Vec<Damage> {
+        self.datapath.damages(self.pin_dir().as_deref())
+    }
+
+    /// The eBPF datapath's `--bpf-pin-dir` (None for the other datapaths).
+    pub fn pin_dir(&self) -> Option<PathBuf> {
+        self.bpffs.as_ref().map(PrivateBpffs::pin_dir)
+    }
+
+    /// `--bpf-pin-dir DIR` for the eBPF datapath, nothing for the others.
+    pub fn pin_dir_args(&self) -> Vec<String> {
+        self.pin_dir()
+            .map(|dir| {
+                vec![
+                    "--bpf-pin-dir".to_string(),
+                    dir.to_string_lossy().into_owned(),
+                ]
+            })
+            .unwrap_or_default()
     }
 
     /// A bed whose agent runs `config` and is ready.
@@ -260,17 +338,19 @@ impl Bed {
     pub fn spawn_agent(&self) -> Result<AgentProcess> {
         self.starts.set(self.starts.get() + 1);
         let log = self.log_path(self.starts.get());
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--config",
             &self.config.config_path().to_string_lossy(),
             "--datapath",
-            self.datapath.flag(),
+            self.datapath_flag,
             "--pod-cidr",
             &self.pod_cidr,
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(self.pin_dir_args());
+        args.extend(self.agent_args.iter().cloned());
         AgentProcess::start(&self.topology.node, &PathBuf::from(MASQ), &args, &log)
     }
 
@@ -366,7 +446,16 @@ impl Bed {
     }
 
     pub fn installed(&self) -> Result<Installed> {
-        Installed::read(&self.topology.node)
+        Installed::read(&self.topology.node, self.pin_dir().as_deref())
+    }
+
+    /// `masq <args> --bpf-pin-dir DIR` (eBPF only) inside the node namespace: for the
+    /// commands that take the flag (`cleanup`, `nat list`).
+    pub fn masq_with_pins(&self, args: &[&str]) -> Result<Output> {
+        let pins = self.pin_dir_args();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(pins.iter().map(String::as_str));
+        self.masq(&all)
     }
 
     /// `masq <args>` inside the node namespace.
@@ -433,6 +522,25 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// The values of a labelled metric's series whose labels contain `label` (`reason="x"`; an
+/// empty `label` takes them all).
+pub fn metric_series(text: &str, name: &str, label: &str) -> Vec<f64> {
+    text.lines()
+        .filter_map(|l| {
+            let (labels, value) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+            labels.contains(label).then(|| value.trim().parse().ok())?
+        })
+        .collect()
+}
+
+/// The value of the one series of a labelled metric whose labels contain `label`.
+pub fn metric_with(text: &str, name: &str, label: &str) -> Option<f64> {
+    match metric_series(text, name, label).as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
 pub fn run_ok(ns: &Netns, program: &str, args: &[&str]) -> Result<()> {
     run_ok_stdout(ns, program, args).map(drop)
 }
@@ -491,6 +599,16 @@ pub fn masq_in_root_namespace(datapath: Datapath) -> Vec<String> {
     for save in saves {
         if read(&save, &[]).lines().any(|l| l.contains("IP-MASQ")) {
             found.push(format!("an IP-MASQ chain or rule in {save}"));
+        }
+    }
+    if datapath == Datapath::Ebpf {
+        match ebpf::hooks(None) {
+            Ok(hooks) => found.extend(hooks.iter().map(|h| format!("a masq program on {h}"))),
+            Err(e) => found.push(format!("cannot read the root namespace's hooks: {e:#}")),
+        }
+        let default_pins = Path::new(masq_datapath::names::BPF_PIN_DIR);
+        if default_pins.exists() {
+            found.push(format!("{} exists", default_pins.display()));
         }
     }
     found
