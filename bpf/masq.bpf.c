@@ -61,6 +61,15 @@ __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *
 		count(verdict);
 		return 0;
 	}
+	/*
+	 * A TCP connection is translated from its SYN on, or never: one that began kept (a
+	 * destination just removed from nonMasqueradeCIDRs) must not change source mid-stream, or
+	 * the peer resets it. New config applies to new connections only (SPEC section 3).
+	 */
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN) {
+		count(MASQ_PASS_MIDSTREAM);
+		return 0;
+	}
 	snat = snat_addr_for(skb->ifindex);
 	if (!snat) {
 		count(MASQ_PASS_NO_SNAT_ADDR);

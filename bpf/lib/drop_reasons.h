@@ -25,6 +25,7 @@ enum masq_reason {
 	MASQ_HOST_PORT_RESERVED = 13, /* a node-owned flow reserved its port against SNAT reuse */
 	MASQ_NAT_REVERSE_RESTORED = 14, /* an evicted reverse half was put back by its flow */
 	MASQ_HOST_PORT_REMAPPED = 15, /* a node-owned flow collided with a pod's port and was moved */
+	MASQ_PASS_MIDSTREAM = 16,     /* TCP without a NAT entry and no initial SYN: left as it began */
 
 	MASQ_DROP_FIRST = 64,
 	MASQ_DROP_BAD_IHL = 64,        /* IPv4 header length under 20 bytes or past the packet */

@@ -62,7 +62,7 @@ __always_inline_fn int nat_touch(struct nat_entry *e, const struct pkt *p)
 		e->last_seen_ns = now;
 		refreshed = 1;
 	}
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (0x01 | 0x04)) && /* FIN | RST */
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) &&
 	    !(e->flags & NAT_F_CLOSING))
 		e->flags |= NAT_F_CLOSING;
 	return refreshed;

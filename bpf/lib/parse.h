@@ -37,6 +37,12 @@ enum frag_kind {
 #define ICMP_CSUM_OFF(l4) ((l4) + 2)
 #define ICMP_ID_OFF(l4) ((l4) + 4)
 
+/* Bits of the TCP flags byte (offset 13). */
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+
 struct pkt {
 	__u32 l3_off;
 	__u32 l4_off;

@@ -502,11 +502,9 @@ mod scenarios {
     }
 }
 
-/// One `#[test]` per scenario × datapath, named `<datapath>::<scenario>`. A datapath with a
-/// known bug that fails `kept_connection_stays_kept_across_a_reload` names it, and that test
-/// is ignored for it (`cargo test -- --ignored` runs it).
+/// One `#[test]` per scenario × datapath, named `<datapath>::<scenario>`.
 macro_rules! tests_for {
-    ($module:ident, $datapath:expr $(, kept_connection_bug = $kept_connection_bug:literal)?) => {
+    ($module:ident, $datapath:expr) => {
         mod $module {
             use super::{run, scenarios, Datapath};
 
@@ -534,9 +532,11 @@ macro_rules! tests_for {
                 )
             }
             #[test]
-            $(#[ignore = $kept_connection_bug])?
             fn kept_connection_stays_kept_across_a_reload() {
-                run($datapath, scenarios::kept_connection_stays_kept_across_a_reload)
+                run(
+                    $datapath,
+                    scenarios::kept_connection_stays_kept_across_a_reload,
+                )
             }
             #[test]
             fn config_file_created_and_deleted() {
@@ -593,13 +593,7 @@ macro_rules! tests_for {
 tests_for!(nftables, Datapath::Nftables);
 tests_for!(iptables_nft, Datapath::IptablesNft);
 tests_for!(iptables_legacy, Datapath::IptablesLegacy);
-tests_for!(
-    ebpf,
-    Datapath::Ebpf,
-    kept_connection_bug = "eBPF datapath bug: a kept flow leaves no NAT entry, so once its \
-        destination is masqueraded its next packet is translated mid-stream and the \
-        connection is reset"
-);
+tests_for!(ebpf, Datapath::Ebpf);
 
 /// The scenarios only the eBPF datapath has (issue 4).
 mod ebpf_only {

@@ -159,6 +159,9 @@ pub enum Reason {
     NatReverseRestored = 14,
     /// A node-owned flow collided with a pod's port and was moved to another.
     HostPortRemapped = 15,
+    /// A TCP packet without a NAT entry and not an initial SYN: a connection that began kept
+    /// stays kept after a config change.
+    PassMidstream = 16,
     /// Dropped: bad IPv4 header length.
     DropBadIhl = 64,
     /// Dropped: truncated transport header.
@@ -176,7 +179,7 @@ pub const REASON_SLOTS: u32 = 72;
 
 impl Reason {
     /// Every reason, in number order.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::TranslatedEgress,
         Reason::TranslatedIngress,
         Reason::NatCreated,
@@ -193,6 +196,7 @@ impl Reason {
         Reason::HostPortReserved,
         Reason::NatReverseRestored,
         Reason::HostPortRemapped,
+        Reason::PassMidstream,
         Reason::DropBadIhl,
         Reason::DropTruncated,
         Reason::DropPortExhausted,
@@ -224,6 +228,7 @@ impl Reason {
             Reason::HostPortReserved => "host-port-reserved",
             Reason::NatReverseRestored => "nat-reverse-restored",
             Reason::HostPortRemapped => "host-port-remapped",
+            Reason::PassMidstream => "pass-midstream",
             Reason::DropBadIhl => "bad-ihl",
             Reason::DropTruncated => "truncated",
             Reason::DropPortExhausted => "port-exhausted",

@@ -208,6 +208,40 @@ fn established_flows_keep_their_translation_when_the_config_changes() {
     );
 }
 
+/// A connection that began kept (its destination was in nonMasqueradeCIDRs) stays kept when the
+/// config changes: its next segment carries no SYN, so no translation starts mid-stream (the
+/// peer would reset it). A new connection to the same destination is masqueraded.
+#[test]
+fn a_kept_tcp_connection_is_not_translated_mid_stream_after_a_config_change() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let mut kept = base_contents();
+    kept.nonmasq_dst.insert(Ipv4Net::new(EXTERNAL, 32).unwrap());
+    h.maps.apply(&kept).unwrap();
+    assert_eq!(
+        inspect(&h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"")).1).src,
+        POD
+    );
+    h.maps.apply(&base_contents()).unwrap();
+
+    let mut segment = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(POD.octets(), EXTERNAL.octets(), 64)
+        .tcp(40000, 80, 2000, 512)
+        .ack(1)
+        .write(&mut segment, b"more")
+        .unwrap();
+    assert_eq!(h.egress(&segment), (CONTINUE, segment.clone()));
+    assert_eq!(h.count(Reason::PassMidstream), 1);
+    assert_eq!(h.count(Reason::NatCreated), 0);
+
+    assert_eq!(
+        inspect(&h.egress(&tcp(POD, 40001, EXTERNAL, 80, b"")).1).src,
+        NODE
+    );
+}
+
 #[test]
 fn the_node_own_flow_reserves_its_port() {
     let Some(h) = Harness::new(&base_contents()) else {
@@ -275,7 +309,7 @@ fn non_ipv4_frames_are_untouched() {
     assert_eq!(h.count(Reason::PassUnsupported), 1);
 }
 
-/// A TCP packet whose IPv4 header carries 4 bytes of options (IHL 6).
+/// A TCP SYN whose IPv4 header carries 4 bytes of options (IHL 6).
 fn tcp_with_options(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     let mut ip =
         Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, src.octets(), dst.octets()).unwrap();
@@ -284,6 +318,7 @@ fn tcp_with_options(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec
     PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
         .tcp(sport, dport, 7, 100)
+        .syn()
         .write(&mut out, b"with options")
         .unwrap();
     assert_eq!(out[14] & 0x0f, 6);
