@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use anyhow::Context;
+
 use masq_agent::select::Candidate;
 use masq_datapath::ebpf::Ebpf;
 use masq_datapath::ipt::{Backend, Iptables};
@@ -82,7 +84,15 @@ fn with_to_ports(iptables: Iptables, to_ports: Option<Vec<PortRange>>) -> Iptabl
 
 /// The eBPF NAT table, read from the pinned maps (the agent need not run).
 pub fn nat_list(output: OutputFormat, pin_dir: &Path) -> anyhow::Result<String> {
-    let entries = Ebpf::new(pin_dir.to_path_buf()).nat_entries()?;
+    let entries = Ebpf::new(pin_dir.to_path_buf())
+        .nat_entries()
+        .with_context(|| {
+            format!(
+                "no eBPF NAT table under {} (is the agent running with --datapath ebpf? \
+                 give its --bpf-pin-dir if it uses another)",
+                pin_dir.display()
+            )
+        })?;
     Ok(match output {
         OutputFormat::Text => entries.iter().map(|e| format!("{e}\n")).collect(),
         OutputFormat::Json => {
