@@ -54,6 +54,9 @@ pub struct Nftables {
     last_written: Option<Shape>,
     rules: IpRules,
     last_rules: Option<Vec<egress::PolicyRule>>,
+    /// The kernel lists back what this process writes (checked once: a full read of a large set
+    /// costs hundreds of milliseconds, and the answer does not change within a process).
+    listing_verified: bool,
 }
 
 impl Default for Nftables {
@@ -75,6 +78,7 @@ impl Nftables {
             last_written: None,
             rules: IpRules::new(),
             last_rules: None,
+            listing_verified: false,
         }
     }
 
@@ -213,13 +217,16 @@ impl Datapath for Nftables {
             report.drift_repaired |= drifted;
             // A kernel or nft that lists rules differently from how they were written would
             // make every sync rewrite the chain: harmless (atomic) but worth a word in the log.
-            let now = self.read()?.map(|live| live.shape);
-            if now.as_ref() != Some(&want) {
-                tracing::warn!(
-                    table = NFT_TABLE,
-                    "installed nftables table differs from the one just written; \
-                     the next sync will rewrite it"
-                );
+            if !self.listing_verified {
+                let now = self.read()?.map(|live| live.shape);
+                self.listing_verified = now.as_ref() == Some(&want);
+                if !self.listing_verified {
+                    tracing::warn!(
+                        table = NFT_TABLE,
+                        "installed nftables table differs from the one just written; \
+                         the next sync will rewrite it"
+                    );
+                }
             }
         }
         self.last_written = Some(want);
