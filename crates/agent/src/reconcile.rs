@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use masq_config::{Config, ParseOptions};
-use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
+use masq_datapath::{Datapath, Desired, NodeSettings};
 use tokio::sync::mpsc;
 
 use crate::admin::{self, Shared};
@@ -295,8 +295,7 @@ impl Reconciler {
                 }
                 m.datapath_entries.set(report.installed_entries as i64);
                 let summary = summarize(&desired);
-                let kind = self.datapath.as_ref().map(|d| d.kind());
-                let egress = egress_summary(&desired.node).filter(|_| kind != Some(Kind::Ebpf));
+                let egress = egress_summary(&desired.node);
                 if let Some(warning) = egress.as_ref().and_then(|e| e.warning.as_ref()) {
                     let known = self.shared.status().egress.and_then(|e| e.warning);
                     if known.as_ref() != Some(warning) {
@@ -454,7 +453,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use masq_datapath::{Error, SyncReport};
+    use masq_datapath::{Error, Kind, SyncReport};
     use std::sync::Mutex;
 
     /// An in-memory datapath: what it "installed", how often it synced, whether it fails.
