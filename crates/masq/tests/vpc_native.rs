@@ -191,6 +191,10 @@ fn run(datapath: &str) {
         );
     }
 
+    assert!(
+        bed.to_internet().is_err(),
+        "{datapath}: strict rp_filter alone drops the replies"
+    );
     bed.topology.allow_marked_replies().unwrap();
     assert_eq!(
         bed.to_internet().unwrap(),
