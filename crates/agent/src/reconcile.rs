@@ -365,8 +365,8 @@ fn summarize(desired: &Desired) -> DesiredSummary {
     }
 }
 
-/// Egress routing as the netfilter datapaths install it (the eBPF datapath does not steer
-/// flows yet: issue 8, docs/vpc-native.md).
+/// Egress routing as every datapath installs it: the netfilter ones mark and route, the eBPF one
+/// redirects and marks the replies; all use the same rule (docs/vpc-native.md).
 fn egress_summary(node: &NodeSettings) -> Option<EgressSummary> {
     let routing = node.active_egress_routing()?;
     let interface = node.egress_interface()?.to_string();

@@ -1,7 +1,8 @@
 //! masq's `ip rule`s: `fwmark MARK/MARK lookup TABLE priority PRIORITY protocol 109`, one per
 //! address family, that send the connections masq marked for masquerading through the egress
-//! interface (SPEC section 4). The netfilter datapaths mark; this module owns the rules, so a
-//! later datapath (eBPF) can share it.
+//! interface (SPEC section 4). The netfilter datapaths mark connections, the eBPF datapath the
+//! replies of the flows it steered (so they pass strict reverse-path filtering); this module
+//! owns the rules for both, and finds the uplinks the eBPF datapath steers from.
 //!
 //! The rules are managed with `ip -j rule` in the caller's network namespace. masq's rules
 //! carry routing protocol [`RULE_PROTOCOL`]: that is how a restarted agent adopts them, how
