@@ -61,8 +61,14 @@ __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *
 	verdict = decide(cfg, p->saddr, p->daddr);
 	if (verdict == MASQ_KEEP_NOT_A_POD && !steer) {
 		snat = snat_addr_for(skb->ifindex);
-		/* A steered pod packet arrives here translated already: it is not the node's. */
-		if (snat && p->saddr == snat && !steered_here(skb) && nat_reserve_host_port(p)) {
+		if (snat && p->saddr == snat && nat_reserve_host_port(p)) {
+			/*
+			 * A steered pod packet arrives here translated already and collides with its
+			 * own NAT pair: it is not the node's (counted where it was translated).
+			 * Checked on collisions only, so the node's own flows pay nothing more.
+			 */
+			if (steered_here(skb))
+				return 0;
 			/* The node's own flow collides with a pod's translation: move it. */
 			count(MASQ_HOST_PORT_REMAPPED);
 			return nat_create(fwd, snat, cfg, 0, out) == 0 ? 1 : -1;
