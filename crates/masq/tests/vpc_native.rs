@@ -142,6 +142,24 @@ impl Bed {
             .unwrap()
     }
 
+    /// `masq nat list` (eBPF).
+    fn nat_list(&self) -> String {
+        let output = self
+            .topology
+            .node
+            .command(&binary().to_string_lossy())
+            .args(["nat", "list"])
+            .args(&self.pin_dir_args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "masq nat list: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     fn cleanup(&self) {
         let output = self
             .topology
@@ -224,6 +242,18 @@ fn run(datapath: &str) {
     let server = SocketAddr::new(vpc_addr::INTERNET.into(), PORT);
     let mut session = TcpSession::connect(&bed.topology.pod, server).unwrap();
     assert_eq!(session.observed_source().unwrap().ip(), PRIMARY);
+    if bpffs.is_some() {
+        let listed = bed.nat_list();
+        let pod_flow = format!("TCP OUT {POD}:");
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&pod_flow) && l.contains(&format!("-> {server} ")))
+            .unwrap_or_else(|| panic!("no NAT entry of the session in\n{listed}"));
+        assert!(
+            line.contains(&format!("XLATE_SRC {PRIMARY}:")) && line.ends_with(" steered"),
+            "{line}"
+        );
+    }
     agent.kill9();
     assert_eq!(session.observed_source().unwrap().ip(), PRIMARY);
     let agent = bed.start_agent(datapath, "agent-2.log");
