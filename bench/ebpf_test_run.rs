@@ -29,11 +29,13 @@ const NEW_FLOWS: u32 = 20_000;
 const AMORTIZED_FLOWS: u32 = 4_000;
 const SNAT_AS_POD: Ipv4Addr = Ipv4Addr::new(100, 127, 0, 1);
 
+/// A SYN: only a SYN starts a translation, and the new-flow figures must measure one.
 fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv4(src.octets(), dst.octets(), 64)
         .tcp(sport, dport, 1, 1000)
+        .syn()
         .write(&mut out, &[0u8; 64])
         .unwrap();
     out

@@ -7,54 +7,71 @@
 #include "lib/metrics.h"
 #include "lib/nat.h"
 #include "lib/parse.h"
+#include "lib/steer.h"
 
 char _license[] SEC("license") = "GPL";
 
 /* A fragment after the first follows the first one's fate; unseen firsts fall back to the
  * address-only decision (ports play no part in it). */
-__always_inline_fn int egress_later_fragment(struct __sk_buff *skb, const struct pkt *p)
+__always_inline_fn int egress_later_fragment(struct __sk_buff *skb, const struct pkt *p, int steer)
 {
 	struct frag_value *seen = frag_lookup(p, 0);
 	const struct masq_config *cfg;
+	struct steer_route route;
+	__u32 ifindex = skb->ifindex;
 	__be32 to_addr = 0;
 
+	if (steer && steer_lookup(skb, p->daddr, &route) == 0)
+		ifindex = route.ifindex;
+	else
+		steer = 0;
 	if (seen) {
 		to_addr = seen->to_addr;
 	} else {
 		count(MASQ_FRAG_UNTRACKED);
 		cfg = config_get();
 		if (cfg && decide(cfg, p->saddr, p->daddr) == MASQ_TRANSLATED_EGRESS)
-			to_addr = snat_addr_for(skb->ifindex);
+			to_addr = snat_addr_for(ifindex);
 	}
 	if (!to_addr)
 		return MASQ_CONTINUE;
 	if (rewrite(skb, p, 0, p->saddr, to_addr, 0, 0) < 0)
 		return drop(MASQ_DROP_REWRITE);
 	count(MASQ_TRANSLATED_EGRESS);
-	return MASQ_CONTINUE;
+	return steer ? steer_redirect(skb, &route) : MASQ_CONTINUE;
 }
 
 /*
  * The first packet of a flow nobody has translated yet: SPEC section 3 decides. Returns 1 with
  * *out set to translate, 0 to leave the packet alone, -1 to drop it (no port was free: it must
- * not leave with the pod's address).
+ * not leave with the pod's address). With steer (a secondary interface), a translated flow is
+ * given the egress table's route in *route and the address of that route's interface.
  */
 __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *p,
-				       const struct nat_tuple *fwd, struct nat_entry *out)
+				       const struct nat_tuple *fwd, struct nat_entry *out,
+				       int steer, struct steer_route *route)
 {
 	const struct masq_config *cfg = config_get();
 	enum masq_reason verdict;
+	__u32 ifindex = skb->ifindex;
 	__be32 snat;
 
 	if (!cfg)
 		return 0;
 	verdict = decide(cfg, p->saddr, p->daddr);
-	if (verdict == MASQ_KEEP_NOT_A_POD) {
+	if (verdict == MASQ_KEEP_NOT_A_POD && !steer) {
 		snat = snat_addr_for(skb->ifindex);
 		if (snat && p->saddr == snat && nat_reserve_host_port(p)) {
+			/*
+			 * A steered pod packet arrives here translated already and collides with its
+			 * own NAT pair: it is not the node's (counted where it was translated).
+			 * Checked on collisions only, so the node's own flows pay nothing more.
+			 */
+			if (steered_here(skb))
+				return 0;
 			/* The node's own flow collides with a pod's translation: move it. */
 			count(MASQ_HOST_PORT_REMAPPED);
-			return nat_create(fwd, snat, cfg, out) == 0 ? 1 : -1;
+			return nat_create(fwd, snat, cfg, 0, out) == 0 ? 1 : -1;
 		}
 	}
 	if (verdict != MASQ_TRANSLATED_EGRESS) {
@@ -70,17 +87,29 @@ __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *
 		count(MASQ_PASS_MIDSTREAM);
 		return 0;
 	}
-	snat = snat_addr_for(skb->ifindex);
+	if (steer) {
+		if (steer_lookup(skb, p->daddr, route) < 0) {
+			count(MASQ_PASS_NO_SNAT_ADDR);
+			return 0;
+		}
+		ifindex = route->ifindex;
+	}
+	snat = snat_addr_for(ifindex);
 	if (!snat) {
 		count(MASQ_PASS_NO_SNAT_ADDR);
 		return 0;
 	}
-	return nat_create(fwd, snat, cfg, out) == 0 ? 1 : -1;
+	return nat_create(fwd, snat, cfg, steer ? NAT_F_STEERED : 0, out) == 0 ? 1 : -1;
 }
 
-SEC("classifier")
-int masq_egress(struct __sk_buff *skb)
+/*
+ * SNAT of a packet leaving the node. steer is a compile-time constant: 0 for the egress
+ * interfaces (masq_egress), 1 for the secondary interfaces of a VPC-native node (masq_steer),
+ * where translated packets are redirected to the egress interface.
+ */
+__always_inline_fn int egress(struct __sk_buff *skb, const int steer)
 {
+	struct steer_route route;
 	struct nat_entry created;
 	struct nat_tuple fwd;
 	struct nat_entry *e = NULL;
@@ -97,7 +126,7 @@ int masq_egress(struct __sk_buff *skb)
 	if (ret < 0)
 		return drop(-ret);
 	if (p.frag == FRAG_LATER)
-		return egress_later_fragment(skb, &p);
+		return egress_later_fragment(skb, &p, steer);
 
 	/* Established flows first: they never pay for the CIDR lookups. */
 	tuple_from_pkt(&fwd, &p);
@@ -107,8 +136,11 @@ int masq_egress(struct __sk_buff *skb)
 			nat_restore_reverse(&fwd, e);
 		to_addr = e->to_addr;
 		to_port = e->to_port;
+		/* A flow translated on the egress interface itself (older entry) is not moved. */
+		if (steer && (!(e->flags & NAT_F_STEERED) || steer_lookup(skb, p.daddr, &route) < 0))
+			return MASQ_CONTINUE;
 	} else {
-		ret = egress_new_flow(skb, &p, &fwd, &created);
+		ret = egress_new_flow(skb, &p, &fwd, &created, steer, &route);
 		if (ret < 0)
 			return MASQ_DROP; /* counted by nat_create */
 		if (ret == 0) {
@@ -125,7 +157,19 @@ int masq_egress(struct __sk_buff *skb)
 	if (rewrite(skb, &p, 0, p.saddr, to_addr, p.sport, to_port) < 0)
 		return drop(MASQ_DROP_REWRITE);
 	count(MASQ_TRANSLATED_EGRESS);
-	return MASQ_CONTINUE;
+	return steer ? steer_redirect(skb, &route) : MASQ_CONTINUE;
+}
+
+SEC("classifier")
+int masq_egress(struct __sk_buff *skb)
+{
+	return egress(skb, 0);
+}
+
+SEC("classifier")
+int masq_steer(struct __sk_buff *skb)
+{
+	return egress(skb, 1);
 }
 
 SEC("classifier")
@@ -168,6 +212,8 @@ int masq_ingress(struct __sk_buff *skb)
 	nat_touch(e, &p);
 	if (e->flags & NAT_F_HOST)
 		return MASQ_CONTINUE;
+	if (e->flags & NAT_F_STEERED)
+		mark_steered_reply(skb);
 	to_addr = e->to_addr;
 	to_port = e->to_port;
 	if (p.frag == FRAG_FIRST)

@@ -15,6 +15,13 @@ struct {
 	__uint(max_entries, 1);
 } masq_config SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct masq_steer);
+	__uint(max_entries, 1);
+} masq_steer_cfg SEC(".maps");
+
 /* ifindex → SNAT address; key 0 applies to every interface (--snat-ip). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -73,6 +80,13 @@ __always_inline_fn __be32 snat_addr_for(__u32 ifindex)
 	if (!addr)
 		addr = bpf_map_lookup_elem(&masq_snat_addrs, &any);
 	return addr ? *addr : 0;
+}
+
+__always_inline_fn const struct masq_steer *steer_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&masq_steer_cfg, &zero);
 }
 
 #endif /* MASQ_LIB_MAPS_H */

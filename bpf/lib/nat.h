@@ -137,7 +137,7 @@ __always_inline_fn const struct masq_config *config_get(void)
  * rolls the claim back and uses the winner's entry.
  */
 __always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
-				  const struct masq_config *cfg, struct nat_entry *out)
+				  const struct masq_config *cfg, __u8 flags, struct nat_entry *out)
 {
 	__u32 port_min = cfg->port_min ? cfg->port_min : MASQ_PORT_MIN_DEFAULT;
 	__u32 port_max = cfg->port_max ? cfg->port_max : MASQ_PORT_MAX_DEFAULT;
@@ -153,6 +153,7 @@ __always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
 
 	rev_val.to_addr = fwd->saddr;
 	rev_val.to_port = fwd->sport;
+	rev_val.flags = flags;
 	rev_val.created_ns = bpf_ktime_get_coarse_ns();
 	rev_val.last_seen_ns = rev_val.created_ns;
 	rev.saddr = fwd->daddr;
@@ -182,7 +183,7 @@ __always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
 
 	out->to_addr = snat_addr;
 	out->to_port = rev.dport;
-	out->flags = 0;
+	out->flags = flags;
 	out->pad = 0;
 	out->created_ns = rev_val.created_ns;
 	out->last_seen_ns = rev_val.created_ns;

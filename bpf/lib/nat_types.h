@@ -22,6 +22,16 @@ struct masq_config {
 };
 build_bug_on(sizeof(struct masq_config) != 8);
 
+/*
+ * Egress routing on a VPC-native node (docs/vpc-native.md): mark 0 turns steering off. Replies
+ * of steered flows get `mark` so the node's reverse-path check takes masq's ip rule.
+ */
+struct masq_steer {
+	__u32 mark;  /* egress mark bits */
+	__u32 table; /* routing table a steered packet is looked up in (254: main) */
+};
+build_bug_on(sizeof(struct masq_steer) != 8);
+
 /* LPM trie key: a struct, because aya rejects a scalar BTF key for LPM tries. */
 struct lpm_v4_key {
 	__u32 prefixlen;
@@ -46,6 +56,7 @@ build_bug_on(sizeof(struct nat_tuple) != 16);
 /* nat_entry.flags */
 #define NAT_F_CLOSING (1U << 0) /* TCP FIN or RST seen: expires after the short grace period */
 #define NAT_F_HOST (1U << 1)    /* reverse-only entry reserving a port the node itself uses */
+#define NAT_F_STEERED (1U << 2) /* left a secondary interface, redirected to the egress interface */
 
 /*
  * The forward half (masq_nat_egress, keyed by the pod's tuple) holds the translated source; the

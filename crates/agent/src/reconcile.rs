@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use masq_config::{Config, ParseOptions};
-use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
+use masq_datapath::{Datapath, Desired, NodeSettings};
 use tokio::sync::mpsc;
 
 use crate::admin::{self, Shared};
@@ -296,8 +296,7 @@ impl Reconciler {
                 }
                 m.datapath_entries.set(report.installed_entries as i64);
                 let summary = summarize(&desired);
-                let kind = self.datapath.as_ref().map(|d| d.kind());
-                let egress = egress_summary(&desired.node).filter(|_| kind != Some(Kind::Ebpf));
+                let egress = egress_summary(&desired.node);
                 if let Some(warning) = egress.as_ref().and_then(|e| e.warning.as_ref()) {
                     let known = self.shared.status().egress.and_then(|e| e.warning);
                     if known.as_ref() != Some(warning) {
@@ -378,8 +377,8 @@ fn summarize(desired: &Desired) -> DesiredSummary {
     }
 }
 
-/// Egress routing as the netfilter datapaths install it (the eBPF datapath does not steer
-/// flows yet: issue 8, docs/vpc-native.md).
+/// Egress routing as every datapath installs it: the netfilter ones mark and route, the eBPF one
+/// redirects and marks the replies; all use the same rule (docs/vpc-native.md).
 fn egress_summary(node: &NodeSettings) -> Option<EgressSummary> {
     let routing = node.active_egress_routing()?;
     let interface = node.egress_interface()?.to_string();
@@ -466,7 +465,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use masq_datapath::{Error, SyncReport};
+    use masq_datapath::{Error, Kind, SyncReport};
     use std::sync::Mutex;
 
     /// An in-memory datapath: what it "installed", how often it synced, whether it fails.

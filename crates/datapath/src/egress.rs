@@ -1,7 +1,8 @@
 //! masq's `ip rule`s: `fwmark MARK/MARK lookup TABLE priority PRIORITY protocol 109`, one per
 //! address family, that send the connections masq marked for masquerading through the egress
-//! interface (SPEC section 4). The netfilter datapaths mark; this module owns the rules, so a
-//! later datapath (eBPF) can share it.
+//! interface (SPEC section 4). The netfilter datapaths mark connections, the eBPF datapath the
+//! replies of the flows it steered (so they pass strict reverse-path filtering); this module
+//! owns the rules for both, and finds the uplinks the eBPF datapath steers from.
 //!
 //! The rules are managed with `ip -j rule` in the caller's network namespace. masq's rules
 //! carry routing protocol [`RULE_PROTOCOL`]: that is how a restarted agent adopts them, how
@@ -13,6 +14,7 @@
 //! marking, [`IpRules::remove_stale`] after it stopped; a rule without marked packets changes
 //! nothing.
 
+use std::collections::BTreeSet;
 use std::process::Command;
 
 use serde_json::Value;
@@ -142,6 +144,25 @@ impl IpRules {
         }
     }
 
+    /// Interfaces holding an IPv4 unicast default route in any routing table: a VPC-native
+    /// node's uplinks (the primary in `main`, each ENI in its own table).
+    pub fn default_route_interfaces(&self) -> Result<BTreeSet<String>, Error> {
+        let text = self.run(&[
+            "-4", "-j", "route", "show", "table", "all", "type", "unicast",
+        ])?;
+        let routes: Value = serde_json::from_str(text.trim()).map_err(|e| Error::Command {
+            program: self.program.clone(),
+            message: format!("reading `ip -4 -j route show table all`: {e}"),
+        })?;
+        Ok(routes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|route| route["dst"] == "default")
+            .filter_map(|route| route["dev"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// masq's installed rules of one family (by protocol, or by an exact selector of `wanted`).
     fn installed(&self, ipv6: bool, wanted: &[PolicyRule]) -> Result<Vec<PolicyRule>, Error> {
         let family = if ipv6 { "-6" } else { "-4" };
@@ -256,6 +277,23 @@ impl IpRules {
     }
 }
 
+/// The secondary uplinks among `uplinks` (see [`IpRules::default_route_interfaces`]): what the
+/// eBPF datapath steers from. Not the datapath's interfaces, not the egress interface, and
+/// nothing while egress routing is off.
+pub fn secondary_uplinks(node: &NodeSettings, uplinks: &BTreeSet<String>) -> Vec<String> {
+    if node.active_egress_routing().is_none() {
+        return Vec::new();
+    }
+    uplinks
+        .iter()
+        .filter(|name| {
+            Some(name.as_str()) != node.egress_interface()
+                && !node.interfaces.iter().any(|i| &i.name == *name)
+        })
+        .cloned()
+        .collect()
+}
+
 /// One rule of `ip -j rule show` as masq's, or None when it is someone else's.
 fn parse_rule(rule: &Value, ipv6: bool, wanted: &[PolicyRule]) -> Option<PolicyRule> {
     let number = |key: &str| -> Option<u32> {
@@ -356,5 +394,28 @@ mod tests {
             ..EgressRouting::default()
         });
         assert_eq!(desired_rules(&node)[0].table, 100);
+    }
+
+    #[test]
+    fn secondary_uplinks_are_the_other_default_route_interfaces() {
+        let uplinks: BTreeSet<String> = ["eth0", "eth1", "eth2"].map(String::from).into();
+        let mut node = NodeSettings::default();
+        assert!(
+            secondary_uplinks(&node, &uplinks).is_empty(),
+            "no egress interface"
+        );
+        node.interfaces.push(Interface {
+            name: "eth0".into(),
+            index: 2,
+            addrs: Vec::new(),
+        });
+        assert_eq!(secondary_uplinks(&node, &uplinks), ["eth1", "eth2"]);
+        node.egress_interface = Some("eth2".into());
+        assert_eq!(secondary_uplinks(&node, &uplinks), ["eth1"]);
+        node.egress_routing = None;
+        assert!(
+            secondary_uplinks(&node, &uplinks).is_empty(),
+            "--egress-mark 0"
+        );
     }
 }

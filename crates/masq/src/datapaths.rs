@@ -111,6 +111,7 @@ pub fn nat_list(output: OutputFormat, pin_dir: &Path) -> anyhow::Result<String> 
                         "idle_seconds": e.idle.as_secs_f64(),
                         "closing": e.closing,
                         "host": e.host,
+                        "steered": e.steered,
                     })
                 })
                 .collect();

@@ -1,19 +1,22 @@
 //! Issue 8 end to end: the real `masq agent` on a VPC-native node (masq-testbed's
-//! `VpcTopology`), once per netfilter datapath. The pod's address lives on the node's secondary
+//! `VpcTopology`), once per datapath. The pod's address lives on the node's secondary
 //! interface and its policy route leaves there; with masq, traffic to the internet leaves through
 //! the primary interface with the primary address, VPC traffic keeps the pod's route and
 //! address, an open connection survives `kill -9` and a restart, and `masq cleanup` removes the
-//! marks, the rule and the chains. Needs root, `nft`, `iptables-nft` and `ping`; skips with a
-//! printed reason otherwise. Only the test's own namespaces are touched.
+//! marks, the rule, the chains and the programs (eBPF: on the egress interface and on both
+//! secondary interfaces, pinned on a bpffs private to the test's thread). Needs root, `nft`,
+//! `iptables-nft` and `ping`; skips with a printed reason otherwise. Only the test's own
+//! namespaces are touched.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use masq_agent::status::Status;
+use masq_datapath::ebpf::{attach, Direction};
 use masq_testbed::probe::TcpSession;
-use masq_testbed::vpc::PRIMARY_IF;
-use masq_testbed::{vpc_addr, AgentProcess, ConfigMapDir, Probes, VpcTopology};
+use masq_testbed::vpc::{PRIMARY_IF, SECONDARY2_IF, SECONDARY_IF};
+use masq_testbed::{vpc_addr, AgentProcess, ConfigMapDir, PrivateBpffs, Probes, VpcTopology};
 
 const PORT: u16 = 8080;
 const PRIMARY: IpAddr = IpAddr::V4(vpc_addr::PRIMARY);
@@ -33,10 +36,12 @@ struct Bed {
     internet: Probes,
     vpc: Probes,
     config: ConfigMapDir,
+    /// `--bpf-pin-dir DIR` for the eBPF datapath.
+    pin_dir_args: Vec<String>,
 }
 
 impl Bed {
-    fn new() -> Bed {
+    fn new(bpffs: Option<&PrivateBpffs>) -> Bed {
         masq_testbed::netns::sweep_stale();
         let topology = VpcTopology::new().unwrap();
         let internet =
@@ -47,6 +52,14 @@ impl Bed {
             internet,
             vpc,
             config: ConfigMapDir::with(CONFIG).unwrap(),
+            pin_dir_args: bpffs
+                .map(|fs| {
+                    vec![
+                        "--bpf-pin-dir".to_string(),
+                        fs.pin_dir().to_string_lossy().into_owned(),
+                    ]
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -61,6 +74,7 @@ impl Bed {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(self.pin_dir_args.iter().cloned())
         .collect();
         let log = self.config.config_path().with_file_name(log);
         let mut agent = AgentProcess::start(&self.topology.node, binary(), &args, &log).unwrap();
@@ -110,12 +124,49 @@ impl Bed {
             .join("\n")
     }
 
+    /// The node's interface hooks running one of masq's programs (`eth1 steer`), sorted.
+    fn bpf_hooks(&self) -> Vec<String> {
+        self.topology
+            .node
+            .enter(|| {
+                let mut hooks = Vec::new();
+                for iface in [PRIMARY_IF, SECONDARY_IF, SECONDARY2_IF] {
+                    for dir in Direction::ALL {
+                        if attach::is_attached(iface, dir) {
+                            hooks.push(format!("{iface} {}", dir.as_str()));
+                        }
+                    }
+                }
+                hooks
+            })
+            .unwrap()
+    }
+
+    /// `masq nat list` (eBPF).
+    fn nat_list(&self) -> String {
+        let output = self
+            .topology
+            .node
+            .command(&binary().to_string_lossy())
+            .args(["nat", "list"])
+            .args(&self.pin_dir_args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "masq nat list: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     fn cleanup(&self) {
         let output = self
             .topology
             .node
             .command(&binary().to_string_lossy())
             .arg("cleanup")
+            .args(&self.pin_dir_args)
             .output()
             .unwrap();
         assert!(
@@ -131,7 +182,9 @@ fn run(datapath: &str) {
         eprintln!("skipped: {reason}");
         return;
     }
-    let bed = Bed::new();
+    // eBPF: the pins live on a bpffs of this thread's own (the agents inherit it).
+    let bpffs = (datapath == "ebpf").then(|| PrivateBpffs::mount().unwrap());
+    let bed = Bed::new(bpffs.as_ref());
     assert!(
         bed.to_internet().is_err(),
         "without masq the pod cannot reach the internet"
@@ -148,7 +201,18 @@ fn run(datapath: &str) {
     );
     let warning = egress.warning.expect("strict rp_filter is reported");
     assert!(warning.contains("src_valid_mark"), "{warning}");
+    if bpffs.is_some() {
+        assert_eq!(
+            bed.bpf_hooks(),
+            ["eth0 egress", "eth0 ingress", "eth1 steer", "eth2 steer"],
+            "the secondary uplinks (default routes in tables 2 and 3) get the steering program"
+        );
+    }
 
+    assert!(
+        bed.to_internet().is_err(),
+        "{datapath}: strict rp_filter alone drops the replies"
+    );
     bed.topology.allow_marked_replies().unwrap();
     assert_eq!(
         bed.to_internet().unwrap(),
@@ -178,6 +242,18 @@ fn run(datapath: &str) {
     let server = SocketAddr::new(vpc_addr::INTERNET.into(), PORT);
     let mut session = TcpSession::connect(&bed.topology.pod, server).unwrap();
     assert_eq!(session.observed_source().unwrap().ip(), PRIMARY);
+    if bpffs.is_some() {
+        let listed = bed.nat_list();
+        let pod_flow = format!("TCP OUT {POD}:");
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&pod_flow) && l.contains(&format!("-> {server} ")))
+            .unwrap_or_else(|| panic!("no NAT entry of the session in\n{listed}"));
+        assert!(
+            line.contains(&format!("XLATE_SRC {PRIMARY}:")) && line.ends_with(" steered"),
+            "{line}"
+        );
+    }
     agent.kill9();
     assert_eq!(session.observed_source().unwrap().ip(), PRIMARY);
     let agent = bed.start_agent(datapath, "agent-2.log");
@@ -199,6 +275,14 @@ fn run(datapath: &str) {
         !save.contains("IP-MASQ"),
         "{datapath}: cleanup left\n{save}"
     );
+    assert_eq!(
+        bed.bpf_hooks(),
+        Vec::<String>::new(),
+        "{datapath}: cleanup left programs"
+    );
+    if let Some(fs) = &bpffs {
+        assert!(!fs.pin_dir().exists(), "{datapath}: cleanup left the pins");
+    }
     assert!(
         bed.to_internet().is_err(),
         "{datapath}: after cleanup the internet is out of reach again"
@@ -213,4 +297,9 @@ fn nftables_routes_masqueraded_traffic_through_the_primary_interface() {
 #[test]
 fn iptables_routes_masqueraded_traffic_through_the_primary_interface() {
     run("iptables");
+}
+
+#[test]
+fn ebpf_steers_masqueraded_traffic_to_the_primary_interface() {
+    run("ebpf");
 }

@@ -36,16 +36,30 @@ pub enum Direction {
     Egress,
     /// Reverse SNAT of replies arriving.
     Ingress,
+    /// On a secondary interface's egress (VPC-native nodes): SNAT of what is masqueraded and a
+    /// redirect to the egress interface (`docs/vpc-native.md`).
+    Steer,
 }
 
 impl Direction {
     /// Both, egress first.
     pub const BOTH: [Direction; 2] = [Direction::Egress, Direction::Ingress];
+    /// Every hook masq uses.
+    pub const ALL: [Direction; 3] = [Direction::Egress, Direction::Ingress, Direction::Steer];
 
-    /// `egress` or `ingress`.
+    /// `egress`, `ingress` or `steer` (also the suffix of the link's pin).
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Egress => "egress",
+            Direction::Ingress => "ingress",
+            Direction::Steer => "steer",
+        }
+    }
+
+    /// The tc hook, as `tc filter show` names it.
+    fn hook(self) -> &'static str {
+        match self {
+            Direction::Egress | Direction::Steer => "egress",
             Direction::Ingress => "ingress",
         }
     }
@@ -55,12 +69,13 @@ impl Direction {
         match self {
             Direction::Egress => super::EGRESS_PROGRAM,
             Direction::Ingress => super::INGRESS_PROGRAM,
+            Direction::Steer => super::STEER_PROGRAM,
         }
     }
 
     fn tc(self) -> TcAttachType {
         match self {
-            Direction::Egress => TcAttachType::Egress,
+            Direction::Egress | Direction::Steer => TcAttachType::Egress,
             Direction::Ingress => TcAttachType::Ingress,
         }
     }
@@ -98,7 +113,7 @@ pub fn is_attached(iface: &str, dir: Direction) -> bool {
 /// aya cannot list netlink filters: ask `tc` (it runs in the caller's network namespace).
 fn has_clsact_filter(iface: &str, dir: Direction) -> bool {
     std::process::Command::new("tc")
-        .args(["filter", "show", "dev", iface, dir.as_str()])
+        .args(["filter", "show", "dev", iface, dir.hook()])
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).contains(dir.program()))
         .unwrap_or(false)
@@ -222,32 +237,31 @@ pub fn detach_all(pin_dir: &Path) -> Result<(), Error> {
         }
     }
     for iface in interface_names() {
-        for dir in Direction::BOTH {
+        for dir in Direction::ALL {
             let _ = tc::qdisc_detach_program(&iface, dir.tc(), dir.program());
         }
     }
     Ok(())
 }
 
-/// Removes masq from hooks that are no longer wanted: pinned TCX links of interfaces not in
-/// `keep`, and the clsact filters among `hooked` whose interface is not in `keep`. Returns the
-/// hooks removed.
+/// Removes masq from hooks that are no longer wanted: pinned TCX links of hooks not in `keep`,
+/// and the clsact filters among `hooked` not in `keep`. Returns the hooks removed.
 pub fn detach_unwanted(
     pin_dir: &Path,
-    keep: &BTreeSet<String>,
+    keep: &BTreeSet<(String, Direction)>,
     hooked: &BTreeSet<(String, Direction)>,
 ) -> Result<Vec<(String, Direction)>, Error> {
     let mut removed = Vec::new();
     if let Ok(entries) = std::fs::read_dir(pin_dir.join("links")) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((iface, dir)) = Direction::BOTH.iter().find_map(|dir| {
+            let Some(hook) = Direction::ALL.iter().find_map(|dir| {
                 name.strip_suffix(&format!("-{}", dir.as_str()))
                     .map(|iface| (iface.to_string(), *dir))
             }) else {
                 continue;
             };
-            if keep.contains(&iface) {
+            if keep.contains(&hook) {
                 continue;
             }
             let path = entry.path();
@@ -256,14 +270,15 @@ pub fn detach_unwanted(
             }
             std::fs::remove_file(&path)
                 .map_err(kernel_err(format!("removing {}", path.display())))?;
-            removed.push((iface, dir));
+            removed.push(hook);
         }
     }
-    for (iface, dir) in hooked {
-        if !keep.contains(iface) && !removed.contains(&(iface.clone(), *dir)) {
+    for hook in hooked {
+        if !keep.contains(hook) && !removed.contains(hook) {
             // A clsact filter (TCX links were handled above); gone already is fine.
+            let (iface, dir) = hook;
             let _ = tc::qdisc_detach_program(iface, dir.tc(), dir.program());
-            removed.push((iface.clone(), *dir));
+            removed.push(hook.clone());
         }
     }
     Ok(removed)

@@ -12,7 +12,7 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipnet::{IpNet, Ipv4Net};
 
 use super::types::{
-    MasqConfig, NatEntry, NatTuple, CFG_MASQ_LINK_LOCAL, CFG_POD_CIDRS, CFG_SRC_CIDRS,
+    MasqConfig, MasqSteer, NatEntry, NatTuple, CFG_MASQ_LINK_LOCAL, CFG_POD_CIDRS, CFG_SRC_CIDRS,
 };
 use super::{kernel_err, PortRange};
 use crate::{Desired, Error};
@@ -46,8 +46,10 @@ pub mod name {
     pub const NAT_INGRESS: &str = "masq_nat_ingress";
     /// Fragment tracking.
     pub const FRAGS: &str = "masq_frags";
+    /// `struct masq_steer`, one entry: egress routing (mark and table).
+    pub const STEER: &str = "masq_steer_cfg";
     /// Every map, in the order they are pinned.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         CONFIG,
         SNAT_ADDRS,
         LOCAL_ADDRS,
@@ -58,6 +60,7 @@ pub mod name {
         NAT_EGRESS,
         NAT_INGRESS,
         FRAGS,
+        STEER,
     ];
 }
 
@@ -69,6 +72,7 @@ type Trie = LpmTrie<MapData, [u8; 4], u8>;
 /// Typed handles on every map of one loaded (or pinned) instance of the programs.
 pub struct Maps {
     pub(crate) config: Array<MapData, MasqConfig>,
+    pub(crate) steer: Array<MapData, MasqSteer>,
     pub(crate) snat_addrs: HashMap<MapData, u32, [u8; 4]>,
     pub(crate) local_addrs: HashMap<MapData, [u8; 4], u8>,
     pub(crate) nonmasq_dst: Trie,
@@ -110,6 +114,7 @@ impl Maps {
         }
         Ok(Maps {
             config: typed!(name::CONFIG),
+            steer: typed!(name::STEER),
             snat_addrs: typed!(name::SNAT_ADDRS),
             local_addrs: typed!(name::LOCAL_ADDRS),
             nonmasq_dst: typed!(name::NONMASQ_DST),
@@ -148,8 +153,13 @@ impl Maps {
                 key.map_err(kernel_err("reading masq_local_addrs"))?,
             ));
         }
+        let steer = self
+            .steer
+            .get(&0, 0)
+            .map_err(kernel_err("reading masq_steer_cfg"))?;
         Ok(Contents {
             config,
+            steer,
             snat_addrs,
             local_addrs,
             nonmasq_dst: read_trie(&self.nonmasq_dst, name::NONMASQ_DST)?,
@@ -208,6 +218,12 @@ impl Maps {
             self.config
                 .set(0, config, 0)
                 .map_err(kernel_err("writing masq_config"))?;
+            writes += 1;
+        }
+        if have.steer != want.steer {
+            self.steer
+                .set(0, want.steer, 0)
+                .map_err(kernel_err("writing masq_steer_cfg"))?;
             writes += 1;
         }
         for ifindex in have
@@ -298,6 +314,8 @@ fn remove_stale(
 pub struct Contents {
     /// `masq_config[0]`.
     pub config: MasqConfig,
+    /// `masq_steer_cfg[0]`: egress routing, all zero when it is off.
+    pub steer: MasqSteer,
     /// ifindex → SNAT address; 0 means every interface (`--snat-ip`).
     pub snat_addrs: BTreeMap<u32, Ipv4Addr>,
     /// The node's addresses.
@@ -373,6 +391,13 @@ impl Contents {
                 port_max: range.last,
                 flags,
             },
+            steer: node
+                .active_egress_routing()
+                .map(|routing| MasqSteer {
+                    mark: routing.mark,
+                    table: routing.table,
+                })
+                .unwrap_or_default(),
             snat_addrs,
             local_addrs,
             nonmasq_dst,
@@ -408,6 +433,12 @@ impl Contents {
         );
         let _ = writeln!(out, "pod_cidrs_only {}", c.flags & CFG_POD_CIDRS != 0);
         let _ = writeln!(out, "src_cidrs {}", c.flags & CFG_SRC_CIDRS != 0);
+        let _ = writeln!(out, "# map {}", name::STEER);
+        let _ = writeln!(
+            out,
+            "egress_mark {:#x} table {}",
+            self.steer.mark, self.steer.table
+        );
         let _ = writeln!(out, "# map {}", name::SNAT_ADDRS);
         for (ifindex, addr) in &self.snat_addrs {
             match ifindex {
@@ -504,6 +535,8 @@ port_range 32768-65535
 masq_link_local true
 pod_cidrs_only false
 src_cidrs true
+# map masq_steer_cfg
+egress_mark 0x1000 table 254
 # map masq_snat_addrs
 ifindex 4 172.18.0.2
 # map masq_local_addrs

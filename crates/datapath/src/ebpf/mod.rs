@@ -28,7 +28,8 @@ pub use maps::{Contents, Maps, DEFAULT_PORT_RANGE};
 pub use nat::{GcReport, NatDirection, NatListEntry, Pressure};
 pub use types::Reason;
 
-use crate::{names, Datapath, Desired, Error, Kind, PortRange, SyncReport};
+use crate::egress::{self, IpRules};
+use crate::{names, Datapath, Desired, Error, Kind, NodeSettings, PortRange, SyncReport};
 
 /// The compiled programs, built from `bpf/` by `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masq.bpf.o"));
@@ -37,6 +38,9 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub const EGRESS_PROGRAM: &str = "masq_egress";
 /// The ingress (reverse SNAT) program.
 pub const INGRESS_PROGRAM: &str = "masq_ingress";
+/// The steering program of the secondary interfaces (VPC-native nodes): SNAT to the egress
+/// interface's address and a redirect there.
+pub const STEER_PROGRAM: &str = "masq_steer";
 /// Subdirectory of the pin directory holding the maps; bump with any map layout change.
 pub const MAPS_SUBDIR: &str = "maps-v1";
 
@@ -50,7 +54,7 @@ pub(crate) fn kernel_err<E: std::fmt::Display>(what: impl Into<String>) -> impl 
 }
 
 fn load_programs(bpf: &mut aya::Ebpf) -> Result<(), Error> {
-    for name in [EGRESS_PROGRAM, INGRESS_PROGRAM] {
+    for name in [EGRESS_PROGRAM, INGRESS_PROGRAM, STEER_PROGRAM] {
         let prog: &mut SchedClassifier = bpf
             .program_mut(name)
             .ok_or_else(|| Error::Unsupported(format!("program {name} missing from the object")))?
@@ -109,6 +113,8 @@ pub struct Ebpf {
     pin_dir: PathBuf,
     mode: AttachMode,
     loaded: Option<Loaded>,
+    /// masq's `ip rule` for the replies of steered flows (shared with the netfilter datapaths).
+    rules: IpRules,
 }
 
 impl Default for Ebpf {
@@ -124,6 +130,7 @@ impl Ebpf {
             pin_dir,
             mode: AttachMode::Auto,
             loaded: None,
+            rules: IpRules::new(),
         }
     }
 
@@ -213,6 +220,24 @@ impl Ebpf {
         }
     }
 
+    /// Every hook masq's programs belong on: both directions of the egress interfaces, and the
+    /// steering program on the secondary uplinks (every other interface with a default route in
+    /// some table) while egress routing is on.
+    fn hooks(&self, node: &NodeSettings) -> Result<Vec<(String, Direction)>, Error> {
+        let mut hooks: Vec<(String, Direction)> = node
+            .interfaces
+            .iter()
+            .flat_map(|iface| Direction::BOTH.map(|dir| (iface.name.clone(), dir)))
+            .collect();
+        if node.active_egress_routing().is_some() {
+            let uplinks = self.rules.default_route_interfaces()?;
+            for name in egress::secondary_uplinks(node, &uplinks) {
+                hooks.push((name, Direction::Steer));
+            }
+        }
+        Ok(hooks)
+    }
+
     fn check_supported(desired: &Desired) -> Result<(), Error> {
         if desired.node.enable_ipv6 {
             return Err(Error::Unsupported(
@@ -257,6 +282,14 @@ impl Datapath for Ebpf {
                 let _ = writeln!(out, "{} {} {}", iface.name, dir.as_str(), dir.program());
             }
         }
+        if desired.node.active_egress_routing().is_some() {
+            let _ = writeln!(
+                out,
+                "# every other interface with a default route (secondary uplinks): egress {}",
+                Direction::Steer.program()
+            );
+        }
+        out.push_str(&egress::render_rules(&desired.node));
         out
     }
 
@@ -265,6 +298,10 @@ impl Datapath for Ebpf {
         let pin_dir = self.pin_dir.clone();
         let mode = self.mode;
         let want = Contents::for_desired(desired);
+        let hooks = self.hooks(&desired.node)?;
+        // The rule first: a steered reply is marked as soon as the maps say so.
+        let policy_rules = egress::desired_rules(&desired.node);
+        let rules_added = self.rules.add_missing(&policy_rules)?.changed;
         let loaded = self.load()?;
         let have = loaded.maps.read()?;
         let drift_maps = loaded.last_written.as_ref().is_some_and(|w| *w != have);
@@ -273,43 +310,35 @@ impl Datapath for Ebpf {
 
         let mut relinked = false;
         let mut repaired = false;
-        for iface in &desired.node.interfaces {
-            for dir in Direction::BOTH {
-                let hook = (iface.name.clone(), dir);
-                if loaded.hooked.contains(&hook) {
-                    if attach::is_attached(&iface.name, dir) {
-                        continue;
-                    }
-                    // Someone detached it, or the interface was recreated.
-                    repaired = true;
+        for (iface, dir) in &hooks {
+            let hook = (iface.clone(), *dir);
+            if loaded.hooked.contains(&hook) {
+                if attach::is_attached(iface, *dir) {
+                    continue;
                 }
-                let prog: &mut SchedClassifier = loaded
-                    .bpf
-                    .program_mut(dir.program())
-                    .ok_or_else(|| {
-                        Error::Unsupported(format!("program {} missing", dir.program()))
-                    })?
-                    .try_into()
-                    .map_err(kernel_err("program type"))?;
-                relinked |= attach::ensure(prog, &pin_dir, &iface.name, dir, mode)?;
-                loaded.hooked.insert(hook);
+                // Someone detached it, or the interface was recreated.
+                repaired = true;
             }
+            let prog: &mut SchedClassifier = loaded
+                .bpf
+                .program_mut(dir.program())
+                .ok_or_else(|| Error::Unsupported(format!("program {} missing", dir.program())))?
+                .try_into()
+                .map_err(kernel_err("program type"))?;
+            relinked |= attach::ensure(prog, &pin_dir, iface, *dir, mode)?;
+            loaded.hooked.insert(hook);
         }
-        // Interfaces that are no longer egress interfaces lose masq's programs.
-        let keep: BTreeSet<String> = desired
-            .node
-            .interfaces
-            .iter()
-            .map(|i| i.name.clone())
-            .collect();
+        // Hooks no longer wanted (an interface that stopped being an uplink) lose masq's programs.
+        let keep: BTreeSet<(String, Direction)> = hooks.into_iter().collect();
         let removed = attach::detach_unwanted(&pin_dir, &keep, &loaded.hooked)?;
         for hook in &removed {
             loaded.hooked.remove(hook);
         }
         relinked |= !removed.is_empty();
+        let rules_removed = self.rules.remove_stale(&policy_rules)?.changed;
 
         Ok(SyncReport {
-            changed: writes > 0 || relinked,
+            changed: writes > 0 || relinked || rules_added || rules_removed,
             drift_repaired: drift_maps || repaired,
             installed_entries: want.len(),
         })
@@ -324,16 +353,18 @@ impl Datapath for Ebpf {
         if have != want {
             return Ok(false);
         }
-        Ok(desired.node.interfaces.iter().all(|iface| {
-            Direction::BOTH
-                .iter()
-                .all(|dir| attach::is_attached(&iface.name, *dir))
-        }))
+        let attached = self
+            .hooks(&desired.node)?
+            .iter()
+            .all(|(iface, dir)| attach::is_attached(iface, *dir));
+        Ok(attached && self.rules.matches(&egress::desired_rules(&desired.node))?)
     }
 
     fn cleanup(&mut self) -> Result<(), Error> {
         self.loaded = None;
         attach::detach_all(&self.pin_dir)?;
+        // After the programs: nothing marks replies any more.
+        self.rules.remove_stale(&[])?;
         match std::fs::remove_dir_all(&self.pin_dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

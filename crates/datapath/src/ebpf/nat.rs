@@ -9,7 +9,8 @@ use std::time::Duration;
 use super::kernel_err;
 use super::maps::{Maps, NAT_CAPACITY};
 use super::types::{
-    NatEntry, NatTuple, Reason, NAT_F_CLOSING, NAT_F_HOST, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    NatEntry, NatTuple, Reason, NAT_F_CLOSING, NAT_F_HOST, NAT_F_STEERED, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP,
 };
 use crate::Error;
 
@@ -50,6 +51,8 @@ pub struct NatListEntry {
     pub closing: bool,
     /// A port reservation for a flow of the node itself (no translation).
     pub host: bool,
+    /// A flow steered from a secondary interface to the egress interface (VPC-native nodes).
+    pub steered: bool,
 }
 
 /// The protocol name for an IP protocol number.
@@ -87,6 +90,9 @@ impl fmt::Display for NatListEntry {
         }
         if self.host {
             f.write_str(" host")?;
+        }
+        if self.steered {
+            f.write_str(" steered")?;
         }
         Ok(())
     }
@@ -137,6 +143,7 @@ pub fn list(maps: &Maps) -> Result<Vec<NatListEntry>, Error> {
                 idle: since(now, entry.last_seen_ns),
                 closing: entry.flags & NAT_F_CLOSING != 0,
                 host: entry.flags & NAT_F_HOST != 0,
+                steered: entry.flags & NAT_F_STEERED != 0,
             });
         }
         half.sort_by_key(|e| e.original);

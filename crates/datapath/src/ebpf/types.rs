@@ -22,6 +22,8 @@ pub const CFG_SRC_CIDRS: u32 = 1 << 2;
 pub const NAT_F_CLOSING: u8 = 1 << 0;
 /// `nat_entry.flags`: a reverse-only entry reserving a port the node itself uses.
 pub const NAT_F_HOST: u8 = 1 << 1;
+/// `NAT_F_STEERED`: the flow left a secondary interface and was redirected to the egress one.
+pub const NAT_F_STEERED: u8 = 1 << 2;
 
 /// `struct masq_config`, the single entry of the `masq_config` array.
 #[repr(C)]
@@ -33,6 +35,16 @@ pub struct MasqConfig {
     pub port_max: u16,
     /// `CFG_*` bits.
     pub flags: u32,
+}
+
+/// `struct masq_steer`, the single entry of `masq_steer_cfg`: egress routing on VPC-native nodes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MasqSteer {
+    /// The egress mark bits; 0 turns steering off.
+    pub mark: u32,
+    /// The routing table steered packets are looked up in (254: main).
+    pub table: u32,
 }
 
 /// `struct nat_tuple`: one direction of a connection (ICMP echo: the identifier as a port).
@@ -72,11 +84,14 @@ pub struct NatEntry {
 }
 
 const _: () = assert!(std::mem::size_of::<MasqConfig>() == 8);
+const _: () = assert!(std::mem::size_of::<MasqSteer>() == 8);
 const _: () = assert!(std::mem::size_of::<NatTuple>() == 16);
 const _: () = assert!(std::mem::size_of::<NatEntry>() == 24);
 
 // SAFETY: plain #[repr(C)] data without padding bytes and valid for every bit pattern.
 unsafe impl aya::Pod for MasqConfig {}
+// SAFETY: as above.
+unsafe impl aya::Pod for MasqSteer {}
 // SAFETY: as above.
 unsafe impl aya::Pod for NatTuple {}
 // SAFETY: as above; the explicit `pad` field covers the only gap.

@@ -10,12 +10,16 @@ use etherparse::{
 };
 use ipnet::Ipv4Net;
 use masq_datapath::ebpf::types::{MasqConfig, Reason, CFG_MASQ_LINK_LOCAL};
-use masq_datapath::ebpf::{load_unpinned, Contents, Maps, EGRESS_PROGRAM, INGRESS_PROGRAM};
+use masq_datapath::ebpf::{
+    load_unpinned, Contents, Maps, EGRESS_PROGRAM, INGRESS_PROGRAM, STEER_PROGRAM,
+};
 
 /// TC_ACT_UNSPEC as the kernel reports it: the packet goes on (translated or not).
 pub const CONTINUE: u32 = u32::MAX;
 /// TC_ACT_SHOT.
 pub const SHOT: u32 = 2;
+/// TC_ACT_REDIRECT: the packet was handed to another interface (the steering program).
+pub const REDIRECT: u32 = 7;
 
 pub const NODE: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
 pub const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
@@ -76,17 +80,39 @@ impl Harness {
     }
 
     fn run(&self, program: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        let (rc, out, _) = self.run_marked(program, frame);
+        (rc, out)
+    }
+
+    /// Runs `program` on `frame`; also returns the skb mark the program left (`__sk_buff.mark`
+    /// from the context written back).
+    fn run_marked(&self, program: &str, frame: &[u8]) -> (u32, Vec<u8>, u32) {
+        const SK_BUFF_MARK_OFFSET: usize = 8; // after `len` and `pkt_type`
         let prog: &SchedClassifier = self.bpf.program(program).unwrap().try_into().unwrap();
         let mut out = vec![0u8; frame.len() + 256];
+        let mut ctx = vec![0u8; 256];
         let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
+                ctx_out: Some(&mut ctx),
                 ..TestRunOptions::default()
             })
             .unwrap();
         out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        let mark = &ctx[SK_BUFF_MARK_OFFSET..SK_BUFF_MARK_OFFSET + 4];
+        let mark = u32::from_ne_bytes(mark.try_into().unwrap());
+        (result.return_value, out, mark)
+    }
+
+    /// The steering program of secondary interfaces; with the mark it left.
+    pub fn steer(&self, frame: &[u8]) -> (u32, Vec<u8>, u32) {
+        self.run_marked(STEER_PROGRAM, frame)
+    }
+
+    /// The ingress program; with the mark it left.
+    pub fn ingress_marked(&self, frame: &[u8]) -> (u32, Vec<u8>, u32) {
+        self.run_marked(INGRESS_PROGRAM, frame)
     }
 
     pub fn egress(&self, frame: &[u8]) -> (u32, Vec<u8>) {

@@ -5,3 +5,4 @@
 mod cases;
 mod harness;
 mod model;
+mod steer;

@@ -1,0 +1,112 @@
+//! The steering program of a VPC-native node's secondary interfaces (`docs/vpc-native.md`). Its
+//! FIB lookup reads the routes of the calling thread's network namespace, so these cases run in
+//! a namespace of their own holding an uplink with a default route in the main table.
+
+use std::net::Ipv4Addr;
+
+use masq_datapath::ebpf::types::{MasqSteer, Reason};
+use masq_datapath::ebpf::Contents;
+use masq_testbed::topology::set_sysctl;
+use masq_testbed::Netns;
+
+use crate::harness::*;
+
+/// The egress interface's address in the namespace: what steered flows are translated to.
+const UPLINK: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 1);
+const MARK: u32 = 0x1000;
+
+/// A namespace with `uplink` (a veth whose peer stays in the namespace) holding [`UPLINK`] and the main table's default route;
+/// returns it with the uplink's ifindex.
+fn node_with_uplink() -> (Netns, u32) {
+    let ns = Netns::new("steer").unwrap();
+    ns.ip(&["link", "set", "lo", "up"]).unwrap();
+    ns.ip(&[
+        "link", "add", "uplink", "type", "veth", "peer", "name", "wire",
+    ])
+    .unwrap();
+    ns.ip(&["link", "set", "wire", "up"]).unwrap();
+    ns.ip(&["addr", "add", &format!("{UPLINK}/24"), "dev", "uplink"])
+        .unwrap();
+    ns.ip(&["link", "set", "uplink", "up"]).unwrap();
+    ns.ip(&["route", "add", "default", "via", "172.31.0.2"])
+        .unwrap();
+    // A FIB lookup answers only where the interface it starts from forwards.
+    set_sysctl(&ns, "net/ipv4/ip_forward", "1").unwrap();
+    let shown = ns.ip(&["-j", "link", "show", "uplink"]).unwrap();
+    let links: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let ifindex = links[0]["ifindex"].as_u64().unwrap() as u32;
+    (ns, ifindex)
+}
+
+fn steering_contents(uplink_ifindex: u32, mark: u32) -> Contents {
+    let mut c = base_contents();
+    c.snat_addrs.clear();
+    c.snat_addrs.insert(uplink_ifindex, UPLINK);
+    c.local_addrs.insert(UPLINK);
+    c.steer = MasqSteer { mark, table: 254 };
+    c
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn masqueraded_flows_are_translated_to_the_egress_address_and_redirected() {
+    if !is_root() {
+        eprintln!("skipping: not root");
+        return;
+    }
+    let (ns, ifindex) = node_with_uplink();
+    ns.enter(|| {
+        let Some(h) = Harness::new(&steering_contents(ifindex, MARK)) else {
+            return;
+        };
+        let (rc, out, mark) = h.steer(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
+        assert_eq!(rc, REDIRECT, "handed to the egress interface");
+        assert_eq!(inspect(&out).src, UPLINK, "the egress interface's address");
+        assert_eq!(mark & MARK, MARK, "marked, so the egress program leaves it");
+        // The established flow keeps being redirected.
+        let (rc, out, _) = h.steer(&tcp(POD, 40000, EXTERNAL, 80, b"again"));
+        assert_eq!((rc, inspect(&out).src), (REDIRECT, UPLINK));
+
+        // The reply is translated back and marked for masq's ip rule (reverse-path check).
+        let (rc, back, mark) = h.ingress_marked(&tcp(EXTERNAL, 80, UPLINK, 40000, b"world"));
+        assert_eq!(rc, CONTINUE);
+        assert_eq!(inspect(&back).dst, POD);
+        assert_eq!(mark & MARK, MARK);
+
+        // A kept destination keeps the pod's own route: untouched, not redirected, unmarked.
+        let kept = Ipv4Addr::new(10, 0, 2, 10);
+        let (rc, out, mark) = h.steer(&tcp(POD, 40001, kept, 80, b"vpc"));
+        assert_eq!((rc, inspect(&out).src, mark), (CONTINUE, POD, 0));
+        assert_eq!(h.count(Reason::TranslatedEgress), 2);
+    })
+    .unwrap();
+}
+
+#[test]
+fn without_egress_routing_the_steering_program_leaves_everything() {
+    if !is_root() {
+        eprintln!("skipping: not root");
+        return;
+    }
+    let (ns, ifindex) = node_with_uplink();
+    ns.enter(|| {
+        let mut contents = steering_contents(ifindex, 0);
+        // A test run's packet is on lo (ifindex 1): let the egress program translate there.
+        contents.snat_addrs.insert(1, UPLINK);
+        let Some(h) = Harness::new(&contents) else {
+            return;
+        };
+        let (rc, out, mark) = h.steer(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
+        assert_eq!((rc, inspect(&out).src, mark), (CONTINUE, POD, 0));
+        // Replies of flows the egress interface translated itself are not marked either.
+        let (rc, _) = h.egress(&tcp(POD, 40002, EXTERNAL, 80, b"plain"));
+        assert_eq!(rc, CONTINUE);
+        let (_, back, mark) = h.ingress_marked(&tcp(EXTERNAL, 80, UPLINK, 40002, b"back"));
+        assert_eq!((inspect(&back).dst, mark), (POD, 0));
+    })
+    .unwrap();
+}
