@@ -903,4 +903,51 @@ mod tests {
         assert_eq!(median(vec![f64::NAN, 5.0]), 5.0);
         assert!(median(vec![]).is_nan());
     }
+
+    fn row(setup: &str, tcp: f64, tcp_range: Range, udp: f64, udp_range: Range) -> DataplaneMedian {
+        DataplaneMedian {
+            setup: setup.into(),
+            cidrs: 10,
+            samples: 3,
+            tcp_per_second: tcp,
+            udp_per_second: udp,
+            throughput_gbps: 1.0,
+            p50_us: 1.0,
+            p99_us: 1.0,
+            install_seconds: 0.0,
+            vs_no_nat: [tcp / 100.0, udp / 100.0, 1.0, 1.0, 1.0],
+            failures: 0,
+            installed_by: "agent".into(),
+            tcp_range,
+            udp_range,
+            conntrack_insert_failed: 0,
+        }
+    }
+
+    #[test]
+    fn the_ebpf_target_is_met_inconclusive_or_missed_by_medians_and_ranges() {
+        let base = row("no-nat", 100.0, (80.0, 120.0), 100.0, (90.0, 110.0));
+        let verdict_for = |ebpf: DataplaneMedian| {
+            ebpf_vs_no_nat(&[base.clone(), ebpf], &[])
+                .pop()
+                .expect("one row")
+                .verdict
+        };
+        assert_eq!(
+            verdict_for(row("masq-ebpf", 96.0, (90.0, 99.0), 99.0, (95.0, 101.0))),
+            "met"
+        );
+        assert_eq!(
+            verdict_for(row("masq-ebpf", 85.0, (70.0, 90.0), 99.0, (95.0, 101.0))),
+            "inconclusive"
+        );
+        assert_eq!(
+            verdict_for(row("masq-ebpf", 85.0, (70.0, 90.0), 30.0, (28.0, 33.0))),
+            "missed"
+        );
+        let skipped = [("masq-ebpf".to_string(), "no bpffs".to_string())];
+        let none = ebpf_vs_no_nat(std::slice::from_ref(&base), &skipped);
+        assert_eq!(none[0].verdict, "not measured");
+        assert!(none[0].note.contains("no bpffs"));
+    }
 }
