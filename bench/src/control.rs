@@ -80,8 +80,8 @@ pub struct LibrarySync {
     pub install_ms: f64,
     /// Replacing one CIDR inside the set, ms.
     pub change_one_ms: f64,
-    /// Reading the installed set back once (`nft -j list table inet masq` or
-    /// `iptables-save -t nat`), ms: what each sync does before (and for nftables after) it
+    /// Reading the installed set back once (`nft -j list table inet masq`,
+    /// `iptables-save -t nat`, or the eBPF maps), ms: what each sync does before (and for nftables after) it
     /// writes, the profile of a slow change.
     pub read_back_ms: f64,
 }
@@ -153,31 +153,22 @@ pub fn sample(
     };
     setups::uninstall(env, &topology, installed)?;
     let mut library = Vec::new();
-    if matches!(datapath, "nftables" | "iptables") {
-        for size in too_big {
-            let (install, change) = crate::library::timed_change(
-                &topology.node,
-                datapath,
-                &cidrs::with(size, &[cidrs::MARKER]),
-                &cidrs::with(size, &[&cidrs::other(0)]),
-            )?;
-            let read_back = {
-                let started = Instant::now();
-                match datapath {
-                    "nftables" => topology
-                        .node
-                        .exec("nft", &["-j", "list", "table", "inet", "masq"]),
-                    _ => topology.node.exec("iptables-save", &["-t", "nat"]),
-                }?;
-                started.elapsed()
-            };
-            library.push(LibrarySync {
-                cidrs: size,
-                install_ms: install.as_secs_f64() * 1e3,
-                change_one_ms: change.as_secs_f64() * 1e3,
-                read_back_ms: read_back.as_secs_f64() * 1e3,
-            });
-        }
+    for size in too_big {
+        let (install, change) = crate::library::timed_change(
+            env,
+            &topology.node,
+            datapath,
+            &cidrs::with(size, &[cidrs::MARKER]),
+            &cidrs::with(size, &[&cidrs::other(0)]),
+        )?;
+        let read_back = crate::library::timed_read_back(env, &topology.node, datapath)?;
+        setups::cleanup(env, &topology.node)?;
+        library.push(LibrarySync {
+            cidrs: size,
+            install_ms: install.as_secs_f64() * 1e3,
+            change_one_ms: change.as_secs_f64() * 1e3,
+            read_back_ms: read_back.as_secs_f64() * 1e3,
+        });
     }
     Ok(Sample {
         library,

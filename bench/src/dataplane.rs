@@ -66,6 +66,44 @@ pub struct Sample {
     /// The node's conntrack statistics after the sample (summed over CPUs): `clashres`,
     /// `insert_failed`, `drop`, `early_drop`; zeros when conntrack never ran (no-nat).
     pub conntrack: ConntrackStats,
+    /// For the eBPF datapath: its packet counters and NAT table fill after the sample.
+    pub ebpf: Option<EbpfStats>,
+}
+
+/// The eBPF datapath's own view of a sample, read from its pinned maps: where flows went
+/// (translated, port retries, drops by reason) and how full the NAT table got.
+#[derive(Clone, Debug, Serialize)]
+pub struct EbpfStats {
+    /// Packets per reason (metric labels), zeros left out.
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// Forward NAT halves at the end.
+    pub egress_entries: u32,
+    /// Reverse NAT halves at the end.
+    pub ingress_entries: u32,
+    /// Capacity of each NAT map.
+    pub capacity: u32,
+}
+
+fn ebpf_stats(env: &Env) -> Result<EbpfStats> {
+    let dir = env
+        .bpf_pin_dir
+        .as_ref()
+        .map_err(|why| anyhow::anyhow!("no eBPF pin directory: {why}"))?;
+    let ebpf = masq_datapath::ebpf::Ebpf::new(dir.clone());
+    let counters = ebpf
+        .counters()
+        .context("reading the eBPF counters")?
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(reason, n)| (reason.label().to_string(), n))
+        .collect();
+    let pressure = ebpf.pressure().context("reading the eBPF NAT table fill")?;
+    Ok(EbpfStats {
+        counters,
+        egress_entries: pressure.egress_entries,
+        ingress_entries: pressure.ingress_entries,
+        capacity: pressure.capacity,
+    })
 }
 
 /// Counters of /proc/net/stat/nf_conntrack in one namespace.
@@ -201,6 +239,10 @@ pub fn sample(
         (None, false) => "rules",
     }
     .to_string();
+    let ebpf = match setup {
+        Setup::Masq("ebpf") => Some(ebpf_stats(env)?),
+        _ => None,
+    };
     setups::uninstall(env, &topology, installed)?;
     Ok(Sample {
         setup: setup.name(),
@@ -215,6 +257,7 @@ pub fn sample(
         latency,
         tcp_sources,
         conntrack,
+        ebpf,
     })
 }
 

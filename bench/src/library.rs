@@ -1,7 +1,8 @@
 //! masq's datapaths called as a library, inside the node namespace: the same `sync` code the
 //! agent runs, fed a desired state built here instead of read from the config file. Used for
 //! sets the agent cannot be given (over the 1 MiB config file limit), for the data plane and to
-//! time the kernel update alone.
+//! time the kernel update alone. The eBPF datapath pins under the run's private bpffs
+//! ([`Env::bpf_pin_dir`]); `masq cleanup` removes the pins afterwards.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -9,16 +10,23 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use masq_config::Config;
+use masq_datapath::ebpf::{Ebpf, Maps, MAPS_SUBDIR};
 use masq_datapath::ipt::Iptables;
 use masq_datapath::nft::Nftables;
 use masq_datapath::{Datapath, Desired, Interface, NodeSettings};
 use masq_testbed::{addr, topology::NODE_UPLINK, Netns};
 
+use crate::setups::Env;
+
 /// A datapath by its `--datapath` name.
-pub fn datapath(name: &str) -> Result<Box<dyn Datapath>> {
+pub fn datapath(env: &Env, name: &str) -> Result<Box<dyn Datapath>> {
     Ok(match name {
         "nftables" => Box::new(Nftables::new()),
         "iptables" => Box::new(Iptables::detect().context("detecting the iptables backend")?),
+        "ebpf" => match &env.bpf_pin_dir {
+            Ok(dir) => Box::new(Ebpf::new(dir.clone())),
+            Err(why) => bail!("no private bpffs for the eBPF pins: {why}"),
+        },
         other => bail!("the {other} datapath cannot be driven as a library by the benchmark"),
     })
 }
@@ -53,10 +61,10 @@ pub fn desired(node: &Netns, cidr_list: &[String]) -> Result<Desired> {
 }
 
 /// Installs `cidr_list` with the named datapath in `node`; the datapath stays installed.
-pub fn install(node: &Netns, name: &str, cidr_list: &[String]) -> Result<()> {
+pub fn install(env: &Env, node: &Netns, name: &str, cidr_list: &[String]) -> Result<()> {
     let desired = desired(node, cidr_list)?;
     node.enter(|| -> Result<()> {
-        let mut datapath = datapath(name)?;
+        let mut datapath = datapath(env, name)?;
         datapath
             .sync(&desired)
             .with_context(|| format!("{name} sync"))?;
@@ -66,6 +74,7 @@ pub fn install(node: &Netns, name: &str, cidr_list: &[String]) -> Result<()> {
 
 /// Times `sync` of the named datapath in `node`: from `first` installed, to `second`.
 pub fn timed_change(
+    env: &Env,
     node: &Netns,
     name: &str,
     first: &[String],
@@ -74,7 +83,7 @@ pub fn timed_change(
     let first = desired(node, first)?;
     let second = desired(node, second)?;
     node.enter(|| -> Result<(Duration, Duration)> {
-        let mut datapath = datapath(name)?;
+        let mut datapath = datapath(env, name)?;
         let started = Instant::now();
         datapath
             .sync(&first)
@@ -86,4 +95,33 @@ pub fn timed_change(
             .with_context(|| format!("{name} sync"))?;
         Ok((install, started.elapsed()))
     })?
+}
+
+/// Reads the installed state back once, as every sync of the named datapath does before it
+/// writes (and nftables again after): `nft -j list table inet masq`, `iptables-save -t nat`, or
+/// the eBPF maps (the CIDR tries and the rest of the configuration).
+pub fn timed_read_back(env: &Env, node: &Netns, name: &str) -> Result<Duration> {
+    let started = Instant::now();
+    match name {
+        "nftables" => drop(node.exec("nft", &["-j", "list", "table", "inet", "masq"])?),
+        "iptables" => drop(node.exec("iptables-save", &["-t", "nat"])?),
+        "ebpf" => {
+            let dir = env
+                .bpf_pin_dir
+                .as_ref()
+                .map_err(|why| anyhow::anyhow!("no eBPF pin directory: {why}"))?
+                .join(MAPS_SUBDIR);
+            let contents = Maps::open_pinned(&dir)
+                .and_then(|maps| maps.read())
+                .with_context(|| format!("reading the eBPF maps under {}", dir.display()))?;
+            if contents.nonmasq_dst.is_empty() {
+                bail!(
+                    "no non-masquerade CIDR in the eBPF maps under {}",
+                    dir.display()
+                );
+            }
+        }
+        other => bail!("no read-back known for the {other} datapath"),
+    }
+    Ok(started.elapsed())
 }

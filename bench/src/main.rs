@@ -123,10 +123,18 @@ fn run() -> Result<()> {
         bail!("cannot run: {reason}");
     }
     masq_testbed::netns::sweep_stale();
+    // Before any thread starts: every thread and process of the run (agents, `masq cleanup`, the
+    // library syncs) inherits this mount namespace and its bpffs, so eBPF pins never reach the
+    // host's /sys/fs/bpf and vanish with the run. Unmounted when `bpffs` drops at the end.
+    let bpffs = masq_testbed::PrivateBpffs::mount();
     let plan = pin::Plan::detect(args.no_pin);
     let env = Env {
         masq: setups::find_masq(args.masq.as_deref())?,
         agent_cpu: plan.agent,
+        bpf_pin_dir: match &bpffs {
+            Ok(mount) => Ok(mount.pin_dir()),
+            Err(e) => Err(format!("{e:#}")),
+        },
     };
     let load = Load {
         threads: args.threads,

@@ -71,6 +71,19 @@ pub struct Env {
     pub masq: PathBuf,
     /// Where to pin the agent.
     pub agent_cpu: Option<usize>,
+    /// The eBPF pin directory, on the run's private bpffs (`--bpf-pin-dir` of the agent and of
+    /// `masq cleanup`); `Err` says why there is none, and the eBPF datapath is then skipped.
+    pub bpf_pin_dir: std::result::Result<PathBuf, String>,
+}
+
+impl Env {
+    /// `--bpf-pin-dir <dir>` when the run has a private bpffs.
+    fn pin_dir_args(&self) -> Vec<String> {
+        match &self.bpf_pin_dir {
+            Ok(dir) => vec!["--bpf-pin-dir".into(), dir.to_string_lossy().into_owned()],
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// A setup installed in a topology's node namespace.
@@ -109,7 +122,8 @@ pub fn install(
             Some(start_agent(env, &topology.node, datapath, &yaml)?)
         }
         Setup::Masq(datapath) => {
-            library::install(&topology.node, datapath, cidr_list)?;
+            // The eBPF pins outlive the namespaces: `masq cleanup` removes them afterwards.
+            library::install(env, &topology.node, datapath, cidr_list)?;
             return Ok(Installed {
                 agent: None,
                 install_time: started.elapsed(),
@@ -132,9 +146,13 @@ pub fn start_agent(
     datapath: &str,
     yaml: &str,
 ) -> Result<(AgentProcess, ConfigMapDir)> {
+    // A sample that failed before its cleanup must not hand its eBPF pins to this one.
+    if env.bpf_pin_dir.as_ref().is_ok_and(|dir| dir.exists()) {
+        cleanup(env, node)?;
+    }
     let config = ConfigMapDir::with(yaml)?;
     let log = config.config_path().with_file_name("agent.log");
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--config",
         &config.config_path().to_string_lossy(),
         "--datapath",
@@ -145,6 +163,7 @@ pub fn start_agent(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(env.pin_dir_args());
     // The child inherits the affinity of the thread that spawns it.
     let mut agent = std::thread::scope(|scope| {
         scope
@@ -181,22 +200,30 @@ fn wait_ready(agent: &mut AgentProcess, node: &Netns) -> Result<()> {
     bail!("not ready after 300 s:\n{}", agent.log_text())
 }
 
-/// Stops the agent and removes what it installed (`masq cleanup`), so that nothing outlives the
-/// namespaces, the node-independent eBPF pins included.
+/// Stops the agent and removes what masq installed (`masq cleanup`, also after a library
+/// install), so that nothing outlives the namespaces, the node-independent eBPF pins included.
 pub fn uninstall(env: &Env, topology: &Topology, installed: Installed) -> Result<()> {
     if let Some((agent, _config)) = installed.agent {
         agent.terminate()?;
-        let out = topology
-            .node
-            .command(&env.masq.to_string_lossy())
-            .arg("cleanup")
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "masq cleanup failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        cleanup(env, &topology.node)?;
+    } else if installed.by_library {
+        cleanup(env, &topology.node)?;
+    }
+    Ok(())
+}
+
+/// `masq cleanup` in `node`, with the run's eBPF pin directory.
+pub fn cleanup(env: &Env, node: &Netns) -> Result<()> {
+    let out = node
+        .command(&env.masq.to_string_lossy())
+        .arg("cleanup")
+        .args(env.pin_dir_args())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "masq cleanup failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -288,6 +315,9 @@ pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<()> {
 
 /// Whether `masq agent --datapath <datapath>` can run here; the reason when it cannot.
 pub fn masq_unavailable(env: &Env, datapath: &str) -> Option<String> {
+    if let (Err(why), "ebpf") = (&env.bpf_pin_dir, datapath) {
+        return Some(format!("no private bpffs for the pins: {why}"));
+    }
     let attempt = || -> Result<()> {
         let topology = Topology::new()?;
         let installed = Installed {
