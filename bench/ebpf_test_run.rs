@@ -17,7 +17,7 @@ use aya::{TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
 use ipnet::Ipv4Net;
 use masq_datapath::ebpf::types::{MasqConfig, NatEntry, NatTuple};
-use masq_datapath::ebpf::{load_unpinned, Contents, Maps, EGRESS_PROGRAM};
+use masq_datapath::ebpf::{load_unpinned, Contents, Maps, DEFAULT_PORT_RANGE, EGRESS_PROGRAM};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -59,8 +59,8 @@ fn cidrs(count: usize) -> Vec<Ipv4Net> {
 fn contents(count: usize) -> Contents {
     let mut c = Contents {
         config: MasqConfig {
-            port_min: 32768,
-            port_max: 65535,
+            port_min: DEFAULT_PORT_RANGE.first,
+            port_max: DEFAULT_PORT_RANGE.last,
             flags: 0,
         },
         ..Contents::default()

@@ -151,23 +151,35 @@ impl Reconciler {
         }
     }
 
+    /// Runs `f` on the datapath on a blocking thread (every datapath call is a syscall or a
+    /// helper program) and puts the datapath back: one task owns it, so calls never overlap.
+    async fn on_datapath<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Datapath) -> R + Send + 'static,
+    ) -> R {
+        let mut datapath = self
+            .datapath
+            .take()
+            .expect("the datapath is returned after every call");
+        let (datapath, out) = tokio::task::spawn_blocking(move || {
+            let out = f(&mut *datapath);
+            (datapath, out)
+        })
+        .await
+        .expect("a datapath call does not panic");
+        self.datapath = Some(datapath);
+        out
+    }
+
     /// The datapath's periodic upkeep (eBPF NAT garbage collection); failures are logged only,
     /// the next round tries again.
     pub async fn housekeeping(&mut self) {
         if self.installed.is_none() {
             return;
         }
-        let mut datapath = self
-            .datapath
-            .take()
-            .expect("the datapath is returned after every call");
-        let (datapath, result) = tokio::task::spawn_blocking(move || {
-            let result = datapath.housekeeping();
-            (datapath, result)
-        })
-        .await
-        .expect("the datapath does not panic");
-        self.datapath = Some(datapath);
+        let result = self
+            .on_datapath(move |datapath| datapath.housekeeping())
+            .await;
         match result {
             Ok(Some(summary)) => tracing::debug!("{summary}"),
             Ok(None) => {}
@@ -180,17 +192,9 @@ impl Reconciler {
         let Some(desired) = self.installed.clone() else {
             return;
         };
-        let datapath = self
-            .datapath
-            .take()
-            .expect("the datapath is returned after every call");
-        let (datapath, findings) = tokio::task::spawn_blocking(move || {
-            let findings = datapath.findings(&desired);
-            (datapath, findings)
-        })
-        .await
-        .expect("the datapath does not panic");
-        self.datapath = Some(datapath);
+        let findings = self
+            .on_datapath(move |datapath| datapath.findings(&desired))
+            .await;
         if findings != self.shared.status().findings {
             for finding in &findings {
                 tracing::warn!("{finding}");
@@ -264,19 +268,11 @@ impl Reconciler {
     }
 
     async fn sync(&mut self, desired: Desired) {
-        let mut datapath = self
-            .datapath
-            .take()
-            .expect("datapath is returned after every sync");
         let started = Instant::now();
         let wanted = desired.clone();
-        let (datapath, result) = tokio::task::spawn_blocking(move || {
-            let result = datapath.sync(&wanted);
-            (datapath, result)
-        })
-        .await
-        .expect("the datapath sync does not panic");
-        self.datapath = Some(datapath);
+        let result = self
+            .on_datapath(move |datapath| datapath.sync(&wanted))
+            .await;
         release_freed_memory();
         let elapsed = started.elapsed();
         let m = &self.shared.metrics;

@@ -11,7 +11,8 @@ use etherparse::{
 use ipnet::Ipv4Net;
 use masq_datapath::ebpf::types::{MasqConfig, Reason, CFG_MASQ_LINK_LOCAL};
 use masq_datapath::ebpf::{
-    load_unpinned, Contents, Maps, EGRESS_PROGRAM, INGRESS_PROGRAM, STEER_PROGRAM,
+    load_unpinned, Contents, Maps, DEFAULT_PORT_RANGE, EGRESS_PROGRAM, INGRESS_PROGRAM,
+    STEER_PROGRAM,
 };
 
 /// TC_ACT_UNSPEC as the kernel reports it: the packet goes on (translated or not).
@@ -40,8 +41,8 @@ pub struct Harness {
 pub fn base_contents() -> Contents {
     let mut c = Contents {
         config: MasqConfig {
-            port_min: 32768,
-            port_max: 65535,
+            port_min: DEFAULT_PORT_RANGE.first,
+            port_max: DEFAULT_PORT_RANGE.last,
             flags: 0,
         },
         ..Contents::default()
