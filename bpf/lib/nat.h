@@ -164,8 +164,14 @@ __always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
 	for (i = 0; i < MASQ_PORT_TRIES; i++) {
 		__u32 port;
 
-		/* The original port first, when the range allows it, so most flows keep theirs. */
-		if (i == 0 && orig >= port_min && orig <= port_max)
+		/*
+		 * The original port first, so most flows keep theirs. Like netfilter, only an
+		 * explicit --port-range confines kept ports too; by default a free original port
+		 * is kept wherever it lies and the range is only where changed ports come from
+		 * (a pod walking low ports must not crowd one destination's range).
+		 */
+		if (i == 0 && ((cfg->flags & MASQ_CFG_KEEP_ANY_PORT) ||
+			       (orig >= port_min && orig <= port_max)))
 			port = orig;
 		else
 			port = port_min + bpf_get_prandom_u32() % span;

@@ -75,6 +75,13 @@ pub struct PortRange {
     pub last: u16,
 }
 
+impl PortRange {
+    /// Whether `port` lies inside the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
 /// What the node contributes to the desired state: flags and netlink facts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSettings {

@@ -103,7 +103,7 @@ impl Collector for EbpfCollector {
                 ConstCounter::new(count(*reason)).encode(family.encode_family(&labels)?)?;
             }
         }
-        if let Ok(pressure) = ebpf.pressure() {
+        if let Ok(pressure) = ebpf.pressure(self.port_range) {
             {
                 let mut family = encoder.encode_descriptor(
                     "ebpf_nat_entries",

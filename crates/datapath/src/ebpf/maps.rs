@@ -12,7 +12,8 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipnet::{IpNet, Ipv4Net};
 
 use super::types::{
-    MasqConfig, MasqSteer, NatEntry, NatTuple, CFG_MASQ_LINK_LOCAL, CFG_POD_CIDRS, CFG_SRC_CIDRS,
+    MasqConfig, MasqSteer, NatEntry, NatTuple, CFG_KEEP_ANY_PORT, CFG_MASQ_LINK_LOCAL,
+    CFG_POD_CIDRS, CFG_SRC_CIDRS,
 };
 use super::{kernel_err, PortRange};
 use crate::{Desired, Error};
@@ -344,6 +345,9 @@ impl Contents {
         let config = &desired.config;
         let range = node.port_range.unwrap_or(DEFAULT_PORT_RANGE);
         let mut flags = 0;
+        if node.port_range.is_none() {
+            flags |= CFG_KEEP_ANY_PORT;
+        }
         if config.masq_link_local {
             flags |= CFG_MASQ_LINK_LOCAL;
         }
@@ -428,6 +432,15 @@ impl Contents {
         let _ = writeln!(out, "port_range {}-{}", c.port_min, c.port_max);
         let _ = writeln!(
             out,
+            "keep_original_port {}",
+            if c.flags & CFG_KEEP_ANY_PORT != 0 {
+                "anywhere"
+            } else {
+                "inside the range"
+            }
+        );
+        let _ = writeln!(
+            out,
             "masq_link_local {}",
             c.flags & CFG_MASQ_LINK_LOCAL != 0
         );
@@ -505,7 +518,7 @@ mod tests {
         let dst: Vec<String> = c.nonmasq_dst.iter().map(|n| n.to_string()).collect();
         assert_eq!(dst, ["10.0.0.0/8", "10.244.0.0/16"]);
         assert_eq!(c.snat_addrs.get(&4), Some(&Ipv4Addr::new(172, 18, 0, 2)));
-        assert_eq!(c.config.flags, CFG_SRC_CIDRS);
+        assert_eq!(c.config.flags, CFG_SRC_CIDRS | CFG_KEEP_ANY_PORT);
         assert_eq!((c.config.port_min, c.config.port_max), (32768, 65535));
     }
 
@@ -522,6 +535,11 @@ mod tests {
         assert_eq!(c.snat_addrs, BTreeMap::from([(0, fixed)]));
         assert!(c.local_addrs.contains(&fixed));
         assert_eq!((c.config.port_min, c.config.port_max), (40000, 40999));
+        assert_eq!(
+            c.config.flags & CFG_KEEP_ANY_PORT,
+            0,
+            "an explicit range confines kept ports too"
+        );
     }
 
     #[test]
@@ -532,6 +550,7 @@ mod tests {
         let expected = "\
 # map masq_config
 port_range 32768-65535
+keep_original_port anywhere
 masq_link_local true
 pod_cidrs_only false
 src_cidrs true

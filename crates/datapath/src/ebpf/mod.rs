@@ -206,9 +206,10 @@ impl Ebpf {
         self.with_maps(nat::counters)
     }
 
-    /// NAT table fill and the busiest port pool (metrics).
-    pub fn pressure(&self) -> Result<Pressure, Error> {
-        self.with_maps(nat::pressure)
+    /// NAT table fill and the busiest pool of `range`, the ports handed out when one must
+    /// change (metrics).
+    pub fn pressure(&self, range: PortRange) -> Result<Pressure, Error> {
+        self.with_maps(|maps| nat::pressure(maps, range))
     }
 
     /// One garbage-collection pass over the NAT table; run it periodically (every few seconds).

@@ -12,7 +12,7 @@ use super::types::{
     NatEntry, NatTuple, Reason, NAT_F_CLOSING, NAT_F_HOST, NAT_F_STEERED, PROTO_ICMP, PROTO_TCP,
     PROTO_UDP,
 };
-use crate::Error;
+use crate::{Error, PortRange};
 
 /// Idle time after which an established TCP pair is removed (Cilium's CT default).
 pub const TCP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
@@ -181,9 +181,8 @@ pub struct PortPool {
 }
 
 impl PortPool {
-    /// Share of the port range in use, 0.0 to 1.0 (ports outside the range, kept from a previous
-    /// range, can push it past 1.0).
-    pub fn saturation(&self, range: crate::PortRange) -> f64 {
+    /// Share of the port range in use, 0.0 to 1.0.
+    pub fn saturation(&self, range: PortRange) -> f64 {
         let size = u32::from(range.last.saturating_sub(range.first)) + 1;
         f64::from(self.used) / f64::from(size)
     }
@@ -212,8 +211,9 @@ impl Pressure {
 /// (protocol, SNAT address, destination address, destination port) as stored in a reverse key.
 type PoolKey = (u8, [u8; 4], [u8; 4], [u8; 2]);
 
-/// Counts entries and finds the busiest port pool.
-pub fn pressure(maps: &Maps) -> Result<Pressure, Error> {
+/// Counts entries and finds the busiest port pool. A pool counts the ports of `range` in use:
+/// original ports kept outside it take nothing from the ports handed out when one must change.
+pub fn pressure(maps: &Maps, range: PortRange) -> Result<Pressure, Error> {
     let mut egress_entries = 0;
     for key in maps.nat_egress.keys() {
         key.map_err(kernel_err("reading masq_nat_egress"))?;
@@ -224,6 +224,9 @@ pub fn pressure(maps: &Maps) -> Result<Pressure, Error> {
     for item in maps.nat_ingress.iter() {
         let (key, _) = item.map_err(kernel_err("reading masq_nat_ingress"))?;
         ingress_entries += 1;
+        if !range.contains(u16::from_be_bytes(key.dport)) {
+            continue;
+        }
         // Host reservations take ports from the same pool, so they count too.
         *pools
             .entry((key.proto, key.daddr, key.saddr, key.sport))

@@ -17,6 +17,9 @@ pub const CFG_MASQ_LINK_LOCAL: u32 = 1 << 0;
 pub const CFG_POD_CIDRS: u32 = 1 << 1;
 /// `masq_config.flags`: the source-exemption trie is not empty.
 pub const CFG_SRC_CIDRS: u32 = 1 << 2;
+/// `masq_config.flags`: no `--port-range` was given; a free original source port is kept
+/// even outside the default range (netfilter's rule), which only supplies changed ports.
+pub const CFG_KEEP_ANY_PORT: u32 = 1 << 3;
 
 /// `nat_entry.flags`: TCP FIN or RST seen.
 pub const NAT_F_CLOSING: u8 = 1 << 0;

@@ -186,10 +186,11 @@ fn port_exhaustion_drops_cleanly_and_recovers() {
 fn port_exhaustion_drops_cleanly_and_recovers_body() {
     let Some(t) = topology() else { return };
     let mut desired = t.desired();
-    desired.node.port_range = Some(PortRange {
+    let range = PortRange {
         first: 40000,
         last: 40003,
-    });
+    };
+    desired.node.port_range = Some(range);
     let mut agent = t.agent();
     t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
     let answered: Vec<u16> = std::thread::scope(|s| {
@@ -206,7 +207,7 @@ fn port_exhaustion_drops_cleanly_and_recovers_body() {
         "only 4 ports exist towards 203.0.113.10:5353"
     );
     assert_eq!(agent.counters().unwrap()[&Reason::DropPortExhausted], 2);
-    let pool = agent.pressure().unwrap().busiest_pool.unwrap();
+    let pool = agent.pressure(range).unwrap().busiest_pool.unwrap();
     assert_eq!(
         (pool.dst_addr, pool.dst_port, pool.used),
         (INTERNET, 5353, 4)

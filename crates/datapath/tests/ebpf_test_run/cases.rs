@@ -68,6 +68,26 @@ fn a_port_outside_the_range_is_replaced_and_restored() {
 }
 
 #[test]
+fn without_an_explicit_range_a_free_port_outside_it_is_kept() {
+    let mut contents = base_contents();
+    contents.config.flags |= CFG_KEEP_ANY_PORT;
+    let Some(h) = Harness::new(&contents) else {
+        return;
+    };
+    let (_, out) = h.egress(&udp(POD, 1500, EXTERNAL, 5353, b"query"));
+    assert_eq!((inspect(&out).src, inspect(&out).sport), (NODE, 1500));
+    // Taken towards that destination: the second pod gets a port from the range.
+    let (_, out2) = h.egress(&udp(POD2, 1500, EXTERNAL, 5353, b"query"));
+    let second = inspect(&out2).sport;
+    assert!(second >= 32768, "changed port {second} outside the range");
+    assert_eq!(h.count(Reason::PortRetry), 1);
+    for (port, pod) in [(1500, POD), (second, POD2)] {
+        let (_, back) = h.ingress(&udp(EXTERNAL, 5353, NODE, port, b"answer"));
+        assert_eq!((inspect(&back).dst, inspect(&back).dport), (pod, 1500));
+    }
+}
+
+#[test]
 fn a_udp_datagram_without_checksum_keeps_none() {
     let Some(h) = Harness::new(&base_contents()) else {
         return;
@@ -544,7 +564,11 @@ fn port_exhaustion_drops_with_a_count_and_recovers_after_gc() {
     // Another destination is another pool.
     assert_eq!(h.egress(&udp(POD, 2000, EXTERNAL, 54, b"")).0, CONTINUE);
 
-    let pressure = nat::pressure(&h.maps).unwrap();
+    let range = masq_datapath::PortRange {
+        first: 40000,
+        last: 40003,
+    };
+    let pressure = nat::pressure(&h.maps, range).unwrap();
     let busiest = pressure.busiest_pool.unwrap();
     assert_eq!(
         (busiest.dst_addr, busiest.dst_port, busiest.used),

@@ -9,6 +9,7 @@ use etherparse::{
     Icmpv4Header, Icmpv4Type, IpNumber, Ipv4Header, PacketBuilder, TcpHeader, UdpHeader,
 };
 use ipnet::Ipv4Net;
+pub use masq_datapath::ebpf::types::CFG_KEEP_ANY_PORT;
 use masq_datapath::ebpf::types::{MasqConfig, Reason, CFG_MASQ_LINK_LOCAL};
 use masq_datapath::ebpf::{
     load_unpinned, Contents, Maps, DEFAULT_PORT_RANGE, EGRESS_PROGRAM, INGRESS_PROGRAM,

@@ -77,7 +77,21 @@ fn build(proto: u8, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, egress
 
 #[test]
 fn random_packets_agree_with_the_model() {
-    let Some(h) = Harness::new(&base_contents()) else {
+    random_packets_agree_with_the_model_body(false);
+}
+
+/// The default (no --port-range): free original ports are kept even outside the range.
+#[test]
+fn random_packets_agree_with_the_model_keeping_any_free_port() {
+    random_packets_agree_with_the_model_body(true);
+}
+
+fn random_packets_agree_with_the_model_body(keep_any_port: bool) {
+    let mut contents = base_contents();
+    if keep_any_port {
+        contents.config.flags |= CFG_KEEP_ANY_PORT;
+    }
+    let Some(h) = Harness::new(&contents) else {
         return;
     };
     let mut rng = StdRng::seed_from_u64(0x6d61_7371);
@@ -120,14 +134,15 @@ fn random_packets_agree_with_the_model() {
                 None => {
                     let pool = (proto, remote, rport, port);
                     assert!(
-                        port >= 32768,
+                        port >= 32768 || (keep_any_port && port == pport),
                         "round {round}: port {port} outside the range"
                     );
                     assert!(
                         !model.taken.contains(&pool),
                         "round {round}: port {port} reused"
                     );
-                    if pport >= 32768 && !model.taken.contains(&(proto, remote, rport, pport)) {
+                    let keepable = pport >= 32768 || keep_any_port;
+                    if keepable && !model.taken.contains(&(proto, remote, rport, pport)) {
                         assert_eq!(
                             port, pport,
                             "round {round}: a free original port was changed"
