@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -15,7 +16,7 @@ use super::types::{
     MasqConfig, MasqSteer, NatEntry, NatTuple, CFG_KEEP_ANY_PORT, CFG_MASQ_LINK_LOCAL,
     CFG_POD_CIDRS, CFG_SRC_CIDRS,
 };
-use super::{kernel_err, PortRange};
+use super::{batch, kernel_err, PortRange};
 use crate::{Desired, Error};
 
 /// The default translated port range: above the Kubernetes NodePort range (30000–32767), as in
@@ -82,6 +83,29 @@ pub struct Maps {
     pub(crate) counters: PerCpuArray<MapData, u64>,
     pub(crate) nat_egress: HashMap<MapData, NatTuple, NatEntry>,
     pub(crate) nat_ingress: HashMap<MapData, NatTuple, NatEntry>,
+    /// Second descriptors of the NAT halves for batch reads (aya keeps its own private).
+    nat_egress_fd: OwnedFd,
+    nat_ingress_fd: OwnedFd,
+}
+
+/// A NAT half, typed, and a descriptor of it for [`batch::read_all`].
+type NatHalf = (HashMap<MapData, NatTuple, NatEntry>, OwnedFd);
+
+fn nat_half(map: Map, name: &str) -> Result<NatHalf, Error> {
+    let fd = match &map {
+        Map::LruHashMap(data) | Map::HashMap(data) => data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(kernel_err(format!(
+                "duplicating the descriptor of map {name}"
+            )))?,
+        _ => return Err(Error::Unsupported(format!("map {name} is not a hash map"))),
+    };
+    let typed = map
+        .try_into()
+        .map_err(kernel_err(format!("map {name} has an unexpected layout")))?;
+    Ok((typed, fd))
 }
 
 impl Maps {
@@ -113,6 +137,8 @@ impl Maps {
                 )))?
             }};
         }
+        let (nat_egress, nat_egress_fd) = nat_half(get(name::NAT_EGRESS)?, name::NAT_EGRESS)?;
+        let (nat_ingress, nat_ingress_fd) = nat_half(get(name::NAT_INGRESS)?, name::NAT_INGRESS)?;
         Ok(Maps {
             config: typed!(name::CONFIG),
             steer: typed!(name::STEER),
@@ -122,9 +148,21 @@ impl Maps {
             nonmasq_src: typed!(name::NONMASQ_SRC),
             pod_cidrs: typed!(name::POD_CIDRS),
             counters: typed!(name::COUNTERS),
-            nat_egress: typed!(name::NAT_EGRESS),
-            nat_ingress: typed!(name::NAT_INGRESS),
+            nat_egress,
+            nat_ingress,
+            nat_egress_fd,
+            nat_ingress_fd,
         })
+    }
+
+    /// Every forward NAT half, read in batches.
+    pub fn nat_egress_entries(&self) -> Result<Vec<(NatTuple, NatEntry)>, Error> {
+        batch::read_all(self.nat_egress_fd.as_fd()).map_err(kernel_err("reading masq_nat_egress"))
+    }
+
+    /// Every reverse NAT half (host reservations included), read in batches.
+    pub fn nat_ingress_entries(&self) -> Result<Vec<(NatTuple, NatEntry)>, Error> {
+        batch::read_all(self.nat_ingress_fd.as_fd()).map_err(kernel_err("reading masq_nat_ingress"))
     }
 
     /// Raw access to the forward NAT halves, for tests and benchmarks that stage entries.

@@ -12,6 +12,7 @@
 //! [`Ebpf::gc`]. [`load_unpinned`] gives tests and benchmarks a private instance.
 
 pub mod attach;
+mod batch;
 pub mod maps;
 pub mod nat;
 pub mod types;

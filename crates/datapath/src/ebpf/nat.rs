@@ -117,13 +117,12 @@ fn since(now: u64, then: u64) -> Duration {
 pub fn list(maps: &Maps) -> Result<Vec<NatListEntry>, Error> {
     let now = monotonic_ns();
     let mut out = Vec::new();
-    for (direction, map) in [
-        (NatDirection::Egress, &maps.nat_egress),
-        (NatDirection::Ingress, &maps.nat_ingress),
+    for (direction, entries) in [
+        (NatDirection::Egress, maps.nat_egress_entries()?),
+        (NatDirection::Ingress, maps.nat_ingress_entries()?),
     ] {
         let mut half = Vec::new();
-        for item in map.iter() {
-            let (key, entry) = item.map_err(kernel_err("reading the NAT table"))?;
+        for (key, entry) in entries {
             let mut translated = key;
             match direction {
                 NatDirection::Egress => {
@@ -214,16 +213,11 @@ type PoolKey = (u8, [u8; 4], [u8; 4], [u8; 2]);
 /// Counts entries and finds the busiest port pool. A pool counts the ports of `range` in use:
 /// original ports kept outside it take nothing from the ports handed out when one must change.
 pub fn pressure(maps: &Maps, range: PortRange) -> Result<Pressure, Error> {
-    let mut egress_entries = 0;
-    for key in maps.nat_egress.keys() {
-        key.map_err(kernel_err("reading masq_nat_egress"))?;
-        egress_entries += 1;
-    }
-    let mut ingress_entries = 0;
+    let egress_entries = count_u32(maps.nat_egress_entries()?.len());
+    let reverse = maps.nat_ingress_entries()?;
+    let ingress_entries = count_u32(reverse.len());
     let mut pools: StdHashMap<PoolKey, u32> = StdHashMap::new();
-    for item in maps.nat_ingress.iter() {
-        let (key, _) = item.map_err(kernel_err("reading masq_nat_ingress"))?;
-        ingress_entries += 1;
+    for (key, _) in reverse {
         if !range.contains(u16::from_be_bytes(key.dport)) {
             continue;
         }
@@ -248,6 +242,11 @@ pub fn pressure(maps: &Maps, range: PortRange) -> Result<Pressure, Error> {
         capacity: NAT_CAPACITY,
         busiest_pool,
     })
+}
+
+/// Entry counts are bounded by the map size (131072).
+fn count_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// What one GC pass removed.
@@ -297,16 +296,8 @@ fn forward_of(rev: &NatTuple, entry: &NatEntry) -> NatTuple {
 /// reverse half goes first, so no half-translated state is ever visible to the programs.
 pub fn gc(maps: &mut Maps, now_ns: u64) -> Result<GcReport, Error> {
     let mut report = GcReport::default();
-    let forward: Vec<(NatTuple, NatEntry)> = maps
-        .nat_egress
-        .iter()
-        .collect::<Result<_, _>>()
-        .map_err(kernel_err("reading masq_nat_egress"))?;
-    let reverse: StdHashMap<NatTuple, NatEntry> = maps
-        .nat_ingress
-        .iter()
-        .collect::<Result<_, _>>()
-        .map_err(kernel_err("reading masq_nat_ingress"))?;
+    let forward = maps.nat_egress_entries()?;
+    let reverse: StdHashMap<NatTuple, NatEntry> = maps.nat_ingress_entries()?.into_iter().collect();
 
     for (fkey, fval) in &forward {
         let rkey = reverse_of(fkey, fval);

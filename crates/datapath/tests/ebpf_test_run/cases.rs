@@ -695,3 +695,34 @@ fn a_node_flow_colliding_with_a_pod_translation_is_moved_to_another_port() {
     let (_, to_pod) = h.ingress(&udp(EXTERNAL, 53, NODE, 40000, b""));
     assert_eq!((inspect(&to_pod).dst, inspect(&to_pod).dport), (POD, 40000));
 }
+
+#[test]
+fn the_nat_table_is_read_whole_across_several_batches() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    // More pairs than one batch call returns (4096), over several destinations.
+    let flows = 10_000u32;
+    for i in 0..flows {
+        let port = 32768 + u16::try_from(i).unwrap();
+        let dport = 80 + u16::try_from(i % 3).unwrap();
+        let (rc, _) = h.egress(&udp(POD, port, EXTERNAL, dport, b""));
+        assert_eq!(rc, CONTINUE);
+    }
+    let entries = nat::list(&h.maps).unwrap();
+    assert_eq!(entries.len(), 2 * flows as usize);
+    let pressure = nat::pressure(&h.maps, masq_datapath::ebpf::DEFAULT_PORT_RANGE).unwrap();
+    assert_eq!(
+        (pressure.egress_entries, pressure.ingress_entries),
+        (flows, flows)
+    );
+    assert_eq!(pressure.busiest_pool.unwrap().used, 3334);
+    let now = nat::monotonic_ns();
+    assert_eq!(nat::gc(&mut h.maps, now).unwrap().expired_pairs, 0);
+    let later = now + 120 * 1_000_000_000;
+    assert_eq!(
+        nat::gc(&mut h.maps, later).unwrap().expired_pairs,
+        flows as usize
+    );
+    assert!(nat::list(&h.maps).unwrap().is_empty());
+}

@@ -1,0 +1,89 @@
+//! Reads a whole hash map in a few system calls with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+).
+//!
+//! aya 0.14 iterates a map with two system calls per entry (next key, then lookup): for a NAT
+//! table of 50,000 pairs one GC pass cost ~280 ms of CPU, every 5 seconds. The batch command
+//! copies thousands of entries per call.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use aya::Pod;
+
+/// `BPF_MAP_LOOKUP_BATCH` in `enum bpf_cmd` (include/uapi/linux/bpf.h).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// Entries asked for per call; a hash bucket holding more makes the kernel ask for more room.
+const FIRST_CHUNK: usize = 4096;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every (key, value) of the hash map behind `fd`. Values must be the map's full value (not a
+/// per-CPU map). Entries added or removed meanwhile may or may not be seen, as with iteration.
+pub fn read_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    let map_fd = u32::try_from(fd.as_raw_fd()).map_err(|_| io::Error::other("negative fd"))?;
+    let mut out = Vec::new();
+    let mut chunk = FIRST_CHUNK;
+    // SAFETY (zeroed): Pod types are plain data, valid for any bit pattern.
+    let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; chunk];
+    let mut values: Vec<V> = vec![unsafe { std::mem::zeroed() }; chunk];
+    // The position token: a bucket index for hash maps; u64 leaves room for any map type.
+    let (mut position, mut next) = (0u64, 0u64);
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { &raw const position as u64 },
+            out_batch: &raw mut next as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: u32::try_from(chunk).expect("chunk fits u32"),
+            map_fd,
+            ..BatchAttr::default()
+        };
+        // SAFETY: attr points at buffers of `count` keys and values of the map's sizes (the
+        // typed aya map checked them on open) and at two 8-byte tokens, all alive for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &raw mut attr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let err = (rc < 0).then(io::Error::last_os_error);
+        let filled = usize::try_from(attr.count).unwrap_or(0).min(chunk);
+        match err.as_ref().and_then(io::Error::raw_os_error) {
+            None | Some(libc::ENOENT) => {
+                out.extend(
+                    keys[..filled]
+                        .iter()
+                        .copied()
+                        .zip(values[..filled].iter().copied()),
+                );
+                if err.is_some() {
+                    return Ok(out); // ENOENT: the last entries came with it
+                }
+                position = next;
+                first = false;
+            }
+            // One bucket holds more entries than fit: ask again with more room.
+            Some(libc::ENOSPC) if chunk < 1 << 20 => {
+                chunk *= 2;
+                keys.resize(chunk, unsafe { std::mem::zeroed() });
+                values.resize(chunk, unsafe { std::mem::zeroed() });
+            }
+            Some(_) => return Err(err.expect("an error")),
+        }
+    }
+}
