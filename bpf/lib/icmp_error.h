@@ -7,6 +7,7 @@
 #include "metrics.h"
 #include "nat.h"
 #include "parse.h"
+#include "steer.h"
 
 #define ICMP_HDR_LEN 8
 #define INNER_L4_LEN 8 /* all an ICMP error is sure to quote of the transport header */
@@ -118,6 +119,9 @@ __always_inline_fn int icmp_error_ingress(struct __sk_buff *skb, const struct pk
 	icmp_sum = csum_replace2(icmp_sum, old_port, pod_port);
 	icmp->checksum = icmp_sum;
 
+	/* Like the flow's own replies: masq's ip rule must answer the reverse-path check. */
+	if (e->flags & NAT_F_STEERED)
+		mark_steered_reply(skb);
 	nat_touch(e, p);
 	count(MASQ_ICMP_ERROR_TRANSLATED);
 	return MASQ_CONTINUE;

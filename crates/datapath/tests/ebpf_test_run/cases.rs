@@ -445,19 +445,6 @@ fn a_later_fragment_without_its_first_is_counted_and_left_alone_on_ingress() {
     assert_eq!(h.count(Reason::FragUntracked), 1);
 }
 
-/// An ICMP error from ROUTER to the node quoting `sent` (a translated frame).
-fn icmp_error_about(sent: &[u8], icmp_type: Icmpv4Type) -> Vec<u8> {
-    let ihl = usize::from(sent[14] & 0x0f) * 4;
-    let quoted = &sent[14..14 + ihl + 8];
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 2])
-        .ipv4(ROUTER.octets(), NODE.octets(), 64)
-        .icmpv4(icmp_type)
-        .write(&mut out, quoted)
-        .unwrap();
-    out
-}
-
 /// Checks the quoted header inside a translated ICMP error: source and port are the pod's.
 fn quoted(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
     let inner = &frame[14 + 20 + 8..];

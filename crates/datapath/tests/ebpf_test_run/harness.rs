@@ -290,3 +290,18 @@ pub fn internet_checksum(bytes: &[u8]) -> u16 {
     }
     !(sum as u16)
 }
+
+/// An ICMP error from ROUTER quoting `sent` (a translated frame), sent where the quoted packet
+/// came from.
+pub fn icmp_error_about(sent: &[u8], icmp_type: Icmpv4Type) -> Vec<u8> {
+    let ihl = usize::from(sent[14] & 0x0f) * 4;
+    let quoted = &sent[14..14 + ihl + 8];
+    let quoted_source: [u8; 4] = sent[26..30].try_into().expect("an IPv4 source");
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 2])
+        .ipv4(ROUTER.octets(), quoted_source, 64)
+        .icmpv4(icmp_type)
+        .write(&mut out, quoted)
+        .unwrap();
+    out
+}

@@ -4,6 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use etherparse::icmpv4::DestUnreachableHeader;
+use etherparse::Icmpv4Type;
 use masq_datapath::ebpf::types::{MasqSteer, Reason};
 use masq_datapath::ebpf::Contents;
 use masq_testbed::topology::set_sysctl;
@@ -76,6 +78,18 @@ fn masqueraded_flows_are_translated_to_the_egress_address_and_redirected() {
         assert_eq!(rc, CONTINUE);
         assert_eq!(inspect(&back).dst, POD);
         assert_eq!(mark & MARK, MARK);
+
+        // So is an ICMP error about the flow (path MTU discovery through strict rp_filter).
+        let error = icmp_error_about(
+            &out,
+            Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+                next_hop_mtu: 1400,
+            }),
+        );
+        let (rc, back, mark) = h.ingress_marked(&error);
+        assert_eq!((rc, inspect(&back).dst), (CONTINUE, POD));
+        assert_eq!(mark & MARK, MARK, "ICMP error about a steered flow marked");
+        assert_eq!(h.count(Reason::IcmpErrorTranslated), 1);
 
         // A kept destination keeps the pod's own route: untouched, not redirected, unmarked.
         let kept = Ipv4Addr::new(10, 0, 2, 10);
