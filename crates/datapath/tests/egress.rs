@@ -1,13 +1,14 @@
-//! Kernel tests of egress routing (SPEC section 4, issue 8) for the netfilter datapaths, on the
-//! VPC-native topology of masq-testbed: the pod's address lives on the node's secondary
-//! interface and its policy route leaves there, while masqueraded traffic must leave through the
-//! primary interface with the primary address. Needs root, `nft`, `iptables` and `ping`; skips
+//! Kernel tests of egress routing (SPEC section 4, issue 8) for the netfilter datapaths (and the
+//! eBPF one through its clsact fallback), on the VPC-native topology of masq-testbed: the pod's
+//! address lives on the node's secondary interface and its policy route leaves there, while
+//! masqueraded traffic must leave through the primary interface with the primary address. Needs root, `nft`, `iptables` and `ping`; skips
 //! with a printed reason otherwise. Everything happens inside the test's namespaces.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use masq_config::Config;
+use masq_datapath::ebpf::{AttachMode, Ebpf};
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::nft::Nftables;
 use masq_datapath::{Datapath, Desired, Interface, NodeSettings};
@@ -329,4 +330,49 @@ fn nftables_decides_on_the_destination_after_service_dnat() {
     let seen = masq_testbed::probe::tcp_source(&bed.topology.pod, cluster_ip).unwrap();
     assert_eq!(seen, PRIMARY);
     bed.in_node(|| nft.cleanup()).unwrap();
+}
+
+/// The eBPF datapath on kernels without TCX: every hook, the steering program on the
+/// secondary interface included, is a clsact filter, and steering works the same.
+#[test]
+fn ebpf_steering_works_through_the_clsact_fallback() {
+    require_kernel!();
+    let bpffs = match masq_testbed::PrivateBpffs::mount() {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!("skipped: no private bpffs: {e:#}");
+            return;
+        }
+    };
+    let bed = Bed::new();
+    bed.topology.allow_marked_replies().unwrap();
+    let want = desired(&bed.topology);
+    let mut datapath = Ebpf::new(bpffs.pin_dir()).with_attach_mode(AttachMode::Clsact);
+    let report = bed.in_node(|| datapath.sync(&want)).unwrap();
+    assert!(report.changed);
+    let filters = |iface: &str, dir: &str| {
+        bed.topology
+            .node
+            .exec("tc", &["filter", "show", "dev", iface, dir])
+            .unwrap()
+    };
+    assert!(filters(PRIMARY_IF, "egress").contains("masq_egress"));
+    assert!(filters(PRIMARY_IF, "ingress").contains("masq_ingress"));
+    assert!(filters(SECONDARY_IF, "egress").contains("masq_steer"));
+
+    assert_eq!(bed.to_internet(), PRIMARY, "TCP, UDP and ping");
+    assert_eq!(bed.to_vpc(), POD, "the VPC keeps seeing the pod");
+
+    bed.in_node(|| datapath.cleanup()).unwrap();
+    for (iface, dir) in [
+        (PRIMARY_IF, "egress"),
+        (PRIMARY_IF, "ingress"),
+        (SECONDARY_IF, "egress"),
+    ] {
+        assert!(
+            !filters(iface, dir).contains("masq_"),
+            "cleanup left a filter on {iface} {dir}"
+        );
+    }
+    assert!(!bpffs.pin_dir().exists(), "cleanup left the pins");
 }
