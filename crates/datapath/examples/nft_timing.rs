@@ -61,10 +61,20 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// One round at `size` CIDRs: (from empty, change one, change one after a restart, read).
 fn round(size: usize) -> anyhow::Result<[f64; 4]> {
     let ns = Netns::new("nfttime")?;
-    ns.ip(&["link", "add", UPLINK, "type", "veth", "peer", "name", "peer"])?;
+    ns.ip(&[
+        "link", "add", UPLINK, "type", "veth", "peer", "name", "peer",
+    ])?;
     ns.ip(&["link", "set", UPLINK, "up"])?;
     ns.ip(&["addr", "add", "172.30.0.1/24", "dev", UPLINK])?;
-    ns.ip(&["route", "add", "default", "via", "172.30.0.2", "dev", UPLINK])?;
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "172.30.0.2",
+        "dev",
+        UPLINK,
+    ])?;
     let index = ns.enter(|| nix::net::if_::if_nametoindex(UPLINK))??;
     let first = desired(index, fillers(size));
     let mut changed_cidrs = fillers(size);

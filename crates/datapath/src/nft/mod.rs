@@ -64,8 +64,9 @@ pub struct Nftables {
     last_written: Option<Shape>,
     rules: IpRules,
     last_rules: Option<Vec<egress::PolicyRule>>,
-    /// The kernel lists back what this process writes (checked once: a full read of a large set
-    /// costs hundreds of milliseconds, and the answer does not change within a process).
+    /// The kernel lists back what this process writes (checked once, when a read first shows
+    /// the chains: a full read of a large set costs hundreds of milliseconds, and the answer
+    /// does not change within a process).
     listing_verified: bool,
     /// The ruleset generation at which the table was exactly `last_written`: while the kernel
     /// still reports it, nobody has committed anything since, and the table need not be read.
@@ -246,9 +247,20 @@ impl Datapath for Nftables {
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
         let ruleset = Ruleset::build(desired);
         let want = Shape::expected(&ruleset);
+        let cached = self.known_generation.is_some();
         let (mut installed, mut generation) = self.installed()?;
+        let was_read = !cached || generation != self.known_generation;
         // The shortcut holds for one commit at most: a failure below reads the table again.
         self.known_generation = None;
+        // Chains read back equal to the model's prove that nft lists the rules as they are
+        // written (set elements always list back as written), without another read.
+        if was_read
+            && installed
+                .as_ref()
+                .is_some_and(|have| have.chains == want.chains)
+        {
+            self.listing_verified = true;
+        }
         let policy_rules = egress::desired_rules(&desired.node);
         let mut report = SyncReport {
             installed_entries: want.entries() + policy_rules.len(),
@@ -291,9 +303,13 @@ impl Datapath for Nftables {
                 report.drift_repaired |= drifted;
                 self.known_generation = after;
                 // A kernel or nft that lists rules differently from how they were written
-                // would make every sync rewrite the chain: harmless (atomic) but worth a word
-                // in the log.
-                if !self.listing_verified {
+                // makes every read see a difference and every sync after it rewrite the
+                // chain: harmless (atomic) but worth a word in the log. Checked by reading
+                // back, once, and only when a read did see a difference from what this
+                // process wrote: that read-back costs hundreds of milliseconds with a large
+                // set, and until a read happens the difference (if any) costs nothing. A
+                // read showing the model's chains settles it for free (above).
+                if drifted && !self.listing_verified {
                     let (now, at) = self.installed_read()?;
                     self.listing_verified = now == self.last_written;
                     self.known_generation = at.filter(|_| self.listing_verified);

@@ -77,7 +77,10 @@ pub fn edit_elements(generation: u32, edits: &[SetEdit]) -> io::Result<u32> {
     batch[NLMSG_HDRLEN + 2..NLMSG_HDRLEN + 4].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_CREATE) as u16;
     for (kind, pick) in [
-        (NFT_MSG_DELSETELEM, (|e: &SetEdit| &e.delete) as fn(&SetEdit) -> &Vec<IpNet>),
+        (
+            NFT_MSG_DELSETELEM,
+            (|e: &SetEdit| &e.delete) as fn(&SetEdit) -> &Vec<IpNet>,
+        ),
         (NFT_MSG_NEWSETELEM, |e: &SetEdit| &e.add),
     ] {
         for edit in edits {
@@ -189,14 +192,15 @@ impl Builder {
     fn nest(&mut self, kind: u16, body: impl FnOnce(&mut Builder)) {
         let start = self.0.len();
         self.0.extend_from_slice(&[0; 2]);
-        self.0.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.0
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
         body(self);
         let len = u16::try_from(self.0.len() - start).expect("nested attributes under 64 KiB");
         self.0[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
     fn pad(&mut self) {
-        while self.0.len() % 4 != 0 {
+        while !self.0.len().is_multiple_of(4) {
             self.0.push(0);
         }
     }
@@ -267,13 +271,15 @@ impl Socket {
                 bytes.len(),
                 0,
                 (&kernel as *const libc::sockaddr_nl).cast(),
-                libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_nl>())
-                    .expect("small"),
+                libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_nl>()).expect("small"),
             )
         };
         match usize::try_from(sent) {
             Ok(n) if n == bytes.len() => Ok(()),
-            Ok(n) => Err(io::Error::other(format!("sent {n} of {} bytes", bytes.len()))),
+            Ok(n) => Err(io::Error::other(format!(
+                "sent {n} of {} bytes",
+                bytes.len()
+            ))),
             Err(_) => Err(io::Error::last_os_error()),
         }
     }
@@ -369,5 +375,51 @@ mod tests {
         payload.extend_from_slice(&7u32.to_be_bytes());
         assert_eq!(generation_of(&payload), Some(7));
         assert_eq!(generation_of(&payload[..8]), None);
+    }
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_planned_at_an_older_generation_is_refused() {
+        if let Some(reason) = masq_testbed::skip_reason(&["nft"]) {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        let ns = masq_testbed::Netns::new("nlgen").unwrap();
+        let nft = |args: &[&str]| ns.exec("nft", args).unwrap();
+        nft(&["add", "table", "inet", NFT_TABLE]);
+        nft(&[
+            "add",
+            "set",
+            "inet",
+            NFT_TABLE,
+            "s",
+            "{ type ipv4_addr; flags interval; }",
+        ]);
+        let edit = |add: &str| SetEdit {
+            set: "s".into(),
+            delete: Vec::new(),
+            add: vec![add.parse().unwrap()],
+        };
+        let first = ns.enter(generation).unwrap().unwrap();
+        nft(&["add", "table", "inet", "someone-else"]);
+        let refused = ns
+            .enter(|| edit_elements(first, &[edit("10.0.0.0/8")]))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::ERESTART), "{refused}");
+
+        let now = ns.enter(generation).unwrap().unwrap();
+        assert_eq!(now, first.wrapping_add(1), "one commit, one generation");
+        let after = ns
+            .enter(|| edit_elements(now, &[edit("10.0.0.0/8")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(after, now.wrapping_add(1));
+        let listing = nft(&["list", "set", "inet", NFT_TABLE, "s"]);
+        assert!(listing.contains("10.0.0.0/8"), "{listing}");
     }
 }

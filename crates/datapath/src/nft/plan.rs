@@ -34,7 +34,8 @@ impl Change {
                 let mut batch = Batch::new();
                 batch.add(NfListObject::Table(json::table()));
                 for edit in edits {
-                    let prefixes = |nets: &[IpNet]| nets.iter().map(|n| json::prefix(*n)).collect();
+                    let prefixes =
+                        |nets: &[IpNet]| nets.iter().map(|n| json::element(*n)).collect();
                     if !edit.delete.is_empty() {
                         let stale = json::elements(&edit.set, prefixes(&edit.delete));
                         batch.delete(NfListObject::Element(stale));
@@ -212,7 +213,7 @@ fn flush_chain(batch: &mut Batch<'static>, name: &str) {
 /// Only prefixes: a set holding anything else is replaced whole, not edited.
 fn element_expression(elem: &Elem) -> Option<nftables::expr::Expression<'static>> {
     match elem {
-        Elem::Net(net) => Some(json::prefix(*net)),
+        Elem::Net(net) => Some(json::element(*net)),
         Elem::Other(_) => None,
     }
 }
