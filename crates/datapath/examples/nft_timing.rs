@@ -1,7 +1,8 @@
 //! Times the nftables datapath's `sync` on big interval sets, inside throwaway namespaces
 //! (needs root): from an empty kernel, changing one CIDR in the same process, changing one
-//! CIDR in a fresh process (an agent restart: the table is read back first), and one
-//! `nft -j list table` read-back. Medians over the rounds, in milliseconds.
+//! CIDR in a fresh process (an agent restart: the table is read back first), one
+//! `nft -j list table` read-back, and growing a 10-CIDR table to the size (what the agent does
+//! when a config file arrives). Medians over the rounds, in milliseconds.
 //!
 //! ```sh
 //! cargo run --release -p masq-datapath --example nft_timing -- 10000,61278,100000 5
@@ -58,8 +59,9 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// One round at `size` CIDRs: (from empty, change one, change one after a restart, read).
-fn round(size: usize) -> anyhow::Result<[f64; 4]> {
+/// One round at `size` CIDRs: (from empty, change one, change one after a restart, read,
+/// grow from 10).
+fn round(size: usize) -> anyhow::Result<[f64; 5]> {
     let ns = Netns::new("nfttime")?;
     ns.ip(&[
         "link", "add", UPLINK, "type", "veth", "peer", "name", "peer",
@@ -80,7 +82,8 @@ fn round(size: usize) -> anyhow::Result<[f64; 4]> {
     let mut changed_cidrs = fillers(size);
     changed_cidrs[0] = "198.18.0.1/32".parse()?;
     let second = desired(index, changed_cidrs);
-    ns.enter(|| -> anyhow::Result<[f64; 4]> {
+    let small = desired(index, fillers(10));
+    ns.enter(|| -> anyhow::Result<[f64; 5]> {
         let mut nft = Nftables::new();
         let started = Instant::now();
         nft.sync(&first)?;
@@ -100,11 +103,17 @@ fn round(size: usize) -> anyhow::Result<[f64; 4]> {
             .output()?;
         let read = started.elapsed();
         anyhow::ensure!(listing.status.success(), "nft list failed");
+        restarted.sync(&small)?;
+        let started = Instant::now();
+        restarted.sync(&first)?;
+        let grow = started.elapsed();
+        anyhow::ensure!(restarted.matches(&first)?, "the grown table does not match");
         Ok([
             millis(install),
             millis(change),
             millis(restart_change),
             millis(read),
+            millis(grow),
         ])
     })?
 }
@@ -118,16 +127,20 @@ fn main() -> anyhow::Result<()> {
         .map(str::parse)
         .collect::<Result<_, _>>()?;
     let rounds: usize = args.next().map(|r| r.parse()).transpose()?.unwrap_or(3);
-    println!("size\tfrom-empty\tchange-one\tchange-one-restarted\tread (ms, median of {rounds})");
+    println!(
+        "size\tfrom-empty\tchange-one\tchange-one-restarted\tread\tgrow-from-10 \
+         (ms, median of {rounds})"
+    );
     for size in sizes {
-        let samples: Vec<[f64; 4]> = (0..rounds).map(|_| round(size)).collect::<Result<_, _>>()?;
+        let samples: Vec<[f64; 5]> = (0..rounds).map(|_| round(size)).collect::<Result<_, _>>()?;
         let column = |i: usize| median(samples.iter().map(|s| s[i]).collect());
         println!(
-            "{size}\t{:.0}\t{:.0}\t{:.0}\t{:.0}",
+            "{size}\t{:.0}\t{:.0}\t{:.0}\t{:.0}\t{:.0}",
             column(0),
             column(1),
             column(2),
-            column(3)
+            column(3),
+            column(4)
         );
     }
     Ok(())
