@@ -97,9 +97,10 @@ pub fn timed_change(
     })?
 }
 
-/// Reads the installed state back once, as every sync of the named datapath does before it
-/// writes (and nftables again after): `nft -j list table inet masq`, `iptables-save -t nat`, or
-/// the eBPF maps (the CIDR tries and the rest of the configuration).
+/// Reads the installed state back once, as every sync of the iptables and eBPF datapaths does
+/// before it writes (nftables only when another process committed since its last sync, or at
+/// its first sync): `nft -j list table inet masq`, `iptables-save -t nat`, or the eBPF maps (the
+/// CIDR tries and the rest of the configuration).
 pub fn timed_read_back(env: &Env, node: &Netns, name: &str) -> Result<Duration> {
     let started = Instant::now();
     match name {

@@ -618,3 +618,65 @@ fn existing_connections_keep_their_translation_across_a_change() {
     assert_eq!(session.observed_source().unwrap().ip(), NODE);
     assert_eq!(bed.pod_source(addr::INTERNET), POD);
 }
+
+/// Element-only changes go to the kernel over netlink, not through nft: prefixes that touch
+/// (the end of one is the start of the next), the top and bottom of both address spaces, and
+/// a foreign commit in between (another table) that makes the backend read the table again.
+#[test]
+fn element_changes_at_neighbours_and_edges_list_back_as_written() {
+    require_kernel!();
+    let mut bed = Bed::with(Topology::builder().ipv6(true));
+    let with_ipv6 = |cidrs: &[&str]| {
+        let mut want = desired(config(cidrs));
+        want.node.enable_ipv6 = true;
+        want
+    };
+    bed.sync(&with_ipv6(&["10.0.0.0/8", "fd00::/8"]));
+    let steps: [&[&str]; 5] = [
+        // Neighbours that do not merge into one prefix, and the first address.
+        &[
+            "10.0.0.0/8",
+            "203.0.112.0/24",
+            "203.0.113.0/25",
+            "0.0.0.0/32",
+            "fd00::/8",
+        ],
+        // The last addresses of both families: their intervals have no end element.
+        &[
+            "203.0.113.0/25",
+            "255.255.255.255/32",
+            "ffff::/16",
+            "::/128",
+            "fd00::/9",
+        ],
+        // One neighbour removed while the other stays.
+        &[
+            "203.0.113.0/25",
+            "203.0.113.128/26",
+            "10.0.0.0/8",
+            "fd00::/8",
+        ],
+        &["203.0.113.128/26", "10.0.0.0/8", "fd00::/8"],
+        &[],
+    ];
+    for (i, cidrs) in steps.iter().enumerate() {
+        if i == 2 {
+            load(
+                &bed.topology.node,
+                "table inet other {\n set s {\n type ipv4_addr\n }\n}\n",
+            );
+        }
+        let want = with_ipv6(cidrs);
+        let report = bed.sync(&want);
+        assert!(
+            report.changed && !report.drift_repaired,
+            "step {i}: {report:?}"
+        );
+    }
+    assert_eq!(bed.pod_source(addr::INTERNET), NODE);
+    assert_eq!(bed.pod_source(addr6::PRIVATE), IpAddr::from(addr6::NODE));
+    bed.sync(&with_ipv6(&["203.0.113.0/25", "fd00::/8"]));
+    assert_eq!(bed.pod_source(addr::INTERNET), POD);
+    assert_eq!(bed.pod_source(addr::PRIVATE), NODE);
+    assert_eq!(bed.pod_source(addr6::PRIVATE), IpAddr::from(addr6::POD));
+}

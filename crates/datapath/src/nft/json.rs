@@ -79,7 +79,7 @@ pub fn set(spec: &SetSpec) -> schema::Set<'static> {
         }),
         flags: Some(HashSet::from([SetFlag::Interval])),
         elem: (!spec.elements.is_empty())
-            .then(|| Cow::Owned(spec.elements.iter().map(|n| prefix(*n)).collect())),
+            .then(|| Cow::Owned(spec.elements.iter().map(|n| element(*n)).collect())),
         ..set_ref(&spec.name)
     }
 }
@@ -91,6 +91,17 @@ pub fn elements(set: &str, elem: Vec<Expression<'static>>) -> Element<'static> {
         table: NFT_TABLE.into(),
         name: set.to_string().into(),
         elem: Cow::Owned(elem),
+    }
+}
+
+/// A set element: a full-length prefix as the bare address (how nft lists it, and about a
+/// third less work for nft than a prefix object: 0.2 s instead of 0.3 s for 100,000 /32s),
+/// anything else as a prefix.
+pub fn element(net: IpNet) -> Expression<'static> {
+    if net.prefix_len() == net.max_prefix_len() {
+        Expression::String(net.addr().to_string().into())
+    } else {
+        prefix(net)
     }
 }
 

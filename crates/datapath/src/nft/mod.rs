@@ -10,6 +10,14 @@
 //! hands it to `nft -j -f -`, which commits it as one kernel transaction. It never flushes the
 //! table, so a restarted agent adopts what it finds; it never names another table.
 //!
+//! Large sets: reading a table of 100,000 prefixes back costs hundreds of milliseconds, and so
+//! does any `nft` command that edits elements of it (nft fetches the whole set first). So the
+//! backend remembers the ruleset generation at which the kernel held exactly what it last
+//! wrote, and reads the table again only when the generation has moved (anyone's commit, in
+//! any table); and a change of set elements alone goes to the kernel as one element batch over
+//! netlink, bound to that generation (see `netlink`). Both are shortcuts to the same
+//! transaction: whenever one does not apply, the table is read and `nft` does the work.
+//!
 //! ```no_run
 //! use masq_datapath::{nft::Nftables, Datapath, Desired, Error};
 //!
@@ -26,6 +34,7 @@
 mod json;
 mod live;
 mod model;
+mod netlink;
 mod plan;
 mod render;
 
@@ -46,6 +55,7 @@ use crate::egress::{self, IpRules};
 use crate::names::NFT_TABLE;
 use crate::{Datapath, Desired, Error, Kind, SyncReport};
 use live::{Live, Shape};
+use plan::Change;
 
 /// The nftables backend. Keeps what it last wrote, to tell drift from adoption.
 #[derive(Debug)]
@@ -54,9 +64,13 @@ pub struct Nftables {
     last_written: Option<Shape>,
     rules: IpRules,
     last_rules: Option<Vec<egress::PolicyRule>>,
-    /// The kernel lists back what this process writes (checked once: a full read of a large set
-    /// costs hundreds of milliseconds, and the answer does not change within a process).
+    /// The kernel lists back what this process writes (checked once, when a read first shows
+    /// the chains: a full read of a large set costs hundreds of milliseconds, and the answer
+    /// does not change within a process).
     listing_verified: bool,
+    /// The ruleset generation at which the table was exactly `last_written`: while the kernel
+    /// still reports it, nobody has committed anything since, and the table need not be read.
+    known_generation: Option<u32>,
 }
 
 impl Default for Nftables {
@@ -79,6 +93,7 @@ impl Nftables {
             rules: IpRules::new(),
             last_rules: None,
             listing_verified: false,
+            known_generation: None,
         }
     }
 
@@ -90,8 +105,9 @@ impl Nftables {
             rules: Vec::new(),
             mark_rules: Vec::new(),
         };
-        let batch = plan::plan(&ruleset, None).expect("an empty state always needs a table");
-        self.apply(batch, &["--check"])
+        let change = plan::plan(&ruleset, &Shape::expected(&ruleset), None)
+            .expect("an empty state always needs a table");
+        self.apply(change.into_batch(), &["--check"])
             .map_err(|e| self.error(e, "checking the table"))
     }
 
@@ -105,11 +121,49 @@ impl Nftables {
     /// (None when the kernel already matches). For debugging and logs.
     pub fn pending_batch(&self, desired: &Desired) -> Result<Option<String>, Error> {
         let installed = self.read()?;
-        let batch = plan::plan(
-            &Ruleset::build(desired),
-            installed.as_ref().map(|l| &l.shape),
-        );
-        Ok(batch.map(|b| serde_json::to_string(&b.to_nftables()).expect("batches serialize")))
+        let ruleset = Ruleset::build(desired);
+        let want = Shape::expected(&ruleset);
+        let change = plan::plan(&ruleset, &want, installed.as_ref().map(|l| &l.shape));
+        Ok(change.map(|c| {
+            serde_json::to_string(&c.into_batch().to_nftables()).expect("batches serialize")
+        }))
+    }
+
+    /// The table as it is now, and the generation at which that is known to hold (None when
+    /// the generation cannot be read or moved during the read). Skips the read when nothing
+    /// was committed since this process last wrote or read the table.
+    fn installed(&self) -> Result<(Option<Shape>, Option<u32>), Error> {
+        let before = netlink::generation().ok();
+        if before.is_some() && before == self.known_generation {
+            return Ok((self.last_written.clone(), before));
+        }
+        self.installed_read()
+    }
+
+    /// The table read back, and the generation at which it was read (None when that cannot
+    /// be told).
+    fn installed_read(&self) -> Result<(Option<Shape>, Option<u32>), Error> {
+        let before = netlink::generation().ok();
+        let shape = self.read()?.map(|live| live.shape);
+        let after = netlink::generation().ok();
+        Ok((shape, before.filter(|_| before == after)))
+    }
+
+    /// Commits `change` (planned against the table as it was at `generation`); returns the
+    /// generation just after the commit when it is known to be this one's alone.
+    fn commit(&self, change: Change, generation: Option<u32>) -> Result<Option<u32>, Error> {
+        if let (Change::Elements(edits), Some(generation)) = (&change, generation) {
+            return netlink::edit_elements(generation, edits)
+                .map(Some)
+                .map_err(|e| Error::Command {
+                    program: "netlink".into(),
+                    message: format!("editing the sets of table inet {NFT_TABLE}: {e}"),
+                });
+        }
+        self.apply(change.into_batch(), &[])
+            .map_err(|e| self.error(e, "applying the batch"))?;
+        let after = netlink::generation().ok();
+        Ok(after.filter(|now| generation.map(|g| g.wrapping_add(1)) == Some(*now)))
     }
 
     /// The table as `nft` lists it, or None when it does not exist.
@@ -193,13 +247,20 @@ impl Datapath for Nftables {
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
         let ruleset = Ruleset::build(desired);
         let want = Shape::expected(&ruleset);
-        let installed = self.read()?.map(|live| live.shape);
-        // Drift is a difference from what this process wrote; what a previous run left is
-        // adopted, not repaired.
-        let drifted = self
-            .last_written
-            .as_ref()
-            .is_some_and(|written| installed.as_ref() != Some(written));
+        let cached = self.known_generation.is_some();
+        let (mut installed, mut generation) = self.installed()?;
+        let was_read = !cached || generation != self.known_generation;
+        // The shortcut holds for one commit at most: a failure below reads the table again.
+        self.known_generation = None;
+        // Chains read back equal to the model's prove that nft lists the rules as they are
+        // written (set elements always list back as written), without another read.
+        if was_read
+            && installed
+                .as_ref()
+                .is_some_and(|have| have.chains == want.chains)
+        {
+            self.listing_verified = true;
+        }
         let policy_rules = egress::desired_rules(&desired.node);
         let mut report = SyncReport {
             installed_entries: want.entries() + policy_rules.len(),
@@ -210,26 +271,59 @@ impl Datapath for Nftables {
         // A rule this process wrote and still wants was removed by someone else.
         report.drift_repaired = added.changed && self.last_rules.as_ref() == Some(&policy_rules);
         report.changed |= added.changed;
-        if let Some(batch) = plan::plan(&ruleset, installed.as_ref()) {
-            self.apply(batch, &[])
-                .map_err(|e| self.error(e, "applying the batch"))?;
-            report.changed = true;
-            report.drift_repaired |= drifted;
-            // A kernel or nft that lists rules differently from how they were written would
-            // make every sync rewrite the chain: harmless (atomic) but worth a word in the log.
-            if !self.listing_verified {
-                let now = self.read()?.map(|live| live.shape);
-                self.listing_verified = now.as_ref() == Some(&want);
-                if !self.listing_verified {
-                    tracing::warn!(
-                        table = NFT_TABLE,
-                        "installed nftables table differs from the one just written; \
-                         the next sync will rewrite it"
-                    );
+        let mut change = plan::plan(&ruleset, &want, installed.as_ref());
+        let mut committed = None;
+        if matches!(change, Some(Change::Elements(_))) {
+            match self.commit(change.take().expect("just matched"), generation) {
+                Ok(after) => committed = Some(after),
+                Err(e) => {
+                    // Someone committed since the table was read (the kernel refused the
+                    // batch), or netlink is unusable: read the table and let nft do it.
+                    tracing::debug!(error = %e, "element batch not applied; retrying with nft");
+                    let (again, at) = self.installed_read()?;
+                    (installed, generation) = (again, at);
+                    change = plan::plan(&ruleset, &want, installed.as_ref())
+                        .map(|c| Change::Batch(c.into_batch()));
                 }
             }
         }
+        if let Some(change) = change {
+            committed = Some(self.commit(change, generation)?);
+        }
+        // Drift is a difference from what this process wrote; what a previous run left is
+        // adopted, not repaired.
+        let drifted = self
+            .last_written
+            .as_ref()
+            .is_some_and(|written| installed.as_ref() != Some(written));
         self.last_written = Some(want);
+        match committed {
+            Some(after) => {
+                report.changed = true;
+                report.drift_repaired |= drifted;
+                self.known_generation = after;
+                // A kernel or nft that lists rules differently from how they were written
+                // makes every read see a difference and every sync after it rewrite the
+                // chain: harmless (atomic) but worth a word in the log. Checked by reading
+                // back, once, and only when a read did see a difference from what this
+                // process wrote: that read-back costs hundreds of milliseconds with a large
+                // set, and until a read happens the difference (if any) costs nothing. A
+                // read showing the model's chains settles it for free (above).
+                if drifted && !self.listing_verified {
+                    let (now, at) = self.installed_read()?;
+                    self.listing_verified = now == self.last_written;
+                    self.known_generation = at.filter(|_| self.listing_verified);
+                    if !self.listing_verified {
+                        tracing::warn!(
+                            table = NFT_TABLE,
+                            "installed nftables table differs from the one just written; \
+                             the next sync will rewrite it"
+                        );
+                    }
+                }
+            }
+            None => self.known_generation = generation,
+        }
         // Stale rules last: nothing carries their mark any more.
         report.changed |= self.rules.remove_stale(&policy_rules)?.changed;
         self.last_rules = Some(policy_rules);
@@ -246,6 +340,7 @@ impl Datapath for Nftables {
         let mut batch = Batch::new();
         batch.delete(NfListObject::Table(json::table()));
         self.last_written = None;
+        self.known_generation = None;
         self.last_rules = None;
         match self.apply(batch, &[]) {
             Ok(()) => {}

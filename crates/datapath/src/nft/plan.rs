@@ -3,21 +3,104 @@
 //! Sets are edited element by element, so a config change never empties a set; the chain is
 //! flushed and refilled only when its rules differ. Everything goes into one batch, which the
 //! kernel commits atomically: packets see the old ruleset or the new one, nothing in between.
+//! When only set elements differ (a config change), the change is kept as plain element edits,
+//! which `netlink` sends without `nft` (see there why); [`Change::into_batch`] is the same
+//! transaction for `nft`.
 
+use ipnet::IpNet;
 use nftables::batch::Batch;
 use nftables::schema::{FlushObject, NfCmd, NfListObject};
 
 use super::json;
 use super::live::{Elem, Shape};
 use super::model::{Ruleset, CHAIN, MARK_CHAIN};
+use super::netlink::SetEdit;
 
-/// The batch that makes `installed` (None: no table) equal to `ruleset`, or None when it
-/// already is.
-pub fn plan(ruleset: &Ruleset, installed: Option<&Shape>) -> Option<Batch<'static>> {
-    let want = Shape::expected(ruleset);
-    if installed == Some(&want) {
+/// One transaction.
+#[derive(Debug)]
+pub enum Change {
+    /// Table, chains and set declarations are as wanted: only these elements change.
+    Elements(Vec<SetEdit>),
+    /// Anything else, as the batch for `nft -j -f -`.
+    Batch(Batch<'static>),
+}
+
+impl Change {
+    /// The transaction as a batch for `nft -j -f -`.
+    pub fn into_batch(self) -> Batch<'static> {
+        match self {
+            Change::Batch(batch) => batch,
+            Change::Elements(edits) => {
+                let mut batch = Batch::new();
+                batch.add(NfListObject::Table(json::table()));
+                for edit in edits {
+                    let prefixes =
+                        |nets: &[IpNet]| nets.iter().map(|n| json::element(*n)).collect();
+                    if !edit.delete.is_empty() {
+                        let stale = json::elements(&edit.set, prefixes(&edit.delete));
+                        batch.delete(NfListObject::Element(stale));
+                    }
+                    if !edit.add.is_empty() {
+                        let missing = json::elements(&edit.set, prefixes(&edit.add));
+                        batch.add(NfListObject::Element(missing));
+                    }
+                }
+                batch
+            }
+        }
+    }
+}
+
+/// The transaction that makes `installed` (None: no table) equal to `want`, the shape of
+/// `ruleset`, or None when it already is.
+pub fn plan(ruleset: &Ruleset, want: &Shape, installed: Option<&Shape>) -> Option<Change> {
+    if installed == Some(want) {
         return None;
     }
+    if let Some(edits) = installed.and_then(|have| element_edits(want, have)) {
+        return Some(Change::Elements(edits));
+    }
+    Some(Change::Batch(batch(ruleset, want, installed)))
+}
+
+/// The edits that turn `have` into `want` when nothing but the prefixes in its sets differ.
+fn element_edits(want: &Shape, have: &Shape) -> Option<Vec<SetEdit>> {
+    if want.chains != have.chains || want.sets.len() != have.sets.len() {
+        return None;
+    }
+    let prefix = |elem: &Elem| match elem {
+        Elem::Net(net) => Some(*net),
+        Elem::Other(_) => None,
+    };
+    let mut edits = Vec::new();
+    for (name, wanted) in &want.sets {
+        let current = have.sets.get(name)?;
+        if current.set_type != wanted.set_type || current.flags != wanted.flags {
+            return None;
+        }
+        let delete = current
+            .elements
+            .difference(&wanted.elements)
+            .map(prefix)
+            .collect::<Option<Vec<_>>>()?;
+        let add = wanted
+            .elements
+            .difference(&current.elements)
+            .map(prefix)
+            .collect::<Option<Vec<_>>>()?;
+        if !delete.is_empty() || !add.is_empty() {
+            edits.push(SetEdit {
+                set: name.clone(),
+                delete,
+                add,
+            });
+        }
+    }
+    Some(edits)
+}
+
+/// The whole batch: table, chains and sets as needed, then elements and rules.
+fn batch(ruleset: &Ruleset, want: &Shape, installed: Option<&Shape>) -> Batch<'static> {
     let empty = Shape::default();
     let have = installed.unwrap_or(&empty);
     let mut batch = Batch::new();
@@ -120,7 +203,7 @@ pub fn plan(ruleset: &Ruleset, installed: Option<&Shape>) -> Option<Batch<'stati
             batch.add(NfListObject::Rule(json::rule(chain, spec)));
         }
     }
-    Some(batch)
+    batch
 }
 
 fn flush_chain(batch: &mut Batch<'static>, name: &str) {
@@ -130,7 +213,7 @@ fn flush_chain(batch: &mut Batch<'static>, name: &str) {
 /// Only prefixes: a set holding anything else is replaced whole, not edited.
 fn element_expression(elem: &Elem) -> Option<nftables::expr::Expression<'static>> {
     match elem {
-        Elem::Net(net) => Some(json::prefix(*net)),
+        Elem::Net(net) => Some(json::element(*net)),
         Elem::Other(_) => None,
     }
 }
@@ -177,9 +260,13 @@ mod tests {
         })
     }
 
+    fn plan(ruleset: &Ruleset, installed: Option<&Shape>) -> Option<Change> {
+        super::plan(ruleset, &Shape::expected(ruleset), installed)
+    }
+
     /// The batch as a list of (command, object kind) pairs.
-    fn commands(batch: Batch<'static>) -> Vec<(String, String)> {
-        let json = serde_json::to_value(batch.to_nftables()).unwrap();
+    fn commands(change: Change) -> Vec<(String, String)> {
+        let json = serde_json::to_value(change.into_batch().to_nftables()).unwrap();
         json["nftables"]
             .as_array()
             .unwrap()
@@ -215,12 +302,23 @@ mod tests {
     #[test]
     fn a_cidr_change_only_edits_elements_deleting_first() {
         let installed = Shape::expected(&ruleset(&["10.0.0.0/8", "192.168.0.0/16"]));
-        let batch = plan(
+        let change = plan(
             &ruleset(&["10.0.0.0/9", "192.168.0.0/16"]),
             Some(&installed),
         )
         .unwrap();
-        let json: Value = serde_json::to_value(batch.to_nftables()).unwrap();
+        let Change::Elements(edits) = &change else {
+            panic!("not an element change: {change:?}");
+        };
+        assert_eq!(
+            edits,
+            &vec![SetEdit {
+                set: "nonmasq-dst-v4".into(),
+                delete: vec!["10.0.0.0/8".parse().unwrap()],
+                add: vec!["10.0.0.0/9".parse().unwrap()],
+            }]
+        );
+        let json: Value = serde_json::to_value(change.into_batch().to_nftables()).unwrap();
         let cmds = json["nftables"].as_array().unwrap();
         assert_eq!(cmds.len(), 3, "{json}");
         assert_eq!(cmds[1]["delete"]["element"]["elem"][0]["prefix"]["len"], 8);
