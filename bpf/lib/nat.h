@@ -176,7 +176,13 @@ __always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
 		else
 			port = port_min + bpf_get_prandom_u32() % span;
 		rev.dport = bpf_htons((__u16)port);
-		if (bpf_map_update_elem(&masq_nat_ingress, &rev, &rev_val, BPF_NOEXIST) == 0) {
+		/*
+		 * Look before claiming: a failed NOEXIST insert into an LRU map costs as much as a
+		 * successful one (it takes a free node and gives it back), a lookup a fraction.
+		 * The insert stays the atomic claim.
+		 */
+		if (!bpf_map_lookup_elem(&masq_nat_ingress, &rev) &&
+		    bpf_map_update_elem(&masq_nat_ingress, &rev, &rev_val, BPF_NOEXIST) == 0) {
 			claimed = 1;
 			break;
 		}
