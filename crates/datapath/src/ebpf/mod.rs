@@ -307,7 +307,7 @@ impl Datapath for Ebpf {
         let loaded = self.load()?;
         let have = loaded.maps.read()?;
         let drift_maps = loaded.last_written.as_ref().is_some_and(|w| *w != have);
-        let writes = loaded.maps.apply(&want)?;
+        let writes = loaded.maps.apply_over(&have, &want)?;
         loaded.last_written = Some(want.clone());
 
         let mut relinked = false;
