@@ -17,7 +17,7 @@ use crate::admin::{self, Shared};
 use crate::metrics::{DatapathLabel, Metrics, ResultLabel};
 use crate::node::{self, NodeFacts};
 use crate::status::{DesiredSummary, EgressSummary, InstalledSummary, InterfaceSummary, Status};
-use crate::{signals, watch};
+use crate::{memory, signals, watch};
 
 /// How long to wait after a file or netlink event for the burst to end (kubelet's swap is a
 /// few events within microseconds); well inside the one-second promise for applying a change.
@@ -129,6 +129,12 @@ impl Reconciler {
 
     /// Re-reads the config and, when there is a valid one, syncs the datapath to it.
     pub async fn reconcile(&mut self, trigger: Trigger) {
+        self.reconcile_config(trigger).await;
+        // Last, once the copies of the previous set (installed state, status) are dropped too.
+        memory::release_freed();
+    }
+
+    async fn reconcile_config(&mut self, trigger: Trigger) {
         self.read_config();
         let Some(config) = self.config.clone() else {
             // First start with an invalid config: install nothing, stay not ready.
@@ -195,7 +201,7 @@ impl Reconciler {
         let findings = self
             .on_datapath(move |datapath| datapath.findings(&desired))
             .await;
-        if findings != self.shared.status().findings {
+        if self.shared.read(|s| s.findings != findings) {
             for finding in &findings {
                 tracing::warn!("{finding}");
             }
@@ -273,7 +279,6 @@ impl Reconciler {
         let result = self
             .on_datapath(move |datapath| datapath.sync(&wanted))
             .await;
-        release_freed_memory();
         let elapsed = started.elapsed();
         let m = &self.shared.metrics;
         m.sync_duration.observe(elapsed.as_secs_f64());
@@ -294,8 +299,10 @@ impl Reconciler {
                 let summary = summarize(&desired);
                 let egress = egress_summary(&desired.node);
                 if let Some(warning) = egress.as_ref().and_then(|e| e.warning.as_ref()) {
-                    let known = self.shared.status().egress.and_then(|e| e.warning);
-                    if known.as_ref() != Some(warning) {
+                    let known = self.shared.read(|s| {
+                        s.egress.as_ref().and_then(|e| e.warning.as_ref()) == Some(warning)
+                    });
+                    if !known {
                         tracing::warn!("{warning}");
                     }
                 }
@@ -345,31 +352,18 @@ impl Reconciler {
     }
 }
 
-/// A sync of a large set briefly holds several copies of it (the file, the parsed config, the
-/// desired and the installed state, the kernel's listing); glibc keeps freed heap pages, so
-/// without this the agent's RSS stays at the peak of its largest sync for good.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is involved.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 fn summarize(desired: &Desired) -> DesiredSummary {
     let c = &desired.config;
-    let strings = |v: &[ipnet::IpNet]| v.iter().map(|n| n.to_string()).collect();
-    let mut cidrs: Vec<String> = strings(&c.non_masquerade_cidrs);
-    if let Some(native) = desired.node.native_routing_cidr {
-        cidrs.push(native.to_string());
-    }
+    let mut cidrs = Vec::with_capacity(c.non_masquerade_cidrs.len() + 1);
+    cidrs.extend_from_slice(&c.non_masquerade_cidrs);
+    cidrs.extend(desired.node.native_routing_cidr);
     DesiredSummary {
         non_masquerade_cidrs: cidrs,
-        non_masquerade_src_cidrs: strings(&c.non_masquerade_src_cidrs),
+        non_masquerade_src_cidrs: c.non_masquerade_src_cidrs.clone(),
         masq_link_local: c.masq_link_local,
         masq_link_local_ipv6: c.masq_link_local_ipv6,
         resync_interval_seconds: c.resync_interval.as_secs_f64(),
-        pod_cidrs: strings(&desired.node.pod_cidrs),
+        pod_cidrs: desired.node.pod_cidrs.clone(),
     }
 }
 
