@@ -21,6 +21,7 @@ pub mod render;
 pub mod save;
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 
 pub use backend::Backend;
@@ -42,9 +43,10 @@ pub struct Iptables {
     chain: String,
     options: RenderOptions,
     runner: Runner,
-    last_written: BTreeMap<Family, Vec<String>>,
-    /// The egress chain last written per family (empty: removed).
-    last_egress: BTreeMap<Family, Vec<String>>,
+    /// The chain last written per family, as a [`fingerprint`].
+    last_written: BTreeMap<Family, u64>,
+    /// The egress chain last written per family (empty: removed), as a [`fingerprint`].
+    last_egress: BTreeMap<Family, u64>,
     ip_rules: IpRules,
     last_policy_rules: Option<Vec<PolicyRule>>,
 }
@@ -166,7 +168,7 @@ impl Iptables {
         };
         let installed = table.rules(IPT_EGRESS_CHAIN);
         let jumps = table.jumps_to("PREROUTING", IPT_EGRESS_CHAIN);
-        let wrote = self.last_egress.insert(family, rules.clone());
+        let wrote = self.last_egress.insert(family, fingerprint(&rules));
         if rules.is_empty() {
             if installed.is_none() && jumps.is_empty() {
                 return Ok((false, false));
@@ -184,7 +186,7 @@ impl Iptables {
         if in_sync {
             return Ok((false, false));
         }
-        let drift = wrote.as_ref() == Some(&rules);
+        let drift = wrote == Some(fingerprint(&rules));
         let mut fixes: Vec<String> = jumps
             .iter()
             .enumerate()
@@ -253,7 +255,7 @@ impl Iptables {
             && self
                 .last_written
                 .get(&family)
-                .is_some_and(|last| installed != Some(last.as_slice()) || jump_count != 1);
+                .is_some_and(|last| installed.map(fingerprint) != Some(*last) || jump_count != 1);
         if !in_sync {
             let mut fixes = Vec::new();
             if jump_count == 0 {
@@ -273,7 +275,7 @@ impl Iptables {
                 "chain replaced"
             );
         }
-        self.last_written.insert(family, rules);
+        self.last_written.insert(family, fingerprint(&rules));
         Ok((!in_sync, drift))
     }
 
@@ -325,6 +327,16 @@ impl Iptables {
         };
         Ok(nat_ok && egress_ok)
     }
+}
+
+/// What a chain last written is remembered by: only to tell drift (someone else changed the
+/// chain) from a config change, never to decide whether to write. The rules themselves took
+/// 18 MiB with 61,278 CIDRs (nat and mangle chains); a 64-bit hash can only be wrong about the
+/// drift flag, once in 2^64.
+fn fingerprint(rules: &[String]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    rules.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Datapath for Iptables {
