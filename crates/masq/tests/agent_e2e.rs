@@ -228,8 +228,9 @@ mod scenarios {
         let desired = status
             .desired
             .context("masq status shows no desired config")?;
-        assert_eq!(desired.non_masquerade_cidrs, ["10.0.0.0/8"]);
-        assert_eq!(desired.pod_cidrs, [addr::POD_CIDR]);
+        // Listed as strings in the JSON, parsed back here.
+        assert_eq!(desired.non_masquerade_cidrs, ["10.0.0.0/8".parse()?]);
+        assert_eq!(desired.pod_cidrs, [addr::POD_CIDR.parse()?]);
         assert_eq!(status.last_config_error.as_deref(), Some(error.as_str()));
 
         bed.config
