@@ -171,6 +171,12 @@ impl Maps {
     /// Makes the maps hold `want`, touching only what differs. Returns the number of writes.
     pub fn apply(&mut self, want: &Contents) -> Result<usize, Error> {
         let have = self.read()?;
+        self.apply_over(&have, want)
+    }
+
+    /// [`Maps::apply`] for a caller that has just read the maps (`have`): one read of a large
+    /// trie less per sync.
+    pub fn apply_over(&mut self, have: &Contents, want: &Contents) -> Result<usize, Error> {
         let mut writes = 0;
         writes += update_trie(
             &mut self.nonmasq_dst,

@@ -305,8 +305,10 @@ impl Datapath for Ebpf {
         let loaded = self.load()?;
         let have = loaded.maps.read()?;
         let drift_maps = loaded.last_written.as_ref().is_some_and(|w| *w != have);
-        let writes = loaded.maps.apply(&want)?;
-        loaded.last_written = Some(want.clone());
+        let writes = loaded.maps.apply_over(&have, &want)?;
+        drop(have);
+        let installed_entries = want.len();
+        loaded.last_written = Some(want);
 
         let mut relinked = false;
         let mut repaired = false;
@@ -340,7 +342,7 @@ impl Datapath for Ebpf {
         Ok(SyncReport {
             changed: writes > 0 || relinked || rules_added || rules_removed,
             drift_repaired: drift_maps || repaired,
-            installed_entries: want.len(),
+            installed_entries,
         })
     }
 
