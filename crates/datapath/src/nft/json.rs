@@ -79,7 +79,7 @@ pub fn set(spec: &SetSpec) -> schema::Set<'static> {
         }),
         flags: Some(HashSet::from([SetFlag::Interval])),
         elem: (!spec.elements.is_empty())
-            .then(|| Cow::Owned(spec.elements.iter().map(|n| prefix(*n)).collect())),
+            .then(|| Cow::Owned(spec.elements.iter().map(|n| element(*n)).collect())),
         ..set_ref(&spec.name)
     }
 }
@@ -91,6 +91,17 @@ pub fn elements(set: &str, elem: Vec<Expression<'static>>) -> Element<'static> {
         table: NFT_TABLE.into(),
         name: set.to_string().into(),
         elem: Cow::Owned(elem),
+    }
+}
+
+/// A CIDR as a set element: a single address is written bare, as `nft` lists it. Per element
+/// this is a third of a prefix expression's memory (~60 instead of ~190 bytes), which is most
+/// of a sync's peak when tens of thousands of /32s are added at once.
+pub fn element(net: IpNet) -> Expression<'static> {
+    if net.prefix_len() == net.max_prefix_len() {
+        Expression::String(net.addr().to_string().into())
+    } else {
+        prefix(net)
     }
 }
 

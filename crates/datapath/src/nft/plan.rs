@@ -130,7 +130,7 @@ fn flush_chain(batch: &mut Batch<'static>, name: &str) {
 /// Only prefixes: a set holding anything else is replaced whole, not edited.
 fn element_expression(elem: &Elem) -> Option<nftables::expr::Expression<'static>> {
     match elem {
-        Elem::Net(net) => Some(json::prefix(*net)),
+        Elem::Net(net) => Some(json::element(*net)),
         Elem::Other(_) => None,
     }
 }
