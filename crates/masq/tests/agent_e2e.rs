@@ -624,6 +624,10 @@ mod ebpf_only {
         run(Datapath::Ebpf, scenarios::auto_prefers_ebpf_and_says_why)
     }
     #[test]
+    fn loading_memory_is_given_back() {
+        run(Datapath::Ebpf, scenarios::loading_memory_is_given_back)
+    }
+    #[test]
     fn port_exhaustion_is_counted_and_recovers() {
         run(
             Datapath::Ebpf,
