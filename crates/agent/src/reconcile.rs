@@ -66,8 +66,9 @@ pub struct Reconciler {
     node: NodeFacts,
     /// The file content last read (`None`: absent), to ignore events that change nothing.
     last_bytes: Option<Option<Vec<u8>>>,
-    /// The last valid config.
-    config: Option<Config>,
+    /// The last valid config while it is not the installed one (see [`Reconciler::config`]):
+    /// one copy of a long CIDR list between syncs instead of two.
+    pending_config: Option<Config>,
     /// The desired state of the last successful sync.
     installed: Option<Desired>,
     retry: Option<Duration>,
@@ -95,11 +96,18 @@ impl Reconciler {
             shared,
             node: NodeFacts::default(),
             last_bytes: None,
-            config: None,
+            pending_config: None,
             installed: None,
             retry: None,
             next_resync: Instant::now(),
         }
+    }
+
+    /// The last valid config: the pending one, or else the installed one.
+    fn config(&self) -> Option<&Config> {
+        self.pending_config
+            .as_ref()
+            .or(self.installed.as_ref().map(|installed| &installed.config))
     }
 
     /// When the next resync (or retry) is due.
@@ -136,7 +144,7 @@ impl Reconciler {
 
     async fn reconcile_config(&mut self, trigger: Trigger) {
         self.read_config();
-        let Some(config) = self.config.clone() else {
+        let Some(config) = self.config().cloned() else {
             // First start with an invalid config: install nothing, stay not ready.
             self.schedule(Duration::from_secs(60));
             return;
@@ -149,6 +157,7 @@ impl Reconciler {
             config,
         };
         if trigger == Trigger::ConfigEvent && self.installed.as_ref() == Some(&desired) {
+            self.pending_config = None; // The installed state holds the same config.
             return; // An event that changed nothing we install (e.g. a comment).
         }
         self.sync(desired).await;
@@ -249,14 +258,14 @@ impl Reconciler {
                     s.last_config_error = None;
                     s.counters.config_reloads_ok += 1;
                 });
-                self.config = Some(loaded.config);
+                self.pending_config = Some(loaded.config);
             }
             Err(e) => self.reject(e.to_string()),
         }
     }
 
     fn reject(&mut self, message: String) {
-        let kept = if self.config.is_some() {
+        let kept = if self.config().is_some() {
             "keeping the last valid config"
         } else {
             "nothing installed until a valid config appears"
@@ -275,9 +284,12 @@ impl Reconciler {
 
     async fn sync(&mut self, desired: Desired) {
         let started = Instant::now();
-        let wanted = desired.clone();
-        let result = self
-            .on_datapath(move |datapath| datapath.sync(&wanted))
+        // Moved to the blocking thread and back: no second copy of a long list.
+        let (desired, result) = self
+            .on_datapath(move |datapath| {
+                let result = datapath.sync(&desired);
+                (desired, result)
+            })
             .await;
         let elapsed = started.elapsed();
         let m = &self.shared.metrics;
@@ -322,6 +334,8 @@ impl Reconciler {
                 self.retry = None;
                 self.schedule(desired.config.resync_interval);
                 self.installed = Some(desired);
+                // What it held is installed now (the config only changes in this task).
+                self.pending_config = None;
             }
             Err(e) => {
                 let retry = self
