@@ -236,4 +236,22 @@ mod tests {
         .unwrap();
         assert_eq!(old.egress, None);
     }
+
+    #[test]
+    fn cidrs_are_strings_in_the_json() {
+        let summary = DesiredSummary {
+            non_masquerade_cidrs: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            pod_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            ..DesiredSummary::default()
+        };
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(
+            json["non_masquerade_cidrs"],
+            serde_json::json!(["10.0.0.0/8", "fd00::/8"])
+        );
+        assert_eq!(json["pod_cidrs"], serde_json::json!(["10.244.0.0/16"]));
+        assert_eq!(json["non_masquerade_src_cidrs"], serde_json::json!([]));
+        let back: DesiredSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, summary);
+    }
 }
