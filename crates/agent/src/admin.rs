@@ -37,6 +37,11 @@ impl Shared {
             .clone()
     }
 
+    /// Looks at the current status without copying it (the CIDR list can be long).
+    pub fn read<R>(&self, f: impl FnOnce(&Status) -> R) -> R {
+        f(&self.status.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Changes the status in place.
     pub fn update(&self, f: impl FnOnce(&mut Status)) {
         let mut s = self.status.write().unwrap_or_else(|p| p.into_inner());
@@ -73,7 +78,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.status().ready {
+    if shared.read(|s| s.ready) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
@@ -83,7 +88,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_string_pretty(&shared.status()).expect("status serializes"),
+        shared.read(|s| serde_json::to_string_pretty(s).expect("status serializes")),
     )
 }
 

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod reconcile;

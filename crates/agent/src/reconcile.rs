@@ -17,7 +17,7 @@ use crate::admin::{self, Shared};
 use crate::metrics::{DatapathLabel, Metrics, ResultLabel};
 use crate::node::{self, NodeFacts};
 use crate::status::{DesiredSummary, EgressSummary, InstalledSummary, InterfaceSummary, Status};
-use crate::{signals, watch};
+use crate::{memory, signals, watch};
 
 /// How long to wait after a file or netlink event for the burst to end (kubelet's swap is a
 /// few events within microseconds); well inside the one-second promise for applying a change.
@@ -66,8 +66,9 @@ pub struct Reconciler {
     node: NodeFacts,
     /// The file content last read (`None`: absent), to ignore events that change nothing.
     last_bytes: Option<Option<Vec<u8>>>,
-    /// The last valid config.
-    config: Option<Config>,
+    /// The last valid config while it is not the installed one (see [`Reconciler::config`]):
+    /// one copy of a long CIDR list between syncs instead of two.
+    pending_config: Option<Config>,
     /// The desired state of the last successful sync.
     installed: Option<Desired>,
     retry: Option<Duration>,
@@ -95,11 +96,18 @@ impl Reconciler {
             shared,
             node: NodeFacts::default(),
             last_bytes: None,
-            config: None,
+            pending_config: None,
             installed: None,
             retry: None,
             next_resync: Instant::now(),
         }
+    }
+
+    /// The last valid config: the pending one, or else the installed one.
+    fn config(&self) -> Option<&Config> {
+        self.pending_config
+            .as_ref()
+            .or(self.installed.as_ref().map(|installed| &installed.config))
     }
 
     /// When the next resync (or retry) is due.
@@ -129,8 +137,14 @@ impl Reconciler {
 
     /// Re-reads the config and, when there is a valid one, syncs the datapath to it.
     pub async fn reconcile(&mut self, trigger: Trigger) {
+        self.reconcile_config(trigger).await;
+        // Last, once the copies of the previous set (installed state, status) are dropped too.
+        memory::release_freed();
+    }
+
+    async fn reconcile_config(&mut self, trigger: Trigger) {
         self.read_config();
-        let Some(config) = self.config.clone() else {
+        let Some(config) = self.config().cloned() else {
             // First start with an invalid config: install nothing, stay not ready.
             self.schedule(Duration::from_secs(60));
             return;
@@ -143,6 +157,7 @@ impl Reconciler {
             config,
         };
         if trigger == Trigger::ConfigEvent && self.installed.as_ref() == Some(&desired) {
+            self.pending_config = None; // The installed state holds the same config.
             return; // An event that changed nothing we install (e.g. a comment).
         }
         self.sync(desired).await;
@@ -195,7 +210,7 @@ impl Reconciler {
         let findings = self
             .on_datapath(move |datapath| datapath.findings(&desired))
             .await;
-        if findings != self.shared.status().findings {
+        if self.shared.read(|s| s.findings != findings) {
             for finding in &findings {
                 tracing::warn!("{finding}");
             }
@@ -243,14 +258,14 @@ impl Reconciler {
                     s.last_config_error = None;
                     s.counters.config_reloads_ok += 1;
                 });
-                self.config = Some(loaded.config);
+                self.pending_config = Some(loaded.config);
             }
             Err(e) => self.reject(e.to_string()),
         }
     }
 
     fn reject(&mut self, message: String) {
-        let kept = if self.config.is_some() {
+        let kept = if self.config().is_some() {
             "keeping the last valid config"
         } else {
             "nothing installed until a valid config appears"
@@ -269,11 +284,13 @@ impl Reconciler {
 
     async fn sync(&mut self, desired: Desired) {
         let started = Instant::now();
-        let wanted = desired.clone();
-        let result = self
-            .on_datapath(move |datapath| datapath.sync(&wanted))
+        // Moved to the blocking thread and back: no second copy of a long list.
+        let (desired, result) = self
+            .on_datapath(move |datapath| {
+                let result = datapath.sync(&desired);
+                (desired, result)
+            })
             .await;
-        release_freed_memory();
         let elapsed = started.elapsed();
         let m = &self.shared.metrics;
         m.sync_duration.observe(elapsed.as_secs_f64());
@@ -294,8 +311,10 @@ impl Reconciler {
                 let summary = summarize(&desired);
                 let egress = egress_summary(&desired.node);
                 if let Some(warning) = egress.as_ref().and_then(|e| e.warning.as_ref()) {
-                    let known = self.shared.status().egress.and_then(|e| e.warning);
-                    if known.as_ref() != Some(warning) {
+                    let known = self.shared.read(|s| {
+                        s.egress.as_ref().and_then(|e| e.warning.as_ref()) == Some(warning)
+                    });
+                    if !known {
                         tracing::warn!("{warning}");
                     }
                 }
@@ -315,6 +334,8 @@ impl Reconciler {
                 self.retry = None;
                 self.schedule(desired.config.resync_interval);
                 self.installed = Some(desired);
+                // What it held is installed now (the config only changes in this task).
+                self.pending_config = None;
             }
             Err(e) => {
                 let retry = self
@@ -345,31 +366,18 @@ impl Reconciler {
     }
 }
 
-/// A sync of a large set briefly holds several copies of it (the file, the parsed config, the
-/// desired and the installed state, the kernel's listing); glibc keeps freed heap pages, so
-/// without this the agent's RSS stays at the peak of its largest sync for good.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is involved.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 fn summarize(desired: &Desired) -> DesiredSummary {
     let c = &desired.config;
-    let strings = |v: &[ipnet::IpNet]| v.iter().map(|n| n.to_string()).collect();
-    let mut cidrs: Vec<String> = strings(&c.non_masquerade_cidrs);
-    if let Some(native) = desired.node.native_routing_cidr {
-        cidrs.push(native.to_string());
-    }
+    let mut cidrs = Vec::with_capacity(c.non_masquerade_cidrs.len() + 1);
+    cidrs.extend_from_slice(&c.non_masquerade_cidrs);
+    cidrs.extend(desired.node.native_routing_cidr);
     DesiredSummary {
         non_masquerade_cidrs: cidrs,
-        non_masquerade_src_cidrs: strings(&c.non_masquerade_src_cidrs),
+        non_masquerade_src_cidrs: c.non_masquerade_src_cidrs.clone(),
         masq_link_local: c.masq_link_local,
         masq_link_local_ipv6: c.masq_link_local_ipv6,
         resync_interval_seconds: c.resync_interval.as_secs_f64(),
-        pod_cidrs: strings(&desired.node.pod_cidrs),
+        pod_cidrs: desired.node.pod_cidrs.clone(),
     }
 }
 

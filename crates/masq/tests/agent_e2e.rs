@@ -228,8 +228,9 @@ mod scenarios {
         let desired = status
             .desired
             .context("masq status shows no desired config")?;
-        assert_eq!(desired.non_masquerade_cidrs, ["10.0.0.0/8"]);
-        assert_eq!(desired.pod_cidrs, [addr::POD_CIDR]);
+        // Listed as strings in the JSON, parsed back here.
+        assert_eq!(desired.non_masquerade_cidrs, ["10.0.0.0/8".parse()?]);
+        assert_eq!(desired.pod_cidrs, [addr::POD_CIDR.parse()?]);
         assert_eq!(status.last_config_error.as_deref(), Some(error.as_str()));
 
         bed.config
@@ -621,6 +622,10 @@ mod ebpf_only {
     #[test]
     fn auto_prefers_ebpf_and_says_why() {
         run(Datapath::Ebpf, scenarios::auto_prefers_ebpf_and_says_why)
+    }
+    #[test]
+    fn loading_memory_is_given_back() {
+        run(Datapath::Ebpf, scenarios::loading_memory_is_given_back)
     }
     #[test]
     fn port_exhaustion_is_counted_and_recovers() {

@@ -213,8 +213,8 @@ impl Maps {
         self.apply_over(&have, want)
     }
 
-    /// [`Maps::apply`] from `have`, what [`Maps::read`] just returned (a read of 100,000 CIDRs
-    /// costs ~100 ms: a caller that has one spares the second).
+    /// [`Maps::apply`] for a caller that has just read the maps (`have`): one read of a large
+    /// trie less per sync.
     pub fn apply_over(&mut self, have: &Contents, want: &Contents) -> Result<usize, Error> {
         let mut writes = 0;
         writes += update_trie(

@@ -308,7 +308,9 @@ impl Datapath for Ebpf {
         let have = loaded.maps.read()?;
         let drift_maps = loaded.last_written.as_ref().is_some_and(|w| *w != have);
         let writes = loaded.maps.apply_over(&have, &want)?;
-        loaded.last_written = Some(want.clone());
+        drop(have);
+        let installed_entries = want.len();
+        loaded.last_written = Some(want);
 
         let mut relinked = false;
         let mut repaired = false;
@@ -342,7 +344,7 @@ impl Datapath for Ebpf {
         Ok(SyncReport {
             changed: writes > 0 || relinked || rules_added || rules_removed,
             drift_repaired: drift_maps || repaired,
-            installed_entries: want.len(),
+            installed_entries,
         })
     }
 

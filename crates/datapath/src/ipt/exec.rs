@@ -154,7 +154,9 @@ impl Runner {
         })?;
         Ok(Finished {
             code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            // Without a copy when valid: `iptables-save` prints ~13 MB with 61,278 CIDRs.
+            stdout: String::from_utf8(output.stdout)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         })
     }

@@ -94,9 +94,10 @@ pub fn elements(set: &str, elem: Vec<Expression<'static>>) -> Element<'static> {
     }
 }
 
-/// A set element: a full-length prefix as the bare address (how nft lists it, and about a
-/// third less work for nft than a prefix object: 0.2 s instead of 0.3 s for 100,000 /32s),
-/// anything else as a prefix.
+/// A set element: a full-length prefix as the bare address, as nft lists it. That is about a
+/// third less work for nft (0.2 s instead of 0.3 s for 100,000 /32s) and a third of a prefix
+/// expression's memory (~60 instead of ~190 bytes), most of a sync's peak when tens of
+/// thousands of /32s are added at once; anything else as a prefix.
 pub fn element(net: IpNet) -> Expression<'static> {
     if net.prefix_len() == net.max_prefix_len() {
         Expression::String(net.addr().to_string().into())

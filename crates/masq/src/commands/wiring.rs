@@ -15,6 +15,8 @@ use crate::settings::AgentSettings;
 /// `masq agent` with validated settings. Runs until SIGTERM or SIGINT, then leaves the
 /// datapath installed so traffic keeps flowing while the pod is replaced.
 pub fn agent(settings: AgentSettings) -> anyhow::Result<ExitCode> {
+    // Before the probes and the runtime start any thread.
+    masq_agent::memory::limit_retention();
     init_logging(settings.log_format);
     let node = settings.config.node.clone();
     let chosen = select::select(
