@@ -8,7 +8,7 @@ use masq_agent::select::Candidate;
 use masq_datapath::ebpf::Ebpf;
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::nft::Nftables;
-use masq_datapath::{Datapath, Desired, Kind, NodeSettings, PortRange};
+use masq_datapath::{Datapath, Desired, Error, Kind, NodeSettings, PortRange};
 use prometheus_client::registry::Registry;
 
 use crate::ebpf_metrics::EbpfCollector;
@@ -23,10 +23,18 @@ pub fn candidates(
 ) -> Vec<Candidate> {
     let chain = node.iptables_chain.clone();
     let pin_dir = pin_dir.to_path_buf();
+    let enable_ipv6 = node.enable_ipv6;
     vec![
         Candidate {
             kind: Kind::Ebpf,
             open: Box::new(move || {
+                // Refused here, not at the first sync: `auto` then goes on to nftables, and an
+                // explicit `--datapath ebpf` fails at start with the reason.
+                if enable_ipv6 {
+                    return Err(Error::Unsupported(
+                        "it masquerades IPv4 only and --enable-ipv6 was given".into(),
+                    ));
+                }
                 let ebpf = Ebpf::new(pin_dir);
                 ebpf.probe()?;
                 Ok(Box::new(ebpf) as Box<dyn Datapath>)
@@ -135,4 +143,22 @@ pub fn cleanup_all(
         done.push((Kind::Iptables, ipt.with_chain(iptables_chain).cleanup()));
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_ipv6_the_ebpf_candidate_refuses_before_probing() {
+        let node = NodeSettings {
+            enable_ipv6: true,
+            ..NodeSettings::default()
+        };
+        let mut all = candidates(&node, Path::new("/nonexistent/masq"), None);
+        let ebpf = all.remove(0);
+        assert_eq!(ebpf.kind, Kind::Ebpf);
+        let refused = (ebpf.open)().err().expect("refused");
+        assert!(refused.to_string().contains("IPv4 only"), "{refused}");
+    }
 }
