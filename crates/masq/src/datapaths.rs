@@ -32,7 +32,8 @@ pub fn candidates(
                 // explicit `--datapath ebpf` fails at start with the reason.
                 if enable_ipv6 {
                     return Err(Error::Unsupported(
-                        "it masquerades IPv4 only and --enable-ipv6 was given".into(),
+                        "the ebpf datapath masquerades IPv4 only; --enable-ipv6 needs nftables or iptables"
+                            .into(),
                     ));
                 }
                 let ebpf = Ebpf::new(pin_dir);
