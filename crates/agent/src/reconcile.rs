@@ -186,8 +186,9 @@ impl Reconciler {
         out
     }
 
-    /// The datapath's periodic upkeep (eBPF NAT garbage collection); failures are logged only,
-    /// the next round tries again.
+    /// The datapath's periodic upkeep (eBPF NAT garbage collection) and its quick check that
+    /// nothing was unhooked since the last sync (a resync at once if something was); failures
+    /// are logged only, the next round tries again.
     pub async fn housekeeping(&mut self) {
         if self.installed.is_none() {
             return;
@@ -199,6 +200,14 @@ impl Reconciler {
             Ok(Some(summary)) => tracing::debug!("{summary}"),
             Ok(None) => {}
             Err(e) => tracing::warn!("datapath housekeeping failed: {e}"),
+        }
+        match self.on_datapath(|datapath| datapath.intact()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("a datapath hook is gone since the last sync; repairing now");
+                self.reconcile(Trigger::Resync).await;
+            }
+            Err(e) => tracing::warn!("checking the datapath's hooks failed: {e}"),
         }
     }
 
@@ -480,6 +489,7 @@ mod tests {
         installed: Option<Desired>,
         syncs: usize,
         fail: bool,
+        unhooked: bool,
     }
 
     impl Datapath for Fake {
@@ -497,6 +507,7 @@ mod tests {
             }
             let changed = s.installed.as_ref() != Some(d);
             s.installed = Some(d.clone());
+            s.unhooked = false;
             Ok(SyncReport {
                 changed,
                 drift_repaired: false,
@@ -512,6 +523,9 @@ mod tests {
         }
         fn findings(&self, d: &Desired) -> Vec<String> {
             vec![format!("a foreign chain next to {}", d.node.iptables_chain)]
+        }
+        fn intact(&self) -> Result<bool, Error> {
+            Ok(!self.0.lock().unwrap().unhooked)
         }
     }
 
@@ -573,6 +587,22 @@ mod tests {
         assert_eq!(b.installed_link_local(), Some(false));
         assert!(b.status().ready);
         assert_eq!(b.rec.shared.metrics.ready.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn housekeeping_resyncs_at_once_when_a_hook_is_gone() {
+        let mut b = bed();
+        b.rec.reconcile(Trigger::Start).await;
+        b.rec.housekeeping().await;
+        assert_eq!(b.syncs(), 1, "intact: no sync");
+        b.fake.0.lock().unwrap().unhooked = true;
+        b.rec.housekeeping().await;
+        assert_eq!(
+            b.syncs(),
+            2,
+            "a hook gone: synced without waiting for the resync"
+        );
+        assert!(!b.fake.0.lock().unwrap().unhooked, "repaired");
     }
 
     #[tokio::test]

@@ -244,6 +244,13 @@ pub trait Datapath: Send {
     fn housekeeping(&mut self) -> Result<Option<String>, Error> {
         Ok(None)
     }
+    /// A cheap check, every few seconds, that what the last sync installed is still hooked in
+    /// (the eBPF programs on their interfaces). `false` makes the agent resync at once rather
+    /// than at the next `resyncInterval`. Only what costs no full read of large state: the CIDR
+    /// sets are still compared at each resync.
+    fn intact(&self) -> Result<bool, Error> {
+        Ok(true)
+    }
     /// What an operator should know that this backend found but does not own (e.g. a chain left
     /// behind by another agent), one sentence each, for `masq status`. Read-only.
     fn findings(&self, desired: &Desired) -> Vec<String> {

@@ -628,6 +628,13 @@ mod ebpf_only {
         run(Datapath::Ebpf, scenarios::loading_memory_is_given_back)
     }
     #[test]
+    fn a_detached_program_is_reattached_before_the_resync() {
+        run(
+            Datapath::Ebpf,
+            scenarios::a_detached_program_is_reattached_before_the_resync,
+        )
+    }
+    #[test]
     fn port_exhaustion_is_counted_and_recovers() {
         run(
             Datapath::Ebpf,

@@ -272,6 +272,16 @@ impl Datapath for Ebpf {
         }))
     }
 
+    fn intact(&self) -> Result<bool, Error> {
+        // A TCX query per hook (a `tc` run per hook on the clsact fallback).
+        Ok(self.loaded.as_ref().is_none_or(|loaded| {
+            loaded
+                .hooked
+                .iter()
+                .all(|(iface, dir)| attach::is_attached(iface, *dir))
+        }))
+    }
+
     fn render(&self, desired: &Desired) -> String {
         let mut out = Contents::for_desired(desired).render();
         let _ = writeln!(
