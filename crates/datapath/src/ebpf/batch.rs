@@ -29,16 +29,22 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// An all-zero `T`, to size the buffers the kernel fills.
+fn zeroed<T: Pod>() -> T {
+    // SAFETY: Pod types are plain data, valid for any bit pattern.
+    unsafe { std::mem::zeroed() }
+}
+
 /// Every (key, value) of the hash map behind `fd`. Values must be the map's full value (not a
 /// per-CPU map). Entries added or removed meanwhile may or may not be seen, as with iteration.
 pub fn read_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
     let map_fd = u32::try_from(fd.as_raw_fd()).map_err(|_| io::Error::other("negative fd"))?;
     let mut out = Vec::new();
     let mut chunk = FIRST_CHUNK;
-    // SAFETY (zeroed): Pod types are plain data, valid for any bit pattern.
-    let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; chunk];
-    let mut values: Vec<V> = vec![unsafe { std::mem::zeroed() }; chunk];
-    // The position token: a bucket index for hash maps; u64 leaves room for any map type.
+    let mut keys: Vec<K> = vec![zeroed(); chunk];
+    let mut values: Vec<V> = vec![zeroed(); chunk];
+    // The position token: a hash map's is a u32 bucket index (other map types use a key-sized
+    // token; they are not read here).
     let (mut position, mut next) = (0u64, 0u64);
     let mut first = true;
     loop {
@@ -80,8 +86,8 @@ pub fn read_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
             // One bucket holds more entries than fit: ask again with more room.
             Some(libc::ENOSPC) if chunk < 1 << 20 => {
                 chunk *= 2;
-                keys.resize(chunk, unsafe { std::mem::zeroed() });
-                values.resize(chunk, unsafe { std::mem::zeroed() });
+                keys.resize(chunk, zeroed());
+                values.resize(chunk, zeroed());
             }
             Some(_) => return Err(err.expect("an error")),
         }
