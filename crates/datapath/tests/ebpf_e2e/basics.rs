@@ -81,7 +81,7 @@ fn config_changes_update_the_cidr_trie_in_place_body() {
 #[test]
 fn probe_accepts_a_bpffs_pin_dir_and_refuses_anything_else() {
     with_private_bpffs(|| {
-        masq_datapath::ebpf::Ebpf::new("/sys/fs/bpf/masq-probe".into())
+        masq_datapath::ebpf::Ebpf::new(bpffs().join("masq-probe"))
             .probe()
             .unwrap();
         let err = masq_datapath::ebpf::Ebpf::new(std::env::temp_dir().join("masq-probe"))

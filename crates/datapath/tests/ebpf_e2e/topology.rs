@@ -34,30 +34,20 @@ impl Drop for Topology {
     }
 }
 
-/// Runs `body` on a thread with its own mount namespace and a fresh bpffs on /sys/fs/bpf, so
-/// pins never touch the host's bpffs; threads it spawns (`Netns::enter`) inherit that namespace,
-/// and the bpffs, with every pin and pinned link in it, goes away when the thread ends.
+thread_local! {
+    /// The private bpffs of the thread running a test body (see [`with_private_bpffs`]).
+    static BPFFS: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `body` on a thread with its own mount namespace and a fresh bpffs
+/// ([`masq_testbed::PrivateBpffs`]), so pins never touch the host's bpffs; threads it spawns
+/// (`Netns::enter`) inherit that namespace, and the bpffs, with every pin and pinned link in it,
+/// goes away when the thread ends.
 pub fn with_private_bpffs<R: Send>(body: impl FnOnce() -> R + Send) -> R {
-    use nix::mount::{mount, MsFlags};
     std::thread::scope(|s| {
         s.spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .unwrap();
-            mount(
-                Some("bpf"),
-                "/sys/fs/bpf",
-                Some("bpf"),
-                MsFlags::empty(),
-                None::<&str>,
-            )
-            .unwrap();
+            let bpffs = masq_testbed::PrivateBpffs::mount().unwrap();
+            BPFFS.with(|path| *path.borrow_mut() = Some(bpffs.path().to_path_buf()));
             body()
         })
         .join()
@@ -65,10 +55,15 @@ pub fn with_private_bpffs<R: Send>(body: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// The mount point of this test's private bpffs.
+pub fn bpffs() -> PathBuf {
+    BPFFS.with(|path| path.borrow().clone().expect("inside with_private_bpffs"))
+}
+
 pub fn unique_pin_dir() -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    PathBuf::from(format!(
-        "/sys/fs/bpf/masq-test-{}-{}",
+    bpffs().join(format!(
+        "masq-test-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ))
