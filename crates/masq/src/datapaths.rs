@@ -8,7 +8,7 @@ use masq_agent::select::Candidate;
 use masq_datapath::ebpf::Ebpf;
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::nft::Nftables;
-use masq_datapath::{Datapath, Desired, Error, Kind, NodeSettings, PortRange};
+use masq_datapath::{Datapath, Desired, Kind, NodeSettings, PortRange};
 use prometheus_client::registry::Registry;
 
 use crate::ebpf_metrics::EbpfCollector;
@@ -23,19 +23,14 @@ pub fn candidates(
 ) -> Vec<Candidate> {
     let chain = node.iptables_chain.clone();
     let pin_dir = pin_dir.to_path_buf();
-    let enable_ipv6 = node.enable_ipv6;
+    let ebpf_supports = Ebpf::supports(node);
     vec![
         Candidate {
             kind: Kind::Ebpf,
             open: Box::new(move || {
                 // Refused here, not at the first sync: `auto` then goes on to nftables, and an
                 // explicit `--datapath ebpf` fails at start with the reason.
-                if enable_ipv6 {
-                    return Err(Error::Unsupported(
-                        "the ebpf datapath masquerades IPv4 only; --enable-ipv6 needs nftables or iptables"
-                            .into(),
-                    ));
-                }
+                ebpf_supports?;
                 let ebpf = Ebpf::new(pin_dir);
                 ebpf.probe()?;
                 Ok(Box::new(ebpf) as Box<dyn Datapath>)

@@ -240,13 +240,20 @@ impl Ebpf {
         Ok(hooks)
     }
 
-    fn check_supported(desired: &Desired) -> Result<(), Error> {
-        if desired.node.enable_ipv6 {
+    /// Whether these node settings are within what the programs translate (IPv4 only); known
+    /// from the flags alone, so `--datapath auto` can pass eBPF over before starting it.
+    pub fn supports(node: &NodeSettings) -> Result<(), Error> {
+        if node.enable_ipv6 {
             return Err(Error::Unsupported(
-                "the ebpf datapath masquerades IPv4 only; use --datapath nftables with --enable-ipv6"
+                "the ebpf datapath masquerades IPv4 only; --enable-ipv6 needs nftables or iptables"
                     .to_string(),
             ));
         }
+        Ok(())
+    }
+
+    fn check_supported(desired: &Desired) -> Result<(), Error> {
+        Ebpf::supports(&desired.node)?;
         if desired.node.interfaces.is_empty() {
             return Err(Error::Unsupported(
                 "the ebpf datapath needs at least one interface (--interfaces)".to_string(),
