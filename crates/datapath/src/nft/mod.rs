@@ -137,13 +137,17 @@ impl Nftables {
         if before.is_some() && before == self.known_generation {
             return Ok((self.last_written.clone(), before));
         }
-        self.installed_read()
+        self.read_since(before)
     }
 
     /// The table read back, and the generation at which it was read (None when that cannot
     /// be told).
     fn installed_read(&self) -> Result<(Option<Shape>, Option<u32>), Error> {
-        let before = netlink::generation().ok();
+        self.read_since(netlink::generation().ok())
+    }
+
+    /// [`Nftables::installed_read`] with the generation already read just before.
+    fn read_since(&self, before: Option<u32>) -> Result<(Option<Shape>, Option<u32>), Error> {
         let shape = self.read()?.map(|live| live.shape);
         let after = netlink::generation().ok();
         Ok((shape, before.filter(|_| before == after)))
