@@ -3,6 +3,7 @@
 #define MASQ_LIB_CSUM_H
 
 #include "common.h"
+#include "kern_ctx.h"
 #include "parse.h"
 
 /* Software checksum arithmetic for headers the helpers cannot reach (ICMP error payloads). */
@@ -38,13 +39,15 @@ __always_inline_fn __u16 csum_replace2(__u16 csum, __u16 from, __u16 to)
 }
 
 /*
- * Only the kernel helpers know skb->ip_summed: with CHECKSUM_PARTIAL (pod traffic with offload)
- * the TCP/UDP field holds the pseudo-header sum alone and a port change must not touch it. So
- * the transport checksum goes through bpf_l4_csum_replace, one call per changed field (most
- * flows keep their port: one call). Everything else is written directly: the IPv4 header
- * checksum is always complete, and each direct change is balanced by its checksum field, so a
- * CHECKSUM_COMPLETE skb->csum stays right. Helpers invalidate packet pointers: they run first,
- * and the pointers are derived afresh afterwards.
+ * The TCP/UDP checksum depends on skb->ip_summed. With CHECKSUM_PARTIAL (pod traffic with
+ * offload) the field holds the pseudo-header sum itself, not its complement, and the port is not
+ * in it yet; with CHECKSUM_COMPLETE the kernel's skb->csum must follow an address change, which
+ * only the helper can write. So the field is updated here, with arithmetic, when the kernel
+ * tells the program its ip_summed (kern_ctx.h) and it is not COMPLETE; otherwise through
+ * bpf_l4_csum_replace, one call per changed field. The IPv4 header checksum is always complete
+ * and written directly; each direct change is balanced by its checksum field, so a COMPLETE
+ * skb->csum stays right. Helpers invalidate packet pointers: they run first, and the pointers
+ * are derived afresh afterwards.
  */
 
 __always_inline_fn __u64 l4_csum_flags(__u8 proto)
@@ -72,6 +75,28 @@ __always_inline_fn __u32 port_off(const struct pkt *p, int dst_side)
 	return p->l4_off + (dst_side ? 2 : 0);
 }
 
+/* The transport checksum after the rewrite, for every ip_summed but COMPLETE (see above). */
+__always_inline_fn __u16 l4_csum_updated(__u16 csum, __u8 summed, __u8 proto, __be32 from_addr,
+					 __be32 to_addr, __be16 from_port, __be16 to_port)
+{
+	/* TCP and UDP sums cover the addresses through the pseudo header; ICMP's does not. */
+	int pseudo = proto != IPPROTO_ICMP;
+
+	if (proto == IPPROTO_UDP && csum == 0)
+		return 0;
+	if (summed == CHECKSUM_PARTIAL) {
+		/* The sum itself: add the address change to it; the port is not summed yet. */
+		if (pseudo && from_addr != to_addr)
+			csum = (__u16)~csum_replace4((__u16)~csum, from_addr, to_addr);
+	} else {
+		if (pseudo && from_addr != to_addr)
+			csum = csum_replace4(csum, from_addr, to_addr);
+		if (from_port != to_port)
+			csum = csum_replace2(csum, from_port, to_port);
+	}
+	return proto == IPPROTO_UDP && csum == 0 ? 0xffff : csum;
+}
+
 /*
  * Replaces the source (dst_side = 0) or destination address and port of the packet.
  * Later fragments have no transport header: only the address changes.
@@ -82,18 +107,22 @@ __always_inline_fn int rewrite(struct __sk_buff *skb, const struct pkt *p, int d
 	int has_l4 = p->frag != FRAG_LATER;
 	__u32 csum_off = l4_csum_off(p), poff = port_off(p, dst_side);
 	__u64 flags = l4_csum_flags(p->proto);
+	__u8 summed = has_l4 ? skb_ip_summed(skb) : CHECKSUM_NONE;
+	int by_helper = summed == CHECKSUM_UNKNOWN || summed == CHECKSUM_COMPLETE;
 	void *data, *data_end;
 	struct iphdr *ip;
+	__sum16 *csum;
 	__be16 *port;
 
-	/* TCP and UDP sums cover the addresses through the pseudo header; ICMP's does not. */
-	if (has_l4 && p->proto != IPPROTO_ICMP && from_addr != to_addr &&
-	    bpf_l4_csum_replace(skb, csum_off, from_addr, to_addr,
-				BPF_F_PSEUDO_HDR | flags | sizeof(to_addr)) < 0)
-		return -1;
-	if (has_l4 && from_port != to_port &&
-	    bpf_l4_csum_replace(skb, csum_off, from_port, to_port, flags | sizeof(to_port)) < 0)
-		return -1;
+	if (has_l4 && by_helper) {
+		if (p->proto != IPPROTO_ICMP && from_addr != to_addr &&
+		    bpf_l4_csum_replace(skb, csum_off, from_addr, to_addr,
+					BPF_F_PSEUDO_HDR | flags | sizeof(to_addr)) < 0)
+			return -1;
+		if (from_port != to_port &&
+		    bpf_l4_csum_replace(skb, csum_off, from_port, to_port, flags | sizeof(to_port)) < 0)
+			return -1;
+	}
 
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
@@ -105,7 +134,18 @@ __always_inline_fn int rewrite(struct __sk_buff *skb, const struct pkt *p, int d
 		ip->daddr = to_addr;
 	else
 		ip->saddr = to_addr;
-	if (has_l4 && from_port != to_port) {
+	if (!has_l4)
+		return 0;
+	if (!by_helper) {
+		if (csum_off > ETH_HLEN + 60 + 16)
+			return -1;
+		csum = data + csum_off;
+		if ((void *)(csum + 1) > data_end)
+			return -1;
+		*csum = l4_csum_updated(*csum, summed, p->proto, from_addr, to_addr, from_port,
+					to_port);
+	}
+	if (from_port != to_port) {
 		if (poff > ETH_HLEN + 60 + 4)
 			return -1;
 		port = data + poff;

@@ -13,6 +13,7 @@
 
 pub mod attach;
 mod batch;
+pub mod kfunc;
 pub mod maps;
 pub mod nat;
 pub mod types;
@@ -25,6 +26,7 @@ use aya::programs::SchedClassifier;
 use aya::EbpfLoader;
 
 pub use attach::{AttachMode, Direction};
+pub use kfunc::KernCtx;
 pub use maps::{Contents, Maps, DEFAULT_PORT_RANGE};
 pub use nat::{GcReport, NatDirection, NatListEntry, Pressure};
 pub use types::Reason;
@@ -32,7 +34,7 @@ pub use types::Reason;
 use crate::egress::{self, IpRules};
 use crate::{names, Datapath, Desired, Error, Kind, NodeSettings, PortRange, SyncReport};
 
-/// The compiled programs, built from `bpf/` by `build.rs`.
+/// The compiled programs, built from `bpf/` by `build.rs`; loaded through [`kfunc::object`].
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masq.bpf.o"));
 
 /// The egress (SNAT) program.
@@ -70,8 +72,13 @@ fn load_programs(bpf: &mut aya::Ebpf) -> Result<(), Error> {
 /// A private instance with unpinned maps and loaded (unattached) programs: for `test_run` in
 /// tests and benchmarks. Nothing of it outlives the returned value.
 pub fn load_unpinned() -> Result<aya::Ebpf, Error> {
+    load_unpinned_with(KernCtx::detect())
+}
+
+/// [`load_unpinned`] with the kernel-context calls resolved as given (tests of both ways).
+pub fn load_unpinned_with(kern_ctx: KernCtx) -> Result<aya::Ebpf, Error> {
     let mut bpf = EbpfLoader::new()
-        .load(OBJECT)
+        .load(kfunc::object(kern_ctx).bytes())
         .map_err(kernel_err("loading the masq eBPF object"))?;
     load_programs(&mut bpf)?;
     Ok(bpf)
@@ -174,7 +181,7 @@ impl Ebpf {
                 loader.map_pin_path(name, path.as_path());
             }
             let mut bpf = loader
-                .load(OBJECT)
+                .load(kfunc::object(KernCtx::detect()).bytes())
                 .map_err(kernel_err("loading the masq eBPF object"))?;
             load_programs(&mut bpf)?;
             let maps = Maps::take_from(&mut bpf)?;

@@ -101,6 +101,13 @@ pub fn topology() -> Option<Topology> {
         .unwrap();
     node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
         .unwrap();
+    // Pods send with checksum offload (CHECKSUM_PARTIAL: the transport field holds only the
+    // pseudo-header sum, which masq's programs update themselves), and a receiver across veth
+    // trusts such a packet unchecked. So the node computes checksums in software when sending:
+    // the kernel completes them after masq's rewrite, and every server and pod here checks them.
+    for dev in ["eth0", "vpod", "vpod2"] {
+        node.exec("ethtool", &["-K", dev, "tx", "off"]).unwrap();
+    }
     external
         .ip(&["addr", "add", "172.18.0.1/24", "dev", "eth0"])
         .unwrap();

@@ -12,8 +12,8 @@ use ipnet::Ipv4Net;
 pub use masq_datapath::ebpf::types::CFG_KEEP_ANY_PORT;
 use masq_datapath::ebpf::types::{MasqConfig, Reason, CFG_MASQ_LINK_LOCAL};
 use masq_datapath::ebpf::{
-    load_unpinned, Contents, Maps, DEFAULT_PORT_RANGE, EGRESS_PROGRAM, INGRESS_PROGRAM,
-    STEER_PROGRAM,
+    load_unpinned_with, Contents, KernCtx, Maps, DEFAULT_PORT_RANGE, EGRESS_PROGRAM,
+    INGRESS_PROGRAM, STEER_PROGRAM,
 };
 
 /// TC_ACT_UNSPEC as the kernel reports it: the packet goes on (translated or not).
@@ -55,10 +55,22 @@ pub fn base_contents() -> Contents {
     c
 }
 
+/// How this test binary resolves the programs' kernel-context calls. The cases run twice: as
+/// `ebpf_test_run`, with what the kernel offers (here: transport checksums updated by the
+/// program's own arithmetic), and as `ebpf_test_run_helpers` (Cargo.toml), with the calls
+/// stubbed out as on kernels before 6.2 (checksums through the kernel helpers).
+pub fn kern_ctx() -> KernCtx {
+    if env!("CARGO_CRATE_NAME") == "ebpf_test_run_helpers" {
+        KernCtx::Absent
+    } else {
+        KernCtx::detect()
+    }
+}
+
 impl Harness {
     /// None (with the reason printed) where the kernel refuses to load programs.
     pub fn new(contents: &Contents) -> Option<Harness> {
-        let mut bpf = match load_unpinned() {
+        let mut bpf = match load_unpinned_with(kern_ctx()) {
             Ok(bpf) => bpf,
             Err(e) if !nix_is_root() => {
                 eprintln!("skipping: not root, cannot load eBPF programs ({e})");
