@@ -50,16 +50,30 @@ __always_inline_fn void tuple_from_pkt(struct nat_tuple *t, const struct pkt *p)
 }
 
 /*
+ * The NAT table's clock: jiffies. bpf_jiffies64 is inlined by the verifier, where the
+ * nanosecond clocks are helper calls costing ~16 ns a packet here; userspace converts
+ * (crates/datapath/src/ebpf/clock.rs).
+ */
+__always_inline_fn __u64 nat_now(void)
+{
+	return bpf_jiffies64();
+}
+
+/* An entry's last-seen time is refreshed at most this often: 1 s at HZ=100, 0.1 s at 1000. */
+#define NAT_TOUCH_JIFFIES 100
+
+/*
  * Keeps an entry alive for the userspace GC and marks TCP teardown. Returns 1 when the
- * timestamp was refreshed (at most once a second per entry): a cheap moment for rarer checks.
+ * timestamp was refreshed (at most every NAT_TOUCH_JIFFIES per entry): a cheap moment for
+ * rarer checks.
  */
 __always_inline_fn int nat_touch(struct nat_entry *e, const struct pkt *p)
 {
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = nat_now();
 	int refreshed = 0;
 
-	if (now - e->last_seen_ns > NSEC_PER_SEC) {
-		e->last_seen_ns = now;
+	if (now - e->last_seen >= NAT_TOUCH_JIFFIES) {
+		e->last_seen = now;
 		refreshed = 1;
 	}
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) &&
@@ -87,8 +101,8 @@ __always_inline_fn void nat_restore_reverse(const struct nat_tuple *fwd, const s
 		.to_addr = fwd->saddr,
 		.to_port = fwd->sport,
 		.flags = e->flags,
-		.created_ns = e->created_ns,
-		.last_seen_ns = e->last_seen_ns,
+		.created = e->created,
+		.last_seen = e->last_seen,
 	};
 
 	if (bpf_map_lookup_elem(&masq_nat_ingress, &rev))
@@ -154,8 +168,8 @@ __always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
 	rev_val.to_addr = fwd->saddr;
 	rev_val.to_port = fwd->sport;
 	rev_val.flags = flags;
-	rev_val.created_ns = bpf_ktime_get_coarse_ns();
-	rev_val.last_seen_ns = rev_val.created_ns;
+	rev_val.created = nat_now();
+	rev_val.last_seen = rev_val.created;
 	rev.saddr = fwd->daddr;
 	rev.daddr = snat_addr;
 	rev.sport = fwd->dport;
@@ -197,8 +211,8 @@ __always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
 	out->to_port = rev.dport;
 	out->flags = flags;
 	out->pad = 0;
-	out->created_ns = rev_val.created_ns;
-	out->last_seen_ns = rev_val.created_ns;
+	out->created = rev_val.created;
+	out->last_seen = rev_val.created;
 	if (bpf_map_update_elem(&masq_nat_egress, fwd, out, BPF_NOEXIST) == 0) {
 		count(MASQ_NAT_CREATED);
 		return 0;
@@ -240,8 +254,8 @@ __always_inline_fn int nat_reserve_host_port(const struct pkt *p)
 		nat_touch(e, p);
 		return 0;
 	}
-	val.created_ns = bpf_ktime_get_coarse_ns();
-	val.last_seen_ns = val.created_ns;
+	val.created = nat_now();
+	val.last_seen = val.created;
 	if (bpf_map_update_elem(&masq_nat_ingress, &rev, &val, BPF_NOEXIST) == 0)
 		count(MASQ_HOST_PORT_RESERVED);
 	return 0;

@@ -68,8 +68,8 @@ struct nat_entry {
 	__be16 to_port;
 	__u8 flags;
 	__u8 pad;
-	__u64 created_ns;   /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC, a tick coarse) */
-	__u64 last_seen_ns; /* refreshed at most once a second to spare cache lines */
+	__u64 created;   /* jiffies (nat_now) */
+	__u64 last_seen; /* jiffies, refreshed every NAT_TOUCH_JIFFIES at most to spare cache lines */
 };
 build_bug_on(sizeof(struct nat_entry) != 24);
 

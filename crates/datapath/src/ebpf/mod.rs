@@ -2,8 +2,8 @@
 //! ingress with masq's own NAT table, loaded with aya and attached with TCX (clsact fallback).
 //!
 //! Everything lives under one pin directory (default [`crate::names::BPF_PIN_DIR`]): the maps in
-//! `maps-v1/` (the version changes with any map layout change, since aya reuses a pinned map
-//! without checking it) and the links in `links/`. A restarted agent reopens the maps, NAT
+//! `maps-v2/` (the version changes with any map layout change, since aya reuses a pinned map
+//! without checking it; a sync removes the maps of other versions once its programs are in) and the links in `links/`. A restarted agent reopens the maps, NAT
 //! entries included, and swaps its programs into the pinned links in place, so live connections
 //! never notice.
 //!
@@ -13,6 +13,7 @@
 
 pub mod attach;
 mod batch;
+pub mod clock;
 pub mod kfunc;
 pub mod maps;
 pub mod nat;
@@ -26,6 +27,7 @@ use aya::programs::SchedClassifier;
 use aya::EbpfLoader;
 
 pub use attach::{AttachMode, Direction};
+pub use clock::KernelClock;
 pub use kfunc::KernCtx;
 pub use maps::{Contents, Maps, DEFAULT_PORT_RANGE};
 pub use nat::{GcReport, NatDirection, NatListEntry, Pressure};
@@ -45,7 +47,9 @@ pub const INGRESS_PROGRAM: &str = "masq_ingress";
 /// interface's address and a redirect there.
 pub const STEER_PROGRAM: &str = "masq_steer";
 /// Subdirectory of the pin directory holding the maps; bump with any map layout change.
-pub const MAPS_SUBDIR: &str = "maps-v1";
+pub const MAPS_SUBDIR: &str = "maps-v2";
+/// What every version of [`MAPS_SUBDIR`] starts with.
+const MAPS_SUBDIR_PREFIX: &str = "maps-v";
 
 /// Wraps any error displayable as one line into [`Error::Kernel`], naming what was done.
 pub(crate) fn kernel_err<E: std::fmt::Display>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
@@ -82,6 +86,24 @@ pub fn load_unpinned_with(kern_ctx: KernCtx) -> Result<aya::Ebpf, Error> {
         .map_err(kernel_err("loading the masq eBPF object"))?;
     load_programs(&mut bpf)?;
     Ok(bpf)
+}
+
+/// Unpins the maps of other layout versions (an upgrade across a layout change starts a new NAT
+/// table: docs/ebpf.md); the kernel frees them with their last user.
+fn retire_other_map_versions(pin_dir: &Path) -> Result<(), Error> {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(MAPS_SUBDIR_PREFIX) && name != MAPS_SUBDIR {
+            std::fs::remove_dir_all(entry.path())
+                .map_err(kernel_err(format!("removing {}", entry.path().display())))?;
+            tracing::info!(dir = %entry.path().display(), "removed the maps of another layout version");
+        }
+    }
+    Ok(())
 }
 
 /// Pins only survive on a bpf filesystem: refuse anything else with the fix in the message.
@@ -206,7 +228,8 @@ impl Ebpf {
 
     /// Every NAT entry, both halves (`masq nat list`).
     pub fn nat_entries(&self) -> Result<Vec<NatListEntry>, Error> {
-        self.with_maps(nat::list)
+        let clock = KernelClock::get()?;
+        self.with_maps(|maps| nat::list(maps, &clock))
     }
 
     /// Packets per reason since the maps were created (metrics, `masq status`).
@@ -222,10 +245,11 @@ impl Ebpf {
 
     /// One garbage-collection pass over the NAT table; run it periodically (every few seconds).
     pub fn gc(&mut self) -> Result<GcReport, Error> {
-        let now = nat::monotonic_ns();
+        let clock = KernelClock::get()?;
+        let now = clock.now();
         match &mut self.loaded {
-            Some(loaded) => nat::gc(&mut loaded.maps, now),
-            None => nat::gc(&mut Maps::open_pinned(&self.maps_dir())?, now),
+            Some(loaded) => nat::gc(&mut loaded.maps, &clock, now),
+            None => nat::gc(&mut Maps::open_pinned(&self.maps_dir())?, &clock, now),
         }
     }
 
@@ -363,6 +387,8 @@ impl Datapath for Ebpf {
             loaded.hooked.remove(hook);
         }
         relinked |= !removed.is_empty();
+        // No program of an older version is left on a hook: its maps can go.
+        retire_other_map_versions(&pin_dir)?;
         let rules_removed = self.rules.remove_stale(&policy_rules)?.changed;
 
         Ok(SyncReport {

@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use super::clock::KernelClock;
 use super::kernel_err;
 use super::maps::{Maps, NAT_CAPACITY};
 use super::types::{
@@ -98,24 +99,9 @@ impl fmt::Display for NatListEntry {
     }
 }
 
-/// CLOCK_MONOTONIC now, the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn since(now: u64, then: u64) -> Duration {
-    Duration::from_nanos(now.saturating_sub(then))
-}
-
 /// Every entry of both halves, egress first, each sorted by tuple.
-pub fn list(maps: &Maps) -> Result<Vec<NatListEntry>, Error> {
-    let now = monotonic_ns();
+pub fn list(maps: &Maps, clock: &KernelClock) -> Result<Vec<NatListEntry>, Error> {
+    let now = clock.now();
     let mut out = Vec::new();
     for (direction, entries) in [
         (NatDirection::Egress, maps.nat_egress_entries()?),
@@ -138,8 +124,8 @@ pub fn list(maps: &Maps) -> Result<Vec<NatListEntry>, Error> {
                 direction,
                 original: key,
                 translated,
-                age: since(now, entry.created_ns),
-                idle: since(now, entry.last_seen_ns),
+                age: clock.between(entry.created, now),
+                idle: clock.between(entry.last_seen, now),
                 closing: entry.flags & NAT_F_CLOSING != 0,
                 host: entry.flags & NAT_F_HOST != 0,
                 steered: entry.flags & NAT_F_STEERED != 0,
@@ -291,10 +277,11 @@ fn forward_of(rev: &NatTuple, entry: &NatEntry) -> NatTuple {
     }
 }
 
-/// One garbage-collection pass at monotonic time `now_ns` ([`monotonic_ns`] in production).
+/// One garbage-collection pass at `now`, in jiffies (`clock.now()` in production).
 /// A pair expires when both halves have been idle longer than its protocol's timeout; the
 /// reverse half goes first, so no half-translated state is ever visible to the programs.
-pub fn gc(maps: &mut Maps, now_ns: u64) -> Result<GcReport, Error> {
+pub fn gc(maps: &mut Maps, clock: &KernelClock, now: u64) -> Result<GcReport, Error> {
+    let idle = |since: u64| clock.between(since, now);
     let mut report = GcReport::default();
     let forward = maps.nat_egress_entries()?;
     let reverse: StdHashMap<NatTuple, NatEntry> = maps.nat_ingress_entries()?.into_iter().collect();
@@ -308,9 +295,9 @@ pub fn gc(maps: &mut Maps, now_ns: u64) -> Result<GcReport, Error> {
         });
         match partner {
             Some(rval) => {
-                let last = fval.last_seen_ns.max(rval.last_seen_ns);
+                let last = fval.last_seen.max(rval.last_seen);
                 let flags = fval.flags | rval.flags;
-                if since(now_ns, last) > timeout(fkey.proto, flags) {
+                if idle(last) > timeout(fkey.proto, flags) {
                     remove(maps, &rkey, fkey)?;
                     report.expired_pairs += 1;
                 }
@@ -326,14 +313,14 @@ pub fn gc(maps: &mut Maps, now_ns: u64) -> Result<GcReport, Error> {
     let forward_keys: HashSet<NatTuple> = forward.iter().map(|(k, _)| *k).collect();
     for (rkey, rval) in &reverse {
         if rval.flags & NAT_F_HOST != 0 {
-            if since(now_ns, rval.last_seen_ns) > timeout(rkey.proto, rval.flags) {
+            if idle(rval.last_seen) > timeout(rkey.proto, rval.flags) {
                 let _ = maps.nat_ingress.remove(rkey);
                 report.host_reservations += 1;
             }
             continue;
         }
         let fkey = forward_of(rkey, rval);
-        if !forward_keys.contains(&fkey) && since(now_ns, rval.created_ns) > ORPHAN_GRACE {
+        if !forward_keys.contains(&fkey) && idle(rval.created) > ORPHAN_GRACE {
             let _ = maps.nat_ingress.remove(rkey);
             report.orphans += 1;
         }

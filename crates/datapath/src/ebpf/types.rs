@@ -80,10 +80,10 @@ pub struct NatEntry {
     pub flags: u8,
     /// Always zero.
     pub pad: u8,
-    /// CLOCK_MONOTONIC nanoseconds at creation.
-    pub created_ns: u64,
-    /// CLOCK_MONOTONIC nanoseconds of the last packet (refreshed at most once a second).
-    pub last_seen_ns: u64,
+    /// Jiffies at creation ([`super::clock::KernelClock`] converts).
+    pub created: u64,
+    /// Jiffies of the last packet (refreshed every 100 jiffies at most).
+    pub last_seen: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<MasqConfig>() == 8);

@@ -142,6 +142,29 @@ fn start_child_agent(t: &Topology) -> std::process::Child {
 }
 
 #[test]
+fn maps_of_another_layout_version_are_removed_once_the_programs_are_in() {
+    with_private_bpffs(maps_of_another_layout_version_are_removed_once_the_programs_are_in_body);
+}
+
+fn maps_of_another_layout_version_are_removed_once_the_programs_are_in_body() {
+    let Some(t) = topology() else { return };
+    // What an agent of an older layout left: a directory of pinned maps (one suffices).
+    let old = t.pin_dir.join("maps-v1");
+    std::fs::create_dir_all(&old).unwrap();
+    let older = masq_datapath::ebpf::load_unpinned().unwrap();
+    older
+        .map("masq_config")
+        .unwrap()
+        .pin(old.join("masq_config"))
+        .unwrap();
+    drop(older);
+    let mut agent = t.agent();
+    t.node.enter(|| agent.sync(&t.desired())).unwrap().unwrap();
+    assert!(!old.exists(), "{} is still there", old.display());
+    assert!(t.pin_dir.join(MAPS_SUBDIR).exists());
+}
+
+#[test]
 fn kill_9_under_traffic_breaks_no_connection() {
     with_private_bpffs(kill_9_under_traffic_breaks_no_connection_body);
 }

@@ -562,10 +562,9 @@ fn port_exhaustion_drops_with_a_count_and_recovers_after_gc() {
         (EXTERNAL, 53, 4)
     );
 
-    let later = nat::monotonic_ns() + 120 * 1_000_000_000;
-    let report = nat::gc(&mut h.maps, later).unwrap();
+    let report = gc_after(&mut h.maps, 120);
     assert_eq!(report.expired_pairs, 5);
-    assert_eq!(nat::list(&h.maps).unwrap().len(), 0);
+    assert_eq!(list(&h.maps).len(), 0);
     assert_eq!(h.egress(&udp(POD, 2000, EXTERNAL, 53, b"")).0, CONTINUE);
 }
 
@@ -576,9 +575,9 @@ fn gc_keeps_live_pairs_and_lists_both_halves() {
     };
     h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
     h.egress(&udp(POD, 40000, EXTERNAL, 53, b""));
-    let report = nat::gc(&mut h.maps, nat::monotonic_ns()).unwrap();
+    let report = gc_after(&mut h.maps, 0);
     assert_eq!(report, nat::GcReport::default());
-    let entries = nat::list(&h.maps).unwrap();
+    let entries = list(&h.maps);
     assert_eq!(entries.len(), 4);
     let line = entries[0].to_string();
     assert!(
@@ -586,9 +585,9 @@ fn gc_keeps_live_pairs_and_lists_both_halves() {
         "{line}"
     );
     // 2 minutes later UDP has expired, TCP has not.
-    let report = nat::gc(&mut h.maps, nat::monotonic_ns() + 120 * 1_000_000_000).unwrap();
+    let report = gc_after(&mut h.maps, 120);
     assert_eq!(report.expired_pairs, 1);
-    assert_eq!(nat::list(&h.maps).unwrap().len(), 2);
+    assert_eq!(list(&h.maps).len(), 2);
 }
 
 #[test]
@@ -605,8 +604,8 @@ fn tcp_fin_shortens_the_lifetime() {
         .write(&mut fin, b"")
         .unwrap();
     h.egress(&fin);
-    assert!(nat::list(&h.maps).unwrap().iter().any(|e| e.closing));
-    let report = nat::gc(&mut h.maps, nat::monotonic_ns() + 30 * 1_000_000_000).unwrap();
+    assert!(list(&h.maps).iter().any(|e| e.closing));
+    let report = gc_after(&mut h.maps, 30);
     assert_eq!(report.expired_pairs, 1);
 }
 
@@ -620,10 +619,10 @@ fn gc_removes_a_half_whose_partner_was_evicted() {
     // Evict one reverse half by hand, as the LRU would under pressure.
     let reverse = masq_datapath::ebpf::types::NatTuple::new(TCP, EXTERNAL, 80, NODE, 40000);
     h.maps.nat_ingress_mut().remove(&reverse).unwrap();
-    let report = nat::gc(&mut h.maps, nat::monotonic_ns()).unwrap();
+    let report = gc_after(&mut h.maps, 0);
     assert_eq!(report.orphans, 1);
     assert_eq!(report.expired_pairs, 0);
-    let left: Vec<_> = nat::list(&h.maps).unwrap();
+    let left: Vec<_> = list(&h.maps);
     assert_eq!(left.len(), 2, "the other pair stays whole");
     // The next packet of the orphaned flow builds a fresh pair.
     let (_, out) = h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
@@ -651,7 +650,7 @@ fn an_evicted_reverse_half_is_restored_by_the_flow_within_a_second() {
     // Age the forward half past the one-second refresh, as if the flow had been quiet.
     let forward = NatTuple::new(TCP, POD, 40000, EXTERNAL, 80);
     let mut entry = h.maps.nat_egress_mut().get(&forward, 0).unwrap();
-    entry.last_seen_ns = 0;
+    entry.last_seen = 0;
     h.maps.nat_egress_mut().insert(forward, entry, 0).unwrap();
 
     h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"again"));
@@ -696,7 +695,7 @@ fn the_nat_table_is_read_whole_across_several_batches() {
         let (rc, _) = h.egress(&udp(POD, port, EXTERNAL, dport, b""));
         assert_eq!(rc, CONTINUE);
     }
-    let entries = nat::list(&h.maps).unwrap();
+    let entries = list(&h.maps);
     assert_eq!(entries.len(), 2 * flows as usize);
     let pressure = nat::pressure(&h.maps, masq_datapath::ebpf::DEFAULT_PORT_RANGE).unwrap();
     assert_eq!(
@@ -704,14 +703,9 @@ fn the_nat_table_is_read_whole_across_several_batches() {
         (flows, flows)
     );
     assert_eq!(pressure.busiest_pool.unwrap().used, 3334);
-    let now = nat::monotonic_ns();
-    assert_eq!(nat::gc(&mut h.maps, now).unwrap().expired_pairs, 0);
-    let later = now + 120 * 1_000_000_000;
-    assert_eq!(
-        nat::gc(&mut h.maps, later).unwrap().expired_pairs,
-        flows as usize
-    );
-    assert!(nat::list(&h.maps).unwrap().is_empty());
+    assert_eq!(gc_after(&mut h.maps, 0).expired_pairs, 0);
+    assert_eq!(gc_after(&mut h.maps, 120).expired_pairs, flows as usize);
+    assert!(list(&h.maps).is_empty());
 }
 
 /// A kernel with `bpf_cast_to_kern_ctx` (6.2+, with BTF) must get it: otherwise this binary

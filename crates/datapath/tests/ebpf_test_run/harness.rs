@@ -12,8 +12,8 @@ use ipnet::Ipv4Net;
 pub use masq_datapath::ebpf::types::CFG_KEEP_ANY_PORT;
 use masq_datapath::ebpf::types::{MasqConfig, Reason, CFG_MASQ_LINK_LOCAL};
 use masq_datapath::ebpf::{
-    load_unpinned_with, Contents, KernCtx, Maps, DEFAULT_PORT_RANGE, EGRESS_PROGRAM,
-    INGRESS_PROGRAM, STEER_PROGRAM,
+    load_unpinned_with, nat, Contents, KernCtx, KernelClock, Maps, DEFAULT_PORT_RANGE,
+    EGRESS_PROGRAM, INGRESS_PROGRAM, STEER_PROGRAM,
 };
 
 /// TC_ACT_UNSPEC as the kernel reports it: the packet goes on (translated or not).
@@ -65,6 +65,22 @@ pub fn kern_ctx() -> KernCtx {
     } else {
         KernCtx::detect()
     }
+}
+
+/// One GC pass as if `secs` seconds had passed from now.
+pub fn gc_after(maps: &mut Maps, secs: u64) -> nat::GcReport {
+    let clock = KernelClock::get().unwrap();
+    nat::gc(
+        maps,
+        &clock,
+        clock.later(std::time::Duration::from_secs(secs)),
+    )
+    .unwrap()
+}
+
+/// Every NAT entry, both halves.
+pub fn list(maps: &Maps) -> Vec<nat::NatListEntry> {
+    nat::list(maps, &KernelClock::get().unwrap()).unwrap()
 }
 
 impl Harness {
