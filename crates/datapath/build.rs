@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Entry programs, relative to `bpf/`; each becomes `$OUT_DIR/<stem>.o`.
-const SOURCES: &[&str] = &["masq.bpf.c", "clock.bpf.c"];
+const SOURCES: &[&str] = &["masq.bpf.c", "clock.bpf.c", "bench_new_flows.bpf.c"];
 
 fn main() {
     let bpf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bpf");

@@ -103,7 +103,12 @@ impl AlignedObject {
 
 /// The programs' object with the placeholder calls rewritten for `kern_ctx`.
 pub fn object(kern_ctx: KernCtx) -> AlignedObject {
-    let mut object = AlignedObject::new(OBJECT);
+    patched(OBJECT, kern_ctx)
+}
+
+/// Any object built from masq's BPF sources (the benchmark's harness too), rewritten the same way.
+pub fn patched(object: &[u8], kern_ctx: KernCtx) -> AlignedObject {
+    let mut object = AlignedObject::new(object);
     let patched = object.patch(kern_ctx);
     debug_assert!(patched > 0, "no kfunc placeholder in the object");
     object

@@ -3,9 +3,9 @@
 //!
 //! Everything lives under one pin directory (default [`crate::names::BPF_PIN_DIR`]): the maps in
 //! `maps-v2/` (the version changes with any map layout change, since aya reuses a pinned map
-//! without checking it; a sync removes the maps of other versions once its programs are in) and the links in `links/`. A restarted agent reopens the maps, NAT
-//! entries included, and swaps its programs into the pinned links in place, so live connections
-//! never notice.
+//! without checking it; a sync removes the maps of other versions once its programs are in) and
+//! the links in `links/`. A restarted agent reopens the maps, NAT entries included, and swaps its
+//! programs into the pinned links in place, so live connections never notice.
 //!
 //! Besides [`Datapath`], [`Ebpf`] offers what `masq nat list`, `masq status` and the metrics need:
 //! [`Ebpf::nat_entries`], [`Ebpf::counters`], [`Ebpf::pressure`] and the garbage collector
