@@ -60,6 +60,32 @@ pub(crate) fn kernel_err<E: std::fmt::Display>(what: impl Into<String>) -> impl 
     }
 }
 
+/// Loads the object through `loader` (which sets up the maps) and then its programs, with the
+/// kernel-context calls resolved as `kern_ctx` says. A verifier that refuses the programs with
+/// the kfunc (a kernel whose rules for it differ from the ones masq was tested on) gets them
+/// once more with the checksum helpers only: slower by a helper call, never unavailable.
+fn load_object(
+    kern_ctx: KernCtx,
+    mut loader: impl FnMut(&[u8]) -> Result<aya::Ebpf, aya::EbpfError>,
+) -> Result<aya::Ebpf, Error> {
+    let mut attempt = |kern_ctx| -> Result<aya::Ebpf, Error> {
+        let mut bpf = loader(kfunc::object(kern_ctx).bytes())
+            .map_err(kernel_err("loading the masq eBPF object"))?;
+        load_programs(&mut bpf)?;
+        Ok(bpf)
+    };
+    match attempt(kern_ctx) {
+        Err(e) if kern_ctx != KernCtx::Absent => {
+            tracing::warn!(
+                error = %e,
+                "the programs were refused with bpf_cast_to_kern_ctx; loading them with the checksum helpers"
+            );
+            attempt(KernCtx::Absent)
+        }
+        loaded => loaded,
+    }
+}
+
 fn load_programs(bpf: &mut aya::Ebpf) -> Result<(), Error> {
     for name in [EGRESS_PROGRAM, INGRESS_PROGRAM, STEER_PROGRAM] {
         let prog: &mut SchedClassifier = bpf
@@ -81,11 +107,7 @@ pub fn load_unpinned() -> Result<aya::Ebpf, Error> {
 
 /// [`load_unpinned`] with the kernel-context calls resolved as given (tests of both ways).
 pub fn load_unpinned_with(kern_ctx: KernCtx) -> Result<aya::Ebpf, Error> {
-    let mut bpf = EbpfLoader::new()
-        .load(kfunc::object(kern_ctx).bytes())
-        .map_err(kernel_err("loading the masq eBPF object"))?;
-    load_programs(&mut bpf)?;
-    Ok(bpf)
+    load_object(kern_ctx, |object| EbpfLoader::new().load(object))
 }
 
 /// Unpins the maps of other layout versions (an upgrade across a layout change starts a new NAT
@@ -197,15 +219,14 @@ impl Ebpf {
                 .iter()
                 .map(|name| (*name, maps_dir.join(name)))
                 .collect();
-            let mut loader = EbpfLoader::new();
-            for (name, path) in &paths {
-                // Opens the pin when it exists (adoption), creates and pins the map otherwise.
-                loader.map_pin_path(name, path.as_path());
-            }
-            let mut bpf = loader
-                .load(kfunc::object(KernCtx::detect()).bytes())
-                .map_err(kernel_err("loading the masq eBPF object"))?;
-            load_programs(&mut bpf)?;
+            let mut bpf = load_object(KernCtx::detect(), |object| {
+                let mut loader = EbpfLoader::new();
+                for (name, path) in &paths {
+                    // Opens the pin when it exists (adoption), creates and pins the map otherwise.
+                    loader.map_pin_path(name, path.as_path());
+                }
+                loader.load(object)
+            })?;
             let maps = Maps::take_from(&mut bpf)?;
             self.loaded = Some(Loaded {
                 bpf,

@@ -724,3 +724,15 @@ fn the_kernel_context_is_used_where_the_kernel_offers_it() {
         KernCtx::Absent => assert!(!offered, "kernel {release} has the kfunc, masq missed it"),
     }
 }
+
+/// A kfunc the verifier refuses (here: BTF id 1, which is no function) costs the helper path,
+/// not the datapath: the programs load once more without it and translate as ever.
+#[test]
+fn programs_refused_with_the_kfunc_load_with_the_helpers() {
+    let Some(h) = Harness::loaded_with(&base_contents(), KernCtx::Kfunc(1)) else {
+        return;
+    };
+    let (rc, out) = h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
+    assert_eq!(rc, CONTINUE);
+    assert_eq!(inspect(&out).src, NODE);
+}

@@ -86,7 +86,12 @@ pub fn list(maps: &Maps) -> Vec<nat::NatListEntry> {
 impl Harness {
     /// None (with the reason printed) where the kernel refuses to load programs.
     pub fn new(contents: &Contents) -> Option<Harness> {
-        let mut bpf = match load_unpinned_with(kern_ctx()) {
+        Harness::loaded_with(contents, kern_ctx())
+    }
+
+    /// [`Harness::new`] with the kernel-context calls resolved as given.
+    pub fn loaded_with(contents: &Contents, kern_ctx: KernCtx) -> Option<Harness> {
+        let mut bpf = match load_unpinned_with(kern_ctx) {
             Ok(bpf) => bpf,
             Err(e) if !nix_is_root() => {
                 eprintln!("skipping: not root, cannot load eBPF programs ({e})");
