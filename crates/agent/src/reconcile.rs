@@ -187,8 +187,8 @@ impl Reconciler {
     }
 
     /// The datapath's periodic upkeep (eBPF NAT garbage collection) and its quick check that
-    /// nothing was unhooked since the last sync (a resync at once if something was); failures
-    /// are logged only, the next round tries again.
+    /// nothing was unhooked or deleted since the last sync (a resync at once if something was);
+    /// failures are logged only, the next round tries again.
     pub async fn housekeeping(&mut self) {
         if self.installed.is_none() {
             return;
@@ -204,10 +204,10 @@ impl Reconciler {
         match self.on_datapath(|datapath| datapath.intact()).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!("a datapath hook is gone since the last sync; repairing now");
+                tracing::warn!("the datapath is not as the last sync left it; repairing now");
                 self.reconcile(Trigger::Resync).await;
             }
-            Err(e) => tracing::warn!("checking the datapath's hooks failed: {e}"),
+            Err(e) => tracing::warn!("checking the datapath between syncs failed: {e}"),
         }
     }
 

@@ -102,6 +102,12 @@ impl Bed {
             .unwrap()
     }
 
+    /// The datapath's cheap between-syncs check (ruleset generation, then the table outline).
+    fn intact(&self) -> bool {
+        let nft = &self.nft;
+        self.topology.node.enter(|| nft.intact()).unwrap().unwrap()
+    }
+
     /// What `dst` sees as the source of `from`'s traffic, checked to agree over TCP, UDP and
     /// ICMP.
     fn source(&self, from: &masq_testbed::Netns, dst: impl Into<IpAddr>) -> IpAddr {
@@ -397,9 +403,14 @@ fn drift_is_detected_and_repaired() {
     let want = desired(config(&["10.0.0.0/8"]));
     bed.sync(&want);
     let installed = bed.listing();
+    assert!(bed.intact());
+    // Someone else's commit moves the generation, but masq's table is as written.
+    bed.nft(&["add", "table", "inet", "someone-else"]);
+    assert!(bed.intact(), "a foreign commit is not drift");
 
     // Someone deletes the whole table.
     bed.nft(&["delete", "table", "inet", "masq"]);
+    assert!(!bed.intact(), "the outline check misses a deleted table");
     assert!(!bed.matches(&want));
     assert_eq!(
         bed.pod_source(addr::INTERNET),
@@ -409,6 +420,7 @@ fn drift_is_detected_and_repaired() {
     let report = bed.sync(&want);
     assert!(report.changed && report.drift_repaired);
     assert!(bed.matches(&want));
+    assert!(bed.intact());
     assert_eq!(bed.pod_source(addr::INTERNET), NODE);
 
     // Someone deletes a set element.
@@ -442,6 +454,7 @@ fn drift_is_detected_and_repaired() {
         "handle",
         &handle,
     ]);
+    assert!(!bed.intact(), "the outline check misses a deleted rule");
     assert!(!bed.matches(&want));
     assert_eq!(bed.pod_source(addr::INTERNET), POD);
     assert!(bed.sync(&want).drift_repaired);
@@ -456,6 +469,7 @@ fn drift_is_detected_and_repaired() {
         "10.244.1.2",
         "return",
     ]);
+    assert!(!bed.intact(), "the outline check misses an added rule");
     assert!(!bed.matches(&want));
     assert!(bed.sync(&want).drift_repaired);
     assert_eq!(bed.pod_source(addr::INTERNET), NODE);
@@ -465,6 +479,10 @@ fn drift_is_detected_and_repaired() {
         &bed.topology.node,
         "table inet masq {\n set old { type ipv4_addr; elements = { 192.0.2.1 } }\n \
          chain extra {\n ip daddr @old return\n }\n}\n",
+    );
+    assert!(
+        !bed.intact(),
+        "the outline check misses an added set and chain"
     );
     assert!(!bed.matches(&want));
     assert!(bed.sync(&want).drift_repaired);

@@ -57,6 +57,18 @@ use crate::{Datapath, Desired, Error, Kind, SyncReport};
 use live::{Live, Shape};
 use plan::Change;
 
+/// What [`netlink::outline`] shows of a table holding `shape`.
+fn outline_of(shape: &Shape) -> netlink::Outline {
+    netlink::Outline {
+        chains: shape
+            .chains
+            .iter()
+            .map(|(name, chain)| (name.clone(), chain.rules.len()))
+            .collect(),
+        sets: shape.sets.keys().cloned().collect(),
+    }
+}
+
 /// The nftables backend. Keeps what it last wrote, to tell drift from adoption.
 #[derive(Debug)]
 pub struct Nftables {
@@ -332,6 +344,24 @@ impl Datapath for Nftables {
         report.changed |= self.rules.remove_stale(&policy_rules)?.changed;
         self.last_rules = Some(policy_rules);
         Ok(report)
+    }
+
+    /// Nothing committed since this process last wrote or read the table: it is as written.
+    /// Otherwise (anyone's commit: kube-proxy's too) the table's outline over netlink, a few
+    /// dumps without one set element: a deleted table, chain or rule, or an added one, is found
+    /// within seconds. Set elements and rule contents are compared at each resync.
+    fn intact(&self) -> Result<bool, Error> {
+        let Some(written) = &self.last_written else {
+            return Ok(true);
+        };
+        if self.known_generation.is_some() && netlink::generation().ok() == self.known_generation {
+            return Ok(true);
+        }
+        let outline = netlink::outline().map_err(|e| Error::Command {
+            program: "netlink".into(),
+            message: format!("outlining table inet {NFT_TABLE}: {e}"),
+        })?;
+        Ok(outline == outline_of(written))
     }
 
     fn matches(&self, desired: &Desired) -> Result<bool, Error> {

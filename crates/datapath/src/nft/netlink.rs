@@ -1,5 +1,6 @@
-//! The two things `nft` 1.0 does slowly on a large interval set, done over nfnetlink directly:
-//! reading the ruleset generation, and adding or deleting a few set elements.
+//! What `nft` 1.0 does slowly on a large interval set, done over nfnetlink directly: reading
+//! the ruleset generation, adding or deleting a few set elements, and outlining masq's table
+//! (its chains, rule counts and sets, without a single element).
 //!
 //! `nft` fetches every element of every interval set in the table before it edits any element
 //! (to merge and split intervals), and the kernel dumps an rbtree set by walking it from the
@@ -13,6 +14,7 @@
 //! and the first address after the prefix flagged as an interval end (none when the prefix
 //! reaches the top of the address space).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -24,11 +26,24 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_BATCH_GENID: u16 = 1;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
 const NFTA_GEN_ID: u16 = 1;
+/// The table attribute is the first of chains, rules and sets alike.
+const NFTA_TABLE_OF_OBJECT: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFT_SET_ANONYMOUS: u32 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -53,6 +68,45 @@ pub struct SetEdit {
     pub delete: Vec<IpNet>,
     /// Prefixes to add (none overlapping what stays).
     pub add: Vec<IpNet>,
+}
+
+/// masq's table in outline: each chain with its number of rules, and the named sets. Empty when
+/// the table does not exist.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outline {
+    /// Chain name → rules in it.
+    pub chains: BTreeMap<String, usize>,
+    /// Named sets (the anonymous ones rules carry inline are left out).
+    pub sets: BTreeSet<String>,
+}
+
+/// Outlines masq's table in the calling thread's network namespace: three small dumps, no set
+/// element read, whatever the sets hold.
+pub fn outline() -> io::Result<Outline> {
+    let socket = Socket::open()?;
+    let mut outline = Outline::default();
+    for chain in socket.dump_table_objects(NFT_MSG_GETCHAIN, NFT_MSG_NEWCHAIN)? {
+        if let Some(name) = string_attr(&chain, NFTA_CHAIN_NAME) {
+            outline.chains.entry(name).or_default();
+        }
+    }
+    for rule in socket.dump_table_objects(NFT_MSG_GETRULE, NFT_MSG_NEWRULE)? {
+        if let Some(chain) = string_attr(&rule, NFTA_RULE_CHAIN) {
+            *outline.chains.entry(chain).or_default() += 1;
+        }
+    }
+    for set in socket.dump_table_objects(NFT_MSG_GETSET, NFT_MSG_NEWSET)? {
+        let flags = attr(&set, NFTA_SET_FLAGS)
+            .and_then(|v| v.get(..4))
+            .map_or(0, |v| u32::from_be_bytes(v.try_into().expect("4 bytes")));
+        if flags & NFT_SET_ANONYMOUS != 0 {
+            continue;
+        }
+        if let Some(name) = string_attr(&set, NFTA_SET_NAME) {
+            outline.sets.insert(name);
+        }
+    }
+    Ok(outline)
 }
 
 /// The current ruleset generation of the calling thread's network namespace.
@@ -284,31 +338,66 @@ impl Socket {
         }
     }
 
+    /// One datagram from the kernel into `buffer`; its length.
+    fn receive(&self, buffer: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buffer is writable for its length.
+        let received = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                0,
+            )
+        };
+        usize::try_from(received).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// Every object of kind `answer` that a dump request `request` returns for masq's inet
+    /// table, as its attributes (after the nfgenmsg). A table that does not exist has none.
+    fn dump_table_objects(&self, request: u16, answer: u16) -> io::Result<Vec<Vec<u8>>> {
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+        self.send(&message(
+            (NFNL_SUBSYS_NFTABLES << 8) | request,
+            flags,
+            NFPROTO_INET,
+            |m| m.attr(NFTA_TABLE_OF_OBJECT, &c_string(NFT_TABLE)),
+        ))?;
+        let mut objects = Vec::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        // Bounded: a dump of masq's table is a few datagrams, or the socket times out.
+        for _ in 0..4096 {
+            let received = self.receive(&mut buffer)?;
+            for (kind, payload) in messages(&buffer[..received])? {
+                if kind == libc::NLMSG_DONE as u16 {
+                    return Ok(objects);
+                }
+                if kind == libc::NLMSG_ERROR as u16 {
+                    match error_code(payload) {
+                        0 => {}
+                        code if code == -libc::ENOENT => return Ok(Vec::new()),
+                        code => return Err(io::Error::from_raw_os_error(-code)),
+                    }
+                } else if kind == (NFNL_SUBSYS_NFTABLES << 8) | answer {
+                    let attrs = payload.get(4..).unwrap_or_default();
+                    // Dumps of chains list every table of the family: keep masq's.
+                    if string_attr(attrs, NFTA_TABLE_OF_OBJECT).as_deref() == Some(NFT_TABLE) {
+                        objects.push(attrs.to_vec());
+                    }
+                }
+            }
+        }
+        Err(io::Error::other("the dump did not end"))
+    }
+
     /// Reads until the NEWGEN answer; an error the kernel reported first fails the call.
     fn receive_generation(&self) -> io::Result<u32> {
         let mut buffer = vec![0u8; 64 * 1024];
         // Bounded: the answer comes within a few datagrams, or the socket times out.
         for _ in 0..1024 {
-            // SAFETY: buffer is writable for its length.
-            let received = unsafe {
-                libc::recv(
-                    self.0.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    0,
-                )
-            };
-            let received = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
-            let mut rest = &buffer[..received];
-            while rest.len() >= NLMSG_HDRLEN {
-                let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2 bytes"));
-                if len < NLMSG_HDRLEN || len > rest.len() {
-                    return Err(io::Error::other("truncated netlink message"));
-                }
-                let payload = &rest[NLMSG_HDRLEN..len];
-                if kind == libc::NLMSG_ERROR as u16 && payload.len() >= 4 {
-                    let code = i32::from_ne_bytes(payload[0..4].try_into().expect("4 bytes"));
+            let received = self.receive(&mut buffer)?;
+            for (kind, payload) in messages(&buffer[..received])? {
+                if kind == libc::NLMSG_ERROR as u16 {
+                    let code = error_code(payload);
                     if code != 0 {
                         return Err(io::Error::from_raw_os_error(-code));
                     }
@@ -316,28 +405,61 @@ impl Socket {
                     return generation_of(payload)
                         .ok_or_else(|| io::Error::other("generation answer without an id"));
                 }
-                rest = &rest[len.next_multiple_of(4).min(rest.len())..];
             }
         }
         Err(io::Error::other("no generation answer"))
     }
 }
 
-/// NFTA_GEN_ID from a NEWGEN payload (after its nfgenmsg).
-fn generation_of(payload: &[u8]) -> Option<u32> {
-    let mut attrs = payload.get(4..)?;
+/// The netlink messages in one datagram, as (type, payload after the header).
+fn messages(mut rest: &[u8]) -> io::Result<Vec<(u16, &[u8])>> {
+    let mut out = Vec::new();
+    while rest.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2 bytes"));
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(io::Error::other("truncated netlink message"));
+        }
+        out.push((kind, &rest[NLMSG_HDRLEN..len]));
+        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+    }
+    Ok(out)
+}
+
+/// The (negative) error of an NLMSG_ERROR payload; 0 is an acknowledgement.
+fn error_code(payload: &[u8]) -> i32 {
+    payload.get(0..4).map_or(-libc::EPROTO, |code| {
+        i32::from_ne_bytes(code.try_into().expect("4 bytes"))
+    })
+}
+
+/// The payload of the first attribute of `kind` in `attrs`.
+fn attr(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
     while attrs.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes(attrs[0..2].try_into().ok()?));
-        let kind = u16::from_ne_bytes(attrs[2..4].try_into().ok()?) & !NLA_F_NESTED;
+        let this = u16::from_ne_bytes(attrs[2..4].try_into().ok()?) & !NLA_F_NESTED;
         if len < 4 || len > attrs.len() {
             return None;
         }
-        if kind == NFTA_GEN_ID && len >= 8 {
-            return Some(u32::from_be_bytes(attrs[4..8].try_into().ok()?));
+        if this == kind {
+            return Some(&attrs[4..len]);
         }
         attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
     }
     None
+}
+
+/// A NUL-terminated string attribute.
+fn string_attr(attrs: &[u8], kind: u16) -> Option<String> {
+    let bytes = attr(attrs, kind)?;
+    let text = bytes.split(|b| *b == 0).next().unwrap_or_default();
+    Some(String::from_utf8_lossy(text).into_owned())
+}
+
+/// NFTA_GEN_ID from a NEWGEN payload (after its nfgenmsg).
+fn generation_of(payload: &[u8]) -> Option<u32> {
+    let id = attr(payload.get(4..)?, NFTA_GEN_ID)?;
+    Some(u32::from_be_bytes(id.get(..4)?.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -421,5 +543,75 @@ mod kernel_tests {
         assert_eq!(after, now.wrapping_add(1));
         let listing = nft(&["list", "set", "inet", NFT_TABLE, "s"]);
         assert!(listing.contains("10.0.0.0/8"), "{listing}");
+    }
+}
+
+#[cfg(test)]
+mod outline_tests {
+    use super::*;
+
+    #[test]
+    fn the_outline_counts_chains_rules_and_named_sets_of_masqs_table_only() {
+        if let Some(reason) = masq_testbed::skip_reason(&["nft"]) {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        let ns = masq_testbed::Netns::new("nlout").unwrap();
+        let nft = |args: &[&str]| ns.exec("nft", args).unwrap();
+        let outline_now = || ns.enter(outline).unwrap().unwrap();
+        assert_eq!(outline_now(), Outline::default(), "no table yet");
+
+        nft(&["add", "table", "inet", NFT_TABLE]);
+        nft(&[
+            "add",
+            "set",
+            "inet",
+            NFT_TABLE,
+            "s",
+            "{ type ipv4_addr; flags interval; }",
+        ]);
+        nft(&["add", "element", "inet", NFT_TABLE, "s", "{ 10.0.0.0/8 }"]);
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            NFT_TABLE,
+            "post",
+            "{ type nat hook postrouting priority 100; }",
+        ]);
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            NFT_TABLE,
+            "post",
+            "ip daddr @s return",
+        ]);
+        // An anonymous set, as masq's masquerade rules carry one.
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            NFT_TABLE,
+            "post",
+            "meta l4proto { tcp, udp } return",
+        ]);
+        nft(&["add", "chain", "inet", NFT_TABLE, "empty"]);
+        // Someone else's table with a chain and a set of the same names.
+        nft(&["add", "table", "inet", "other"]);
+        nft(&["add", "chain", "inet", "other", "post"]);
+        nft(&["add", "set", "inet", "other", "s", "{ type ipv4_addr; }"]);
+
+        let outline = outline_now();
+        assert_eq!(
+            outline.chains,
+            BTreeMap::from([("empty".to_string(), 0), ("post".to_string(), 2)])
+        );
+        assert_eq!(outline.sets, BTreeSet::from(["s".to_string()]));
+
+        nft(&["flush", "chain", "inet", NFT_TABLE, "post"]);
+        assert_eq!(outline_now().chains["post"], 0);
+        nft(&["delete", "table", "inet", NFT_TABLE]);
+        assert_eq!(outline_now(), Outline::default());
     }
 }

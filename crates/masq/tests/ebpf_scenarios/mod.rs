@@ -523,35 +523,6 @@ pub fn auto_prefers_ebpf_and_says_why(datapath: Datapath) -> Result<()> {
     Ok(())
 }
 
-/// A detached program is put back within the agent's 5-second upkeep, long before a
-/// resyncInterval of 60 s: the upkeep checks the hooks every round.
-pub fn a_detached_program_is_reattached_before_the_resync(datapath: Datapath) -> Result<()> {
-    let bed = Bed::ready(
-        datapath,
-        "nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 60s\n",
-    )?;
-    let detach = bed
-        .damages()
-        .into_iter()
-        .find(|d| d.what == "egress link detached")
-        .context("the eBPF damages include a link detach")?;
-    assert_eq!(bed.tcp_source_of(addr::INTERNET)?, NODE);
-    detach.apply(&bed.topology.node)?;
-    assert_ne!(
-        bed.tcp_source_of(addr::INTERNET)?,
-        NODE,
-        "the detach did not take"
-    );
-    let took = bed.wait_for_source(addr::INTERNET, NODE, Duration::from_secs(10))?;
-    eprintln!("egress program reattached after {} ms", took.as_millis());
-    ensure!(
-        bed.log().contains("a datapath hook is gone"),
-        "not repaired by the upkeep:\n{}",
-        bed.log()
-    );
-    Ok(())
-}
-
 /// Anonymous memory (heap) of a process, MiB.
 fn rss_anon_mib(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
