@@ -504,23 +504,28 @@ mod tests {
 mod kernel_tests {
     use super::*;
 
-    #[test]
-    fn a_batch_planned_at_an_older_generation_is_refused() {
+    /// A namespace holding masq's table with an empty interval set `s`; None (the reason
+    /// printed) without nft.
+    fn table_with_a_set(role: &str) -> Option<masq_testbed::Netns> {
         if let Some(reason) = masq_testbed::skip_reason(&["nft"]) {
             eprintln!("skipped: {reason}");
-            return;
+            return None;
         }
-        let ns = masq_testbed::Netns::new("nlgen").unwrap();
+        let ns = masq_testbed::Netns::new(role).unwrap();
+        let set = "{ type ipv4_addr; flags interval; }";
+        ns.exec("nft", &["add", "table", "inet", NFT_TABLE])
+            .unwrap();
+        ns.exec("nft", &["add", "set", "inet", NFT_TABLE, "s", set])
+            .unwrap();
+        Some(ns)
+    }
+
+    #[test]
+    fn a_batch_planned_at_an_older_generation_is_refused() {
+        let Some(ns) = table_with_a_set("nlgen") else {
+            return;
+        };
         let nft = |args: &[&str]| ns.exec("nft", args).unwrap();
-        nft(&["add", "table", "inet", NFT_TABLE]);
-        nft(&[
-            "add",
-            "set",
-            "inet",
-            NFT_TABLE,
-            "s",
-            "{ type ipv4_addr; flags interval; }",
-        ]);
         let edit = |add: &str| SetEdit {
             set: "s".into(),
             delete: Vec::new(),
@@ -544,32 +549,14 @@ mod kernel_tests {
         let listing = nft(&["list", "set", "inet", NFT_TABLE, "s"]);
         assert!(listing.contains("10.0.0.0/8"), "{listing}");
     }
-}
-
-#[cfg(test)]
-mod outline_tests {
-    use super::*;
 
     #[test]
     fn the_outline_counts_chains_rules_and_named_sets_of_masqs_table_only() {
-        if let Some(reason) = masq_testbed::skip_reason(&["nft"]) {
-            eprintln!("skipped: {reason}");
+        let Some(ns) = table_with_a_set("nlout") else {
             return;
-        }
-        let ns = masq_testbed::Netns::new("nlout").unwrap();
+        };
         let nft = |args: &[&str]| ns.exec("nft", args).unwrap();
         let outline_now = || ns.enter(outline).unwrap().unwrap();
-        assert_eq!(outline_now(), Outline::default(), "no table yet");
-
-        nft(&["add", "table", "inet", NFT_TABLE]);
-        nft(&[
-            "add",
-            "set",
-            "inet",
-            NFT_TABLE,
-            "s",
-            "{ type ipv4_addr; flags interval; }",
-        ]);
         nft(&["add", "element", "inet", NFT_TABLE, "s", "{ 10.0.0.0/8 }"]);
         nft(&[
             "add",
