@@ -566,23 +566,10 @@ mod kernel_tests {
             "post",
             "{ type nat hook postrouting priority 100; }",
         ]);
-        nft(&[
-            "add",
-            "rule",
-            "inet",
-            NFT_TABLE,
-            "post",
-            "ip daddr @s return",
-        ]);
-        // An anonymous set, as masq's masquerade rules carry one.
-        nft(&[
-            "add",
-            "rule",
-            "inet",
-            NFT_TABLE,
-            "post",
-            "meta l4proto { tcp, udp } return",
-        ]);
+        // The second rule carries an anonymous set, as masq's masquerade rules do.
+        for rule in ["ip daddr @s return", "meta l4proto { tcp, udp } return"] {
+            nft(&["add", "rule", "inet", NFT_TABLE, "post", rule]);
+        }
         nft(&["add", "chain", "inet", NFT_TABLE, "empty"]);
         // Someone else's table with a chain and a set of the same names.
         nft(&["add", "table", "inet", "other"]);
