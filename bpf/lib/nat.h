@@ -83,10 +83,11 @@ __always_inline_fn int nat_touch(struct nat_entry *e, const struct pkt *p)
 }
 
 /*
- * The two halves live in separate LRU maps, so pressure can evict one alone. Once a second per
- * flow, the egress path puts a missing reverse half back, so replies keep being translated
- * (the userspace GC would otherwise only notice later). NOEXIST: if the port went to another
- * flow meanwhile, that flow keeps it and the GC retires this one.
+ * The two halves live in separate LRU maps, so pressure can evict one alone. Whenever a flow's
+ * timestamp is refreshed (NAT_TOUCH_JIFFIES), the egress path puts a missing reverse half
+ * back, so replies keep being translated (the userspace GC would otherwise only notice later).
+ * NOEXIST: if the port went to another flow meanwhile, that flow keeps it and the GC retires
+ * this one.
  */
 __always_inline_fn void nat_restore_reverse(const struct nat_tuple *fwd, const struct nat_entry *e)
 {
