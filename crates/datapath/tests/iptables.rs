@@ -135,19 +135,28 @@ fn drift_is_detected_and_repaired() {
         let mut datapath = Iptables::new(backend);
         sync(ns, &mut datapath, &d);
         let iptables = program(backend, Family::V4, "");
+        let intact = |datapath: &Iptables| ns.enter(|| datapath.intact()).unwrap().unwrap();
+        assert!(intact(&datapath));
 
+        // The chain flushed: left to the resync's full comparison (intact() looks at the jump).
         ns.exec(&iptables, &["-t", "nat", "-F", CHAIN]).unwrap();
         assert!(!ns.enter(|| datapath.matches(&d)).unwrap().unwrap());
         let report = sync(ns, &mut datapath, &d);
         assert!(report.changed && report.drift_repaired, "{report:?}");
         assert_installed(ns, backend, &datapath, &d);
 
+        // The jump deleted, as a flush of the nat table does: intact() sees it.
         ns.exec(&iptables, &["-t", "nat", "-D", "POSTROUTING", "1"])
             .unwrap();
+        assert!(
+            !intact(&datapath),
+            "{backend:?}: the missing jump went unseen"
+        );
         assert!(!ns.enter(|| datapath.matches(&d)).unwrap().unwrap());
         let report = sync(ns, &mut datapath, &d);
         assert!(report.drift_repaired, "{report:?}");
         assert_installed(ns, backend, &datapath, &d);
+        assert!(intact(&datapath));
 
         // A second copy of the jump (say, two agents once raced): back to exactly one.
         let copy = format!(

@@ -639,6 +639,18 @@ mod between_resyncs {
         })
     }
     #[test]
+    fn iptables_nft_jump_removed() {
+        run(Datapath::IptablesNft, |d| {
+            scenarios::repaired_between_resyncs(d, "jump removed")
+        })
+    }
+    #[test]
+    fn iptables_legacy_jump_removed() {
+        run(Datapath::IptablesLegacy, |d| {
+            scenarios::repaired_between_resyncs(d, "jump removed")
+        })
+    }
+    #[test]
     fn ebpf_detached_program() {
         run(Datapath::Ebpf, |d| {
             scenarios::repaired_between_resyncs(d, "egress link detached")

@@ -88,6 +88,14 @@ fn target(rule: &str) -> Option<&str> {
     None
 }
 
+/// Rules of an `iptables -S CHAIN` listing that jump to `chain`.
+pub fn jumps_in_listing(listing: &str, chain: &str) -> usize {
+    listing
+        .lines()
+        .filter(|line| line.starts_with("-A ") && target(line) == Some(chain))
+        .count()
+}
+
 /// Rules (lines starting with `-`) in any table of a save output: the evidence kube's
 /// iptables-wrapper weighs to pick a backend.
 pub fn count_rule_lines(save_output: &str) -> usize {
@@ -135,6 +143,19 @@ COMMIT
         assert_eq!(nat.jumps_to("POSTROUTING", "IP-MASQ-AGENT").len(), 2);
         assert_eq!(nat.jumps_to("POSTROUTING", "IP-MASQ-AGENT-OTHER").len(), 1);
         assert_eq!(nat.jumps_to("POSTROUTING", "IP-MASQ").len(), 0);
+    }
+
+    #[test]
+    fn jumps_are_counted_in_a_chain_listing() {
+        let listing = "-P POSTROUTING ACCEPT\n\
+                       -A POSTROUTING -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT\n\
+                       -A POSTROUTING -j IP-MASQ-AGENT-OTHER\n";
+        assert_eq!(jumps_in_listing(listing, "IP-MASQ-AGENT"), 1);
+        assert_eq!(jumps_in_listing(listing, "KUBE-POSTROUTING"), 0);
+        assert_eq!(
+            jumps_in_listing("-P POSTROUTING ACCEPT\n", "IP-MASQ-AGENT"),
+            0
+        );
     }
 
     #[test]
