@@ -246,9 +246,9 @@ pub trait Datapath: Send {
     }
     /// A cheap check, every few seconds, that what the last sync installed is still in place
     /// (eBPF: the programs on their interfaces; nftables: the table's chains, rule counts and
-    /// sets; iptables: the POSTROUTING jump). `false` makes the agent resync at once rather than at the next `resyncInterval`.
-    /// Only what costs no full read of large state: the CIDR sets are still compared at each
-    /// resync.
+    /// sets; iptables: the POSTROUTING jump). `false` makes the agent resync at once rather
+    /// than at the next `resyncInterval`. Only what costs no full read of large state: the CIDR
+    /// sets are still compared at each resync.
     fn intact(&self) -> Result<bool, Error> {
         Ok(true)
     }
