@@ -2,7 +2,8 @@
 //! `bpf/lib/kern_ctx.h` calls a placeholder helper id, and [`object`] rewrites every such call
 //! in a copy of the object before aya sees it: into the kfunc call, by the kfunc's BTF id in the
 //! running kernel, or into `r0 = 0` where the kernel has no such kfunc (before 6.2, or without
-//! BTF), which the programs take as "ask the checksum helpers".
+//! BTF), which the programs take as "ask the checksum helpers". Instructions are encoded
+//! little-endian, as the object is on the architectures masq is built for (x86_64, arm64).
 
 use std::sync::OnceLock;
 
