@@ -397,9 +397,10 @@ mod scenarios {
         Ok(())
     }
 
-    /// The damage named `what` (from `Datapath::damages`) is found by the agent's check every
-    /// 5 seconds and repaired at once, long before the resync (60 s here).
-    pub fn repaired_between_resyncs(datapath: Datapath, what: &str) -> Result<()> {
+    /// The datapath's `damage_caught_between_resyncs` is found by the agent's check every 5
+    /// seconds and repaired at once, long before the resync (60 s here).
+    pub fn repaired_between_resyncs(datapath: Datapath) -> Result<()> {
+        let what = datapath.damage_caught_between_resyncs();
         let bed = Bed::ready(
             datapath,
             "nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 60s\n",
@@ -603,6 +604,10 @@ macro_rules! tests_for {
                 run($datapath, scenarios::early_sigterm_is_graceful)
             }
             #[test]
+            fn repaired_between_resyncs() {
+                run($datapath, scenarios::repaired_between_resyncs)
+            }
+            #[test]
             fn drift_repaired_within_resync() {
                 run($datapath, scenarios::drift_repaired_within_resync)
             }
@@ -627,36 +632,6 @@ tests_for!(nftables, Datapath::Nftables);
 tests_for!(iptables_nft, Datapath::IptablesNft);
 tests_for!(iptables_legacy, Datapath::IptablesLegacy);
 tests_for!(ebpf, Datapath::Ebpf);
-
-/// Repairs between resyncs, where the datapath has a cheap check for them.
-mod between_resyncs {
-    use super::{run, scenarios, Datapath};
-
-    #[test]
-    fn nftables_deleted_table() {
-        run(Datapath::Nftables, |d| {
-            scenarios::repaired_between_resyncs(d, "table deleted")
-        })
-    }
-    #[test]
-    fn iptables_nft_jump_removed() {
-        run(Datapath::IptablesNft, |d| {
-            scenarios::repaired_between_resyncs(d, "jump removed")
-        })
-    }
-    #[test]
-    fn iptables_legacy_jump_removed() {
-        run(Datapath::IptablesLegacy, |d| {
-            scenarios::repaired_between_resyncs(d, "jump removed")
-        })
-    }
-    #[test]
-    fn ebpf_detached_program() {
-        run(Datapath::Ebpf, |d| {
-            scenarios::repaired_between_resyncs(d, "egress link detached")
-        })
-    }
-}
 
 /// The scenarios only the eBPF datapath has (issue 4).
 mod ebpf_only {

@@ -142,38 +142,23 @@ impl Bed {
             .unwrap()
     }
 
-    /// `masq nat list` (eBPF).
-    fn nat_list(&self) -> String {
+    /// `masq <command>` in the node namespace, with the pin directory; its stdout.
+    fn masq(&self, command: &[&str]) -> String {
         let output = self
             .topology
             .node
             .command(&binary().to_string_lossy())
-            .args(["nat", "list"])
+            .args(command)
             .args(&self.pin_dir_args)
             .output()
             .unwrap();
         assert!(
             output.status.success(),
-            "masq nat list: {}",
+            "masq {}: {}",
+            command.join(" "),
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn cleanup(&self) {
-        let output = self
-            .topology
-            .node
-            .command(&binary().to_string_lossy())
-            .arg("cleanup")
-            .args(&self.pin_dir_args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "masq cleanup: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
     }
 }
 
@@ -243,7 +228,7 @@ fn run(datapath: &str) {
     let mut session = TcpSession::connect(&bed.topology.pod, server).unwrap();
     assert_eq!(session.observed_source().unwrap().ip(), PRIMARY);
     if bpffs.is_some() {
-        let listed = bed.nat_list();
+        let listed = bed.masq(&["nat", "list"]);
         let pod_flow = format!("TCP OUT {POD}:");
         let line = listed
             .lines()
@@ -263,7 +248,7 @@ fn run(datapath: &str) {
     assert_eq!(bed.to_internet().unwrap(), PRIMARY);
     agent.terminate().unwrap();
 
-    bed.cleanup();
+    bed.masq(&["cleanup"]);
     assert_eq!(bed.masq_rules(), "", "{datapath}: cleanup left a rule");
     let ruleset = bed.topology.node.exec("nft", &["list", "ruleset"]).unwrap();
     assert!(

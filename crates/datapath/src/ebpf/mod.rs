@@ -3,9 +3,9 @@
 //!
 //! Everything lives under one pin directory (default [`crate::names::BPF_PIN_DIR`]): the maps in
 //! `maps-v2/` (the version changes with any map layout change, since aya reuses a pinned map
-//! without checking it; a sync removes the maps of other versions once its programs are in) and
-//! the links in `links/`. A restarted agent reopens the maps, NAT entries included, and swaps its
-//! programs into the pinned links in place, so live connections never notice.
+//! without checking it; loading unpins the maps of other versions) and the links in `links/`. A
+//! restarted agent reopens the maps, NAT entries included, and swaps its programs into the
+//! pinned links in place, so live connections never notice.
 //!
 //! Besides [`Datapath`], [`Ebpf`] offers what `masq nat list`, `masq status` and the metrics need:
 //! [`Ebpf::nat_entries`], [`Ebpf::counters`], [`Ebpf::pressure`] and the garbage collector
@@ -121,7 +121,8 @@ pub fn load_unpinned_with(kern_ctx: KernCtx) -> Result<aya::Ebpf, Error> {
 }
 
 /// Unpins the maps of other layout versions (an upgrade across a layout change starts a new NAT
-/// table: docs/ebpf.md); the kernel frees them with their last user.
+/// table: docs/ebpf.md). Safe before the old programs leave their hooks: they hold their maps,
+/// which the kernel frees with the last of them.
 fn retire_other_map_versions(pin_dir: &Path) -> Result<(), Error> {
     let Ok(entries) = std::fs::read_dir(pin_dir) else {
         return Ok(());
@@ -225,6 +226,7 @@ impl Ebpf {
         if self.loaded.is_none() {
             let maps_dir = self.maps_dir();
             check_bpffs(&self.pin_dir)?;
+            retire_other_map_versions(&self.pin_dir)?;
             std::fs::create_dir_all(&maps_dir)
                 .map_err(kernel_err(format!("creating {}", maps_dir.display())))?;
             let paths: Vec<(&str, PathBuf)> = maps::name::ALL
@@ -429,8 +431,6 @@ impl Datapath for Ebpf {
             loaded.hooked.remove(hook);
         }
         relinked |= !removed.is_empty();
-        // No program of an older version is left on a hook: its maps can go.
-        retire_other_map_versions(&pin_dir)?;
         let rules_removed = self.rules.remove_stale(&policy_rules)?.changed;
 
         Ok(SyncReport {

@@ -57,6 +57,14 @@ use crate::{Datapath, Desired, Error, Kind, SyncReport};
 use live::{Live, Shape};
 use plan::Change;
 
+/// An error of masq's own nfnetlink calls on its table: "`doing` table inet masq: …".
+fn netlink_err(doing: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::Command {
+        program: "netlink".into(),
+        message: format!("{doing} table inet {NFT_TABLE}: {e}"),
+    }
+}
+
 /// What [`netlink::outline`] shows of a table holding `shape`.
 fn outline_of(shape: &Shape) -> netlink::Outline {
     netlink::Outline {
@@ -171,10 +179,7 @@ impl Nftables {
         if let (Change::Elements(edits), Some(generation)) = (&change, generation) {
             return netlink::edit_elements(generation, edits)
                 .map(Some)
-                .map_err(|e| Error::Command {
-                    program: "netlink".into(),
-                    message: format!("editing the sets of table inet {NFT_TABLE}: {e}"),
-                });
+                .map_err(netlink_err("editing the sets of"));
         }
         self.apply(change.into_batch(), &[])
             .map_err(|e| self.error(e, "applying the batch"))?;
@@ -357,10 +362,7 @@ impl Datapath for Nftables {
         if self.known_generation.is_some() && netlink::generation().ok() == self.known_generation {
             return Ok(true);
         }
-        let outline = netlink::outline().map_err(|e| Error::Command {
-            program: "netlink".into(),
-            message: format!("outlining table inet {NFT_TABLE}: {e}"),
-        })?;
+        let outline = netlink::outline().map_err(netlink_err("outlining"))?;
         Ok(outline == outline_of(written))
     }
 

@@ -142,11 +142,11 @@ fn start_child_agent(t: &Topology) -> std::process::Child {
 }
 
 #[test]
-fn maps_of_another_layout_version_are_removed_once_the_programs_are_in() {
-    with_private_bpffs(maps_of_another_layout_version_are_removed_once_the_programs_are_in_body);
+fn maps_of_another_layout_version_are_unpinned() {
+    with_private_bpffs(maps_of_another_layout_version_are_unpinned_body);
 }
 
-fn maps_of_another_layout_version_are_removed_once_the_programs_are_in_body() {
+fn maps_of_another_layout_version_are_unpinned_body() {
     let Some(t) = topology() else { return };
     // What an agent of an older layout left: a directory of pinned maps (one suffices).
     let old = t.pin_dir.join("maps-v1");

@@ -37,6 +37,15 @@ pub enum Datapath {
 }
 
 impl Datapath {
+    /// The one of [`Datapath::damages`] the agent's 5-second check between resyncs catches.
+    pub fn damage_caught_between_resyncs(self) -> &'static str {
+        match self {
+            Datapath::Nftables => "table deleted",
+            Datapath::IptablesNft | Datapath::IptablesLegacy => "jump removed",
+            Datapath::Ebpf => "egress link detached",
+        }
+    }
+
     pub fn flag(self) -> &'static str {
         match self {
             Datapath::Nftables => "nftables",
