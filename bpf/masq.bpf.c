@@ -11,8 +11,24 @@
 
 char _license[] SEC("license") = "GPL";
 
-/* A fragment after the first follows the first one's fate; unseen firsts fall back to the
- * address-only decision (ports play no part in it). */
+/* What the egress program does with a packet that carries a transport header. */
+enum egress_action {
+	EGRESS_DROP = -1,      /* counted where decided */
+	EGRESS_PASS = 0,       /* leaves untranslated */
+	EGRESS_TRANSLATE = 1,  /* source rewritten in place */
+	EGRESS_STEER = 2,      /* source rewritten, then redirected to the egress interface */
+};
+
+/* The translation a packet gets. */
+struct egress_to {
+	__be32 addr;
+	__be16 port;
+};
+
+/*
+ * A fragment after the first follows the first one's fate: translated alike, passed, dropped
+ * or redirected. Unseen firsts fall back to the address-only decision (ports play no part in it).
+ */
 __always_inline_fn int egress_later_fragment(struct __sk_buff *skb, const struct pkt *p, int steer)
 {
 	struct frag_value *seen = frag_lookup(p, 0);
@@ -20,86 +36,158 @@ __always_inline_fn int egress_later_fragment(struct __sk_buff *skb, const struct
 	struct steer_route route;
 	__u32 ifindex = skb->ifindex;
 	__be32 to_addr = 0;
+	int redirect = 0;
 
-	if (steer && steer_lookup(skb, p->daddr, &route) == 0)
-		ifindex = route.ifindex;
-	else
-		steer = 0;
 	if (seen) {
+		if (seen->flags & FRAG_F_DROPPED)
+			return drop(MASQ_DROP_FRAG_OF_DROPPED);
 		to_addr = seen->to_addr;
+		redirect = steer && (seen->flags & FRAG_F_STEERED);
 	} else {
 		count(MASQ_FRAG_UNTRACKED);
 		cfg = config_get();
+		if (steer && steer_lookup(skb, p->daddr, &route) == 0) {
+			ifindex = route.ifindex;
+			redirect = 1;
+		}
 		if (cfg && decide(cfg, p->saddr, p->daddr) == MASQ_TRANSLATED_EGRESS)
 			to_addr = snat_addr_for(ifindex);
 	}
 	if (!to_addr)
 		return MASQ_CONTINUE;
+	if (seen && redirect && steer_lookup(skb, p->daddr, &route) < 0)
+		redirect = 0;
 	if (rewrite(skb, p, 0, p->saddr, to_addr, 0, 0) < 0)
 		return drop(MASQ_DROP_REWRITE);
 	count(MASQ_TRANSLATED_EGRESS);
-	return steer ? steer_redirect(skb, &route) : MASQ_CONTINUE;
+	return redirect ? steer_redirect(skb, &route) : MASQ_CONTINUE;
 }
 
 /*
- * The first packet of a flow nobody has translated yet: SPEC section 3 decides. Returns 1 with
- * *out set to translate, 0 to leave the packet alone, -1 to drop it (no port was free: it must
- * not leave with the pod's address). With steer (a secondary interface), a translated flow is
- * given the egress table's route in *route and the address of that route's interface.
+ * A packet of a flow in the table. Passed flows (kept destinations, flows that began outside)
+ * stay untranslated whatever the config says now. A translated flow is translated, always: on
+ * a secondary interface it is redirected to the egress interface when the egress table has a
+ * route, and translated in place otherwise, so the pod's address never leaves.
+ */
+__always_inline_fn int egress_known_flow(struct __sk_buff *skb, const struct pkt *p,
+					 const struct nat_tuple *fwd, struct nat_entry *e, int steer,
+					 struct steer_route *route, struct egress_to *to)
+{
+	/* An inbound flow's entry is keyed by the pod's answers: egress is its reply direction. */
+	int touched = nat_touch(e, p, e->flags & NAT_F_INBOUND);
+
+	if (e->flags & NAT_F_PASS) {
+		count(MASQ_PASS_TRACKED);
+		return EGRESS_PASS;
+	}
+	if (touched & TOUCH_REOPENED)
+		nat_reopen_reverse(fwd, e);
+	else if (touched & TOUCH_REFRESHED)
+		nat_restore_reverse(fwd, e);
+	to->addr = e->to_addr;
+	to->port = e->to_port;
+	if (steer && steer_lookup(skb, p->daddr, route) == 0)
+		return EGRESS_STEER;
+	return EGRESS_TRANSLATE;
+}
+
+/*
+ * The node's own flow (its source is the SNAT address): untranslated, with its port reserved
+ * against pod translations — whatever nonMasqueradeSrcCIDRs says of the node's address. When
+ * a pod's translation already holds that port towards that destination, the node's flow moves.
+ */
+__always_inline_fn int egress_node_flow(struct __sk_buff *skb, const struct pkt *p,
+					const struct nat_tuple *fwd, const struct masq_config *cfg,
+					__be32 snat, struct egress_to *to)
+{
+	struct nat_entry created;
+
+	if (!nat_reserve_host_port(p)) {
+		count(MASQ_KEEP_NOT_A_POD);
+		return EGRESS_PASS;
+	}
+	/*
+	 * A steered pod packet arrives here translated already and collides with its own NAT
+	 * pair: it is not the node's (counted where it was translated). Checked on collisions
+	 * only, so the node's own flows pay nothing more.
+	 */
+	if (steered_here(skb))
+		return EGRESS_PASS;
+	count(MASQ_HOST_PORT_REMAPPED);
+	if (nat_create(skb, p, fwd, snat, cfg, 0, &created) < 0)
+		return EGRESS_DROP;
+	to->addr = created.to_addr;
+	to->port = created.to_port;
+	return EGRESS_TRANSLATE;
+}
+
+/*
+ * The first packet of a flow not in the table: docs/decision.md decides. A kept flow is
+ * recorded so it stays kept; a masqueraded one gets its NAT pair, or is dropped when no port is
+ * free (it must not leave with the pod's address). With steer (a secondary interface), a
+ * translated flow takes the egress table's route and the address of that route's interface.
  */
 __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *p,
-				       const struct nat_tuple *fwd, struct nat_entry *out,
-				       int steer, struct steer_route *route)
+				       const struct nat_tuple *fwd, int steer,
+				       struct steer_route *route, struct egress_to *to)
 {
 	const struct masq_config *cfg = config_get();
 	enum masq_reason verdict;
+	struct nat_entry created;
 	__u32 ifindex = skb->ifindex;
 	__be32 snat;
 
 	if (!cfg)
-		return 0;
-	verdict = decide(cfg, p->saddr, p->daddr);
-	if (verdict == MASQ_KEEP_NOT_A_POD && !steer) {
-		snat = snat_addr_for(skb->ifindex);
-		if (snat && p->saddr == snat && nat_reserve_host_port(p)) {
-			/*
-			 * A steered pod packet arrives here translated already and collides with its
-			 * own NAT pair: it is not the node's (counted where it was translated).
-			 * Checked on collisions only, so the node's own flows pay nothing more.
-			 */
-			if (steered_here(skb))
-				return 0;
-			/* The node's own flow collides with a pod's translation: move it. */
-			count(MASQ_HOST_PORT_REMAPPED);
-			return nat_create(fwd, snat, cfg, 0, out) == 0 ? 1 : -1;
-		}
+		return EGRESS_PASS;
+	if (!steer) {
+		snat = snat_addr_for(ifindex);
+		if (snat && p->saddr == snat)
+			return egress_node_flow(skb, p, fwd, cfg, snat, to);
 	}
+	verdict = decide(cfg, p->saddr, p->daddr);
 	if (verdict != MASQ_TRANSLATED_EGRESS) {
 		count(verdict);
-		return 0;
+		if (verdict != MASQ_KEEP_NOT_A_POD)
+			nat_track_pass(fwd, 0);
+		return EGRESS_PASS;
 	}
-	/*
-	 * A TCP connection is translated from its SYN on, or never: one that began kept (a
-	 * destination just removed from nonMasqueradeCIDRs) must not change source mid-stream, or
-	 * the peer resets it. New config applies to new connections only (SPEC section 3).
-	 */
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN) {
-		count(MASQ_PASS_MIDSTREAM);
-		return 0;
+	if (p->proto == IPPROTO_TCP) {
+		/*
+		 * A pod's SYN-ACK answers a SYN from outside: no connection masq translates ever
+		 * starts that way (its SYN-ACK comes from the remote side). Its ingress record is
+		 * missing (the SYN came through another interface, or before masq): make one.
+		 */
+		if ((p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == (TCP_FLAG_SYN | TCP_FLAG_ACK)) {
+			nat_track_pass(fwd, NAT_F_INBOUND | NAT_F_REPLIED);
+			count(MASQ_PASS_INBOUND_REPLY);
+			return EGRESS_PASS;
+		}
+		/*
+		 * Mid-stream without an entry: a translated flow whose entry is gone (expired
+		 * while idle, an upgrade) must not leave with the pod's address; it gets a mapping,
+		 * as conntrack picks up a mid-stream connection (nf_conntrack_tcp_loose). Kept
+		 * connections have entries of their own and never get here (docs/ebpf.md).
+		 */
+		if (!(p->tcp_flags & TCP_FLAG_SYN))
+			count(MASQ_NAT_MIDSTREAM);
 	}
 	if (steer) {
 		if (steer_lookup(skb, p->daddr, route) < 0) {
 			count(MASQ_PASS_NO_SNAT_ADDR);
-			return 0;
+			return EGRESS_PASS;
 		}
 		ifindex = route->ifindex;
 	}
 	snat = snat_addr_for(ifindex);
 	if (!snat) {
 		count(MASQ_PASS_NO_SNAT_ADDR);
-		return 0;
+		return EGRESS_PASS;
 	}
-	return nat_create(fwd, snat, cfg, steer ? NAT_F_STEERED : 0, out) == 0 ? 1 : -1;
+	if (nat_create(skb, p, fwd, snat, cfg, steer ? NAT_F_STEERED : 0, &created) < 0)
+		return EGRESS_DROP;
+	to->addr = created.to_addr;
+	to->port = created.to_port;
+	return steer ? EGRESS_STEER : EGRESS_TRANSLATE;
 }
 
 /*
@@ -110,13 +198,11 @@ __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *
 __always_inline_fn int egress(struct __sk_buff *skb, const int steer)
 {
 	struct steer_route route;
-	struct nat_entry created;
+	struct egress_to to = {};
 	struct nat_tuple fwd;
-	struct nat_entry *e = NULL;
+	struct nat_entry *e;
 	struct pkt p;
-	__be32 to_addr;
-	__be16 to_port;
-	int ret;
+	int action, ret;
 
 	ret = parse_ipv4(skb, &p, 0);
 	if (ret == PARSE_UNSUPPORTED) {
@@ -128,36 +214,27 @@ __always_inline_fn int egress(struct __sk_buff *skb, const int steer)
 	if (p.frag == FRAG_LATER)
 		return egress_later_fragment(skb, &p, steer);
 
-	/* Established flows first: they never pay for the CIDR lookups. */
+	/* Flows in the table first: they never pay for the CIDR lookups. */
 	tuple_from_pkt(&fwd, &p);
 	e = bpf_map_lookup_elem(&masq_nat_egress, &fwd);
-	if (e) {
-		if (nat_touch(e, &p))
-			nat_restore_reverse(&fwd, e);
-		to_addr = e->to_addr;
-		to_port = e->to_port;
-		/* A flow translated on the egress interface itself (older entry) is not moved. */
-		if (steer && (!(e->flags & NAT_F_STEERED) || steer_lookup(skb, p.daddr, &route) < 0))
-			return MASQ_CONTINUE;
-	} else {
-		ret = egress_new_flow(skb, &p, &fwd, &created, steer, &route);
-		if (ret < 0)
-			return MASQ_DROP; /* counted by nat_create */
-		if (ret == 0) {
-			if (p.frag == FRAG_FIRST)
-				frag_remember(&p, 0, 0);
-			return MASQ_CONTINUE;
-		}
-		to_addr = created.to_addr;
-		to_port = created.to_port;
-	}
-	if (p.frag == FRAG_FIRST)
-		frag_remember(&p, 0, to_addr);
+	if (e)
+		action = egress_known_flow(skb, &p, &fwd, e, steer, &route, &to);
+	else
+		action = egress_new_flow(skb, &p, &fwd, steer, &route, &to);
 
-	if (rewrite(skb, &p, 0, p.saddr, to_addr, p.sport, to_port) < 0)
+	/* Every outcome, in one place, so the later fragments cannot diverge from this one. */
+	if (p.frag == FRAG_FIRST)
+		frag_remember(&p, 0, action > 0 ? to.addr : 0,
+			      action == EGRESS_DROP ? FRAG_F_DROPPED :
+			      action == EGRESS_STEER ? FRAG_F_STEERED : 0);
+	if (action == EGRESS_DROP)
+		return MASQ_DROP;
+	if (action == EGRESS_PASS)
+		return MASQ_CONTINUE;
+	if (rewrite(skb, &p, 0, p.saddr, to.addr, p.sport, to.port) < 0)
 		return drop(MASQ_DROP_REWRITE);
 	count(MASQ_TRANSLATED_EGRESS);
-	return steer ? steer_redirect(skb, &route) : MASQ_CONTINUE;
+	return action == EGRESS_STEER ? steer_redirect(skb, &route) : MASQ_CONTINUE;
 }
 
 SEC("classifier")
@@ -172,12 +249,44 @@ int masq_steer(struct __sk_buff *skb)
 	return egress(skb, 1);
 }
 
+/*
+ * A packet that is no reply to a translated flow. Towards a pod it is part of a flow the pod
+ * did not start (a client reaching the pod), or the reply of a kept flow: either way the pod's
+ * packets of that flow must leave untranslated, as conntrack leaves a connection's reply
+ * direction alone. The flow is recorded (or refreshed) under the pod's own tuple.
+ */
+__always_inline_fn int ingress_untracked(const struct pkt *p, const struct nat_tuple *rev)
+{
+	const struct masq_config *cfg;
+	struct nat_tuple pod_side;
+	struct nat_entry *e;
+
+	/* ICMP: the pod's echo replies and errors are never translated on egress anyway. */
+	if (p->proto == IPPROTO_ICMP)
+		return MASQ_CONTINUE;
+	cfg = config_get();
+	if (!cfg || !dst_is_pod(cfg, p->daddr))
+		return MASQ_CONTINUE;
+	tuple_swap(&pod_side, rev);
+	e = bpf_map_lookup_elem(&masq_nat_egress, &pod_side);
+	if (e) {
+		/* Only passed flows: a packet sent straight to the pod's address of a translated
+		 * flow's tuple changes nothing. */
+		if (e->flags & NAT_F_PASS)
+			nat_touch(e, p, !(e->flags & NAT_F_INBOUND));
+		return MASQ_CONTINUE;
+	}
+	nat_track_pass(&pod_side, NAT_F_INBOUND);
+	count(MASQ_INBOUND_TRACKED);
+	return MASQ_CONTINUE;
+}
+
 SEC("classifier")
 int masq_ingress(struct __sk_buff *skb)
 {
 	struct frag_value *seen;
 	struct nat_tuple rev;
-	struct nat_entry *e = NULL;
+	struct nat_entry *e;
 	struct pkt p;
 	__be32 to_addr;
 	__be16 to_port;
@@ -208,8 +317,9 @@ int masq_ingress(struct __sk_buff *skb)
 	tuple_from_pkt(&rev, &p);
 	e = bpf_map_lookup_elem(&masq_nat_ingress, &rev);
 	if (!e)
-		return MASQ_CONTINUE;
-	nat_touch(e, &p);
+		return ingress_untracked(&p, &rev);
+	if (nat_touch(e, &p, 1) & TOUCH_REFRESHED && !(e->flags & NAT_F_HOST))
+		nat_restore_forward(&rev, e);
 	if (e->flags & NAT_F_HOST)
 		return MASQ_CONTINUE;
 	if (e->flags & NAT_F_STEERED)
@@ -217,7 +327,7 @@ int masq_ingress(struct __sk_buff *skb)
 	to_addr = e->to_addr;
 	to_port = e->to_port;
 	if (p.frag == FRAG_FIRST)
-		frag_remember(&p, 1, to_addr);
+		frag_remember(&p, 1, to_addr, 0);
 
 	if (rewrite(skb, &p, 1, p.daddr, to_addr, p.dport, to_port) < 0)
 		return drop(MASQ_DROP_REWRITE);

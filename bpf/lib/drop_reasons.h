@@ -25,7 +25,16 @@ enum masq_reason {
 	MASQ_HOST_PORT_RESERVED = 13, /* a node-owned flow reserved its port against SNAT reuse */
 	MASQ_NAT_REVERSE_RESTORED = 14, /* an evicted reverse half was put back by its flow */
 	MASQ_HOST_PORT_REMAPPED = 15, /* a node-owned flow collided with a pod's port and was moved */
-	MASQ_PASS_MIDSTREAM = 16,     /* TCP without a NAT entry and no initial SYN: left as it began */
+	MASQ_UNUSED16 = 16,           /* retired: mid-stream TCP without an entry was passed */
+	MASQ_NAT_MIDSTREAM = 17,      /* TCP without an entry and no SYN, towards a masqueraded
+				       * destination: given a mapping (it never leaves with the pod's address) */
+	MASQ_PASS_TRACKED = 18,       /* packet of a kept or inbound flow, passed by its entry */
+	MASQ_INBOUND_TRACKED = 19,    /* a flow from outside towards a pod was recorded */
+	MASQ_NAT_FORWARD_RESTORED = 20, /* a missing forward half was put back from its reverse half */
+	MASQ_BIG_PACKET = 21,         /* IPv4 GSO packet over 64 KiB (BIG TCP: tot_len 0) */
+	MASQ_TRACK_FULL = 22,         /* a kept or inbound flow could not be recorded: table full */
+	MASQ_PASS_INBOUND_REPLY = 23, /* a pod's SYN-ACK without an entry: the reply of an inbound
+				       * connection, recorded and passed */
 
 	MASQ_DROP_FIRST = 64,
 	MASQ_DROP_BAD_IHL = 64,        /* IPv4 header length under 20 bytes or past the packet */
@@ -33,6 +42,7 @@ enum masq_reason {
 	MASQ_DROP_PORT_EXHAUSTED = 66, /* no free port for this destination after bounded probing */
 	MASQ_DROP_NAT_INSERT = 67,     /* the NAT table refused an insert */
 	MASQ_DROP_REWRITE = 68,        /* a checksum or store helper failed mid-rewrite */
+	MASQ_DROP_FRAG_OF_DROPPED = 69, /* a later fragment of a datagram whose first was dropped */
 
 	MASQ_REASON_MAX = 72,          /* size of the counter array */
 };

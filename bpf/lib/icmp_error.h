@@ -122,7 +122,7 @@ __always_inline_fn int icmp_error_ingress(struct __sk_buff *skb, const struct pk
 	/* Like the flow's own replies: masq's ip rule must answer the reverse-path check. */
 	if (e->flags & NAT_F_STEERED)
 		mark_steered_reply(skb);
-	nat_touch(e, p);
+	nat_touch(e, p, 1);
 	count(MASQ_ICMP_ERROR_TRANSLATED);
 	return MASQ_CONTINUE;
 }

@@ -35,7 +35,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __be32);
 	__type(value, __u8);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 4096);
 } masq_local_addrs SEC(".maps");
 
 /* nonMasqueradeCIDRs plus --native-routing-cidr. */

@@ -1,4 +1,5 @@
-/* masq's SNAT engine: the NAT pair table, the new-flow decision and port allocation. */
+/* masq's SNAT engine: the flow table (NAT pairs and passed flows), the new-flow decision and the
+ * port search. */
 #ifndef MASQ_LIB_NAT_H
 #define MASQ_LIB_NAT_H
 
@@ -8,36 +9,51 @@
 #include "nat_types.h"
 #include "parse.h"
 
+/*
+ * Capacity of each half of the flow table when userspace does not size it (--nat-table-size
+ * sets max_entries at load time; crates/datapath/src/ebpf/maps.rs holds the same default).
+ */
 #define MASQ_NAT_MAX 131072
 #define MASQ_FRAG_MAX 8192
-/* Port candidates tried for one new flow before it is dropped as exhausted. */
-#define MASQ_PORT_TRIES 32
 /* Used when userspace has not written a range: above the Kubernetes NodePort range. */
 #define MASQ_PORT_MIN_DEFAULT 32768
 #define MASQ_PORT_MAX_DEFAULT 65535
+/* Port candidates of the bounded search, for kernels without bpf_loop (before 5.17). */
+#define MASQ_PORT_PROBES_BOUNDED 64
 
-/* Forward halves: pod tuple → translated source. */
+/*
+ * Plain hashes, not LRU ones: like conntrack's table, only the userspace GC ever deletes an
+ * entry (crates/datapath/src/ebpf/nat.rs), so the kernel never evicts one half of a live pair
+ * or an idle pooled connection to make room for a flood; a full table refuses new flows
+ * instead (counted), as nf_conntrack_max does.
+ */
+
+/* Forward halves: pod tuple → translated source; and the flows that pass (NAT_F_PASS). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct nat_tuple);
 	__type(value, struct nat_entry);
 	__uint(max_entries, MASQ_NAT_MAX);
 } masq_nat_egress SEC(".maps");
 
-/* Reverse halves: reply tuple → the pod's address and port. */
+/* Reverse halves: reply tuple → the pod's address and port; and the node's own ports. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct nat_tuple);
 	__type(value, struct nat_entry);
 	__uint(max_entries, MASQ_NAT_MAX);
 } masq_nat_ingress SEC(".maps");
 
+/* Fragments are short-lived: an LRU may forget the oldest. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct frag_key);
 	__type(value, struct frag_value);
 	__uint(max_entries, MASQ_FRAG_MAX);
 } masq_frags SEC(".maps");
+
+/* The map update helpers' "no room" answer (a full preallocated hash). */
+#define MASQ_E2BIG 7
 
 __always_inline_fn void tuple_from_pkt(struct nat_tuple *t, const struct pkt *p)
 {
@@ -47,6 +63,41 @@ __always_inline_fn void tuple_from_pkt(struct nat_tuple *t, const struct pkt *p)
 	t->dport = p->dport;
 	t->proto = p->proto;
 	t->pad[0] = t->pad[1] = t->pad[2] = 0;
+}
+
+/* The other direction of the same flow, untranslated. */
+__always_inline_fn void tuple_swap(struct nat_tuple *out, const struct nat_tuple *t)
+{
+	out->saddr = t->daddr;
+	out->daddr = t->saddr;
+	out->sport = t->dport;
+	out->dport = t->sport;
+	out->proto = t->proto;
+	out->pad[0] = out->pad[1] = out->pad[2] = 0;
+}
+
+/* The reverse key of a forward half: the reply, addressed to the translated source. */
+__always_inline_fn void reverse_of(struct nat_tuple *rev, const struct nat_tuple *fwd,
+				   const struct nat_entry *e)
+{
+	rev->saddr = fwd->daddr;
+	rev->daddr = e->to_addr;
+	rev->sport = fwd->dport;
+	rev->dport = e->to_port;
+	rev->proto = fwd->proto;
+	rev->pad[0] = rev->pad[1] = rev->pad[2] = 0;
+}
+
+/* The forward key of a reverse half: the pod's own tuple. */
+__always_inline_fn void forward_of(struct nat_tuple *fwd, const struct nat_tuple *rev,
+				   const struct nat_entry *e)
+{
+	fwd->saddr = e->to_addr;
+	fwd->daddr = rev->saddr;
+	fwd->sport = e->to_port;
+	fwd->dport = rev->sport;
+	fwd->proto = rev->proto;
+	fwd->pad[0] = fwd->pad[1] = fwd->pad[2] = 0;
 }
 
 /*
@@ -62,42 +113,56 @@ __always_inline_fn __u64 nat_now(void)
 /* An entry's last-seen time is refreshed at most this often: 1 s at HZ=100, 0.1 s at 1000. */
 #define NAT_TOUCH_JIFFIES 100
 
+/* nat_touch's answer, a bit set. */
+#define TOUCH_REFRESHED 1 /* the timestamp moved: a cheap moment for rarer checks */
+#define TOUCH_REOPENED 2  /* a SYN reused a closing flow: its partner must reopen too */
+
 /*
- * Keeps an entry alive for the userspace GC and marks TCP teardown. Returns 1 when the
- * timestamp was refreshed (at most every NAT_TOUCH_JIFFIES per entry): a cheap moment for
- * rarer checks.
+ * Keeps an entry alive for the GC and follows the flow's state the way conntrack does: the
+ * first packet of the reply direction (reply = 1) marks it replied; a TCP FIN or RST marks it
+ * closing; a new SYN (no ACK) on a closing flow in the original direction reopens it, since the
+ * 4-tuple is being reused by a new connection (conntrack: TCP_CONNTRACK_CLOSE → SYN_SENT).
+ * Writes happen only when something changes, so established packets touch no cache line but
+ * once per NAT_TOUCH_JIFFIES.
  */
-__always_inline_fn int nat_touch(struct nat_entry *e, const struct pkt *p)
+__always_inline_fn int nat_touch(struct nat_entry *e, const struct pkt *p, int reply)
 {
 	__u64 now = nat_now();
-	int refreshed = 0;
+	__u8 flags = e->flags;
+	int touched = 0;
 
 	if (now - e->last_seen >= NAT_TOUCH_JIFFIES) {
 		e->last_seen = now;
-		refreshed = 1;
+		touched |= TOUCH_REFRESHED;
 	}
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) &&
-	    !(e->flags & NAT_F_CLOSING))
-		e->flags |= NAT_F_CLOSING;
-	return refreshed;
+	if (p->proto == IPPROTO_TCP) {
+		if (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
+			if (!(flags & NAT_F_CLOSING))
+				e->flags = flags | NAT_F_CLOSING;
+			return touched;
+		}
+		if (!reply && (flags & NAT_F_CLOSING) &&
+		    (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
+			e->flags = flags & ~(NAT_F_CLOSING | NAT_F_REPLIED);
+			e->last_seen = now;
+			return touched | TOUCH_REOPENED;
+		}
+	}
+	if (reply && !(flags & NAT_F_REPLIED))
+		e->flags = flags | NAT_F_REPLIED;
+	return touched;
 }
 
 /*
- * The two halves live in separate LRU maps, so pressure can evict one alone. Whenever a flow's
- * timestamp is refreshed (NAT_TOUCH_JIFFIES), the egress path puts a missing reverse half
- * back, so replies keep being translated (the userspace GC would otherwise only notice later).
- * NOEXIST: if the port went to another flow meanwhile, that flow keeps it and the GC retires
- * this one.
+ * The two halves of a pair are separate entries. Only the GC deletes, but a half can still go
+ * missing (an entry deleted by hand, an upgrade that carried one map over and not the other);
+ * whenever a flow's timestamp is refreshed the program puts the other half back, so neither
+ * direction ever stops being translated. NOEXIST: if the port went to another flow meanwhile,
+ * that flow keeps it and the GC settles the rest.
  */
 __always_inline_fn void nat_restore_reverse(const struct nat_tuple *fwd, const struct nat_entry *e)
 {
-	struct nat_tuple rev = {
-		.saddr = fwd->daddr,
-		.daddr = e->to_addr,
-		.sport = fwd->dport,
-		.dport = e->to_port,
-		.proto = fwd->proto,
-	};
+	struct nat_tuple rev;
 	struct nat_entry val = {
 		.to_addr = fwd->saddr,
 		.to_port = fwd->sport,
@@ -106,14 +171,56 @@ __always_inline_fn void nat_restore_reverse(const struct nat_tuple *fwd, const s
 		.last_seen = e->last_seen,
 	};
 
+	reverse_of(&rev, fwd, e);
 	if (bpf_map_lookup_elem(&masq_nat_ingress, &rev))
 		return;
 	if (bpf_map_update_elem(&masq_nat_ingress, &rev, &val, BPF_NOEXIST) == 0)
 		count(MASQ_NAT_REVERSE_RESTORED);
 }
 
+/* The same from the reply side: a missing forward half would let the pod's next packet leave
+ * as a new flow, with another port. */
+__always_inline_fn void nat_restore_forward(const struct nat_tuple *rev, const struct nat_entry *e)
+{
+	struct nat_tuple fwd;
+	struct nat_entry val = {
+		.to_addr = rev->daddr,
+		.to_port = rev->dport,
+		.flags = e->flags,
+		.created = e->created,
+		.last_seen = e->last_seen,
+	};
+
+	forward_of(&fwd, rev, e);
+	if (bpf_map_lookup_elem(&masq_nat_egress, &fwd))
+		return;
+	if (bpf_map_update_elem(&masq_nat_egress, &fwd, &val, BPF_NOEXIST) == 0)
+		count(MASQ_NAT_FORWARD_RESTORED);
+}
+
+/* A reused 4-tuple reopened the forward half: the reverse half starts over too (or comes back). */
+__always_inline_fn void nat_reopen_reverse(const struct nat_tuple *fwd, const struct nat_entry *e)
+{
+	struct nat_tuple rev;
+	struct nat_entry *r;
+
+	reverse_of(&rev, fwd, e);
+	r = bpf_map_lookup_elem(&masq_nat_ingress, &rev);
+	if (!r) {
+		nat_restore_reverse(fwd, e);
+		return;
+	}
+	r->flags &= ~(NAT_F_CLOSING | NAT_F_REPLIED);
+	r->last_seen = e->last_seen;
+}
+
+__always_inline_fn int is_local_addr(__be32 addr)
+{
+	return bpf_map_lookup_elem(&masq_local_addrs, &addr) != NULL;
+}
+
 /*
- * SPEC section 3, steps 2–6, for the first packet of a flow leaving the node. Returns
+ * docs/decision.md, steps 2–6, for the first packet of a flow leaving the node. Returns
  * MASQ_TRANSLATED_EGRESS to masquerade, or the MASQ_KEEP_* reason.
  */
 __always_inline_fn enum masq_reason decide(const struct masq_config *cfg, __be32 saddr,
@@ -124,7 +231,7 @@ __always_inline_fn enum masq_reason decide(const struct masq_config *cfg, __be32
 	if (cfg->flags & MASQ_CFG_POD_CIDRS) {
 		if (!lpm_contains(&masq_pod_cidrs, saddr))
 			return MASQ_KEEP_NOT_A_POD;
-	} else if (bpf_map_lookup_elem(&masq_local_addrs, &saddr)) {
+	} else if (is_local_addr(saddr)) {
 		return MASQ_KEEP_NOT_A_POD;
 	}
 	/* 169.254.0.0/16 */
@@ -133,9 +240,23 @@ __always_inline_fn enum masq_reason decide(const struct masq_config *cfg, __be32
 		return MASQ_KEEP_LINK_LOCAL;
 	if (lpm_contains(&masq_nonmasq_dst, daddr))
 		return MASQ_KEEP_NON_MASQ_DST;
-	if (bpf_map_lookup_elem(&masq_local_addrs, &daddr))
+	if (is_local_addr(daddr))
 		return MASQ_KEEP_LOCAL;
 	return MASQ_TRANSLATED_EGRESS;
+}
+
+/*
+ * Is this arriving packet addressed to a pod, i.e. would the pod's answer be a candidate for
+ * masquerading? The same notion of "pod" as decide(): inside --pod-cidr when given, else any
+ * address that is not the node's. Multicast, broadcast and class E never are.
+ */
+__always_inline_fn int dst_is_pod(const struct masq_config *cfg, __be32 daddr)
+{
+	if ((bpf_ntohl(daddr) >> 28) >= 0xe)
+		return 0;
+	if (cfg->flags & MASQ_CFG_POD_CIDRS)
+		return lpm_contains(&masq_pod_cidrs, daddr);
+	return !is_local_addr(daddr);
 }
 
 __always_inline_fn const struct masq_config *config_get(void)
@@ -146,82 +267,191 @@ __always_inline_fn const struct masq_config *config_get(void)
 }
 
 /*
- * Creates the NAT pair for a new flow and copies its forward half to *out; returns -1 when no
- * port is free (counted). The reverse half is claimed first with BPF_NOEXIST: that claim is what
- * makes a port ours, atomically across CPUs; the forward half follows, and a lost race on it
- * rolls the claim back and uses the winner's entry.
+ * Records a flow that leaves untranslated (NAT_F_PASS): its packets then pass on one lookup, and
+ * a config change can no longer turn it into a translated flow mid-stream (conntrack keeps a
+ * kept connection kept). `flags` adds NAT_F_INBOUND / NAT_F_REPLIED. A full table only costs
+ * that guarantee (counted): the packet passes anyway.
  */
-__always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
+__always_inline_fn void nat_track_pass(const struct nat_tuple *fwd, __u8 flags)
+{
+	struct nat_entry val = {
+		.to_addr = fwd->saddr,
+		.to_port = fwd->sport,
+		.flags = NAT_F_PASS | flags,
+	};
+
+	val.created = nat_now();
+	val.last_seen = val.created;
+	if (bpf_map_update_elem(&masq_nat_egress, fwd, &val, BPF_NOEXIST) == -MASQ_E2BIG)
+		count(MASQ_TRACK_FULL);
+}
+
+/*
+ * Does a socket of the node own the replies this reverse key would catch? A UDP socket bound to
+ * the port (a WireGuard or IPsec NAT-T listener) or a TCP socket on that 4-tuple (including
+ * TIME_WAIT) or listening on the port: handing the port to a pod would steal its packets, or
+ * make the node's next flow collide. Only for the candidate about to be claimed.
+ */
+__always_inline_fn int port_owned_by_node(struct __sk_buff *skb, const struct nat_tuple *rev)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	t.ipv4.saddr = rev->saddr;
+	t.ipv4.daddr = rev->daddr;
+	t.ipv4.sport = rev->sport;
+	t.ipv4.dport = rev->dport;
+	if (rev->proto == IPPROTO_TCP)
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else if (rev->proto == IPPROTO_UDP)
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		return 0;
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
+/* The state of one port search (bpf_loop hands it to port_probe). */
+struct port_search {
+	struct __sk_buff *skb;
+	struct nat_tuple rev;  /* the reply key; dport is the candidate */
+	struct nat_entry val;  /* the reverse half to claim it with */
+	__u32 port_min;
+	__u32 span;
+	__u32 start;           /* offset of the first sequential candidate */
+	int result;            /* PORT_*; 0 while searching, and when every port is taken */
+};
+
+#define PORT_CLAIMED 1     /* a free port, now ours (the reverse half is written) */
+#define PORT_ADOPTED 2     /* the flow's own reverse half was found: its port is kept */
+#define PORT_TABLE_FULL -1 /* no room for the reverse half */
+
+/*
+ * Tries one candidate: free in the table (looked up first: a failed NOEXIST insert costs as
+ * much as a successful one), not owned by a node socket, then claimed with a NOEXIST insert,
+ * which is what makes the port ours atomically across CPUs. Returns 1 to stop the search.
+ */
+__always_inline_fn int port_try(struct port_search *s, __u32 port)
+{
+	struct nat_entry *taken;
+	long err;
+
+	s->rev.dport = bpf_htons((__u16)port);
+	taken = bpf_map_lookup_elem(&masq_nat_ingress, &s->rev);
+	if (taken) {
+		/* This flow's own reverse half, whose forward half went missing: the flow keeps
+		 * its port, and the forward half is written again. */
+		if (!(taken->flags & (NAT_F_HOST | NAT_F_PASS)) && taken->to_addr == s->val.to_addr &&
+		    taken->to_port == s->val.to_port) {
+			s->result = PORT_ADOPTED;
+			return 1;
+		}
+	} else if (!port_owned_by_node(s->skb, &s->rev)) {
+		err = bpf_map_update_elem(&masq_nat_ingress, &s->rev, &s->val, BPF_NOEXIST);
+		if (err == 0) {
+			s->result = PORT_CLAIMED;
+			return 1;
+		}
+		if (err == -MASQ_E2BIG) {
+			s->result = PORT_TABLE_FULL;
+			return 1;
+		}
+	}
+	count(MASQ_PORT_RETRY);
+	return 0;
+}
+
+/* Candidate i of the sequential probe: every port of the range once, from a random offset. */
+static long port_probe(__u32 i, void *ctx)
+{
+	struct port_search *s = ctx;
+
+	return port_try(s, s->port_min + (s->start + i) % s->span);
+}
+
+/*
+ * Finds and claims a port towards the reverse key's destination: the pod's own port when it is
+ * free (most flows keep theirs), else every port of the range in turn from a random offset, as
+ * nf_nat does, but to the end: a pool with one free port gives it (bpf_loop, kernel 5.17+).
+ * The bounded build (older kernels) probes MASQ_PORT_PROBES_BOUNDED candidates.
+ */
+__always_inline_fn int port_search(struct port_search *s, __u32 orig, int keep_orig)
+{
+	if (keep_orig && port_try(s, orig))
+		return s->result;
+	s->start = bpf_get_prandom_u32() % s->span;
+#ifdef MASQ_PORT_SEARCH_BOUNDED
+	for (__u32 i = 0; i < MASQ_PORT_PROBES_BOUNDED && i < s->span; i++)
+		if (port_probe(i, s))
+			break;
+#else
+	bpf_loop(s->span, port_probe, s, 0);
+#endif
+	return s->result;
+}
+
+/*
+ * Creates the NAT pair for a new flow and copies its forward half to *out; returns -1 when no
+ * port is free or the table is full (counted). The reverse half is claimed first; the forward
+ * half follows, and a lost race on it rolls the claim back and uses the winner's entry.
+ */
+__always_inline_fn int nat_create(struct __sk_buff *skb, const struct pkt *p,
+				  const struct nat_tuple *fwd, __be32 snat_addr,
 				  const struct masq_config *cfg, __u8 flags, struct nat_entry *out)
 {
 	__u32 port_min = cfg->port_min ? cfg->port_min : MASQ_PORT_MIN_DEFAULT;
 	__u32 port_max = cfg->port_max ? cfg->port_max : MASQ_PORT_MAX_DEFAULT;
-	__u32 span, orig = bpf_ntohs(fwd->sport);
-	struct nat_entry rev_val = {};
-	struct nat_tuple rev = {};
+	__u32 orig = bpf_ntohs(fwd->sport);
+	struct port_search s = { .skb = skb };
 	struct nat_entry *e;
-	int i, claimed = 0;
+	int found;
 
 	if (port_max < port_min)
 		port_max = port_min;
-	span = port_max - port_min + 1;
+	/* TCP teardown seen on the very packet that creates the pair (a stray FIN or RST). */
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+		flags |= NAT_F_CLOSING;
+	s.port_min = port_min;
+	s.span = port_max - port_min + 1;
+	s.val.to_addr = fwd->saddr;
+	s.val.to_port = fwd->sport;
+	s.val.flags = flags;
+	s.val.created = nat_now();
+	s.val.last_seen = s.val.created;
+	s.rev.saddr = fwd->daddr;
+	s.rev.daddr = snat_addr;
+	s.rev.sport = fwd->dport;
+	s.rev.proto = fwd->proto;
 
-	rev_val.to_addr = fwd->saddr;
-	rev_val.to_port = fwd->sport;
-	rev_val.flags = flags;
-	rev_val.created = nat_now();
-	rev_val.last_seen = rev_val.created;
-	rev.saddr = fwd->daddr;
-	rev.daddr = snat_addr;
-	rev.sport = fwd->dport;
-	rev.proto = fwd->proto;
-
-	for (i = 0; i < MASQ_PORT_TRIES; i++) {
-		__u32 port;
-
-		/*
-		 * The original port first, so most flows keep theirs. Like netfilter, only an
-		 * explicit --port-range confines kept ports too; by default a free original port
-		 * is kept wherever it lies and the range is only where changed ports come from
-		 * (a pod walking low ports must not crowd one destination's range).
-		 */
-		if (i == 0 && ((cfg->flags & MASQ_CFG_KEEP_ANY_PORT) ||
-			       (orig >= port_min && orig <= port_max)))
-			port = orig;
-		else
-			port = port_min + bpf_get_prandom_u32() % span;
-		rev.dport = bpf_htons((__u16)port);
-		/*
-		 * Look before claiming: a failed NOEXIST insert into an LRU map costs as much as a
-		 * successful one (it takes a free node and gives it back), a lookup a fraction.
-		 * The insert stays the atomic claim.
-		 */
-		if (!bpf_map_lookup_elem(&masq_nat_ingress, &rev) &&
-		    bpf_map_update_elem(&masq_nat_ingress, &rev, &rev_val, BPF_NOEXIST) == 0) {
-			claimed = 1;
-			break;
-		}
-		count(MASQ_PORT_RETRY);
-	}
-	if (!claimed) {
-		count(MASQ_DROP_PORT_EXHAUSTED);
+	/*
+	 * Like netfilter, only an explicit --port-range confines kept ports too; by default a free
+	 * original port is kept wherever it lies and the range is only where changed ports come
+	 * from (a pod walking low ports must not crowd one destination's range).
+	 */
+	found = port_search(&s, orig,
+			    (cfg->flags & MASQ_CFG_KEEP_ANY_PORT) || (orig >= port_min && orig <= port_max));
+	if (found <= 0) {
+		count(found < 0 ? MASQ_DROP_NAT_INSERT : MASQ_DROP_PORT_EXHAUSTED);
 		return -1;
 	}
 
 	out->to_addr = snat_addr;
-	out->to_port = rev.dport;
+	out->to_port = s.rev.dport;
 	out->flags = flags;
 	out->pad = 0;
-	out->created = rev_val.created;
-	out->last_seen = rev_val.created;
+	out->created = s.val.created;
+	out->last_seen = s.val.created;
 	if (bpf_map_update_elem(&masq_nat_egress, fwd, out, BPF_NOEXIST) == 0) {
 		count(MASQ_NAT_CREATED);
 		return 0;
 	}
-	/* Another CPU created this flow's pair meanwhile: give our port back, use theirs. */
-	bpf_map_delete_elem(&masq_nat_ingress, &rev);
+	/* Another CPU created this flow's pair meanwhile, or the table is full: give the port back. */
+	if (found == PORT_CLAIMED)
+		bpf_map_delete_elem(&masq_nat_ingress, &s.rev);
 	e = bpf_map_lookup_elem(&masq_nat_egress, fwd);
-	if (!e) {
+	if (!e || (e->flags & NAT_F_PASS)) {
 		count(MASQ_DROP_NAT_INSERT);
 		return -1;
 	}
@@ -233,9 +463,9 @@ __always_inline_fn int nat_create(const struct nat_tuple *fwd, __be32 snat_addr,
  * A flow of the node itself (source = the SNAT address) leaves untranslated: record its tuple
  * as a reverse entry flagged NAT_F_HOST, so no pod flow is given the same port towards the
  * same destination, and replies to it are recognised and left alone. Returns 1 when a pod flow
- * already holds that port towards that destination (the kernel picked it without knowing):
- * the node's flow must then be moved to another port like a pod's, or its replies would go to
- * the pod.
+ * already holds that port towards that destination (it was claimed before the node's socket
+ * used it): the node's flow must then be moved to another port like a pod's, or its replies
+ * would go to the pod.
  */
 __always_inline_fn int nat_reserve_host_port(const struct pkt *p)
 {
@@ -252,7 +482,7 @@ __always_inline_fn int nat_reserve_host_port(const struct pkt *p)
 	if (e) {
 		if (!(e->flags & NAT_F_HOST))
 			return 1;
-		nat_touch(e, p);
+		nat_touch(e, p, 0);
 		return 0;
 	}
 	val.created = nat_now();
@@ -262,13 +492,14 @@ __always_inline_fn int nat_reserve_host_port(const struct pkt *p)
 	return 0;
 }
 
-__always_inline_fn void frag_remember(const struct pkt *p, int ingress, __be32 to_addr)
+/* What the first fragment of a datagram met, for the fragments after it (no ports there). */
+__always_inline_fn void frag_remember(const struct pkt *p, int ingress, __be32 to_addr, __u32 flags)
 {
 	struct frag_key key = {
 		.saddr = p->saddr, .daddr = p->daddr, .ip_id = p->ip_id,
 		.proto = p->proto, .ingress = ingress,
 	};
-	struct frag_value val = { .to_addr = to_addr };
+	struct frag_value val = { .to_addr = to_addr, .flags = flags };
 
 	bpf_map_update_elem(&masq_frags, &key, &val, BPF_ANY);
 }

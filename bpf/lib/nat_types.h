@@ -58,10 +58,17 @@ build_bug_on(sizeof(struct nat_tuple) != 16);
 #define NAT_F_CLOSING (1U << 0) /* TCP FIN or RST seen: expires after the short grace period */
 #define NAT_F_HOST (1U << 1)    /* reverse-only entry reserving a port the node itself uses */
 #define NAT_F_STEERED (1U << 2) /* left a secondary interface, redirected to the egress interface */
+#define NAT_F_REPLIED (1U << 3) /* a packet of the reply direction was seen (conntrack's SEEN_REPLY) */
+#define NAT_F_PASS (1U << 4)    /* forward-only entry of a flow that leaves untranslated */
+#define NAT_F_INBOUND (1U << 5) /* with NAT_F_PASS: the flow began outside, towards a pod */
 
 /*
  * The forward half (masq_nat_egress, keyed by the pod's tuple) holds the translated source; the
  * reverse half (masq_nat_ingress, keyed by the reply tuple) holds the pod's address and port.
+ * masq_nat_egress also holds NAT_F_PASS entries without a reverse half: flows masq decided to
+ * leave alone (kept destinations), and flows that began outside (NAT_F_INBOUND, keyed by the
+ * pod's reply tuple), so their packets are never translated whatever the config says later.
+ * Such an entry's to_addr and to_port are the tuple's own source.
  */
 struct nat_entry {
 	__be32 to_addr;
@@ -83,8 +90,14 @@ struct frag_key {
 };
 build_bug_on(sizeof(struct frag_key) != 12);
 
+/* frag_value.flags */
+#define FRAG_F_DROPPED (1U << 0) /* the first fragment was dropped: so are the rest */
+#define FRAG_F_STEERED (1U << 1) /* the first fragment was redirected to the egress interface */
+
 struct frag_value {
 	__be32 to_addr; /* 0: the first fragment was left untouched */
+	__u32 flags;
 };
+build_bug_on(sizeof(struct frag_value) != 8);
 
 #endif /* MASQ_LIB_NAT_TYPES_H */

@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "drop_reasons.h"
+#include "metrics.h"
 
 /* <linux/icmp.h> pulls in <linux/if.h>, which does not build under -target bpf (EBPF-NOTES). */
 struct icmp_echo_hdr {
@@ -20,6 +21,7 @@ struct icmp_echo_hdr {
 #define ICMP_TIME_EXCEEDED 11
 
 #define IP_MF 0x2000
+#define IPV4_MAX_TOT_LEN 0xffff
 #define IP_OFFSET 0x1fff
 
 enum frag_kind {
@@ -122,8 +124,15 @@ __always_inline_fn int parse_ipv4(struct __sk_buff *skb, struct pkt *p, int ingr
 	if (ip->version != 4)
 		return PARSE_UNSUPPORTED;
 	ihl_bytes = ip->ihl * 4;
-	if (ihl_bytes < sizeof(*ip) || bpf_ntohs(ip->tot_len) < ihl_bytes)
+	if (ihl_bytes < sizeof(*ip))
 		return -MASQ_DROP_BAD_IHL;
+	if (ip->tot_len == 0 && skb->len > sizeof(*eth) + IPV4_MAX_TOT_LEN) {
+		/* BIG TCP (kernel 6.3+): a GSO packet over 64 KiB has no room for its length in
+		 * tot_len and carries 0; the skb's own length is the truth. */
+		count(MASQ_BIG_PACKET);
+	} else if (bpf_ntohs(ip->tot_len) < ihl_bytes) {
+		return -MASQ_DROP_BAD_IHL;
+	}
 
 	p->l3_off = sizeof(*eth);
 	p->l4_off = sizeof(*eth) + ihl_bytes;

@@ -3,8 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Entry programs, relative to `bpf/`; each becomes `$OUT_DIR/<stem>.o`.
-const SOURCES: &[&str] = &["masq.bpf.c", "clock.bpf.c", "bench_new_flows.bpf.c"];
+/// Entry programs, relative to `bpf/`: (source, object name in `$OUT_DIR`, extra clang flags).
+const OBJECTS: &[(&str, &str, &[&str])] = &[
+    ("masq.bpf.c", "masq.bpf.o", &[]),
+    // For kernels without bpf_loop (before 5.17): a bounded port search (bpf/lib/nat.h).
+    (
+        "masq.bpf.c",
+        "masq_bounded.bpf.o",
+        &["-DMASQ_PORT_SEARCH_BOUNDED"],
+    ),
+    ("clock.bpf.c", "clock.bpf.o", &[]),
+    ("bench_new_flows.bpf.c", "bench_new_flows.bpf.o", &[]),
+];
 
 fn main() {
     let bpf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bpf");
@@ -12,13 +22,13 @@ fn main() {
     let include = format!("-I/usr/include/{}", multiarch());
 
     rerun_for_dir(&bpf_dir);
-    for source in SOURCES {
-        let stem = source.trim_end_matches(".c");
-        let output = out_dir.join(format!("{stem}.o"));
+    for (source, object, flags) in OBJECTS {
+        let output = out_dir.join(object);
         let status = Command::new("clang")
             .args([
                 "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
             ])
+            .args(*flags)
             .arg(&include)
             .arg("-c")
             .arg(bpf_dir.join(source))
@@ -26,7 +36,7 @@ fn main() {
             .arg(&output)
             .status()
             .expect("running clang (install clang 14 and libbpf-dev)");
-        assert!(status.success(), "clang failed on bpf/{source}");
+        assert!(status.success(), "clang failed on bpf/{source} ({object})");
     }
 }
 

@@ -152,6 +152,7 @@ impl Reconciler {
         let desired = Desired {
             node: NodeSettings {
                 interfaces: self.node.egress.clone(),
+                local_addrs: self.node.local_addrs.clone(),
                 ..self.settings.node.clone()
             },
             config,

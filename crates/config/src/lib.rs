@@ -36,6 +36,15 @@ use ipnet::IpNet;
 pub use cidr::{parse_cidr, CidrError};
 pub use error::{ConfigError, Problem};
 
+/// Parses a Go-style duration (`60s`, `1h30m`, `300ms`), as `resyncInterval` is read, for
+/// flags that take one. Negative durations are refused; the error says what is wrong.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let nanos = duration::parse_go_duration(text)?;
+    u64::try_from(nanos)
+        .map(std::time::Duration::from_nanos)
+        .map_err(|_| "is negative".to_string())
+}
+
 /// A validated configuration. A key absent from the file holds its default here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {

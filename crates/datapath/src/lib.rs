@@ -97,6 +97,11 @@ pub struct NodeSettings {
     pub enable_ipv6: bool,
     /// The egress interfaces the datapath attaches to (from `--interfaces` or the default routes).
     pub interfaces: Vec<Interface>,
+    /// Every address of the node, from netlink and kept current: without `--pod-cidr` these
+    /// are the sources that are not pods, and local destinations are kept.
+    pub local_addrs: Vec<IpAddr>,
+    /// The eBPF datapath's flow table: its size and per-state lifetimes.
+    pub nat: ebpf::NatSettings,
     /// `--egress-interface`: masqueraded traffic always leaves through this one. `None`: the
     /// first of `interfaces` (the interface of the main table's default route).
     pub egress_interface: Option<String>,
@@ -116,6 +121,8 @@ impl Default for NodeSettings {
             native_routing_cidr: None,
             enable_ipv6: false,
             interfaces: Vec::new(),
+            local_addrs: Vec::new(),
+            nat: ebpf::NatSettings::default(),
             egress_interface: None,
             egress_routing: Some(EgressRouting::default()),
             iptables_chain: names::IPT_CHAIN.to_string(),

@@ -4,9 +4,15 @@
 
 #[path = "ebpf_test_run/cases.rs"]
 mod cases;
+#[path = "ebpf_test_run/direction.rs"]
+mod direction;
 #[path = "ebpf_test_run/harness.rs"]
 mod harness;
+#[path = "ebpf_test_run/lifecycle.rs"]
+mod lifecycle;
 #[path = "ebpf_test_run/model.rs"]
 mod model;
+#[path = "ebpf_test_run/ports.rs"]
+mod ports;
 #[path = "ebpf_test_run/steer.rs"]
 mod steer;

@@ -113,7 +113,9 @@ pub fn nat_list(output: OutputFormat, pin_dir: &Path) -> anyhow::Result<String> 
                         "translated": format!("{}:{} -> {}:{}", e.translated.src(), e.translated.src_port(), e.translated.dst(), e.translated.dst_port()),
                         "age_seconds": e.age.as_secs_f64(),
                         "idle_seconds": e.idle.as_secs_f64(),
-                        "closing": e.closing,
+                        "state": e.state.label(),
+                        "closing": e.state == masq_datapath::ebpf::FlowState::TcpClosing,
+                        "kind": if e.host { "host" } else if e.inbound { "inbound" } else if e.pass { "kept" } else { "translated" },
                         "host": e.host,
                         "steered": e.steered,
                     })

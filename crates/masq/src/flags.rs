@@ -103,6 +103,36 @@ pub struct ConfigArgs {
     /// route must leave through the egress interface.
     #[arg(long, value_name = "TABLE", default_value = "main")]
     pub egress_table: String,
+    /// The eBPF datapath's flow table.
+    #[command(flatten)]
+    pub nat: NatArgs,
+}
+
+/// The eBPF flow table: size and idle lifetimes by state (docs/ebpf.md, "Lifetimes and GC").
+#[derive(Debug, Clone, Args)]
+pub struct NatArgs {
+    /// eBPF: flows the table holds, translated, kept and inbound together (each takes one entry
+    /// per direction, about 200 bytes in all); a full table refuses new translated flows.
+    #[arg(long, value_name = "N", default_value_t = masq_datapath::ebpf::DEFAULT_NAT_CAPACITY)]
+    pub nat_table_size: u32,
+    /// eBPF: idle lifetime of a TCP flow that has seen no reply.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub nat_timeout_tcp_syn: String,
+    /// eBPF: idle lifetime of an established TCP flow.
+    #[arg(long, value_name = "DURATION", default_value = "6h")]
+    pub nat_timeout_tcp_established: String,
+    /// eBPF: idle lifetime of a TCP flow after a FIN or RST (a new SYN reopens it).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub nat_timeout_tcp_closing: String,
+    /// eBPF: idle lifetime of a UDP flow that has seen no reply.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub nat_timeout_udp: String,
+    /// eBPF: idle lifetime of a UDP flow with replies.
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub nat_timeout_udp_replied: String,
+    /// eBPF: idle lifetime of an ICMP echo flow.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub nat_timeout_icmp: String,
 }
 
 /// `masq agent`.

@@ -3,14 +3,16 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use masq_config::{DefaultCidrs, ParseOptions};
+use masq_datapath::ebpf::{NatSettings, NatTimeouts};
 use masq_datapath::{EgressRouting, NodeSettings, PortRange};
 use masq_decision::NodeContext;
 
 use crate::errors::InvalidInput;
-use crate::flags::{AgentArgs, ConfigArgs, DatapathChoice, LogFormat};
+use crate::flags::{AgentArgs, ConfigArgs, DatapathChoice, LogFormat, NatArgs};
 
 /// [`ConfigArgs`] validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +125,7 @@ impl ConfigArgs {
         }
         let egress_mark = problems.check(egress_mark_flag(&self.egress_mark));
         let egress_table = problems.check(egress_table_flag(&self.egress_table));
+        let nat = self.nat.settings(problems);
         if !problems.0.is_empty() {
             return None;
         }
@@ -141,6 +144,8 @@ impl ConfigArgs {
             native_routing_cidr: native_routing_cidr.flatten(),
             enable_ipv6: ipv6,
             interfaces: Vec::new(),
+            local_addrs: Vec::new(),
+            nat: nat?,
             egress_interface: self.egress_interface.clone(),
             egress_routing,
             iptables_chain: self.masq_chain.clone(),
@@ -176,6 +181,47 @@ impl AgentArgs {
         })
     }
 }
+
+impl NatArgs {
+    /// The flow table's settings, every bad flag added to `problems`.
+    fn settings(&self, problems: &mut Problems) -> Option<NatSettings> {
+        let size = problems.check(match self.nat_table_size {
+            n if n < MIN_NAT_TABLE_SIZE => Err(format!(
+                "--nat-table-size: {n} is below the least useful size, {MIN_NAT_TABLE_SIZE}"
+            )),
+            n => Ok(n),
+        });
+        let mut duration = |flag: &str, text: &str| {
+            problems.check(match masq_config::parse_duration(text) {
+                Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+                Ok(_) => Err(format!(
+                    "--{flag}: {text:?} is under the GC's 1s granularity"
+                )),
+                Err(why) => Err(format!(
+                    "--{flag}: {text:?} is not a duration ({why}; e.g. 30s, 5m, 6h)"
+                )),
+            })
+        };
+        let timeouts = NatTimeouts {
+            tcp_syn: duration("nat-timeout-tcp-syn", &self.nat_timeout_tcp_syn)?,
+            tcp_established: duration(
+                "nat-timeout-tcp-established",
+                &self.nat_timeout_tcp_established,
+            )?,
+            tcp_closing: duration("nat-timeout-tcp-closing", &self.nat_timeout_tcp_closing)?,
+            udp: duration("nat-timeout-udp", &self.nat_timeout_udp)?,
+            udp_replied: duration("nat-timeout-udp-replied", &self.nat_timeout_udp_replied)?,
+            icmp: duration("nat-timeout-icmp", &self.nat_timeout_icmp)?,
+        };
+        Some(NatSettings {
+            table_size: size?,
+            timeouts,
+        })
+    }
+}
+
+/// Below this the table could not hold one destination's default port pool.
+const MIN_NAT_TABLE_SIZE: u32 = 1024;
 
 /// What `masq explain` knows of the node: the flags, plus `--node-ip` as its local addresses.
 pub fn node_context(node: &NodeSettings, local_addrs: Vec<IpAddr>) -> NodeContext {

@@ -52,7 +52,7 @@ mod scenarios {
             // Only the egress interface (the default route's) gets the programs.
             assert_eq!(installed.bpf_hooks, both_hooks("eth0"), "{installed:?}");
             assert!(
-                installed.bpf_pins.iter().any(|p| p.starts_with("maps-v2/")),
+                installed.bpf_pins.iter().any(|p| p.starts_with("maps-v3/")),
                 "{installed:?}"
             );
         }

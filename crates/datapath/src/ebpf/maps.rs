@@ -66,8 +66,8 @@ pub mod name {
     ];
 }
 
-/// Capacity of each NAT map (`MASQ_NAT_MAX`).
-pub const NAT_CAPACITY: u32 = 131072;
+/// Capacity of each half of the flow table without `--nat-table-size` (`MASQ_NAT_MAX`).
+pub const DEFAULT_NAT_CAPACITY: u32 = 131072;
 
 type Trie = LpmTrie<MapData, [u8; 4], u8>;
 
@@ -86,26 +86,32 @@ pub struct Maps {
     /// Second descriptors of the NAT halves for batch reads (aya keeps its own private).
     nat_egress_fd: OwnedFd,
     nat_ingress_fd: OwnedFd,
+    /// `max_entries` of each NAT half.
+    nat_capacity: u32,
 }
 
-/// A NAT half, typed, and a descriptor of it for [`batch::read_all`].
-type NatHalf = (HashMap<MapData, NatTuple, NatEntry>, OwnedFd);
+/// A NAT half, typed, a descriptor of it for [`batch::read_all`], and its capacity.
+type NatHalf = (HashMap<MapData, NatTuple, NatEntry>, OwnedFd, u32);
 
 fn nat_half(map: Map, name: &str) -> Result<NatHalf, Error> {
-    let fd = match &map {
-        Map::LruHashMap(data) | Map::HashMap(data) => data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(kernel_err(format!(
-                "duplicating the descriptor of map {name}"
-            )))?,
+    let (fd, capacity) = match &map {
+        Map::LruHashMap(data) | Map::HashMap(data) => (
+            data.fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(kernel_err(format!(
+                    "duplicating the descriptor of map {name}"
+                )))?,
+            data.info()
+                .map_err(kernel_err(format!("reading the size of map {name}")))?
+                .max_entries(),
+        ),
         _ => return Err(Error::Unsupported(format!("map {name} is not a hash map"))),
     };
     let typed = map
         .try_into()
         .map_err(kernel_err(format!("map {name} has an unexpected layout")))?;
-    Ok((typed, fd))
+    Ok((typed, fd, capacity))
 }
 
 impl Maps {
@@ -137,8 +143,10 @@ impl Maps {
                 )))?
             }};
         }
-        let (nat_egress, nat_egress_fd) = nat_half(get(name::NAT_EGRESS)?, name::NAT_EGRESS)?;
-        let (nat_ingress, nat_ingress_fd) = nat_half(get(name::NAT_INGRESS)?, name::NAT_INGRESS)?;
+        let (nat_egress, nat_egress_fd, nat_capacity) =
+            nat_half(get(name::NAT_EGRESS)?, name::NAT_EGRESS)?;
+        let (nat_ingress, nat_ingress_fd, _) =
+            nat_half(get(name::NAT_INGRESS)?, name::NAT_INGRESS)?;
         Ok(Maps {
             config: typed!(name::CONFIG),
             steer: typed!(name::STEER),
@@ -152,7 +160,13 @@ impl Maps {
             nat_ingress,
             nat_egress_fd,
             nat_ingress_fd,
+            nat_capacity,
         })
+    }
+
+    /// How many entries each half of the flow table holds at most.
+    pub fn nat_capacity(&self) -> u32 {
+        self.nat_capacity
     }
 
     /// Every forward NAT half, read in batches.
@@ -419,10 +433,13 @@ impl Contents {
                 }
             }
         }
+        // Every address of the node (netlink), and the interfaces' for callers that only
+        // know those (tests, `masq render`).
         let mut local_addrs: BTreeSet<Ipv4Addr> = node
             .interfaces
             .iter()
             .flat_map(|iface| iface.addrs.iter())
+            .chain(&node.local_addrs)
             .filter_map(|a| match a {
                 IpAddr::V4(v4) => Some(*v4),
                 IpAddr::V6(_) => None,

@@ -2,10 +2,11 @@
 //! ingress with masq's own NAT table, loaded with aya and attached with TCX (clsact fallback).
 //!
 //! Everything lives under one pin directory (default [`crate::names::BPF_PIN_DIR`]): the maps in
-//! `maps-v2/` (the version changes with any map layout change, since aya reuses a pinned map
-//! without checking it; loading unpins the maps of other versions) and the links in `links/`. A
-//! restarted agent reopens the maps, NAT entries included, and swaps its programs into the
-//! pinned links in place, so live connections never notice.
+//! `maps-v3/` (the version changes with any map layout change, since aya reuses a pinned map
+//! without checking it) and the links in `links/`. A restarted agent reopens the maps, NAT
+//! entries included, and swaps its programs into the pinned links in place, so live
+//! connections never notice. New maps (another layout version, another `--nat-table-size`)
+//! get the old flow table copied in ([`carry`]).
 //!
 //! Besides [`Datapath`], [`Ebpf`] offers what `masq nat list`, `masq status` and the metrics need:
 //! [`Ebpf::nat_entries`], [`Ebpf::counters`], [`Ebpf::pressure`] and the garbage collector
@@ -13,7 +14,9 @@
 
 pub mod attach;
 mod batch;
+pub mod carry;
 pub mod clock;
+pub mod gc;
 pub mod kfunc;
 pub mod maps;
 pub mod nat;
@@ -28,16 +31,20 @@ use aya::EbpfLoader;
 
 pub use attach::{AttachMode, Direction};
 pub use clock::KernelClock;
+pub use gc::{FlowKind, FlowState, GcReport, NatTimeouts};
 pub use kfunc::KernCtx;
-pub use maps::{Contents, Maps, DEFAULT_PORT_RANGE};
-pub use nat::{GcReport, NatDirection, NatListEntry, Pressure};
+pub use maps::{Contents, Maps, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGE};
+pub use nat::{NatDirection, NatListEntry, Pressure};
 pub use types::Reason;
 
 use crate::egress::{self, IpRules};
 use crate::{names, Datapath, Desired, Error, Kind, NodeSettings, PortRange, SyncReport};
 
-/// The compiled programs, built from `bpf/` by `build.rs`; loaded through [`kfunc::object`].
+/// The compiled programs, built from `bpf/` by `build.rs`; loaded through [`kfunc::patched`].
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masq.bpf.o"));
+/// The same programs with a bounded port search, for kernels without `bpf_loop` (before 5.17).
+pub static BOUNDED_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masq_bounded.bpf.o"));
 
 /// The egress (SNAT) program.
 pub const EGRESS_PROGRAM: &str = "masq_egress";
@@ -47,9 +54,46 @@ pub const INGRESS_PROGRAM: &str = "masq_ingress";
 /// interface's address and a redirect there.
 pub const STEER_PROGRAM: &str = "masq_steer";
 /// Subdirectory of the pin directory holding the maps; bump with any map layout change.
-pub const MAPS_SUBDIR: &str = "maps-v2";
+pub const MAPS_SUBDIR: &str = "maps-v3";
 /// What every version of [`MAPS_SUBDIR`] starts with.
-const MAPS_SUBDIR_PREFIX: &str = "maps-v";
+pub(crate) const MAPS_SUBDIR_PREFIX: &str = "maps-v";
+
+/// The flow table's size and lifetimes (`--nat-table-size`, `--nat-timeout-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatSettings {
+    /// Entries each half of the table holds: the most concurrent flows (kept and inbound
+    /// flows count too).
+    pub table_size: u32,
+    /// Idle lifetimes by state.
+    pub timeouts: NatTimeouts,
+}
+
+impl Default for NatSettings {
+    fn default() -> Self {
+        NatSettings {
+            table_size: DEFAULT_NAT_CAPACITY,
+            timeouts: NatTimeouts::default(),
+        }
+    }
+}
+
+/// How a new flow's port is searched for, by the build of the programs the kernel accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortSearch {
+    /// Every port of the range, from a random offset (`bpf_loop`, kernel 5.17+).
+    Complete,
+    /// At most 64 candidates (older kernels): a nearly full pool may refuse a flow.
+    Bounded,
+}
+
+/// Which build of the programs runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flavor {
+    /// How the kernel-context calls were resolved (the checksum path).
+    pub kern_ctx: KernCtx,
+    /// The port search.
+    pub port_search: PortSearch,
+}
 
 /// Wraps any error displayable as one line into [`Error::Kernel`], naming what was done.
 pub(crate) fn kernel_err<E: std::fmt::Display>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
@@ -60,40 +104,68 @@ pub(crate) fn kernel_err<E: std::fmt::Display>(what: impl Into<String>) -> impl 
     }
 }
 
-/// Loads the object through `loader` (which sets up the maps) and then its programs, with the
-/// kernel-context calls resolved as `kern_ctx` says. A verifier that refuses the programs with
-/// the kfunc (a kernel whose rules for it differ from the ones masq was tested on) gets them
-/// once more with the checksum helpers only: slower by a helper call, never unavailable.
-/// Returns the instance and how its kernel-context calls were resolved.
+/// Loads the object through `loader` (which sets up the maps) and then its programs. The
+/// builds are tried from the best the kernel may take down: the kernel-context kfunc with the
+/// complete port search, the checksum helpers instead (a verifier whose rules for the kfunc
+/// differ from the ones masq was tested on), then the bounded port search (no `bpf_loop`).
+/// Slower, never unavailable. Returns the instance and the build that loaded.
 fn load_object(
     kern_ctx: KernCtx,
     mut loader: impl FnMut(&[u8]) -> Result<aya::Ebpf, aya::EbpfError>,
-) -> Result<(aya::Ebpf, KernCtx), Error> {
-    let mut attempt = |kern_ctx| -> Result<aya::Ebpf, Error> {
-        let mut bpf = loader(kfunc::object(kern_ctx).bytes())
-            .map_err(kernel_err("loading the masq eBPF object"))?;
-        load_programs(&mut bpf)?;
-        Ok(bpf)
-    };
-    match attempt(kern_ctx) {
-        Err(e) if kern_ctx != KernCtx::Absent => {
-            tracing::warn!(
-                error = %e,
-                "the programs were refused with bpf_cast_to_kern_ctx; loading them with the checksum helpers"
-            );
-            Ok((attempt(KernCtx::Absent)?, KernCtx::Absent))
-        }
-        loaded => Ok((loaded?, kern_ctx)),
+) -> Result<(aya::Ebpf, Flavor), Error> {
+    let mut flavors = vec![Flavor {
+        kern_ctx,
+        port_search: PortSearch::Complete,
+    }];
+    if kern_ctx != KernCtx::Absent {
+        flavors.push(Flavor {
+            kern_ctx: KernCtx::Absent,
+            port_search: PortSearch::Complete,
+        });
     }
+    flavors.push(Flavor {
+        kern_ctx: KernCtx::Absent,
+        port_search: PortSearch::Bounded,
+    });
+    let mut last_error = None;
+    for flavor in flavors {
+        let object = match flavor.port_search {
+            PortSearch::Complete => OBJECT,
+            PortSearch::Bounded => BOUNDED_OBJECT,
+        };
+        let attempt = loader(kfunc::patched(object, flavor.kern_ctx).bytes())
+            .map_err(kernel_err("loading the masq eBPF object"))
+            .and_then(|mut bpf| load_programs(&mut bpf).map(|()| bpf));
+        match attempt {
+            Ok(bpf) => return Ok((bpf, flavor)),
+            Err(e) => {
+                tracing::warn!(error = %e, ?flavor, "the kernel refused this build of the programs; trying the next");
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.expect("at least one build was tried"))
 }
 
-/// What `masq status` says when the programs update transport checksums through the helpers.
-fn checksum_finding(kern_ctx: KernCtx) -> Option<String> {
-    (kern_ctx == KernCtx::Absent).then(|| {
-        "the eBPF programs update TCP/UDP checksums through the kernel helpers (no usable \
-         bpf_cast_to_kern_ctx on this kernel, 6.2+ with BTF): about 28 ns more per translated packet"
-            .to_string()
-    })
+/// What `masq status` says of a build that is not the best one.
+fn flavor_findings(flavor: Flavor) -> Vec<String> {
+    let mut findings = Vec::new();
+    if flavor.kern_ctx == KernCtx::Absent {
+        findings.push(
+            "the eBPF programs update TCP/UDP checksums through the kernel helpers (no usable \
+             bpf_cast_to_kern_ctx on this kernel, 6.2+ with BTF): about 28 ns more per translated packet"
+                .to_string(),
+        );
+    }
+    if flavor.port_search == PortSearch::Bounded {
+        findings.push(
+            "the eBPF programs search 64 ports at most for a new flow (no bpf_loop on this \
+             kernel, 5.17+): a nearly full port pool towards one destination may refuse flows \
+             while ports are free"
+                .to_string(),
+        );
+    }
+    findings
 }
 
 fn load_programs(bpf: &mut aya::Ebpf) -> Result<(), Error> {
@@ -120,23 +192,20 @@ pub fn load_unpinned_with(kern_ctx: KernCtx) -> Result<aya::Ebpf, Error> {
     load_object(kern_ctx, |object| EbpfLoader::new().load(object)).map(|(bpf, _)| bpf)
 }
 
-/// Unpins the maps of other layout versions (an upgrade across a layout change starts a new NAT
-/// table: docs/ebpf.md). Safe before the old programs leave their hooks: they hold their maps,
-/// which the kernel frees with the last of them.
-fn retire_other_map_versions(pin_dir: &Path) -> Result<(), Error> {
-    let Ok(entries) = std::fs::read_dir(pin_dir) else {
-        return Ok(());
+/// A private instance of one build exactly (tests of the bounded port search), with the flow
+/// table sized `nat_capacity`.
+pub fn load_unpinned_flavor(flavor: Flavor, nat_capacity: u32) -> Result<aya::Ebpf, Error> {
+    let object = match flavor.port_search {
+        PortSearch::Complete => OBJECT,
+        PortSearch::Bounded => BOUNDED_OBJECT,
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(MAPS_SUBDIR_PREFIX) && name != MAPS_SUBDIR {
-            std::fs::remove_dir_all(entry.path())
-                .map_err(kernel_err(format!("removing {}", entry.path().display())))?;
-            tracing::info!(dir = %entry.path().display(), "removed the maps of another layout version");
-        }
-    }
-    Ok(())
+    let mut bpf = EbpfLoader::new()
+        .map_max_entries(maps::name::NAT_EGRESS, nat_capacity)
+        .map_max_entries(maps::name::NAT_INGRESS, nat_capacity)
+        .load(kfunc::patched(object, flavor.kern_ctx).bytes())
+        .map_err(kernel_err("loading the masq eBPF object"))?;
+    load_programs(&mut bpf)?;
+    Ok(bpf)
 }
 
 /// Pins only survive on a bpf filesystem: refuse anything else with the fix in the message.
@@ -169,8 +238,10 @@ struct Loaded {
     /// Hooks this process has put its programs on; later syncs only check they are still there
     /// (re-adopting the pin every resync would leak an fd each time).
     hooked: BTreeSet<(String, Direction)>,
-    /// How the programs' kernel-context calls were resolved.
-    kern_ctx: KernCtx,
+    /// The build that loaded.
+    flavor: Flavor,
+    /// The flow table of the maps these replace, copied again once the programs hold the hooks.
+    carry: Option<carry::OldTable>,
 }
 
 /// The eBPF datapath. See the module documentation.
@@ -180,6 +251,8 @@ pub struct Ebpf {
     loaded: Option<Loaded>,
     /// masq's `ip rule` for the replies of steered flows (shared with the netfilter datapaths).
     rules: IpRules,
+    /// The flow table's size and lifetimes, from the last sync (the defaults before one).
+    nat: NatSettings,
 }
 
 impl Default for Ebpf {
@@ -196,6 +269,7 @@ impl Ebpf {
             mode: AttachMode::Auto,
             loaded: None,
             rules: IpRules::new(),
+            nat: NatSettings::default(),
         }
     }
 
@@ -225,29 +299,42 @@ impl Ebpf {
     fn load(&mut self) -> Result<&mut Loaded, Error> {
         if self.loaded.is_none() {
             let maps_dir = self.maps_dir();
+            let capacity = self.nat.table_size;
             check_bpffs(&self.pin_dir)?;
-            retire_other_map_versions(&self.pin_dir)?;
+            let old = carry::stage(&self.pin_dir, capacity)?;
             std::fs::create_dir_all(&maps_dir)
                 .map_err(kernel_err(format!("creating {}", maps_dir.display())))?;
             let paths: Vec<(&str, PathBuf)> = maps::name::ALL
                 .iter()
                 .map(|name| (*name, maps_dir.join(name)))
                 .collect();
-            let (mut bpf, kern_ctx) = load_object(KernCtx::detect(), |object| {
+            let (mut bpf, flavor) = load_object(KernCtx::detect(), |object| {
                 let mut loader = EbpfLoader::new();
                 for (name, path) in &paths {
                     // Opens the pin when it exists (adoption), creates and pins the map otherwise.
                     loader.map_pin_path(name, path.as_path());
                 }
+                loader
+                    .map_max_entries(maps::name::NAT_EGRESS, capacity)
+                    .map_max_entries(maps::name::NAT_INGRESS, capacity);
                 loader.load(object)
             })?;
-            let maps = Maps::take_from(&mut bpf)?;
+            let mut maps = Maps::take_from(&mut bpf)?;
+            if let Some(old) = &old {
+                let report = old.copy_into(&mut maps)?;
+                tracing::info!(
+                    copied = report.copied,
+                    dropped = report.dropped,
+                    "carried the flow table over into new maps"
+                );
+            }
             self.loaded = Some(Loaded {
                 bpf,
                 maps,
                 last_written: None,
                 hooked: BTreeSet::new(),
-                kern_ctx,
+                flavor,
+                carry: old,
             });
         }
         Ok(self.loaded.as_mut().expect("loaded just above"))
@@ -283,9 +370,15 @@ impl Ebpf {
     pub fn gc(&mut self) -> Result<GcReport, Error> {
         let clock = KernelClock::get()?;
         let now = clock.now();
+        let timeouts = self.nat.timeouts;
         match &mut self.loaded {
-            Some(loaded) => nat::gc(&mut loaded.maps, &clock, now),
-            None => nat::gc(&mut Maps::open_pinned(&self.maps_dir())?, &clock, now),
+            Some(loaded) => gc::gc(&mut loaded.maps, &clock, now, &timeouts),
+            None => gc::gc(
+                &mut Maps::open_pinned(&self.maps_dir())?,
+                &clock,
+                now,
+                &timeouts,
+            ),
         }
     }
 
@@ -337,11 +430,18 @@ impl Datapath for Ebpf {
 
     fn housekeeping(&mut self) -> Result<Option<String>, Error> {
         let report = self.gc()?;
-        let removed = report.expired_pairs + report.orphans + report.host_reservations;
-        Ok((removed > 0).then(|| {
+        Ok((report.removed() + report.restored() > 0).then(|| {
             format!(
-                "NAT table GC: {} expired pairs, {} orphaned halves, {} host reservations removed",
-                report.expired_pairs, report.orphans, report.host_reservations
+                "NAT table GC: {} expired pairs, {} expired kept or inbound flows, {} host \
+                 reservations and {} superseded halves removed; {} reverse and {} forward \
+                 halves restored ({} ms)",
+                report.expired_pairs,
+                report.expired_passes,
+                report.host_reservations,
+                report.superseded,
+                report.restored_reverse,
+                report.restored_forward,
+                report.duration.as_millis()
             )
         }))
     }
@@ -349,9 +449,8 @@ impl Datapath for Ebpf {
     fn findings(&self, _desired: &Desired) -> Vec<String> {
         self.loaded
             .as_ref()
-            .and_then(|loaded| checksum_finding(loaded.kern_ctx))
-            .into_iter()
-            .collect()
+            .map(|loaded| flavor_findings(loaded.flavor))
+            .unwrap_or_default()
     }
 
     fn intact(&self) -> Result<bool, Error> {
@@ -389,6 +488,7 @@ impl Datapath for Ebpf {
 
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
         Ebpf::check_supported(desired)?;
+        self.nat = desired.node.nat;
         let pin_dir = self.pin_dir.clone();
         let mode = self.mode;
         let want = Contents::for_desired(desired);
@@ -431,6 +531,12 @@ impl Datapath for Ebpf {
             loaded.hooked.remove(hook);
         }
         relinked |= !removed.is_empty();
+        // The old programs are off every hook now: what they created meanwhile comes over too.
+        if let Some(old) = loaded.carry.take() {
+            let report = old.copy_into(&mut loaded.maps)?;
+            tracing::info!(copied = report.copied, "carried the last flows over");
+            old.retire()?;
+        }
         let rules_removed = self.rules.remove_stale(&policy_rules)?.changed;
 
         Ok(SyncReport {
@@ -477,11 +583,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_says_when_checksums_go_through_the_helpers() {
-        assert!(checksum_finding(KernCtx::Kfunc(42)).is_none());
-        let finding = checksum_finding(KernCtx::Absent).unwrap();
-        assert!(finding.contains("helpers"), "{finding}");
-        assert!(!finding.contains('\n'));
+    fn status_says_which_build_runs_when_it_is_not_the_best() {
+        let best = Flavor {
+            kern_ctx: KernCtx::Kfunc(42),
+            port_search: PortSearch::Complete,
+        };
+        assert!(flavor_findings(best).is_empty());
+        let helpers = flavor_findings(Flavor {
+            kern_ctx: KernCtx::Absent,
+            ..best
+        });
+        assert!(
+            helpers.len() == 1 && helpers[0].contains("helpers"),
+            "{helpers:?}"
+        );
+        let bounded = flavor_findings(Flavor {
+            kern_ctx: KernCtx::Absent,
+            port_search: PortSearch::Bounded,
+        });
+        assert_eq!(bounded.len(), 2);
+        assert!(bounded.iter().all(|f| !f.contains('\n')));
     }
 
     /// The kfunc refused by the verifier (BTF id 1 is no function): the instance loaded says
@@ -495,6 +616,7 @@ mod tests {
         }
         let (_, used) =
             load_object(KernCtx::Kfunc(1), |object| EbpfLoader::new().load(object)).unwrap();
-        assert_eq!(used, KernCtx::Absent);
+        assert_eq!(used.kern_ctx, KernCtx::Absent);
+        assert_eq!(used.port_search, PortSearch::Complete);
     }
 }

@@ -1,30 +1,20 @@
-//! Reading and ageing the NAT table: `masq nat list`, counters by reason, table pressure, and the
-//! userspace garbage collector that removes both halves of expired pairs.
+//! Reading the NAT table: `masq nat list`, counters by reason and table pressure. Ageing it is
+//! [`super::gc`]'s.
 
-use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
+use std::collections::{BTreeMap, HashMap as StdHashMap};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::clock::KernelClock;
+use super::gc::{forward_of, reverse_of, FlowState};
 use super::kernel_err;
-use super::maps::{Maps, NAT_CAPACITY};
+use super::maps::Maps;
 use super::types::{
-    NatEntry, NatTuple, Reason, NAT_F_CLOSING, NAT_F_HOST, NAT_F_STEERED, PROTO_ICMP, PROTO_TCP,
+    NatTuple, Reason, NAT_F_HOST, NAT_F_INBOUND, NAT_F_PASS, NAT_F_STEERED, PROTO_ICMP, PROTO_TCP,
     PROTO_UDP,
 };
 use crate::{Error, PortRange};
-
-/// Idle time after which an established TCP pair is removed (Cilium's CT default).
-pub const TCP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
-/// Grace period after a FIN or RST before a TCP pair is removed.
-pub const TCP_CLOSING_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle timeout of UDP pairs.
-pub const UDP_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle timeout of ICMP echo pairs.
-pub const ICMP_TIMEOUT: Duration = Duration::from_secs(30);
-/// A reverse half younger than this may be waiting for its forward half (created just after).
-const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
 /// Which half of a pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,10 +38,14 @@ pub struct NatListEntry {
     pub age: Duration,
     /// Time since a packet last used this half.
     pub idle: Duration,
-    /// TCP teardown seen.
-    pub closing: bool,
+    /// The flow's state as this half knows it (the GC combines both halves).
+    pub state: FlowState,
     /// A port reservation for a flow of the node itself (no translation).
     pub host: bool,
+    /// A flow left untranslated (a kept destination, or `inbound`).
+    pub pass: bool,
+    /// With `pass`: the flow began outside, towards a pod.
+    pub inbound: bool,
     /// A flow steered from a secondary interface to the egress interface (VPC-native nodes).
     pub steered: bool,
 }
@@ -72,12 +66,13 @@ impl fmt::Display for NatListEntry {
         let o = &self.original;
         let t = &self.translated;
         let (dir, what, addr, port) = match self.direction {
+            NatDirection::Egress if self.pass => ("OUT", "PASS", t.src(), t.src_port()),
             NatDirection::Egress => ("OUT", "XLATE_SRC", t.src(), t.src_port()),
             NatDirection::Ingress => ("IN", "XLATE_DST", t.dst(), t.dst_port()),
         };
         write!(
             f,
-            "{} {dir} {}:{} -> {}:{} {what} {addr}:{port} age={}s idle={}s",
+            "{} {dir} {}:{} -> {}:{} {what} {addr}:{port} age={}s idle={}s {}",
             proto_name(o.proto),
             o.src(),
             o.src_port(),
@@ -85,9 +80,10 @@ impl fmt::Display for NatListEntry {
             o.dst_port(),
             self.age.as_secs(),
             self.idle.as_secs(),
+            self.state.label(),
         )?;
-        if self.closing {
-            f.write_str(" closing")?;
+        if self.inbound {
+            f.write_str(" inbound")?;
         }
         if self.host {
             f.write_str(" host")?;
@@ -99,16 +95,29 @@ impl fmt::Display for NatListEntry {
     }
 }
 
-/// Every entry of both halves, egress first, each sorted by tuple.
+/// Every entry of both halves, egress first, each sorted by tuple. A translated pair's state
+/// is the flow's: both halves' flags together, as the GC sees them.
 pub fn list(maps: &Maps, clock: &KernelClock) -> Result<Vec<NatListEntry>, Error> {
     let now = clock.now();
+    let forward = maps.nat_egress_entries()?;
+    let reverse = maps.nat_ingress_entries()?;
+    let forward_flags: StdHashMap<NatTuple, u8> =
+        forward.iter().map(|(k, e)| (*k, e.flags)).collect();
+    let reverse_flags: StdHashMap<NatTuple, u8> =
+        reverse.iter().map(|(k, e)| (*k, e.flags)).collect();
     let mut out = Vec::new();
     for (direction, entries) in [
-        (NatDirection::Egress, maps.nat_egress_entries()?),
-        (NatDirection::Ingress, maps.nat_ingress_entries()?),
+        (NatDirection::Egress, forward),
+        (NatDirection::Ingress, reverse),
     ] {
         let mut half = Vec::new();
         for (key, entry) in entries {
+            let partner = match direction {
+                _ if entry.flags & (NAT_F_PASS | NAT_F_HOST) != 0 => None,
+                NatDirection::Egress => reverse_flags.get(&reverse_of(&key, &entry)),
+                NatDirection::Ingress => forward_flags.get(&forward_of(&key, &entry)),
+            };
+            let flags = entry.flags | partner.copied().unwrap_or(0);
             let mut translated = key;
             match direction {
                 NatDirection::Egress => {
@@ -126,8 +135,10 @@ pub fn list(maps: &Maps, clock: &KernelClock) -> Result<Vec<NatListEntry>, Error
                 translated,
                 age: clock.between(entry.created, now),
                 idle: clock.between(entry.last_seen, now),
-                closing: entry.flags & NAT_F_CLOSING != 0,
+                state: FlowState::of(key.proto, flags),
                 host: entry.flags & NAT_F_HOST != 0,
+                pass: entry.flags & NAT_F_PASS != 0,
+                inbound: entry.flags & NAT_F_INBOUND != 0,
                 steered: entry.flags & NAT_F_STEERED != 0,
             });
         }
@@ -176,11 +187,11 @@ impl PortPool {
 /// How full the NAT table is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pressure {
-    /// Forward halves.
+    /// Forward halves, kept and inbound flows included.
     pub egress_entries: u32,
     /// Reverse halves (including host reservations).
     pub ingress_entries: u32,
-    /// Capacity of each map.
+    /// Capacity of each map (`--nat-table-size`).
     pub capacity: u32,
     /// The pool with the most ports in use; divide `used` by the port range size for saturation.
     pub busiest_pool: Option<PortPool>,
@@ -225,112 +236,12 @@ pub fn pressure(maps: &Maps, range: PortRange) -> Result<Pressure, Error> {
     Ok(Pressure {
         egress_entries,
         ingress_entries,
-        capacity: NAT_CAPACITY,
+        capacity: maps.nat_capacity(),
         busiest_pool,
     })
 }
 
-/// Entry counts are bounded by the map size (131072).
+/// Entry counts are bounded by the map size.
 fn count_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// What one GC pass removed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GcReport {
-    /// Expired pairs removed (both halves).
-    pub expired_pairs: usize,
-    /// Halves whose partner was gone (evicted by the LRU), removed.
-    pub orphans: usize,
-    /// Expired host port reservations removed.
-    pub host_reservations: usize,
-}
-
-fn timeout(proto: u8, flags: u8) -> Duration {
-    match proto {
-        PROTO_TCP if flags & NAT_F_CLOSING != 0 => TCP_CLOSING_TIMEOUT,
-        PROTO_TCP => TCP_TIMEOUT,
-        PROTO_UDP => UDP_TIMEOUT,
-        _ => ICMP_TIMEOUT,
-    }
-}
-
-fn reverse_of(fwd: &NatTuple, entry: &NatEntry) -> NatTuple {
-    NatTuple {
-        saddr: fwd.daddr,
-        daddr: entry.to_addr,
-        sport: fwd.dport,
-        dport: entry.to_port,
-        proto: fwd.proto,
-        pad: [0; 3],
-    }
-}
-
-fn forward_of(rev: &NatTuple, entry: &NatEntry) -> NatTuple {
-    NatTuple {
-        saddr: entry.to_addr,
-        daddr: rev.saddr,
-        sport: entry.to_port,
-        dport: rev.sport,
-        proto: rev.proto,
-        pad: [0; 3],
-    }
-}
-
-/// One garbage-collection pass at `now`, in jiffies (`clock.now()` in production).
-/// A pair expires when both halves have been idle longer than its protocol's timeout; the
-/// reverse half goes first, so no half-translated state is ever visible to the programs.
-pub fn gc(maps: &mut Maps, clock: &KernelClock, now: u64) -> Result<GcReport, Error> {
-    let idle = |since: u64| clock.between(since, now);
-    let mut report = GcReport::default();
-    let forward = maps.nat_egress_entries()?;
-    let reverse: StdHashMap<NatTuple, NatEntry> = maps.nat_ingress_entries()?.into_iter().collect();
-
-    for (fkey, fval) in &forward {
-        let rkey = reverse_of(fkey, fval);
-        let partner = reverse.get(&rkey).filter(|rval| {
-            // A reverse half for the same reply tuple may belong to another flow (the port was
-            // reused after an eviction): only one that points back at this flow is its partner.
-            rval.flags & NAT_F_HOST == 0 && rval.to_addr == fkey.saddr && rval.to_port == fkey.sport
-        });
-        match partner {
-            Some(rval) => {
-                let last = fval.last_seen.max(rval.last_seen);
-                let flags = fval.flags | rval.flags;
-                if idle(last) > timeout(fkey.proto, flags) {
-                    remove(maps, &rkey, fkey)?;
-                    report.expired_pairs += 1;
-                }
-            }
-            _ => {
-                // The reverse half was evicted: replies cannot be translated any more. Dropping
-                // the forward half lets the next packet build a fresh pair.
-                let _ = maps.nat_egress.remove(fkey);
-                report.orphans += 1;
-            }
-        }
-    }
-    let forward_keys: HashSet<NatTuple> = forward.iter().map(|(k, _)| *k).collect();
-    for (rkey, rval) in &reverse {
-        if rval.flags & NAT_F_HOST != 0 {
-            if idle(rval.last_seen) > timeout(rkey.proto, rval.flags) {
-                let _ = maps.nat_ingress.remove(rkey);
-                report.host_reservations += 1;
-            }
-            continue;
-        }
-        let fkey = forward_of(rkey, rval);
-        if !forward_keys.contains(&fkey) && idle(rval.created) > ORPHAN_GRACE {
-            let _ = maps.nat_ingress.remove(rkey);
-            report.orphans += 1;
-        }
-    }
-    Ok(report)
-}
-
-fn remove(maps: &mut Maps, rkey: &NatTuple, fkey: &NatTuple) -> Result<(), Error> {
-    // Gone already (LRU eviction, a racing GC) is fine.
-    let _ = maps.nat_ingress.remove(rkey);
-    let _ = maps.nat_egress.remove(fkey);
-    Ok(())
 }

@@ -27,6 +27,13 @@ pub const NAT_F_CLOSING: u8 = 1 << 0;
 pub const NAT_F_HOST: u8 = 1 << 1;
 /// `NAT_F_STEERED`: the flow left a secondary interface and was redirected to the egress one.
 pub const NAT_F_STEERED: u8 = 1 << 2;
+/// `nat_entry.flags`: a packet of the reply direction was seen (conntrack's SEEN_REPLY).
+pub const NAT_F_REPLIED: u8 = 1 << 3;
+/// `nat_entry.flags`: a forward-only entry of a flow that leaves untranslated.
+pub const NAT_F_PASS: u8 = 1 << 4;
+/// `nat_entry.flags`: with [`NAT_F_PASS`], the flow began outside, towards a pod (the entry is
+/// keyed by the pod's answers).
+pub const NAT_F_INBOUND: u8 = 1 << 5;
 
 /// `struct masq_config`, the single entry of the `masq_config` array.
 #[repr(C)]
@@ -177,9 +184,22 @@ pub enum Reason {
     NatReverseRestored = 14,
     /// A node-owned flow collided with a pod's port and was moved to another.
     HostPortRemapped = 15,
-    /// A TCP packet without a NAT entry and not an initial SYN: a connection that began kept
-    /// stays kept after a config change.
-    PassMidstream = 16,
+    /// Retired (was: mid-stream TCP without an entry, passed); never counted.
+    Unused16 = 16,
+    /// Mid-stream TCP without an entry towards a masqueraded destination: given a mapping.
+    NatMidstream = 17,
+    /// A packet of a kept or inbound flow, passed by its entry.
+    PassTracked = 18,
+    /// A flow from outside towards a pod was recorded.
+    InboundTracked = 19,
+    /// A missing forward half was put back from its reverse half.
+    NatForwardRestored = 20,
+    /// An IPv4 GSO packet over 64 KiB (BIG TCP, `tot_len` 0).
+    BigPacket = 21,
+    /// A kept or inbound flow could not be recorded: the table is full.
+    TrackFull = 22,
+    /// A pod's SYN-ACK without an entry: recorded as an inbound connection and passed.
+    PassInboundReply = 23,
     /// Dropped: bad IPv4 header length.
     DropBadIhl = 64,
     /// Dropped: truncated transport header.
@@ -190,6 +210,8 @@ pub enum Reason {
     DropNatInsert = 67,
     /// Dropped: a checksum or store helper failed.
     DropRewrite = 68,
+    /// Dropped: a later fragment of a datagram whose first fragment was dropped.
+    DropFragOfDropped = 69,
 }
 
 /// Size of the `masq_counters` array (`MASQ_REASON_MAX`).
@@ -197,7 +219,7 @@ pub const REASON_SLOTS: u32 = 72;
 
 impl Reason {
     /// Every reason, in number order.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 30] = [
         Reason::TranslatedEgress,
         Reason::TranslatedIngress,
         Reason::NatCreated,
@@ -214,12 +236,20 @@ impl Reason {
         Reason::HostPortReserved,
         Reason::NatReverseRestored,
         Reason::HostPortRemapped,
-        Reason::PassMidstream,
+        Reason::Unused16,
+        Reason::NatMidstream,
+        Reason::PassTracked,
+        Reason::InboundTracked,
+        Reason::NatForwardRestored,
+        Reason::BigPacket,
+        Reason::TrackFull,
+        Reason::PassInboundReply,
         Reason::DropBadIhl,
         Reason::DropTruncated,
         Reason::DropPortExhausted,
         Reason::DropNatInsert,
         Reason::DropRewrite,
+        Reason::DropFragOfDropped,
     ];
 
     /// Is this a drop (`MASQ_DROP_FIRST` and up)?
@@ -246,12 +276,20 @@ impl Reason {
             Reason::HostPortReserved => "host-port-reserved",
             Reason::NatReverseRestored => "nat-reverse-restored",
             Reason::HostPortRemapped => "host-port-remapped",
-            Reason::PassMidstream => "pass-midstream",
+            Reason::Unused16 => "unused-16",
+            Reason::NatMidstream => "nat-midstream",
+            Reason::PassTracked => "pass-tracked",
+            Reason::InboundTracked => "inbound-tracked",
+            Reason::NatForwardRestored => "nat-forward-restored",
+            Reason::BigPacket => "big-packet",
+            Reason::TrackFull => "track-full",
+            Reason::PassInboundReply => "pass-inbound-reply",
             Reason::DropBadIhl => "bad-ihl",
             Reason::DropTruncated => "truncated",
             Reason::DropPortExhausted => "port-exhausted",
             Reason::DropNatInsert => "nat-insert-failed",
             Reason::DropRewrite => "rewrite-failed",
+            Reason::DropFragOfDropped => "fragment-of-dropped",
         }
     }
 }

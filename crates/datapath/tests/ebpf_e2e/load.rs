@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use masq_datapath::ebpf::{nat, KernelClock, Maps, Reason, MAPS_SUBDIR};
+use masq_datapath::ebpf::{KernelClock, Maps, Reason, MAPS_SUBDIR};
 use masq_datapath::{Datapath, PortRange};
 use masq_testbed::Netns;
 
@@ -216,7 +216,13 @@ fn port_exhaustion_drops_cleanly_and_recovers_body() {
     // Two minutes later (UDP idle timeout 60 s) the GC frees the pool.
     let mut maps = Maps::open_pinned(&t.pin_dir.join(MAPS_SUBDIR)).unwrap();
     let clock = KernelClock::get().unwrap();
-    let report = nat::gc(&mut maps, &clock, clock.later(Duration::from_secs(120))).unwrap();
+    let report = masq_datapath::ebpf::gc::gc(
+        &mut maps,
+        &clock,
+        clock.later(Duration::from_secs(120)),
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(report.expired_pairs, 4);
     let again = std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel();

@@ -12,8 +12,9 @@ use ipnet::Ipv4Net;
 pub use masq_datapath::ebpf::types::CFG_KEEP_ANY_PORT;
 use masq_datapath::ebpf::types::{MasqConfig, Reason, CFG_MASQ_LINK_LOCAL};
 use masq_datapath::ebpf::{
-    load_unpinned_with, nat, Contents, KernCtx, KernelClock, Maps, DEFAULT_PORT_RANGE,
-    EGRESS_PROGRAM, INGRESS_PROGRAM, STEER_PROGRAM,
+    gc, load_unpinned_flavor, load_unpinned_with, nat, Contents, Flavor, KernCtx, KernelClock,
+    Maps, PortSearch, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGE, EGRESS_PROGRAM, INGRESS_PROGRAM,
+    STEER_PROGRAM,
 };
 
 /// TC_ACT_UNSPEC as the kernel reports it: the packet goes on (translated or not).
@@ -67,13 +68,14 @@ pub fn kern_ctx() -> KernCtx {
     }
 }
 
-/// One GC pass as if `secs` seconds had passed from now.
-pub fn gc_after(maps: &mut Maps, secs: u64) -> nat::GcReport {
+/// One GC pass with the default lifetimes as if `secs` seconds had passed from now.
+pub fn gc_after(maps: &mut Maps, secs: u64) -> gc::GcReport {
     let clock = KernelClock::get().unwrap();
-    nat::gc(
+    gc::gc(
         maps,
         &clock,
         clock.later(std::time::Duration::from_secs(secs)),
+        &gc::NatTimeouts::default(),
     )
     .unwrap()
 }
@@ -91,7 +93,35 @@ impl Harness {
 
     /// [`Harness::new`] with the kernel-context calls resolved as given.
     pub fn loaded_with(contents: &Contents, kern_ctx: KernCtx) -> Option<Harness> {
-        let mut bpf = match load_unpinned_with(kern_ctx) {
+        Harness::flavored(
+            contents,
+            Flavor {
+                kern_ctx,
+                port_search: PortSearch::Complete,
+            },
+            DEFAULT_NAT_CAPACITY,
+        )
+    }
+
+    /// One build of the programs exactly, with a flow table of `nat_capacity` entries a half.
+    /// The calling test's thread moves into a network namespace of its own first: the programs
+    /// look up the node's sockets (`bpf_sk_lookup_*`) in the namespace of the test run, and
+    /// the host's sockets must not decide which ports the cases get. The namespace has no name
+    /// and goes away with the thread.
+    pub fn flavored(contents: &Contents, flavor: Flavor, nat_capacity: u32) -> Option<Harness> {
+        leave_the_host_namespace();
+        let bpf = load_unpinned_flavor(flavor, nat_capacity);
+        Harness::with(bpf, contents)
+    }
+
+    /// The programs as the agent loads them: the best build the kernel takes (`kern_ctx` first).
+    pub fn fallback(contents: &Contents, kern_ctx: KernCtx) -> Option<Harness> {
+        leave_the_host_namespace();
+        Harness::with(load_unpinned_with(kern_ctx), contents)
+    }
+
+    fn with(bpf: Result<aya::Ebpf, masq_datapath::Error>, contents: &Contents) -> Option<Harness> {
+        let mut bpf = match bpf {
             Ok(bpf) => bpf,
             Err(e) if !nix_is_root() => {
                 eprintln!("skipping: not root, cannot load eBPF programs ({e})");
@@ -167,6 +197,17 @@ impl Harness {
     }
 }
 
+/// Moves the calling thread out of the host's network namespace (see [`Harness::flavored`]),
+/// unless a test put it in one of its own already.
+fn leave_the_host_namespace() {
+    let inode =
+        |path: &str| std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    if nix_is_root() && inode("/proc/thread-self/ns/net").ok() == inode("/proc/1/ns/net").ok() {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("a network namespace for the test's thread");
+    }
+}
+
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -183,6 +224,32 @@ pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8])
         .syn()
         .write(&mut out, payload)
         .unwrap();
+    out
+}
+
+/// A TCP segment with the flags spelled out: `S` SYN, `A` ACK, `F` FIN, `R` RST (e.g. "SA").
+pub fn tcp_segment(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 512);
+    for flag in flags.chars() {
+        builder = match flag {
+            'S' => builder.syn(),
+            'A' => builder.ack(1),
+            'F' => builder.fin(),
+            'R' => builder.rst(),
+            other => panic!("unknown TCP flag {other:?}"),
+        };
+    }
+    let mut out = Vec::new();
+    builder.write(&mut out, payload).unwrap();
     out
 }
 

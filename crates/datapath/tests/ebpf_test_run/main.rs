@@ -3,6 +3,9 @@
 //! independently with etherparse, and a randomized run against a userspace model of the NAT.
 
 mod cases;
+mod direction;
 mod harness;
+mod lifecycle;
 mod model;
+mod ports;
 mod steer;

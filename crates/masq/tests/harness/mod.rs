@@ -191,7 +191,7 @@ pub struct Installed {
     /// The iptables backends (`nft`, `legacy`) holding the chain.
     pub ipt_backends: Vec<&'static str>,
     /// Files under the eBPF pin directory, relative and sorted (`links/eth0-egress`,
-    /// `maps-v2/masq_config`, ...); empty without a pin directory.
+    /// `maps-v3/masq_config`, ...); empty without a pin directory.
     pub bpf_pins: Vec<String>,
     /// Hooks of the namespace's interfaces running one of masq's programs (`eth0 egress`),
     /// TCX or clsact; only looked at when there is a pin directory.

@@ -1,0 +1,402 @@
+//! The NAT table's garbage collector, the only thing that deletes entries (the maps are plain
+//! hashes, never evicted by the kernel): per-state lifetimes in the manner of conntrack, and
+//! the repair of a pair that lost one half.
+//!
+//! | state | default | flag |
+//! |---|---|---|
+//! | TCP, no reply seen | 60 s | `--nat-timeout-tcp-syn` |
+//! | TCP, established | 6 h | `--nat-timeout-tcp-established` |
+//! | TCP, FIN or RST seen | 10 s | `--nat-timeout-tcp-closing` |
+//! | UDP, no reply seen | 30 s | `--nat-timeout-udp` |
+//! | UDP, replied | 120 s | `--nat-timeout-udp-replied` |
+//! | ICMP echo | 30 s | `--nat-timeout-icmp` |
+//!
+//! A flow expires when it has been idle longer than its state allows; the idle time of a pair
+//! is that of its most recently used half, and its state combines both halves' flags.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::clock::KernelClock;
+use super::maps::Maps;
+use super::types::{
+    NatEntry, NatTuple, NAT_F_CLOSING, NAT_F_HOST, NAT_F_INBOUND, NAT_F_PASS, NAT_F_REPLIED,
+    PROTO_TCP, PROTO_UDP,
+};
+use crate::Error;
+
+/// `BPF_NOEXIST`: a repair never overwrites what a program wrote meanwhile.
+const BPF_NOEXIST: u64 = 1;
+
+/// A reverse half younger than this may be waiting for its forward half: the programs insert
+/// the reverse half (the port claim) first.
+const FORWARD_GRACE: Duration = Duration::from_secs(5);
+
+/// How long an idle flow is kept, by state (the module's table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatTimeouts {
+    /// TCP without a reply seen (conntrack's SYN_SENT is 120 s, Cilium's SYN timeout 60 s).
+    pub tcp_syn: Duration,
+    /// TCP with replies seen.
+    pub tcp_established: Duration,
+    /// TCP after a FIN or RST.
+    pub tcp_closing: Duration,
+    /// UDP without a reply seen.
+    pub udp: Duration,
+    /// UDP with replies seen.
+    pub udp_replied: Duration,
+    /// ICMP echo.
+    pub icmp: Duration,
+}
+
+impl Default for NatTimeouts {
+    fn default() -> Self {
+        NatTimeouts {
+            tcp_syn: Duration::from_secs(60),
+            tcp_established: Duration::from_secs(6 * 3600),
+            tcp_closing: Duration::from_secs(10),
+            udp: Duration::from_secs(30),
+            udp_replied: Duration::from_secs(120),
+            icmp: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The state of a flow, from its protocol and its halves' flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FlowState {
+    /// TCP, no reply seen.
+    TcpSynSent,
+    /// TCP, replied.
+    TcpEstablished,
+    /// TCP, FIN or RST seen.
+    TcpClosing,
+    /// UDP, no reply seen.
+    UdpUnreplied,
+    /// UDP, replied.
+    UdpReplied,
+    /// ICMP echo.
+    Icmp,
+}
+
+impl FlowState {
+    /// The state of a flow of `proto` whose halves carry `flags` (ORed).
+    pub fn of(proto: u8, flags: u8) -> FlowState {
+        let replied = flags & NAT_F_REPLIED != 0;
+        match proto {
+            PROTO_TCP if flags & NAT_F_CLOSING != 0 => FlowState::TcpClosing,
+            PROTO_TCP if replied => FlowState::TcpEstablished,
+            PROTO_TCP => FlowState::TcpSynSent,
+            PROTO_UDP if replied => FlowState::UdpReplied,
+            PROTO_UDP => FlowState::UdpUnreplied,
+            _ => FlowState::Icmp,
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FlowState::TcpSynSent => "tcp-syn-sent",
+            FlowState::TcpEstablished => "tcp-established",
+            FlowState::TcpClosing => "tcp-closing",
+            FlowState::UdpUnreplied => "udp-unreplied",
+            FlowState::UdpReplied => "udp-replied",
+            FlowState::Icmp => "icmp",
+        }
+    }
+
+    /// How long a flow in this state may stay idle.
+    pub fn timeout(self, t: &NatTimeouts) -> Duration {
+        match self {
+            FlowState::TcpSynSent => t.tcp_syn,
+            FlowState::TcpEstablished => t.tcp_established,
+            FlowState::TcpClosing => t.tcp_closing,
+            FlowState::UdpUnreplied => t.udp,
+            FlowState::UdpReplied => t.udp_replied,
+            FlowState::Icmp => t.icmp,
+        }
+    }
+}
+
+/// What a flow-table entry is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FlowKind {
+    /// A masqueraded flow (a pair of halves).
+    Translated,
+    /// A pod's flow to a kept destination, left untranslated.
+    Kept,
+    /// A flow that began outside, towards a pod, left untranslated.
+    Inbound,
+    /// A port of the node's own flow, reserved against pod translations.
+    Host,
+}
+
+impl FlowKind {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FlowKind::Translated => "translated",
+            FlowKind::Kept => "kept",
+            FlowKind::Inbound => "inbound",
+            FlowKind::Host => "host",
+        }
+    }
+
+    fn of_forward(flags: u8) -> FlowKind {
+        match (flags & NAT_F_PASS != 0, flags & NAT_F_INBOUND != 0) {
+            (false, _) => FlowKind::Translated,
+            (true, false) => FlowKind::Kept,
+            (true, true) => FlowKind::Inbound,
+        }
+    }
+}
+
+/// What one GC pass did and saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Expired pairs removed (both halves).
+    pub expired_pairs: usize,
+    /// Expired kept and inbound flows removed.
+    pub expired_passes: usize,
+    /// Expired host port reservations removed.
+    pub host_reservations: usize,
+    /// Reverse halves put back from their forward half.
+    pub restored_reverse: usize,
+    /// Forward halves put back from their reverse half.
+    pub restored_forward: usize,
+    /// Halves removed because their tuple belongs to another flow now.
+    pub superseded: usize,
+    /// Live flows after the pass, by kind and state.
+    pub flows: BTreeMap<(FlowKind, FlowState), usize>,
+    /// Time the pass took (reading both maps included).
+    pub duration: Duration,
+}
+
+impl GcReport {
+    /// Entries removed in this pass.
+    pub fn removed(&self) -> usize {
+        self.expired_pairs + self.expired_passes + self.host_reservations + self.superseded
+    }
+
+    /// Halves put back in this pass.
+    pub fn restored(&self) -> usize {
+        self.restored_reverse + self.restored_forward
+    }
+}
+
+/// The reverse key of a forward half.
+pub fn reverse_of(fwd: &NatTuple, entry: &NatEntry) -> NatTuple {
+    NatTuple {
+        saddr: fwd.daddr,
+        daddr: entry.to_addr,
+        sport: fwd.dport,
+        dport: entry.to_port,
+        proto: fwd.proto,
+        pad: [0; 3],
+    }
+}
+
+/// The forward key of a reverse half.
+pub fn forward_of(rev: &NatTuple, entry: &NatEntry) -> NatTuple {
+    NatTuple {
+        saddr: entry.to_addr,
+        daddr: rev.saddr,
+        sport: entry.to_port,
+        dport: rev.sport,
+        proto: rev.proto,
+        pad: [0; 3],
+    }
+}
+
+/// The other half of `half`, as the programs would write it (same flags and times).
+fn partner_entry(key: &NatTuple, half: &NatEntry, other_key_is_reverse: bool) -> NatEntry {
+    let (to_addr, to_port) = if other_key_is_reverse {
+        (key.saddr, key.sport)
+    } else {
+        (key.daddr, key.dport)
+    };
+    NatEntry {
+        to_addr,
+        to_port,
+        ..*half
+    }
+}
+
+/// One GC pass at `now`, in jiffies (`clock.now()` in production).
+pub fn gc(
+    maps: &mut Maps,
+    clock: &KernelClock,
+    now: u64,
+    timeouts: &NatTimeouts,
+) -> Result<GcReport, Error> {
+    let started = Instant::now();
+    let idle = |since: u64| clock.between(since, now);
+    let mut report = GcReport::default();
+    let forward = maps.nat_egress_entries()?;
+    let reverse: HashMap<NatTuple, NatEntry> = maps.nat_ingress_entries()?.into_iter().collect();
+    let mut paired: HashSet<NatTuple> = HashSet::new();
+    let forward_keys: HashMap<NatTuple, NatEntry> = forward.iter().copied().collect();
+
+    for (fkey, fval) in &forward {
+        let kind = FlowKind::of_forward(fval.flags);
+        if kind != FlowKind::Translated {
+            let state = FlowState::of(fkey.proto, fval.flags);
+            if idle(fval.last_seen) > state.timeout(timeouts) {
+                let _ = maps.nat_egress.remove(fkey);
+                report.expired_passes += 1;
+            } else {
+                *report.flows.entry((kind, state)).or_default() += 1;
+            }
+            continue;
+        }
+        let rkey = reverse_of(fkey, fval);
+        match reverse.get(&rkey) {
+            // A reverse half of this reply tuple that points back at this flow is its partner.
+            Some(rval)
+                if rval.flags & NAT_F_HOST == 0
+                    && rval.to_addr == fkey.saddr
+                    && rval.to_port == fkey.sport =>
+            {
+                paired.insert(rkey);
+                let state = FlowState::of(fkey.proto, fval.flags | rval.flags);
+                if idle(fval.last_seen.max(rval.last_seen)) > state.timeout(timeouts) {
+                    // The reverse half first: its port is free only once nothing translates to it.
+                    let _ = maps.nat_ingress.remove(&rkey);
+                    let _ = maps.nat_egress.remove(fkey);
+                    report.expired_pairs += 1;
+                } else {
+                    *report.flows.entry((kind, state)).or_default() += 1;
+                }
+            }
+            // The port went to another flow (or the node): this flow cannot keep it. Its next
+            // packet gets a new mapping; it never leaves untranslated.
+            Some(_) => {
+                let _ = maps.nat_egress.remove(fkey);
+                report.superseded += 1;
+            }
+            None => {
+                let state = FlowState::of(fkey.proto, fval.flags);
+                if idle(fval.last_seen) > state.timeout(timeouts) {
+                    let _ = maps.nat_egress.remove(fkey);
+                    report.expired_pairs += 1;
+                } else if maps
+                    .nat_ingress
+                    .insert(rkey, partner_entry(fkey, fval, true), BPF_NOEXIST)
+                    .is_ok()
+                {
+                    report.restored_reverse += 1;
+                    *report.flows.entry((kind, state)).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    for (rkey, rval) in &reverse {
+        if paired.contains(rkey) {
+            continue;
+        }
+        let state = FlowState::of(rkey.proto, rval.flags);
+        let expired = idle(rval.last_seen) > state.timeout(timeouts);
+        if rval.flags & NAT_F_HOST != 0 {
+            if expired {
+                let _ = maps.nat_ingress.remove(rkey);
+                report.host_reservations += 1;
+            } else {
+                *report.flows.entry((FlowKind::Host, state)).or_default() += 1;
+            }
+            continue;
+        }
+        let fkey = forward_of(rkey, rval);
+        match forward_keys.get(&fkey) {
+            // The pod's tuple is another flow's now (kept, or translated to another port).
+            Some(_) => {
+                let _ = maps.nat_ingress.remove(rkey);
+                report.superseded += 1;
+            }
+            None if expired => {
+                let _ = maps.nat_ingress.remove(rkey);
+                report.expired_pairs += 1;
+            }
+            None if idle(rval.created) < FORWARD_GRACE => {
+                *report
+                    .flows
+                    .entry((FlowKind::Translated, state))
+                    .or_default() += 1;
+            }
+            None => {
+                if maps
+                    .nat_egress
+                    .insert(fkey, partner_entry(rkey, rval, false), BPF_NOEXIST)
+                    .is_ok()
+                {
+                    report.restored_forward += 1;
+                }
+                *report
+                    .flows
+                    .entry((FlowKind::Translated, state))
+                    .or_default() += 1;
+            }
+        }
+    }
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebpf::types::PROTO_ICMP;
+
+    #[test]
+    fn states_follow_the_flags() {
+        let t = NatTimeouts::default();
+        let cases = [
+            (PROTO_TCP, 0, FlowState::TcpSynSent, 60),
+            (
+                PROTO_TCP,
+                NAT_F_REPLIED,
+                FlowState::TcpEstablished,
+                6 * 3600,
+            ),
+            (
+                PROTO_TCP,
+                NAT_F_REPLIED | NAT_F_CLOSING,
+                FlowState::TcpClosing,
+                10,
+            ),
+            (PROTO_UDP, 0, FlowState::UdpUnreplied, 30),
+            (PROTO_UDP, NAT_F_REPLIED, FlowState::UdpReplied, 120),
+            (PROTO_ICMP, NAT_F_REPLIED, FlowState::Icmp, 30),
+        ];
+        for (proto, flags, state, secs) in cases {
+            assert_eq!(FlowState::of(proto, flags), state);
+            assert_eq!(state.timeout(&t), Duration::from_secs(secs));
+        }
+    }
+
+    #[test]
+    fn a_partner_is_the_mirror_of_its_half() {
+        let fwd = NatTuple::new(
+            PROTO_TCP,
+            [10, 0, 0, 5].into(),
+            1000,
+            [192, 0, 2, 1].into(),
+            80,
+        );
+        let entry = NatEntry {
+            to_addr: [172, 18, 0, 2],
+            to_port: 40000u16.to_be_bytes(),
+            flags: NAT_F_REPLIED,
+            pad: 0,
+            created: 7,
+            last_seen: 9,
+        };
+        let rev = reverse_of(&fwd, &entry);
+        let back = partner_entry(&fwd, &entry, true);
+        assert_eq!(forward_of(&rev, &back), fwd);
+        assert_eq!(
+            (back.flags, back.created, back.last_seen),
+            (NAT_F_REPLIED, 7, 9)
+        );
+    }
+}

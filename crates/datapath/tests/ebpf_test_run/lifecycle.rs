@@ -1,0 +1,207 @@
+//! The flow table's life cycle (issue 14): per-state lifetimes, a reused 4-tuple, halves that go
+//! missing and come back, and no translated flow ever leaving with the pod's address.
+
+use masq_datapath::ebpf::types::{NatTuple, Reason};
+use masq_datapath::ebpf::FlowState;
+
+use crate::harness::*;
+
+fn forward_key(sport: u16) -> NatTuple {
+    NatTuple::new(TCP, POD, sport, EXTERNAL, 80)
+}
+
+/// Makes an entry look idle since long ago, so the next packet refreshes its timestamp (the
+/// moment the programs check the other half).
+fn age(h: &mut Harness, egress: bool, key: NatTuple) {
+    let map = if egress {
+        h.maps.nat_egress_mut()
+    } else {
+        h.maps.nat_ingress_mut()
+    };
+    let mut entry = map.get(&key, 0).unwrap();
+    entry.last_seen = 0;
+    map.insert(key, entry, 0).unwrap();
+}
+
+fn out(h: &Harness, flags: &str) -> Seen {
+    let (rc, frame) = h.egress(&tcp_segment(POD, 40000, EXTERNAL, 80, flags, b"x"));
+    assert_eq!(rc, CONTINUE);
+    inspect(&frame)
+}
+
+/// The flow's state (`masq nat list` shows both halves' flags together).
+fn state_of(h: &Harness) -> FlowState {
+    let entries = list(&h.maps);
+    let forward = entries
+        .iter()
+        .find(|e| e.original == forward_key(40000))
+        .expect("the forward half");
+    forward.state
+}
+
+/// A client with a fixed source port resets a connection and opens the next one at once on
+/// the same 4-tuple, then goes quiet past the closing grace: the new connection is alive
+/// (reopened by its SYN), so the GC keeps it and its packets stay translated.
+#[test]
+fn a_syn_reopens_a_pair_closed_by_rst() {
+    reuse_after("R");
+}
+
+#[test]
+fn a_syn_reopens_a_pair_closed_by_fin() {
+    reuse_after("FA");
+}
+
+fn reuse_after(teardown: &str) {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    assert_eq!(out(&h, "S").src, NODE);
+    h.ingress(&tcp_segment(EXTERNAL, 80, NODE, 40000, "SA", b""));
+    assert_eq!(state_of(&h), FlowState::TcpEstablished);
+    out(&h, teardown);
+    assert_eq!(state_of(&h), FlowState::TcpClosing);
+
+    assert_eq!(out(&h, "S").src, NODE);
+    assert_eq!(state_of(&h), FlowState::TcpSynSent, "the SYN reopened it");
+    h.ingress(&tcp_segment(EXTERNAL, 80, NODE, 40000, "SA", b""));
+    // 15 s idle: past the 10 s closing grace, well within the established lifetime.
+    let report = gc_after(&mut h.maps, 15);
+    assert_eq!(report.removed(), 0, "{report:?}");
+    let seen = out(&h, "A");
+    assert_eq!((seen.src, seen.sport), (NODE, 40000));
+}
+
+/// The forward half is gone; the next packet is a plain ACK (not a SYN, which would hide the
+/// bug): it is translated, with the flow's own port, never passed with the pod's address.
+#[test]
+fn an_ack_after_the_forward_half_is_lost_keeps_its_translation() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    out(&h, "S");
+    h.maps.nat_egress_mut().remove(&forward_key(40000)).unwrap();
+    let seen = out(&h, "A");
+    assert_eq!((seen.src, seen.sport), (NODE, 40000));
+    assert_eq!(h.count(Reason::NatMidstream), 1);
+    assert_eq!(list(&h.maps).len(), 2, "one pair, whole");
+}
+
+/// The same with a changed port: the flow cannot find its reverse half from the pod's side, but
+/// it gets a mapping, so it never leaves untranslated.
+#[test]
+fn a_mid_stream_packet_without_any_entry_is_translated() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let seen = translated_ack(&h, 1234);
+    assert_eq!(seen.src, NODE);
+    assert_eq!(h.count(Reason::NatMidstream), 1);
+}
+
+fn translated_ack(h: &Harness, sport: u16) -> Seen {
+    let (rc, frame) = h.egress(&tcp_segment(POD, sport, EXTERNAL, 80, "A", b"data"));
+    assert_eq!(rc, CONTINUE);
+    inspect(&frame)
+}
+
+/// A reply whose forward half is gone puts it back, so the pod's next packet keeps the port.
+#[test]
+fn a_reply_restores_a_missing_forward_half() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    // A changed port: restoring is the only way the flow keeps it.
+    let (_, first) = h.egress(&tcp_segment(POD, 1234, EXTERNAL, 80, "S", b""));
+    let port = inspect(&first).sport;
+    assert_ne!(port, 1234);
+    h.maps.nat_egress_mut().remove(&forward_key(1234)).unwrap();
+    let reverse = NatTuple::new(TCP, EXTERNAL, 80, NODE, port);
+    age(&mut h, false, reverse);
+    let (_, back) = h.ingress(&tcp_segment(EXTERNAL, 80, NODE, port, "SA", b""));
+    assert_eq!((inspect(&back).dst, inspect(&back).dport), (POD, 1234));
+    assert_eq!(h.count(Reason::NatForwardRestored), 1);
+    assert_eq!(translated_ack(&h, 1234).sport, port);
+}
+
+/// The GC repairs a pair from its reverse half too.
+#[test]
+fn gc_restores_a_forward_half_that_went_missing() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, first) = h.egress(&tcp_segment(POD, 1234, EXTERNAL, 80, "S", b""));
+    let port = inspect(&first).sport;
+    h.maps.nat_egress_mut().remove(&forward_key(1234)).unwrap();
+    // Past the grace a just-claimed port gets before its forward half is written.
+    let report = gc_after(&mut h.maps, 6);
+    assert_eq!(report.restored_forward, 1, "{report:?}");
+    assert_eq!(translated_ack(&h, 1234).sport, port);
+}
+
+/// Unanswered SYNs (a pod probing a dead service) are gone after the SYN lifetime, not 6 hours;
+/// an answered connection stays.
+#[test]
+fn unanswered_syns_expire_after_the_syn_lifetime() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    for port in 0..50 {
+        h.egress(&tcp_segment(POD, 41000 + port, EXTERNAL, 80, "S", b""));
+    }
+    out(&h, "S");
+    h.ingress(&tcp_segment(EXTERNAL, 80, NODE, 40000, "SA", b""));
+    assert_eq!(gc_after(&mut h.maps, 55).removed(), 0);
+    let report = gc_after(&mut h.maps, 61);
+    assert_eq!(report.expired_pairs, 50, "{report:?}");
+    assert_eq!(list(&h.maps).len(), 2, "the answered connection stays");
+}
+
+#[test]
+fn udp_lives_30_s_unanswered_and_120_s_answered() {
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, asked) = h.egress(&udp(POD, 40000, EXTERNAL, 53, b"q"));
+    h.egress(&udp(POD, 40001, EXTERNAL, 53, b"q"));
+    h.ingress(&udp(EXTERNAL, 53, NODE, inspect(&asked).sport, b"a"));
+    let report = gc_after(&mut h.maps, 31);
+    assert_eq!(report.expired_pairs, 1, "the unanswered one");
+    assert_eq!(gc_after(&mut h.maps, 119).expired_pairs, 0);
+    assert_eq!(gc_after(&mut h.maps, 121).expired_pairs, 1);
+}
+
+/// A kept flow is recorded, passes on its record, and stays kept when its destination stops
+/// being kept; a new flow to that destination is masqueraded.
+#[test]
+fn a_kept_udp_flow_stays_kept_when_the_config_changes() {
+    let mut kept = base_contents();
+    kept.nonmasq_dst
+        .insert(ipnet::Ipv4Net::new(EXTERNAL, 32).unwrap());
+    let Some(mut h) = Harness::new(&kept) else {
+        return;
+    };
+    let flow = udp(POD, 5000, EXTERNAL, 53, b"q");
+    assert_eq!(h.egress(&flow), (CONTINUE, flow.clone()));
+    h.maps.apply(&base_contents()).unwrap();
+    assert_eq!(h.egress(&flow), (CONTINUE, flow.clone()), "kept mid-flow");
+    let (_, new) = h.egress(&udp(POD, 5001, EXTERNAL, 53, b"q"));
+    assert_eq!(inspect(&new).src, NODE);
+}
+
+/// The first fragment is dropped (no port left): the rest of the datagram is dropped too.
+#[test]
+fn later_fragments_follow_a_dropped_first_fragment() {
+    let mut contents = base_contents();
+    contents.config.port_min = 40000;
+    contents.config.port_max = 40000;
+    let Some(h) = Harness::new(&contents) else {
+        return;
+    };
+    assert_eq!(h.egress(&udp(POD, 1, EXTERNAL, 9000, b"")).0, CONTINUE);
+    let big = udp(POD, 2, EXTERNAL, 9000, &[0x5a; 200]);
+    let (first, later) = crate::cases::fragment(&big, 48);
+    assert_eq!(h.egress(&first).0, SHOT);
+    assert_eq!(h.egress(&later).0, SHOT);
+    assert_eq!(h.count(Reason::DropFragOfDropped), 1);
+}

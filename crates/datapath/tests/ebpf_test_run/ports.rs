@@ -1,0 +1,135 @@
+//! The port search (issue 14): a pool of N ports serves N flows to one destination, the node's
+//! own sockets keep their ports, and a full table refuses new flows without hurting old ones.
+
+use std::collections::HashSet;
+use std::net::{TcpListener, UdpSocket};
+
+use masq_datapath::ebpf::types::{Reason, CFG_KEEP_ANY_PORT};
+use masq_datapath::ebpf::{Flavor, KernCtx, PortSearch, DEFAULT_NAT_CAPACITY};
+
+use crate::harness::*;
+
+const POOL_FIRST: u16 = 40000;
+const POOL_SIZE: u16 = 1000;
+
+fn pool_contents() -> masq_datapath::ebpf::Contents {
+    let mut contents = base_contents();
+    contents.config.port_min = POOL_FIRST;
+    contents.config.port_max = POOL_FIRST + POOL_SIZE - 1;
+    contents
+}
+
+/// Sends `flows` new UDP flows from one pod to one destination; returns the distinct ports
+/// they were given and how many were dropped.
+fn fill(h: &Harness, flows: u16) -> (HashSet<u16>, usize) {
+    let mut ports = HashSet::new();
+    let mut dropped = 0;
+    for i in 0..flows {
+        let (rc, out) = h.egress(&udp(POD, 1000 + i, EXTERNAL, 53, b"q"));
+        if rc == SHOT {
+            dropped += 1;
+            continue;
+        }
+        let seen = inspect(&out);
+        assert_eq!(seen.src, NODE, "flow {i} left untranslated");
+        assert!(
+            ports.insert(seen.sport),
+            "port {} handed out twice",
+            seen.sport
+        );
+    }
+    (ports, dropped)
+}
+
+/// 1,050 flows through a 1,000-port pool: every port is used, the last 50 flows are dropped and
+/// counted, none leaves with the pod's address.
+#[test]
+fn a_pool_of_n_ports_serves_n_flows_to_one_destination() {
+    let Some(h) = Harness::new(&pool_contents()) else {
+        return;
+    };
+    let (ports, dropped) = fill(&h, POOL_SIZE + 50);
+    assert_eq!(ports.len(), usize::from(POOL_SIZE));
+    assert!(ports
+        .iter()
+        .all(|p| (POOL_FIRST..POOL_FIRST + POOL_SIZE).contains(p)));
+    assert_eq!(dropped, 50);
+    assert_eq!(h.count(Reason::DropPortExhausted), 50);
+}
+
+/// The counterfactual: the bounded search of older kernels (64 candidates) leaves ports free
+/// once the pool is nearly full, which the complete search above does not.
+#[test]
+fn the_bounded_search_gives_up_while_ports_are_free() {
+    let flavor = Flavor {
+        kern_ctx: KernCtx::Absent,
+        port_search: PortSearch::Bounded,
+    };
+    let Some(h) = Harness::flavored(&pool_contents(), flavor, DEFAULT_NAT_CAPACITY) else {
+        return;
+    };
+    let (ports, dropped) = fill(&h, POOL_SIZE + 50);
+    assert!(
+        ports.len() < usize::from(POOL_SIZE),
+        "{} ports used",
+        ports.len()
+    );
+    assert!(dropped > 50);
+}
+
+/// A node socket bound to UDP 51820 (a WireGuard listener) keeps the port: a pod sending from
+/// 51820 gets another one, so the node's own flow later keeps 51820 at the far side.
+#[test]
+fn a_port_a_node_socket_holds_is_not_given_to_a_pod() {
+    let mut contents = base_contents();
+    contents.config.flags |= CFG_KEEP_ANY_PORT;
+    let Some(h) = Harness::new(&contents) else {
+        return;
+    };
+    // In the test's own network namespace (see Harness::flavored).
+    let _wireguard = UdpSocket::bind("0.0.0.0:51820").unwrap();
+    let (_, out) = h.egress(&udp(POD, 51820, EXTERNAL, 51820, b"handshake"));
+    assert_ne!(inspect(&out).sport, 51820);
+    let node = udp(NODE, 51820, EXTERNAL, 51820, b"node handshake");
+    assert_eq!(
+        h.egress(&node),
+        (CONTINUE, node.clone()),
+        "the node keeps its port"
+    );
+    assert_eq!(h.count(Reason::HostPortRemapped), 0);
+
+    // TCP: a listener holds its port too. The counterfactual: a free port is kept.
+    let _server = TcpListener::bind("0.0.0.0:8443").unwrap();
+    let (_, out) = h.egress(&tcp(POD, 8443, EXTERNAL, 443, b""));
+    assert_ne!(inspect(&out).sport, 8443);
+    let (_, out) = h.egress(&tcp(POD, 8444, EXTERNAL, 443, b""));
+    assert_eq!(inspect(&out).sport, 8444);
+}
+
+/// A table that is full refuses new translated flows (dropped, counted) and keeps translating
+/// the flows it holds; kept flows pass unrecorded.
+#[test]
+fn a_full_table_refuses_new_flows_and_keeps_the_old_ones() {
+    let flavor = Flavor {
+        kern_ctx: kern_ctx(),
+        port_search: PortSearch::Complete,
+    };
+    let capacity = 1024;
+    let Some(h) = Harness::flavored(&base_contents(), flavor, capacity) else {
+        return;
+    };
+    let mut translated = 0;
+    for i in 0..capacity + 10 {
+        let port = 33000 + u16::try_from(i).unwrap();
+        if h.egress(&udp(POD, port, EXTERNAL, 53, b"q")).0 == CONTINUE {
+            translated += 1;
+        }
+    }
+    assert_eq!(translated, capacity);
+    assert_eq!(h.count(Reason::DropNatInsert), 10);
+    let (_, old) = h.egress(&udp(POD, 33000, EXTERNAL, 53, b"again"));
+    assert_eq!(inspect(&old).src, NODE);
+    let kept = udp(POD, 1, std::net::Ipv4Addr::new(10, 1, 1, 1), 53, b"vpc");
+    assert_eq!(h.egress(&kept), (CONTINUE, kept.clone()));
+    assert_eq!(h.count(Reason::TrackFull), 1);
+}
