@@ -31,7 +31,8 @@ const BPF_NOEXIST: u64 = 1;
 const READABLE_VERSIONS: [&str; 2] = ["maps-v2", MAPS_SUBDIR];
 
 /// Where the current maps go when they must be replaced by maps of another size.
-const RESIZED_SUBDIR: &str = "maps-v3.resized";
+/// No dot: bpffs refuses names with one.
+const RESIZED_SUBDIR: &str = "maps-v3-resized";
 
 /// The flow table a previous run left behind, to be copied into the new maps.
 pub struct OldTable {
