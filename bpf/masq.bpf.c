@@ -213,6 +213,8 @@ __always_inline_fn int egress(struct __sk_buff *skb, const int steer)
 		return drop(-ret);
 	if (p.frag == FRAG_LATER)
 		return egress_later_fragment(skb, &p, steer);
+	if (p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO)
+		return icmp_error(skb, &p, 0);
 
 	/* Flows in the table first: they never pay for the CIDR lookups. */
 	tuple_from_pkt(&fwd, &p);
@@ -312,7 +314,7 @@ int masq_ingress(struct __sk_buff *skb)
 		return MASQ_CONTINUE;
 	}
 	if (p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHOREPLY)
-		return icmp_error_ingress(skb, &p);
+		return icmp_error(skb, &p, 1);
 
 	tuple_from_pkt(&rev, &p);
 	e = bpf_map_lookup_elem(&masq_nat_ingress, &rev);

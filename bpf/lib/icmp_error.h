@@ -1,4 +1,5 @@
-/* Translates ICMP errors about masqueraded flows back to the pod (PMTU discovery, traceroute). */
+/* ICMP errors about translated flows, both ways: a router's error back to the pod (PMTU
+ * discovery, traceroute), and a pod's error out to the remote side (with the node's address). */
 #ifndef MASQ_LIB_ICMP_ERROR_H
 #define MASQ_LIB_ICMP_ERROR_H
 
@@ -11,23 +12,33 @@
 
 #define ICMP_HDR_LEN 8
 #define INNER_L4_LEN 8 /* all an ICMP error is sure to quote of the transport header */
+#define INNER_SADDR_OFF 12
+#define INNER_DADDR_OFF 16
 
 /*
- * A router's "destination unreachable" (including "fragmentation needed") or "time exceeded"
- * quotes the packet masq sent: source = the SNAT address and port. The outer destination, the
- * quoted source and the quoted port go back to the pod's, and every checksum covering them is
- * updated by hand: the helpers know nothing of quoted headers. Each change is balanced by its
- * checksum field inside the same region, so a CHECKSUM_COMPLETE skb->csum stays right.
- * The quoted TCP checksum lies past the 8 quoted bytes and is left alone; a quoted UDP or ICMP
- * checksum is updated. Anything unexpected leaves the packet untouched.
+ * An ICMP error (destination unreachable, including "fragmentation needed", or time exceeded)
+ * quotes the packet it is about, as that packet was when the error's sender saw it. Both ways
+ * the error belongs to a translated flow and must be translated as the flow is, like
+ * conntrack's RELATED packets:
+ * - arriving (ingress = 1): a router quotes what masq sent, source = the SNAT address and
+ *   port; the outer destination, the quoted source and the quoted source port go back to the
+ *   pod's (the reverse half, keyed by the mirror of the quoted tuple);
+ * - leaving (ingress = 0): a pod quotes a reply it got (destination = the pod); the outer
+ *   source, the quoted destination and port become the flow's translation (the forward half),
+ *   or the error would leave with the pod's address.
+ * Every checksum covering a changed field is updated by hand (the helpers know nothing of
+ * quoted headers); each change is balanced by its checksum field inside the same region, so a
+ * CHECKSUM_COMPLETE skb->csum stays right. The quoted TCP checksum lies past the 8 quoted
+ * bytes and is left alone; a quoted UDP or ICMP checksum is updated. Anything unexpected
+ * leaves the packet untouched.
  */
-__always_inline_fn int icmp_error_ingress(struct __sk_buff *skb, const struct pkt *p)
+__always_inline_fn int icmp_error(struct __sk_buff *skb, const struct pkt *p, const int ingress)
 {
-	__u32 inner_l3 = p->l4_off + ICMP_HDR_LEN, inner_l4, inner_ihl;
-	__be32 old_inner_saddr, pod_addr;
-	__be16 old_port, pod_port, old_sum, new_sum;
+	__u32 inner_l3 = p->l4_off + ICMP_HDR_LEN, inner_l4, inner_ihl, addr_off, port_off;
+	__be32 old_addr, new_addr, *outer_addr, *quoted_addr;
+	__be16 old_port, new_port, old_sum, new_sum;
 	struct icmp_echo_hdr *icmp;
-	struct nat_tuple rev = {};
+	struct nat_tuple key = {};
 	struct iphdr *ip, *inner;
 	struct nat_entry *e;
 	void *data, *data_end;
@@ -59,70 +70,73 @@ __always_inline_fn int icmp_error_ingress(struct __sk_buff *skb, const struct pk
 	if ((void *)(ip + 1) > data_end || (void *)(icmp + 1) > data_end ||
 	    (void *)(inner + 1) > data_end || (void *)(l4 + INNER_L4_LEN) > data_end)
 		return MASQ_CONTINUE;
-	if (inner->saddr != ip->daddr)
+	/* The quoted packet was sent by (ingress) or to (egress) the error's own peer. */
+	if (ingress ? inner->saddr != ip->daddr : inner->daddr != ip->saddr)
 		return MASQ_CONTINUE;
 
-	rev.saddr = inner->daddr;
-	rev.daddr = inner->saddr;
-	rev.proto = inner->protocol;
+	/* The flow's key in this direction's half: the mirror of the quoted tuple. */
+	key.saddr = inner->daddr;
+	key.daddr = inner->saddr;
+	key.proto = inner->protocol;
 	if (inner->protocol == IPPROTO_TCP || inner->protocol == IPPROTO_UDP) {
-		rev.sport = *(__be16 *)(l4 + 2);
-		rev.dport = *(__be16 *)(l4 + 0);
-		old_port = rev.dport;
-	} else if (inner->protocol == IPPROTO_ICMP && l4[0] == ICMP_ECHO) {
-		rev.dport = *(__be16 *)(l4 + 4);
-		old_port = rev.dport;
+		key.sport = *(__be16 *)(l4 + 2);
+		key.dport = *(__be16 *)(l4 + 0);
+		port_off = ingress ? 0 : 2;
+	} else if (ingress && inner->protocol == IPPROTO_ICMP && l4[0] == ICMP_ECHO) {
+		key.dport = *(__be16 *)(l4 + 4);
+		port_off = 4;
 	} else {
 		return MASQ_CONTINUE;
 	}
-	e = bpf_map_lookup_elem(&masq_nat_ingress, &rev);
-	if (!e || (e->flags & NAT_F_HOST))
+	e = bpf_map_lookup_elem(ingress ? (void *)&masq_nat_ingress : (void *)&masq_nat_egress, &key);
+	if (!e || (e->flags & (NAT_F_HOST | NAT_F_PASS)))
 		return MASQ_CONTINUE;
-	pod_addr = e->to_addr;
-	pod_port = e->to_port;
-	old_inner_saddr = inner->saddr;
+	new_addr = e->to_addr;
+	new_port = e->to_port;
 
-	/* Outer header: destination back to the pod. */
-	ip->check = csum_replace4(ip->check, ip->daddr, pod_addr);
-	ip->daddr = pod_addr;
+	/* Outer header: the pod's side of it. */
+	outer_addr = ingress ? &ip->daddr : &ip->saddr;
+	ip->check = csum_replace4(ip->check, *outer_addr, new_addr);
+	*outer_addr = new_addr;
 
-	/* Quoted IP header: source back to the pod, its own checksum, and the ICMP sum over both. */
+	/* Quoted IP header: the pod's address, its own checksum, and the ICMP sum over both. */
+	addr_off = ingress ? INNER_SADDR_OFF : INNER_DADDR_OFF;
+	quoted_addr = (__be32 *)((__u8 *)inner + addr_off);
+	old_addr = *quoted_addr;
 	icmp_sum = icmp->checksum;
 	old_sum = inner->check;
-	new_sum = csum_replace4(old_sum, old_inner_saddr, pod_addr);
-	icmp_sum = csum_replace4(icmp_sum, old_inner_saddr, pod_addr);
+	new_sum = csum_replace4(old_sum, old_addr, new_addr);
+	icmp_sum = csum_replace4(icmp_sum, old_addr, new_addr);
 	icmp_sum = csum_replace2(icmp_sum, old_sum, new_sum);
 	inner->check = new_sum;
-	inner->saddr = pod_addr;
+	*quoted_addr = new_addr;
 
-	/* Quoted transport header: source port (or echo id), and its checksum when quoted. */
+	/* Quoted transport header: the pod's port (or echo id), and its checksum when quoted. */
+	old_port = *(__be16 *)(l4 + port_off);
 	if (inner->protocol == IPPROTO_UDP) {
 		old_sum = *(__u16 *)(l4 + 6);
 		if (old_sum) {
-			new_sum = csum_replace4(old_sum, old_inner_saddr, pod_addr);
-			new_sum = csum_replace2(new_sum, old_port, pod_port);
+			new_sum = csum_replace4(old_sum, old_addr, new_addr);
+			new_sum = csum_replace2(new_sum, old_port, new_port);
 			if (!new_sum)
 				new_sum = 0xffff;
 			icmp_sum = csum_replace2(icmp_sum, old_sum, new_sum);
 			*(__u16 *)(l4 + 6) = new_sum;
 		}
-		*(__be16 *)(l4 + 0) = pod_port;
-	} else if (inner->protocol == IPPROTO_TCP) {
-		*(__be16 *)(l4 + 0) = pod_port;
-	} else {
+	} else if (inner->protocol == IPPROTO_ICMP) {
 		old_sum = *(__u16 *)(l4 + 2);
-		new_sum = csum_replace2(old_sum, old_port, pod_port);
+		new_sum = csum_replace2(old_sum, old_port, new_port);
 		icmp_sum = csum_replace2(icmp_sum, old_sum, new_sum);
 		*(__u16 *)(l4 + 2) = new_sum;
-		*(__be16 *)(l4 + 4) = pod_port;
 	}
-	icmp_sum = csum_replace2(icmp_sum, old_port, pod_port);
+	*(__be16 *)(l4 + port_off) = new_port;
+	icmp_sum = csum_replace2(icmp_sum, old_port, new_port);
 	icmp->checksum = icmp_sum;
 
 	/* Like the flow's own replies: masq's ip rule must answer the reverse-path check. */
-	if (e->flags & NAT_F_STEERED)
+	if (ingress && (e->flags & NAT_F_STEERED))
 		mark_steered_reply(skb);
-	nat_touch(e, p, 1);
+	nat_touch(e, p, ingress);
 	count(MASQ_ICMP_ERROR_TRANSLATED);
 	return MASQ_CONTINUE;
 }

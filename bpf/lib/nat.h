@@ -52,6 +52,13 @@ struct {
 	__uint(max_entries, MASQ_FRAG_MAX);
 } masq_frags SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct alloc_failure);
+	__uint(max_entries, 1);
+} masq_alloc_failure SEC(".maps");
+
 /* The map update helpers' "no room" answer (a full preallocated hash). */
 #define MASQ_E2BIG 7
 
@@ -392,6 +399,22 @@ __always_inline_fn int port_search(struct port_search *s, __u32 orig, int keep_o
 	return s->result;
 }
 
+/* Remembers which pool refused a flow (a rare path: one array write). */
+__always_inline_fn void alloc_failure_note(const struct nat_tuple *rev, __u32 span)
+{
+	__u32 zero = 0;
+	struct alloc_failure *last = bpf_map_lookup_elem(&masq_alloc_failure, &zero);
+
+	if (!last)
+		return;
+	last->snat_addr = rev->daddr;
+	last->daddr = rev->saddr;
+	last->dport = rev->sport;
+	last->proto = rev->proto;
+	last->span = span;
+	last->when = nat_now();
+}
+
 /*
  * Creates the NAT pair for a new flow and copies its forward half to *out; returns -1 when no
  * port is free or the table is full (counted). The reverse half is claimed first; the forward
@@ -433,6 +456,8 @@ __always_inline_fn int nat_create(struct __sk_buff *skb, const struct pkt *p,
 	found = port_search(&s, orig,
 			    (cfg->flags & MASQ_CFG_KEEP_ANY_PORT) || (orig >= port_min && orig <= port_max));
 	if (found <= 0) {
+		if (found == 0)
+			alloc_failure_note(&s.rev, s.span);
 		count(found < 0 ? MASQ_DROP_NAT_INSERT : MASQ_DROP_PORT_EXHAUSTED);
 		return -1;
 	}

@@ -80,6 +80,21 @@ struct nat_entry {
 };
 build_bug_on(sizeof(struct nat_entry) != 24);
 
+/*
+ * The pool of the last flow refused for want of a port (masq_alloc_failure[0]): userspace
+ * reports its fill beside the failure count.
+ */
+struct alloc_failure {
+	__be32 snat_addr;
+	__be32 daddr;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad;
+	__u32 span; /* ports in the range searched */
+	__u64 when; /* jiffies; 0: never */
+};
+build_bug_on(sizeof(struct alloc_failure) != 24);
+
 /* Fragments after the first carry no ports: they follow the first one's translation. */
 struct frag_key {
 	__be32 saddr;

@@ -190,8 +190,7 @@ __always_inline_fn int parse_ipv4(struct __sk_buff *skb, struct pkt *p, int ingr
 			p->sport = icmp->id;
 		else if (ingress && icmp->type == ICMP_ECHOREPLY)
 			p->dport = icmp->id;
-		else if (!(ingress && (icmp->type == ICMP_DEST_UNREACH ||
-				       icmp->type == ICMP_TIME_EXCEEDED)))
+		else if (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED)
 			return PARSE_UNSUPPORTED;
 	}
 	return PARSE_OK;

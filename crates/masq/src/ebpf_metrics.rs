@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use masq_datapath::ebpf::{Ebpf, Reason, DEFAULT_PORT_RANGE};
+use masq_datapath::ebpf::{Ebpf, GcTotals, Reason, DEFAULT_PORT_RANGE};
 use masq_datapath::PortRange;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -103,6 +103,26 @@ impl Collector for EbpfCollector {
                 ConstCounter::new(count(*reason)).encode(family.encode_family(&labels)?)?;
             }
         }
+        {
+            let mut family = encoder.encode_descriptor(
+                "ebpf_nat_halves_restored",
+                "Halves of NAT pairs put back from their partner, by the half restored and by \
+                 whom (the programs on a packet, or the GC)",
+                None,
+                MetricType::Counter,
+            )?;
+            let gc = GcTotals::get();
+            for (direction, by, value) in [
+                ("reverse", "program", count(Reason::NatReverseRestored)),
+                ("forward", "program", count(Reason::NatForwardRestored)),
+                ("reverse", "gc", gc.restored_reverse),
+                ("forward", "gc", gc.restored_forward),
+            ] {
+                let labels = [("direction", direction), ("by", by)];
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        encode_gc(&mut encoder)?;
         if let Ok(pressure) = ebpf.pressure(self.port_range) {
             {
                 let mut family = encoder.encode_descriptor(
@@ -143,7 +163,69 @@ impl Collector for EbpfCollector {
                 ConstGauge::new(pool.saturation(self.port_range))
                     .encode(family.encode_family(&labels)?)?;
             }
+            if let Some(failed) = &pressure.last_failure {
+                let pool = &failed.pool;
+                let snat = pool.snat_addr.to_string();
+                let destination = format!("{}:{}", pool.dst_addr, pool.dst_port);
+                let protocol = masq_datapath::ebpf::nat::proto_name(pool.proto);
+                let mut family = encoder.encode_descriptor(
+                    "ebpf_port_pool_fill_at_last_failure",
+                    "Share of its range in use in the pool that last refused a flow for want of \
+                     a port (the complete port search refuses only a full pool)",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                let labels = [
+                    ("snat_ip", snat.as_str()),
+                    ("destination", destination.as_str()),
+                    ("protocol", protocol),
+                ];
+                ConstGauge::new(failed.fill()).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }
+}
+
+/// What this process's GC did: passes, their last duration, entries removed, live flows by
+/// kind and state (as of the last pass, every few seconds).
+fn encode_gc(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let gc = GcTotals::get();
+    counter(
+        encoder,
+        "ebpf_gc_passes",
+        "Passes of the NAT table's garbage collector",
+        gc.passes,
+    )?;
+    {
+        let mut family = encoder.encode_descriptor(
+            "ebpf_gc_removed",
+            "NAT table entries the GC removed, by why",
+            None,
+            MetricType::Counter,
+        )?;
+        for (why, value) in [("expired", gc.expired), ("superseded", gc.superseded)] {
+            ConstCounter::new(value).encode(family.encode_family(&[("why", why)])?)?;
+        }
+    }
+    let Some(last) = gc.last else {
+        return Ok(());
+    };
+    gauge(
+        encoder,
+        "ebpf_gc_duration_seconds",
+        "Time the last GC pass took, reading the whole table included",
+        last.duration.as_secs_f64(),
+    )?;
+    let mut family = encoder.encode_descriptor(
+        "ebpf_nat_flows",
+        "Flows in the NAT table at the last GC pass, by kind and state",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ((kind, state), n) in &last.flows {
+        let labels = [("kind", kind.label()), ("state", state.label())];
+        ConstGauge::new(*n as i64).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }

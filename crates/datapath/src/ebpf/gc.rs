@@ -184,6 +184,53 @@ impl GcReport {
     }
 }
 
+/// What the GC of this process has done since it started, for the metrics (the agent's
+/// collector reads it; a `masq` command that ran no GC reads zeros).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcTotals {
+    /// Passes run.
+    pub passes: u64,
+    /// Entries removed because they expired.
+    pub expired: u64,
+    /// Halves removed because their tuple belongs to another flow.
+    pub superseded: u64,
+    /// Reverse halves put back.
+    pub restored_reverse: u64,
+    /// Forward halves put back.
+    pub restored_forward: u64,
+    /// The last pass.
+    pub last: Option<GcReport>,
+}
+
+static TOTALS: std::sync::Mutex<GcTotals> = std::sync::Mutex::new(GcTotals {
+    passes: 0,
+    expired: 0,
+    superseded: 0,
+    restored_reverse: 0,
+    restored_forward: 0,
+    last: None,
+});
+
+impl GcTotals {
+    /// The totals so far.
+    pub fn get() -> GcTotals {
+        TOTALS.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Adds one pass.
+    pub fn add(report: &GcReport) {
+        if let Ok(mut t) = TOTALS.lock() {
+            t.passes += 1;
+            t.expired +=
+                (report.expired_pairs + report.expired_passes + report.host_reservations) as u64;
+            t.superseded += report.superseded as u64;
+            t.restored_reverse += report.restored_reverse as u64;
+            t.restored_forward += report.restored_forward as u64;
+            t.last = Some(report.clone());
+        }
+    }
+}
+
 /// The reverse key of a forward half.
 pub fn reverse_of(fwd: &NatTuple, entry: &NatEntry) -> NatTuple {
     NatTuple {

@@ -13,8 +13,8 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipnet::{IpNet, Ipv4Net};
 
 use super::types::{
-    MasqConfig, MasqSteer, NatEntry, NatTuple, CFG_KEEP_ANY_PORT, CFG_MASQ_LINK_LOCAL,
-    CFG_POD_CIDRS, CFG_SRC_CIDRS,
+    AllocFailure, MasqConfig, MasqSteer, NatEntry, NatTuple, CFG_KEEP_ANY_PORT,
+    CFG_MASQ_LINK_LOCAL, CFG_POD_CIDRS, CFG_SRC_CIDRS,
 };
 use super::{batch, kernel_err, PortRange};
 use crate::{Desired, Error};
@@ -50,8 +50,10 @@ pub mod name {
     pub const FRAGS: &str = "masq_frags";
     /// `struct masq_steer`, one entry: egress routing (mark and table).
     pub const STEER: &str = "masq_steer_cfg";
+    /// `struct alloc_failure`, one entry: the pool of the last flow refused for want of a port.
+    pub const ALLOC_FAILURE: &str = "masq_alloc_failure";
     /// Every map, in the order they are pinned.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         CONFIG,
         SNAT_ADDRS,
         LOCAL_ADDRS,
@@ -63,6 +65,7 @@ pub mod name {
         NAT_INGRESS,
         FRAGS,
         STEER,
+        ALLOC_FAILURE,
     ];
 }
 
@@ -81,6 +84,7 @@ pub struct Maps {
     pub(crate) nonmasq_src: Trie,
     pub(crate) pod_cidrs: Trie,
     pub(crate) counters: PerCpuArray<MapData, u64>,
+    pub(crate) alloc_failure: Array<MapData, AllocFailure>,
     pub(crate) nat_egress: HashMap<MapData, NatTuple, NatEntry>,
     pub(crate) nat_ingress: HashMap<MapData, NatTuple, NatEntry>,
     /// Second descriptors of the NAT halves for batch reads (aya keeps its own private).
@@ -156,12 +160,22 @@ impl Maps {
             nonmasq_src: typed!(name::NONMASQ_SRC),
             pod_cidrs: typed!(name::POD_CIDRS),
             counters: typed!(name::COUNTERS),
+            alloc_failure: typed!(name::ALLOC_FAILURE),
             nat_egress,
             nat_ingress,
             nat_egress_fd,
             nat_ingress_fd,
             nat_capacity,
         })
+    }
+
+    /// The pool of the last flow refused for want of a port, if one was.
+    pub fn last_alloc_failure(&self) -> Result<Option<AllocFailure>, Error> {
+        let last = self
+            .alloc_failure
+            .get(&0, 0)
+            .map_err(kernel_err("reading masq_alloc_failure"))?;
+        Ok((last.when != 0).then_some(last))
     }
 
     /// How many entries each half of the flow table holds at most.

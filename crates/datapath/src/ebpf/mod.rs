@@ -31,7 +31,7 @@ use aya::EbpfLoader;
 
 pub use attach::{AttachMode, Direction};
 pub use clock::KernelClock;
-pub use gc::{FlowKind, FlowState, GcReport, NatTimeouts};
+pub use gc::{FlowKind, FlowState, GcReport, GcTotals, NatTimeouts};
 pub use kfunc::KernCtx;
 pub use maps::{Contents, Maps, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGE};
 pub use nat::{NatDirection, NatListEntry, Pressure};
@@ -371,7 +371,7 @@ impl Ebpf {
         let clock = KernelClock::get()?;
         let now = clock.now();
         let timeouts = self.nat.timeouts;
-        match &mut self.loaded {
+        let report = match &mut self.loaded {
             Some(loaded) => gc::gc(&mut loaded.maps, &clock, now, &timeouts),
             None => gc::gc(
                 &mut Maps::open_pinned(&self.maps_dir())?,
@@ -379,7 +379,9 @@ impl Ebpf {
                 now,
                 &timeouts,
             ),
-        }
+        }?;
+        gc::GcTotals::add(&report);
+        Ok(report)
     }
 
     /// Every hook masq's programs belong on: both directions of the egress interfaces, and the

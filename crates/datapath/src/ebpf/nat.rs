@@ -195,6 +195,26 @@ pub struct Pressure {
     pub capacity: u32,
     /// The pool with the most ports in use; divide `used` by the port range size for saturation.
     pub busiest_pool: Option<PortPool>,
+    /// The pool of the last flow refused for want of a port, with its ports in use now.
+    pub last_failure: Option<FailedPool>,
+}
+
+/// The pool that last refused a flow (the complete search refuses only a full pool).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedPool {
+    /// The pool, `used` counted now.
+    pub pool: PortPool,
+    /// Ports of the range that was searched.
+    pub range_size: u32,
+    /// Jiffies of the failure.
+    pub when: u64,
+}
+
+impl FailedPool {
+    /// Share of the searched range in use now, 0.0 to 1.0.
+    pub fn fill(&self) -> f64 {
+        f64::from(self.pool.used) / f64::from(self.range_size.max(1))
+    }
 }
 
 impl Pressure {
@@ -214,15 +234,31 @@ pub fn pressure(maps: &Maps, range: PortRange) -> Result<Pressure, Error> {
     let reverse = maps.nat_ingress_entries()?;
     let ingress_entries = count_u32(reverse.len());
     let mut pools: StdHashMap<PoolKey, u32> = StdHashMap::new();
+    let failed = maps.last_alloc_failure()?;
+    let failed_key = failed.map(|f| (f.proto, f.snat_addr, f.daddr, f.dport));
+    let mut failed_used = 0;
     for (key, _) in reverse {
         if !range.contains(u16::from_be_bytes(key.dport)) {
             continue;
         }
+        let pool = (key.proto, key.daddr, key.saddr, key.sport);
+        if Some(pool) == failed_key {
+            failed_used += 1;
+        }
         // Host reservations take ports from the same pool, so they count too.
-        *pools
-            .entry((key.proto, key.daddr, key.saddr, key.sport))
-            .or_default() += 1;
+        *pools.entry(pool).or_default() += 1;
     }
+    let last_failure = failed.map(|f| FailedPool {
+        pool: PortPool {
+            proto: f.proto,
+            snat_addr: Ipv4Addr::from(f.snat_addr),
+            dst_addr: Ipv4Addr::from(f.daddr),
+            dst_port: u16::from_be_bytes(f.dport),
+            used: failed_used,
+        },
+        range_size: f.span,
+        when: f.when,
+    });
     let busiest_pool = pools
         .into_iter()
         .max_by_key(|(k, used)| (*used, std::cmp::Reverse(*k)))
@@ -238,6 +274,7 @@ pub fn pressure(maps: &Maps, range: PortRange) -> Result<Pressure, Error> {
         ingress_entries,
         capacity: maps.nat_capacity(),
         busiest_pool,
+        last_failure,
     })
 }
 

@@ -93,6 +93,28 @@ pub struct NatEntry {
     pub last_seen: u64,
 }
 
+/// `struct alloc_failure`, the single entry of `masq_alloc_failure`: the pool of the last flow
+/// refused for want of a port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocFailure {
+    /// The SNAT address, network order.
+    pub snat_addr: [u8; 4],
+    /// The destination address, network order.
+    pub daddr: [u8; 4],
+    /// The destination port, network order.
+    pub dport: [u8; 2],
+    /// IP protocol number.
+    pub proto: u8,
+    /// Always zero.
+    pub pad: u8,
+    /// Ports in the range that was searched.
+    pub span: u32,
+    /// Jiffies of the failure; 0: none yet.
+    pub when: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<AllocFailure>() == 24);
 const _: () = assert!(std::mem::size_of::<MasqConfig>() == 8);
 const _: () = assert!(std::mem::size_of::<MasqSteer>() == 8);
 const _: () = assert!(std::mem::size_of::<NatTuple>() == 16);
@@ -106,6 +128,9 @@ unsafe impl aya::Pod for MasqSteer {}
 unsafe impl aya::Pod for NatTuple {}
 // SAFETY: as above; the explicit `pad` field covers the only gap.
 unsafe impl aya::Pod for NatEntry {}
+// SAFETY: as above; `pad` covers the byte before `span`, and `span` ends at 16, where `when`
+// starts.
+unsafe impl aya::Pod for AllocFailure {}
 
 impl NatTuple {
     /// Builds a tuple from host-order values.

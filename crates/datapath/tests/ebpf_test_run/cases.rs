@@ -740,3 +740,55 @@ fn programs_refused_with_the_kfunc_load_with_the_helpers() {
     assert_eq!(rc, CONTINUE);
     assert_eq!(inspect(&out).src, NODE);
 }
+
+/// A pod's own ICMP error about a reply of a translated flow (its socket closed: port
+/// unreachable) leaves translated like the flow, as conntrack translates RELATED packets:
+/// from the node's address, quoting the node's address and port. Untranslated, it would carry
+/// the pod's address out twice.
+#[test]
+fn a_pod_icmp_error_about_a_translated_flow_leaves_translated() {
+    let Some(h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let (_, sent) = h.egress(&udp(POD, 1234, EXTERNAL, 53, b""));
+    let port = inspect(&sent).sport;
+    assert_ne!(port, 1234);
+    let (_, reply) = h.ingress(&udp(EXTERNAL, 53, NODE, port, b""));
+    assert_eq!(inspect(&reply).dst, POD);
+    // The pod's kernel answers the reply it got with "port unreachable", quoting it.
+    let ihl = usize::from(reply[14] & 0x0f) * 4;
+    let mut error = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(POD.octets(), EXTERNAL.octets(), 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::Port,
+        ))
+        .write(&mut error, &reply[14..14 + ihl + 8])
+        .unwrap();
+    let (rc, out) = h.egress(&error);
+    assert_eq!(rc, CONTINUE);
+    assert_eq!(inspect(&out).src, NODE, "outer source");
+    assert_eq!(quoted(&out), (EXTERNAL, 53, NODE, port), "quoted reply");
+    let inner = &out[14 + 20 + 8..];
+    let (ip, rest) = Ipv4Header::from_slice(inner).unwrap();
+    let (udp, payload) = UdpHeader::from_slice(rest).unwrap();
+    assert_eq!(
+        udp.checksum,
+        udp.calc_checksum_ipv4(&ip, payload).unwrap(),
+        "quoted UDP checksum"
+    );
+    assert_eq!(h.count(Reason::IcmpErrorTranslated), 1);
+    // About a flow masq does not translate, an error is left alone.
+    let mut stray = error.clone();
+    stray[14 + 20 + 8 + 20] ^= 1; // another quoted source port
+    let stray = {
+        let mut frame = stray;
+        let icmp_len = frame.len() - 34;
+        frame[36] = 0;
+        frame[37] = 0;
+        let sum = internet_checksum(&frame[34..34 + icmp_len]);
+        frame[36..38].copy_from_slice(&sum.to_be_bytes());
+        frame
+    };
+    assert_eq!(h.egress(&stray), (CONTINUE, stray.clone()));
+}
