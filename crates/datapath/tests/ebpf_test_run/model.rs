@@ -186,3 +186,92 @@ fn random_packets_agree_with_the_model_body(keep_any_port: bool) {
         node_moves
     );
 }
+
+/// Thousands of random pod packets to masqueraded destinations while halves of the table go
+/// missing (as by a hand, an upgrade, a half-copied carry-over) and the GC runs at random
+/// moments up to 400 s ahead (expiring whatever is idle by then): every packet leaves
+/// translated, and the reply to the port it left with reaches the pod and port that sent it.
+/// A lost reverse half comes back at the flow's next timestamp refresh (under a second), so
+/// the model lets that much time pass for the flow before its next packet.
+#[test]
+fn no_pod_address_leaves_under_lost_halves_and_gc() {
+    use masq_datapath::ebpf::types::NatTuple;
+
+    let Some(mut h) = Harness::new(&base_contents()) else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(0x6c65_616b);
+    let pods = [POD, POD2];
+    let remotes = [EXTERNAL, Ipv4Addr::new(198, 51, 100, 7)];
+    let (mut lost, mut gcs) = (0, 0);
+    for round in 0..4000 {
+        match rng.random_range(0..20) {
+            0 => {
+                // Lose one half of a random entry.
+                let forward = h.maps.nat_egress_entries().unwrap();
+                if let Some((key, entry)) = forward.get(rng.random_range(0..forward.len().max(1))) {
+                    if rng.random_bool(0.5) {
+                        let _ = h.maps.nat_egress_mut().remove(key);
+                    } else {
+                        let rev = masq_datapath::ebpf::gc::reverse_of(key, entry);
+                        let _ = h.maps.nat_ingress_mut().remove(&rev);
+                        // The flow's next packet comes after a timestamp refresh (100 jiffies,
+                        // under a second), when the programs look for the other half.
+                        let mut aged = *entry;
+                        aged.last_seen = 0;
+                        let _ = h.maps.nat_egress_mut().insert(key, aged, 0);
+                    }
+                    lost += 1;
+                }
+                continue;
+            }
+            1 => {
+                gc_after(&mut h.maps, rng.random_range(0..400));
+                gcs += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let proto = [TCP, UDP, ICMP][rng.random_range(0..3)];
+        let pod = pods[rng.random_range(0..pods.len())];
+        let remote = remotes[rng.random_range(0..remotes.len())];
+        let pport = PORTS[rng.random_range(0..PORTS.len())];
+        let rport = if proto == ICMP { 0 } else { 443 };
+        let frame = match proto {
+            TCP => tcp_segment(
+                pod,
+                pport,
+                remote,
+                rport,
+                ["S", "A", "A", "FA", "R"][rng.random_range(0..5)],
+                b"x",
+            ),
+            _ => build(proto, pod, pport, remote, rport, true),
+        };
+        let (rc, out) = h.egress(&frame);
+        assert_eq!(rc, CONTINUE, "round {round}");
+        let seen = inspect(&out);
+        assert_eq!(
+            seen.src, NODE,
+            "round {round}: {proto} from {pod}:{pport} left untranslated"
+        );
+        let port = seen.sport;
+        let reply = build(proto, remote, rport, NODE, port, false);
+        let (_, back) = h.ingress(&reply);
+        let back = inspect(&back);
+        assert_eq!(
+            (back.dst, back.dport),
+            (pod, pport),
+            "round {round}: the reply went astray"
+        );
+        let key = NatTuple::new(proto, pod, pport, remote, rport);
+        assert!(
+            h.maps.nat_egress_mut().get(&key, 0).is_ok(),
+            "round {round}: no forward half"
+        );
+    }
+    assert!(
+        lost > 100 && gcs > 100,
+        "lost {lost} halves, {gcs} GC passes"
+    );
+}
