@@ -671,4 +671,36 @@ mod ebpf_only {
             scenarios::port_exhaustion_is_counted_and_recovers,
         )
     }
+    #[test]
+    fn reset_then_reuse_then_idle_stays_translated() {
+        run(
+            Datapath::Ebpf,
+            scenarios::engine::reset_then_reuse_then_idle_stays_translated,
+        )
+    }
+    #[test]
+    fn unanswered_syns_leave_after_their_lifetime() {
+        run(
+            Datapath::Ebpf,
+            scenarios::engine::unanswered_syns_leave_after_their_lifetime,
+        )
+    }
+    #[test]
+    fn a_port_pool_is_used_to_the_last_port() {
+        run(
+            Datapath::Ebpf,
+            scenarios::engine::a_port_pool_is_used_to_the_last_port,
+        )
+    }
+    #[test]
+    fn a_flood_that_fills_the_table_spares_idle_connections() {
+        run(
+            Datapath::Ebpf,
+            scenarios::engine::a_flood_that_fills_the_table_spares_idle_connections,
+        )
+    }
+    #[test]
+    fn big_tcp_is_translated() {
+        run(Datapath::Ebpf, scenarios::engine::big_tcp_is_translated)
+    }
 }

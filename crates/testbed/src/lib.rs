@@ -27,6 +27,8 @@
 pub mod agent;
 pub mod bpffs;
 pub mod configmap;
+pub mod leak;
+pub mod link;
 pub mod netns;
 pub mod probe;
 pub mod topology;
@@ -35,6 +37,7 @@ pub mod vpc;
 pub use agent::AgentProcess;
 pub use bpffs::PrivateBpffs;
 pub use configmap::ConfigMapDir;
+pub use leak::LeakWatch;
 pub use netns::{veth, Netns};
 pub use probe::{Probes, Sources};
 pub use topology::{addr, addr6, Topology, TopologyBuilder};

@@ -9,6 +9,8 @@
 //! So "every question answered on its own socket, naming that socket's own translation" is
 //! what "every reply delivered to the right pod" means here.
 
+pub mod engine;
+
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
