@@ -202,16 +202,23 @@ impl NatArgs {
                 )),
             })
         };
+        // Every flag checked before any is given up on, so each bad one is reported.
+        let tcp_syn = duration("nat-timeout-tcp-syn", &self.nat_timeout_tcp_syn);
+        let tcp_established = duration(
+            "nat-timeout-tcp-established",
+            &self.nat_timeout_tcp_established,
+        );
+        let tcp_closing = duration("nat-timeout-tcp-closing", &self.nat_timeout_tcp_closing);
+        let udp = duration("nat-timeout-udp", &self.nat_timeout_udp);
+        let udp_replied = duration("nat-timeout-udp-replied", &self.nat_timeout_udp_replied);
+        let icmp = duration("nat-timeout-icmp", &self.nat_timeout_icmp);
         let timeouts = NatTimeouts {
-            tcp_syn: duration("nat-timeout-tcp-syn", &self.nat_timeout_tcp_syn)?,
-            tcp_established: duration(
-                "nat-timeout-tcp-established",
-                &self.nat_timeout_tcp_established,
-            )?,
-            tcp_closing: duration("nat-timeout-tcp-closing", &self.nat_timeout_tcp_closing)?,
-            udp: duration("nat-timeout-udp", &self.nat_timeout_udp)?,
-            udp_replied: duration("nat-timeout-udp-replied", &self.nat_timeout_udp_replied)?,
-            icmp: duration("nat-timeout-icmp", &self.nat_timeout_icmp)?,
+            tcp_syn: tcp_syn?,
+            tcp_established: tcp_established?,
+            tcp_closing: tcp_closing?,
+            udp: udp?,
+            udp_replied: udp_replied?,
+            icmp: icmp?,
         };
         Some(NatSettings {
             table_size: size?,
@@ -489,6 +496,43 @@ mod tests {
         for bad in ["0", "local", "-3"] {
             assert!(egress_table_flag(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn nat_table_flags() {
+        let node = agent(&[]).unwrap().config.node;
+        assert_eq!(node.nat, NatSettings::default());
+        let node = agent(&[
+            "--nat-table-size=4096",
+            "--nat-timeout-tcp-syn=5s",
+            "--nat-timeout-udp-replied=5m",
+        ])
+        .unwrap()
+        .config
+        .node;
+        assert_eq!(node.nat.table_size, 4096);
+        assert_eq!(node.nat.timeouts.tcp_syn, Duration::from_secs(5));
+        assert_eq!(node.nat.timeouts.udp_replied, Duration::from_secs(300));
+        let error = agent(&[
+            "--nat-table-size=10",
+            "--nat-timeout-tcp-syn=soon",
+            "--nat-timeout-udp=500ms",
+        ])
+        .unwrap_err();
+        let lines: Vec<&str> = error.lines().collect();
+        assert_eq!(lines.len(), 3, "{error}");
+        assert!(
+            lines[0].starts_with("--nat-table-size: 10 is below"),
+            "{error}"
+        );
+        assert!(
+            lines[1].starts_with("--nat-timeout-tcp-syn: \"soon\" is not a duration"),
+            "{error}"
+        );
+        assert!(
+            lines[2].starts_with("--nat-timeout-udp: \"500ms\" is under"),
+            "{error}"
+        );
     }
 
     #[test]
