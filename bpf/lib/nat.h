@@ -11,7 +11,8 @@
 
 /*
  * Capacity of each half of the flow table when userspace does not size it (--nat-table-size
- * sets max_entries at load time; crates/datapath/src/ebpf/maps.rs holds the same default).
+ * sets max_entries at load time). This and every other number the Rust side also spells is
+ * checked against it by crates/datapath/tests/ebpf_abi.rs.
  */
 #define MASQ_NAT_MAX 131072
 #define MASQ_FRAG_MAX 8192

@@ -5,8 +5,9 @@
 #include "common.h"
 
 /*
- * Every struct here is read and written by userspace through #[repr(C)] copies with a size
- * check on both sides. Padding is explicit so the layouts cannot drift. Addresses are stored in
+ * Every struct here is read and written by userspace through #[repr(C)] copies
+ * (crates/datapath/src/ebpf/types.rs), checked member by member against this object's BTF by
+ * crates/datapath/tests/ebpf_abi.rs. Padding is explicit so the layouts cannot drift. Addresses are stored in
  * network order, ports too (as on the wire), except the port range in masq_config.
  */
 

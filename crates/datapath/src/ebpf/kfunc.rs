@@ -12,7 +12,7 @@ use aya_obj::btf::BtfKind;
 use super::OBJECT;
 
 /// The placeholder of `bpf_cast_to_kern_ctx`; `MASQ_KFUNC_CAST_TO_KERN_CTX` in kern_ctx.h.
-const CAST_TO_KERN_CTX_PLACEHOLDER: u32 = 0x6d61_7301;
+pub const CAST_TO_KERN_CTX_PLACEHOLDER: u32 = 0x6d61_7301;
 
 /// What the placeholder calls become.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
