@@ -3,8 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Entry programs, relative to `bpf/`; each becomes `$OUT_DIR/<stem>.o`.
-const SOURCES: &[&str] = &["masq.bpf.c", "clock.bpf.c", "bench_new_flows.bpf.c"];
+/// Entry programs, relative to `bpf/`; each becomes `$OUT_DIR/<file stem>.o`. Each is its own
+/// object: the agent embeds `masq.bpf.o` and `clock.bpf.o` only; `bench_new_flows` serves the
+/// benchmark and `tests/cni_like` the kernel tests (the `test-programs` feature).
+const SOURCES: &[&str] = &[
+    "masq.bpf.c",
+    "clock.bpf.c",
+    "bench_new_flows.bpf.c",
+    "tests/cni_like.bpf.c",
+];
 
 fn main() {
     let bpf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bpf");
@@ -13,7 +20,8 @@ fn main() {
 
     rerun_for_dir(&bpf_dir);
     for source in SOURCES {
-        let stem = source.trim_end_matches(".c");
+        let file = Path::new(source).file_name().expect("a file name");
+        let stem = file.to_string_lossy().trim_end_matches(".c").to_string();
         let output = out_dir.join(format!("{stem}.o"));
         let status = Command::new("clang")
             .args([
