@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Entry programs, relative to `bpf/`: (source, object name in `$OUT_DIR`, extra clang flags).
+/// Each is its own object: the agent embeds `masq.bpf.o`, `masq_bounded.bpf.o` and
+/// `clock.bpf.o` only; `bench_new_flows` serves the benchmark and `tests/cni_like` the kernel
+/// tests (the `test-programs` feature).
 const OBJECTS: &[(&str, &str, &[&str])] = &[
     ("masq.bpf.c", "masq.bpf.o", &[]),
     // For kernels without bpf_loop (before 5.17): a bounded port search (bpf/lib/nat.h).
@@ -14,6 +17,7 @@ const OBJECTS: &[(&str, &str, &[&str])] = &[
     ),
     ("clock.bpf.c", "clock.bpf.o", &[]),
     ("bench_new_flows.bpf.c", "bench_new_flows.bpf.o", &[]),
+    ("tests/cni_like.bpf.c", "cni_like.bpf.o", &[]),
 ];
 
 fn main() {

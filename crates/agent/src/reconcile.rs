@@ -217,15 +217,18 @@ impl Reconciler {
         let Some(desired) = self.installed.clone() else {
             return;
         };
-        let findings = self
-            .on_datapath(move |datapath| datapath.findings(&desired))
+        let (findings, hooks) = self
+            .on_datapath(move |datapath| (datapath.findings(&desired), datapath.hook_order()))
             .await;
         if self.shared.read(|s| s.findings != findings) {
             for finding in &findings {
                 tracing::warn!("{finding}");
             }
         }
-        self.shared.update(|s| s.findings = findings);
+        self.shared.update(|s| {
+            s.findings = findings;
+            s.hooks = hooks;
+        });
     }
 
     fn read_config(&mut self) {

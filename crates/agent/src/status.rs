@@ -1,6 +1,7 @@
 //! What the agent knows about itself, served as JSON on `/status` and printed by `masq status`.
 
 use ipnet::IpNet;
+use masq_datapath::ebpf::HookOrder;
 use serde::{Deserialize, Serialize};
 
 /// A snapshot of the agent's state. Field names are part of `masq status -o json`.
@@ -30,6 +31,10 @@ pub struct Status {
     pub egress: Option<EgressSummary>,
     /// What the datapath found but does not own (e.g. a chain another agent left behind).
     pub findings: Vec<String>,
+    /// eBPF: every program on each tc hook masq uses, in the order the kernel runs them, masq's
+    /// marked (read at start and at each resync).
+    #[serde(default)]
+    pub hooks: Vec<HookOrder>,
     /// Event counters since start.
     pub counters: Counters,
 }
@@ -164,6 +169,9 @@ impl Status {
         for i in &self.interfaces {
             let _ = writeln!(s, "interface:       {} {}", i.name, i.addresses.join(" "));
         }
+        for hook in &self.hooks {
+            let _ = writeln!(s, "hook:            {}", hook.text());
+        }
         match &self.egress {
             Some(e) => {
                 let _ = writeln!(
@@ -235,6 +243,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.egress, None);
+    }
+
+    #[test]
+    fn the_text_lists_each_hook_in_the_kernels_order() {
+        use masq_datapath::ebpf::HookedProgram;
+        let program = |name: &str, masq: bool| HookedProgram {
+            name: name.into(),
+            id: Some(7),
+            attach: "tcx".into(),
+            masq,
+            ..HookedProgram::default()
+        };
+        let status = Status {
+            hooks: vec![HookOrder {
+                interface: "eth0".into(),
+                hook: "egress".into(),
+                programs: vec![
+                    program("masq_egress", true),
+                    program("cil_to_netdev", false),
+                ],
+            }],
+            ..Status::default()
+        };
+        let text = status.to_text();
+        assert!(
+            text.contains(
+                "hook:            eth0 egress: 1. masq_egress (masq; tcx, id 7) 2. cil_to_netdev (tcx, id 7)\n"
+            ),
+            "{text}"
+        );
+        // An older agent's JSON (no `hooks`) still parses.
+        let json = serde_json::to_string(&Status::default())
+            .unwrap()
+            .replace(",\"hooks\":[]", "");
+        assert!(!json.contains("hooks"));
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap().hooks, []);
     }
 
     #[test]

@@ -278,18 +278,16 @@ impl IpRules {
 }
 
 /// The secondary uplinks among `uplinks` (see [`IpRules::default_route_interfaces`]): what the
-/// eBPF datapath steers from. Not the datapath's interfaces, not the egress interface, and
-/// nothing while egress routing is off.
+/// eBPF datapath steers from. Every uplink but the egress interface, also one the datapath's
+/// `--interfaces` list (the egress interface wins: SPEC section 4), and nothing while egress
+/// routing is off.
 pub fn secondary_uplinks(node: &NodeSettings, uplinks: &BTreeSet<String>) -> Vec<String> {
     if node.active_egress_routing().is_none() {
         return Vec::new();
     }
     uplinks
         .iter()
-        .filter(|name| {
-            Some(name.as_str()) != node.egress_interface()
-                && !node.interfaces.iter().any(|i| &i.name == *name)
-        })
+        .filter(|name| Some(name.as_str()) != node.egress_interface())
         .cloned()
         .collect()
 }
@@ -410,8 +408,9 @@ mod tests {
             addrs: Vec::new(),
         });
         assert_eq!(secondary_uplinks(&node, &uplinks), ["eth1", "eth2"]);
+        // --egress-interface wins over the list: eth0 is listed, and steered.
         node.egress_interface = Some("eth2".into());
-        assert_eq!(secondary_uplinks(&node, &uplinks), ["eth1"]);
+        assert_eq!(secondary_uplinks(&node, &uplinks), ["eth0", "eth1"]);
         node.egress_routing = None;
         assert!(
             secondary_uplinks(&node, &uplinks).is_empty(),

@@ -265,4 +265,9 @@ pub trait Datapath: Send {
         let _ = desired;
         Vec::new()
     }
+    /// Every program on the kernel hooks this backend's own programs are on, in the order the
+    /// kernel runs them, masq's marked (eBPF: the tc hooks), for `masq status`. Read-only.
+    fn hook_order(&self) -> Vec<ebpf::HookOrder> {
+        Vec::new()
+    }
 }

@@ -15,7 +15,8 @@ use crate::ebpf_metrics::EbpfCollector;
 use crate::flags::OutputFormat;
 
 /// Every datapath this binary has, in the order `auto` tries them (SPEC section 4). Opening one
-/// probes the kernel without changing it.
+/// probes the kernel without changing it, except that eBPF mounts a bpffs for its pins where
+/// there is none.
 pub fn candidates(
     node: &NodeSettings,
     pin_dir: &Path,
@@ -31,7 +32,8 @@ pub fn candidates(
                 // Refused here, not at the first sync: `auto` then goes on to nftables, and an
                 // explicit `--datapath ebpf` fails at start with the reason.
                 ebpf_supports?;
-                let ebpf = Ebpf::new(pin_dir);
+                let mut ebpf = Ebpf::new(pin_dir);
+                // Mounts a bpffs where the pin directory has none (docs/ebpf.md).
                 ebpf.probe()?;
                 Ok(Box::new(ebpf) as Box<dyn Datapath>)
             }),

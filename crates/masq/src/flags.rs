@@ -198,6 +198,9 @@ pub struct RenderArgs {
     /// Which ruleset to print.
     #[arg(long, value_enum)]
     pub datapath: RenderDatapath,
+    /// eBPF: the agent's `--interfaces`, to show the hooks each one gets.
+    #[arg(long, value_name = "IF,...", value_delimiter = ',')]
+    pub interfaces: Vec<String>,
 }
 
 /// `masq status`.
@@ -274,6 +277,8 @@ pub enum RenderDatapath {
     Nftables,
     /// The `iptables-restore --noflush` payload.
     Iptables,
+    /// The eBPF maps' contents and the hooks of the programs.
+    Ebpf,
 }
 
 impl RenderDatapath {
@@ -282,6 +287,7 @@ impl RenderDatapath {
         match self {
             RenderDatapath::Nftables => masq_datapath::Kind::Nftables,
             RenderDatapath::Iptables => masq_datapath::Kind::Iptables,
+            RenderDatapath::Ebpf => masq_datapath::Kind::Ebpf,
         }
     }
 }

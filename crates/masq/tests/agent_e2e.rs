@@ -9,7 +9,8 @@
 //!
 //! The eBPF datapath (issue 4) runs every scenario too, with its pins on a bpffs private to the
 //! test's thread, plus its own scenarios in `ebpf_scenarios` (module `ebpf_only` below):
-//! floods, shared source ports, `kill -9` under traffic, the NAT table, `auto`, port exhaustion.
+//! floods, shared source ports, `kill -9` under traffic, the NAT table, `auto`, port exhaustion,
+//! a CNI's program on the same hooks and the bpffs the agent mounts itself.
 
 mod ebpf_scenarios;
 mod harness;
@@ -663,6 +664,20 @@ mod ebpf_only {
     #[test]
     fn loading_memory_is_given_back() {
         run(Datapath::Ebpf, scenarios::loading_memory_is_given_back)
+    }
+    #[test]
+    fn status_shows_a_cni_program_behind_masq() {
+        run(
+            Datapath::Ebpf,
+            scenarios::beside_cni::status_shows_a_cni_program_behind_masq,
+        )
+    }
+    #[test]
+    fn mounts_a_bpffs_where_there_is_none() {
+        run(
+            Datapath::Ebpf,
+            scenarios::beside_cni::mounts_a_bpffs_where_there_is_none,
+        )
     }
     #[test]
     fn port_exhaustion_is_counted_and_recovers() {

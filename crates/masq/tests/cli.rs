@@ -300,6 +300,45 @@ fn help_and_version_exit_0() {
     assert_eq!(masq(&["agent", "--help"]).code, 0);
 }
 
+/// `--egress-interface` wins over `--interfaces` (issue 13, item 7): a listed interface other
+/// than the egress interface is steered where it is a secondary uplink, never given both.
+#[test]
+fn render_ebpf_shows_the_hooks_of_each_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    let run = masq(&[
+        "render",
+        "--datapath",
+        "ebpf",
+        "--config",
+        config.to_str().unwrap(),
+        "--egress-interface",
+        "eth0",
+        "--interfaces",
+        "eth0,eth1",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let hooks: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("# attachments"))
+        .skip(1)
+        .take(5)
+        .collect();
+    assert_eq!(
+        hooks,
+        [
+            "eth0 egress masq_egress",
+            "eth0 ingress masq_ingress",
+            "eth1 egress masq_steer if it is a secondary uplink (a default route in some table), else masq_egress",
+            "eth1 ingress masq_ingress",
+            "# every other secondary uplink: egress masq_steer, ingress masq_ingress",
+        ],
+        "{}",
+        run.stdout
+    );
+}
+
 #[test]
 fn render_iptables_splits_to_ports_per_protocol_like_upstream() {
     let dir = tempfile::tempdir().unwrap();

@@ -64,6 +64,11 @@ impl Bed {
     }
 
     fn start_agent(&self, datapath: &str, log: &str) -> AgentProcess {
+        self.start_agent_with(datapath, log, &[])
+    }
+
+    /// An agent with `extra` flags besides the usual ones.
+    fn start_agent_with(&self, datapath: &str, log: &str, extra: &[&str]) -> AgentProcess {
         let args: Vec<String> = [
             "--config",
             &self.config.config_path().to_string_lossy(),
@@ -75,6 +80,7 @@ impl Bed {
         .iter()
         .map(|s| s.to_string())
         .chain(self.pin_dir_args.iter().cloned())
+        .chain(extra.iter().map(|s| s.to_string()))
         .collect();
         let log = self.config.config_path().with_file_name(log);
         let mut agent = AgentProcess::start(&self.topology.node, binary(), &args, &log).unwrap();
@@ -162,6 +168,17 @@ impl Bed {
     }
 }
 
+/// The eBPF hooks of the VPC node: egress and ingress on the egress interface, the steering
+/// program and ingress on each secondary uplink (ingress sees the flows that come in there).
+const STEERED_HOOKS: [&str; 6] = [
+    "eth0 egress",
+    "eth0 ingress",
+    "eth1 ingress",
+    "eth1 steer",
+    "eth2 ingress",
+    "eth2 steer",
+];
+
 fn run(datapath: &str) {
     if let Some(reason) = masq_testbed::skip_reason(&["nft", "iptables-nft", "ping"]) {
         eprintln!("skipped: {reason}");
@@ -189,7 +206,7 @@ fn run(datapath: &str) {
     if bpffs.is_some() {
         assert_eq!(
             bed.bpf_hooks(),
-            ["eth0 egress", "eth0 ingress", "eth1 steer", "eth2 steer"],
+            STEERED_HOOKS,
             "the secondary uplinks (default routes in tables 2 and 3) get the steering program"
         );
     }
@@ -287,4 +304,67 @@ fn iptables_routes_masqueraded_traffic_through_the_primary_interface() {
 #[test]
 fn ebpf_steers_masqueraded_traffic_to_the_primary_interface() {
     run("ebpf");
+}
+
+/// Issue 13, item 7: `--egress-interface` wins over `--interfaces`. The operator lists every
+/// uplink; a listed secondary uplink (eth1, the pod's own) must be steered to the primary and
+/// translated to its address, not translated in place to eth1's address, where nothing leads to
+/// the internet.
+fn run_with_every_uplink_listed(datapath: &str) {
+    if let Some(reason) = masq_testbed::skip_reason(&["nft", "iptables-nft", "ping"]) {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let bpffs = (datapath == "ebpf").then(|| PrivateBpffs::mount().unwrap());
+    let bed = Bed::new(bpffs.as_ref());
+    bed.topology.allow_marked_replies().unwrap();
+    let interfaces = format!("{PRIMARY_IF},{SECONDARY_IF}");
+    let agent = bed.start_agent_with(
+        datapath,
+        "agent-listed.log",
+        &[
+            "--egress-interface",
+            PRIMARY_IF,
+            "--interfaces",
+            &interfaces,
+        ],
+    );
+    assert_eq!(bed.status().egress.unwrap().interface, PRIMARY_IF);
+    if bpffs.is_some() {
+        assert_eq!(
+            bed.bpf_hooks(),
+            STEERED_HOOKS,
+            "eth1 is steered, not translated in place"
+        );
+    }
+    for (pod, ip) in [(&bed.topology.pod, POD), (&bed.topology.pod2, POD2)] {
+        assert_eq!(
+            bed.to_internet_from(pod).unwrap(),
+            PRIMARY,
+            "{datapath}: {ip} leaves through the primary with its address"
+        );
+        assert_eq!(bed.to_vpc(pod), ip, "{datapath}: the VPC still sees {ip}");
+    }
+    agent.terminate().unwrap();
+    bed.masq(&["cleanup"]);
+    assert_eq!(
+        bed.bpf_hooks(),
+        Vec::<String>::new(),
+        "{datapath}: cleanup left programs"
+    );
+}
+
+#[test]
+fn nftables_with_every_uplink_listed_routes_through_the_egress_interface() {
+    run_with_every_uplink_listed("nftables");
+}
+
+#[test]
+fn iptables_with_every_uplink_listed_routes_through_the_egress_interface() {
+    run_with_every_uplink_listed("iptables");
+}
+
+#[test]
+fn ebpf_with_every_uplink_listed_steers_to_the_egress_interface() {
+    run_with_every_uplink_listed("ebpf");
 }

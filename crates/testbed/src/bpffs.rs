@@ -25,16 +25,7 @@ impl PrivateBpffs {
             .prefix("masq-bpffs-")
             .tempdir()
             .context("creating the bpffs mount point")?;
-        unshare(CloneFlags::CLONE_NEWNS).context("unsharing the mount namespace")?;
-        // Private, so the mount below never propagates to the host's namespace.
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .context("making / private in the new mount namespace")?;
+        private_mount_namespace()?;
         mount(
             Some("bpf"),
             dir.path(),
@@ -55,6 +46,21 @@ impl PrivateBpffs {
     pub fn pin_dir(&self) -> PathBuf {
         self.dir.path().join("masq")
     }
+}
+
+/// Moves the calling thread into a mount namespace of its own whose mounts never propagate to
+/// the host's (all private). Processes the thread starts afterwards inherit it: whatever they
+/// mount (an agent mounting its own bpffs) stays out of the host's namespace.
+pub fn private_mount_namespace() -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS).context("unsharing the mount namespace")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("making / private in the new mount namespace")
 }
 
 impl Drop for PrivateBpffs {

@@ -1,15 +1,26 @@
 //! Attaching the programs to interfaces so they outlive the agent, adopting what a previous run
 //! left, and removing it all.
 //!
-//! TCX (kernel ≥ 6.6) first: a TCX link lives only while an fd or a pin holds it, so every link
-//! is pinned under `<pin dir>/links/<iface>-<direction>`; a restarted agent reopens that pin and
-//! swaps its freshly loaded program in with `attach_to_link` (`BPF_LINK_UPDATE`: the same link,
-//! no packet ever passes without a program). Detach-then-attach is never used: on TCX it let
-//! 91% of a flood through untranslated during swaps (EBPF-NOTES).
+//! Position: a TCX chain (and clsact classification) ends at the first program that returns
+//! anything but `TC_ACT_UNSPEC`, and a CNI's programs return `TC_ACT_OK` (Cilium's `bpf_host`
+//! does). So masq attaches at the head of every hook, on egress (SNAT before a CNI's egress
+//! program ends the chain) and on ingress (reverse SNAT before a CNI's ingress program acts on
+//! the destination). masq's programs return `TC_ACT_UNSPEC` for what they let through, so the
+//! programs behind them still run. masq never detaches or moves a program it does not own.
 //!
-//! clsact fallback: a netlink filter with a fixed priority and handle, so a restarted agent finds
-//! it and replaces its program in place; aya would delete it when the program is dropped, so
-//! the link is forgotten on purpose.
+//! TCX (kernel ≥ 6.6) first, at the head (`LinkOrder::first()`): a TCX link lives only while an
+//! fd or a pin holds it, so every link is pinned under `<pin dir>/links/<iface>-<direction>`; a
+//! restarted agent reopens that pin and swaps its freshly loaded program in with
+//! `attach_to_link` (`BPF_LINK_UPDATE`: the same link at the same position, no packet ever passes
+//! without a program). A link gone (interface recreated, detached by someone) is created again
+//! at the head. Detach-then-attach is never used: on TCX it let 91% of a flood through
+//! untranslated during swaps (EBPF-NOTES).
+//!
+//! clsact fallback: a netlink filter with handle [`NETLINK_HANDLE`] at the lowest priority masq
+//! can use (`hooks::clsact_priority`, normally 1, before every filter of a higher priority). A
+//! restarted agent finds it in a filter dump and replaces its program in place (the kernel keeps
+//! a replaced filter's position); aya would delete it when the program is dropped, so the link
+//! is forgotten on purpose.
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -21,12 +32,11 @@ use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
 use aya::programs::{SchedClassifier, TcAttachType};
 
+use super::hooks::{self, is_masq_program};
 use super::kernel_err;
 use crate::Error;
 
-/// Priority of masq's clsact filters (fallback only): before the default 49152 of others.
-pub const NETLINK_PRIORITY: u16 = 40000;
-/// Handle of masq's clsact filters.
+/// Handle of masq's clsact filters (fallback only; "ma").
 pub const NETLINK_HANDLE: TcHandle = TcHandle::new(0, 0x6d61);
 
 /// Which hook of an interface.
@@ -56,14 +66,6 @@ impl Direction {
         }
     }
 
-    /// The tc hook, as `tc filter show` names it.
-    fn hook(self) -> &'static str {
-        match self {
-            Direction::Egress | Direction::Steer => "egress",
-            Direction::Ingress => "ingress",
-        }
-    }
-
     /// The program attached on this hook.
     pub fn program(self) -> &'static str {
         match self {
@@ -73,7 +75,8 @@ impl Direction {
         }
     }
 
-    fn tc(self) -> TcAttachType {
+    /// The tc hook.
+    pub fn tc(self) -> TcAttachType {
         match self {
             Direction::Egress | Direction::Steer => TcAttachType::Egress,
             Direction::Ingress => TcAttachType::Ingress,
@@ -107,16 +110,14 @@ pub fn is_attached(iface: &str, dir: Direction) -> bool {
                 .any(|p| p.name_as_str() == Some(dir.program()))
         })
         .unwrap_or(false);
-    on_tcx || has_clsact_filter(iface, dir)
-}
-
-/// aya cannot list netlink filters: ask `tc` (it runs in the caller's network namespace).
-fn has_clsact_filter(iface: &str, dir: Direction) -> bool {
-    std::process::Command::new("tc")
-        .args(["filter", "show", "dev", iface, dir.hook()])
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).contains(dir.program()))
-        .unwrap_or(false)
+    on_tcx
+        || hooks::clsact_filters(iface, dir.tc() == TcAttachType::Ingress)
+            .map(|filters| {
+                filters
+                    .iter()
+                    .any(|f| f.name.as_deref() == Some(dir.program()))
+            })
+            .unwrap_or(false)
 }
 
 /// Makes `prog` the program on `iface`/`dir`: swaps it into the pinned link (or the clsact
@@ -169,7 +170,8 @@ fn attach_tcx(
         .attach_with_options(
             iface,
             dir.tc(),
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
+            // At the head: see the module documentation.
+            TcAttachOptions::TcxOrder(LinkOrder::first()),
         )
         .map_err(kernel_err(what()))?;
     let link = prog.take_link(id).map_err(kernel_err(what()))?;
@@ -200,14 +202,24 @@ fn attach_netlink(prog: &mut SchedClassifier, iface: &str, dir: Direction) -> Re
             tracing::debug!(%iface, error = %e, "adding clsact");
         }
     }
-    let existing =
-        SchedClassifierLink::attached(iface, dir.tc(), NETLINK_PRIORITY, NETLINK_HANDLE, None)
-            .map_err(kernel_err(what()))?;
-    let (id, created) = match prog.attach_to_link(existing) {
-        Ok(id) => (id, false),
-        Err(_) => {
+    let filters = hooks::clsact_filters(iface, dir.tc() == TcAttachType::Ingress)?;
+    // Ours from a previous run, wherever it sits (any of masq's programs: an interface that
+    // turns from translated in place to steered keeps its egress filter and position).
+    let handle = u32::from(NETLINK_HANDLE);
+    let adopted = filters
+        .iter()
+        .find(|f| f.handle == handle && f.name.as_deref().is_some_and(is_masq_program))
+        .and_then(|own| {
+            let link =
+                SchedClassifierLink::attached(iface, dir.tc(), own.priority, NETLINK_HANDLE, None)
+                    .ok()?;
+            prog.attach_to_link(link).ok()
+        });
+    let (id, created) = match adopted {
+        Some(id) => (id, false),
+        None => {
             let options = TcAttachOptions::Netlink(NlOptions {
-                priority: NETLINK_PRIORITY,
+                priority: hooks::clsact_priority(&filters, handle),
                 handle: NETLINK_HANDLE,
                 classid: None,
             });

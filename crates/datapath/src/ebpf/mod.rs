@@ -14,12 +14,17 @@
 
 pub mod attach;
 mod batch;
+pub mod bpffs;
 pub mod carry;
 pub mod clock;
+#[cfg(feature = "test-programs")]
+pub mod cni_like;
 pub mod gc;
+pub mod hooks;
 pub mod kfunc;
 pub mod maps;
 pub mod nat;
+mod tc_dump;
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +37,7 @@ use aya::EbpfLoader;
 pub use attach::{AttachMode, Direction};
 pub use clock::KernelClock;
 pub use gc::{FlowKind, FlowState, GcReport, GcTotals, NatTimeouts};
+pub use hooks::{HookOrder, HookedProgram};
 pub use kfunc::KernCtx;
 pub use maps::{Contents, Maps, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGE};
 pub use nat::{NatDirection, NatListEntry, Pressure};
@@ -208,27 +214,6 @@ pub fn load_unpinned_flavor(flavor: Flavor, nat_capacity: u32) -> Result<aya::Eb
     Ok(bpf)
 }
 
-/// Pins only survive on a bpf filesystem: refuse anything else with the fix in the message.
-fn check_bpffs(pin_dir: &Path) -> Result<(), Error> {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let mut probe = pin_dir;
-    while !probe.exists() {
-        probe = probe.parent().unwrap_or(Path::new("/"));
-    }
-    let stat = nix::sys::statfs::statfs(probe).map_err(kernel_err(format!(
-        "checking the filesystem of {}",
-        probe.display()
-    )))?;
-    if stat.filesystem_type().0 as i64 != BPF_FS_MAGIC {
-        return Err(Error::Unsupported(format!(
-            "pin directory {} is not on a bpf filesystem; mount one with `mount -t bpf bpf {}`",
-            pin_dir.display(),
-            probe.display()
-        )));
-    }
-    Ok(())
-}
-
 /// The programs and maps of this process, once loaded.
 struct Loaded {
     bpf: aya::Ebpf,
@@ -253,6 +238,8 @@ pub struct Ebpf {
     rules: IpRules,
     /// The flow table's size and lifetimes, from the last sync (the defaults before one).
     nat: NatSettings,
+    /// Where this process mounted the bpffs, when the pin directory had none.
+    mounted_bpffs: Option<PathBuf>,
 }
 
 impl Default for Ebpf {
@@ -270,6 +257,7 @@ impl Ebpf {
             loaded: None,
             rules: IpRules::new(),
             nat: NatSettings::default(),
+            mounted_bpffs: None,
         }
     }
 
@@ -280,11 +268,18 @@ impl Ebpf {
     }
 
     /// Can this datapath run here? Loads the programs once (the verifier's verdict) without
-    /// attaching or pinning anything, and checks that the pin directory is on a bpf filesystem.
-    /// For `--datapath auto`.
-    pub fn probe(&self) -> Result<(), Error> {
-        check_bpffs(&self.pin_dir)?;
-        load_unpinned().map(drop)
+    /// attaching or pinning anything, then makes sure the pin directory is on a bpf filesystem,
+    /// mounting one where it is not ([`bpffs`]). For `--datapath auto`.
+    pub fn probe(&mut self) -> Result<(), Error> {
+        load_unpinned()?;
+        self.ensure_bpffs()
+    }
+
+    fn ensure_bpffs(&mut self) -> Result<(), Error> {
+        if let Some(mounted) = bpffs::ensure(&self.pin_dir)? {
+            self.mounted_bpffs = Some(mounted);
+        }
+        Ok(())
     }
 
     /// The pin directory.
@@ -300,7 +295,7 @@ impl Ebpf {
         if self.loaded.is_none() {
             let maps_dir = self.maps_dir();
             let capacity = self.nat.table_size;
-            check_bpffs(&self.pin_dir)?;
+            self.ensure_bpffs()?;
             let old = carry::stage(&self.pin_dir, capacity)?;
             std::fs::create_dir_all(&maps_dir)
                 .map_err(kernel_err(format!("creating {}", maps_dir.display())))?;
@@ -384,22 +379,22 @@ impl Ebpf {
         Ok(report)
     }
 
-    /// Every hook masq's programs belong on: both directions of the egress interfaces, and the
-    /// steering program on the secondary uplinks (every other interface with a default route in
-    /// some table) while egress routing is on.
+    /// Every hook masq's programs belong on ([`hooks::wanted`]).
     fn hooks(&self, node: &NodeSettings) -> Result<Vec<(String, Direction)>, Error> {
-        let mut hooks: Vec<(String, Direction)> = node
-            .interfaces
-            .iter()
-            .flat_map(|iface| Direction::BOTH.map(|dir| (iface.name.clone(), dir)))
-            .collect();
-        if node.active_egress_routing().is_some() {
-            let uplinks = self.rules.default_route_interfaces()?;
-            for name in egress::secondary_uplinks(node, &uplinks) {
-                hooks.push((name, Direction::Steer));
-            }
-        }
-        Ok(hooks)
+        let uplinks = if node.active_egress_routing().is_some() {
+            self.rules.default_route_interfaces()?
+        } else {
+            BTreeSet::new()
+        };
+        Ok(hooks::wanted(node, &uplinks))
+    }
+
+    /// What runs on each tc hook masq is on, in the kernel's order (`masq status`).
+    fn hook_orders(&self) -> Vec<HookOrder> {
+        self.loaded
+            .as_ref()
+            .map(|loaded| hooks::orders(&loaded.hooked))
+            .unwrap_or_default()
     }
 
     /// Whether these node settings are within what the programs translate (IPv4 only); known
@@ -449,14 +444,26 @@ impl Datapath for Ebpf {
     }
 
     fn findings(&self, _desired: &Desired) -> Vec<String> {
-        self.loaded
+        let checksums = self
+            .loaded
             .as_ref()
             .map(|loaded| flavor_findings(loaded.flavor))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let mount = self.mounted_bpffs.as_deref().map(bpffs::mounted_note);
+        let order = self
+            .hook_orders()
+            .iter()
+            .filter_map(HookOrder::warning)
+            .collect::<Vec<_>>();
+        checksums.into_iter().chain(mount).chain(order).collect()
+    }
+
+    fn hook_order(&self) -> Vec<HookOrder> {
+        self.hook_orders()
     }
 
     fn intact(&self) -> Result<bool, Error> {
-        // A TCX query per hook (a `tc` run per hook on the clsact fallback).
+        // A TCX query per hook (and a filter dump on the clsact fallback).
         Ok(self.loaded.as_ref().is_none_or(|loaded| {
             loaded
                 .hooked
@@ -472,18 +479,7 @@ impl Datapath for Ebpf {
             "# attachments (pinned under {})",
             self.pin_dir.display()
         );
-        for iface in &desired.node.interfaces {
-            for dir in Direction::BOTH {
-                let _ = writeln!(out, "{} {} {}", iface.name, dir.as_str(), dir.program());
-            }
-        }
-        if desired.node.active_egress_routing().is_some() {
-            let _ = writeln!(
-                out,
-                "# every other interface with a default route (secondary uplinks): egress {}",
-                Direction::Steer.program()
-            );
-        }
+        out.push_str(&hooks::render(&desired.node));
         out.push_str(&egress::render_rules(&desired.node));
         out
     }

@@ -79,15 +79,37 @@ fn config_changes_update_the_cidr_trie_in_place_body() {
 }
 
 #[test]
-fn probe_accepts_a_bpffs_pin_dir_and_refuses_anything_else() {
+fn probe_mounts_a_bpffs_where_the_pin_dir_has_none_and_says_why_when_it_cannot() {
     with_private_bpffs(|| {
-        masq_datapath::ebpf::Ebpf::new(bpffs().join("masq-probe"))
+        use masq_datapath::ebpf::bpffs::is_bpffs;
+        // On a bpffs already: nothing to mount.
+        let mut on_bpffs = masq_datapath::ebpf::Ebpf::new(bpffs().join("masq-probe"));
+        on_bpffs.probe().unwrap();
+        assert_eq!(on_bpffs.findings(&desired_for(1)), Vec::<String>::new());
+        // Elsewhere: a bpffs on the pin directory itself, in this test's own mount namespace.
+        let scratch = tempfile::tempdir().unwrap();
+        let pin_dir = scratch.path().join("masq");
+        assert!(!is_bpffs(&pin_dir).unwrap());
+        let mut elsewhere = masq_datapath::ebpf::Ebpf::new(pin_dir.clone());
+        elsewhere.probe().unwrap();
+        assert!(is_bpffs(&pin_dir).unwrap());
+        let findings = elsewhere.findings(&desired_for(1));
+        assert!(
+            findings.len() == 1
+                && findings[0].contains(&format!("masq mounted one on {}", pin_dir.display())),
+            "{findings:?}"
+        );
+        nix::mount::umount2(&pin_dir, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        // Where no directory can be made, the error says how to provide a bpffs.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let err = masq_datapath::ebpf::Ebpf::new(file.path().join("masq"))
             .probe()
-            .unwrap();
-        let err = masq_datapath::ebpf::Ebpf::new(std::env::temp_dir().join("masq-probe"))
-            .probe()
-            .unwrap_err();
-        assert!(err.to_string().contains("not on a bpf filesystem"), "{err}");
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not on a bpf filesystem") && err.contains("mount -t bpf bpf"),
+            "{err}"
+        );
     });
 }
 

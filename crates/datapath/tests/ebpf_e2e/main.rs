@@ -15,6 +15,7 @@
 //! Every test runs in its own namespaces and on a private bpffs (`topology::with_private_bpffs`).
 
 mod basics;
+mod beside_cni;
 mod carry;
 mod lifecycle;
 mod load;

@@ -1,17 +1,30 @@
-//! `masq render --datapath nftables|iptables`: the ruleset the agent would install, printed.
+//! `masq render --datapath nftables|iptables|ebpf`: what the agent would install, printed.
 
 use std::process::ExitCode;
 
-use masq_datapath::Desired;
+use masq_datapath::{Desired, Interface, NodeSettings};
 
 use crate::flags::RenderArgs;
 
 pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let settings = args.config.settings()?;
     let config = super::load_config(&settings.config_path, &settings.parse_options)?;
+    // Only the names matter here: the agent learns indexes and addresses on the node.
+    let interfaces = args
+        .interfaces
+        .iter()
+        .map(|name| Interface {
+            name: name.clone(),
+            index: 0,
+            addrs: Vec::new(),
+        })
+        .collect();
     let desired = Desired {
         config,
-        node: settings.node,
+        node: NodeSettings {
+            interfaces,
+            ..settings.node
+        },
     };
     let ruleset =
         super::wiring::render(args.datapath.kind(), &desired, settings.iptables_to_ports)?;

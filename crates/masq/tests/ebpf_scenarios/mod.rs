@@ -9,6 +9,7 @@
 //! So "every question answered on its own socket, naming that socket's own translation" is
 //! what "every reply delivered to the right pod" means here.
 
+pub mod beside_cni;
 pub mod engine;
 
 use std::collections::HashSet;
@@ -502,8 +503,11 @@ pub fn auto_prefers_ebpf_and_says_why(datapath: Datapath) -> Result<()> {
     assert_eq!(bed.source_of(addr::INTERNET)?, NODE);
     drop(bed);
 
-    let not_bpffs = tempfile::tempdir()?;
-    let pin_dir = not_bpffs.path().join("masq");
+    // A pin directory where no bpffs can be mounted (its parent is a file): eBPF cannot keep
+    // its pins, so `auto` takes nftables. (Where a bpffs can be mounted, the agent mounts one:
+    // `beside_cni::mounts_a_bpffs_where_there_is_none`.)
+    let not_a_dir = tempfile::NamedTempFile::new()?;
+    let pin_dir = not_a_dir.path().join("masq");
     let mut bed = Bed::new(Datapath::Nftables, Some(VPC_ONLY))?;
     bed.datapath_flag = "auto";
     bed.agent_args = vec![
@@ -516,7 +520,8 @@ pub fn auto_prefers_ebpf_and_says_why(datapath: Datapath) -> Result<()> {
     assert_eq!(status.datapath, "nftables", "{status:?}");
     let reason = &status.datapath_reason;
     assert!(
-        reason.contains("ebpf unavailable") && reason.contains("not on a bpf filesystem"),
+        reason.contains("ebpf unavailable")
+            && reason.contains("not on a bpf filesystem and mounting one on"),
         "{reason}"
     );
     assert!(bed.installed()?.nft_table);
