@@ -1,8 +1,10 @@
 /*
- * Benchmark harness, never loaded by the agent (bench/ebpf_test_run.rs): masq's egress code
- * meeting a new flow on every repeat of one BPF_PROG_TEST_RUN. Each repeat turns the packet
- * back into the first packet of a flow not seen before whose source port is free, as most new
- * flows are: the pod's address again (the last repeat translated it) and the next source port.
+ * Benchmark harness, never loaded by the agent (bench/ebpf_test_run.rs): masq's code meeting a
+ * new flow on every repeat of one BPF_PROG_TEST_RUN. Each repeat turns the packet back into the
+ * first packet of a flow not seen before: bench_new_flow, a pod's flow whose source port is
+ * free, as most new flows are (the pod's address again, since the last repeat translated it,
+ * and the next source port); bench_new_inbound, a client's flow towards a pod (the next source
+ * port), met by the ingress code.
  */
 #include "masq.bpf.c"
 
@@ -26,4 +28,22 @@ int bench_new_flow(struct __sk_buff *skb)
 	ip->saddr = skb->cb[1];
 	tcp->source = bpf_htons((__u16)(skb->cb[2] + n));
 	return egress(skb, 0);
+}
+
+SEC("classifier")
+int bench_new_inbound(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	struct tcphdr *tcp = (void *)(ip + 1);
+	__u32 n;
+
+	if ((void *)(tcp + 1) > data_end)
+		return MASQ_DROP;
+	if (skb->cb[0] == 0)
+		skb->cb[2] = bpf_ntohs(tcp->source);
+	n = skb->cb[0]++;
+	tcp->source = bpf_htons((__u16)(skb->cb[2] + n));
+	return ingress(skb);
 }

@@ -283,8 +283,8 @@ __always_inline_fn int ingress_untracked(const struct pkt *p, const struct nat_t
 	return MASQ_CONTINUE;
 }
 
-SEC("classifier")
-int masq_ingress(struct __sk_buff *skb)
+/* Reverse SNAT of a packet arriving, and the record of flows that begin outside. */
+__always_inline_fn int ingress(struct __sk_buff *skb)
 {
 	struct frag_value *seen;
 	struct nat_tuple rev;
@@ -335,4 +335,10 @@ int masq_ingress(struct __sk_buff *skb)
 		return drop(MASQ_DROP_REWRITE);
 	count(MASQ_TRANSLATED_INGRESS);
 	return MASQ_CONTINUE;
+}
+
+SEC("classifier")
+int masq_ingress(struct __sk_buff *skb)
+{
+	return ingress(skb);
 }
