@@ -95,7 +95,11 @@ pub fn udp_ask(ns: &Netns, local: SocketAddr, server: SocketAddr) -> Result<Answ
 /// One TCP connection from `local` in `ns` to `server`, asking once. TCP itself insists that
 /// the answer comes from `server`: an answer from elsewhere fails the connection.
 pub fn tcp_ask(ns: &Netns, local: SocketAddr, server: SocketAddr) -> Result<Answer> {
-    let seen = TcpSession::connect_from(ns, local, server)?.observed_source()?;
+    let seen = TcpSession::connect_from(ns, local, server)
+        .and_then(|mut session| session.observed_source())
+        .with_context(|| {
+            format!("no TCP conversation with {server} itself (answers from elsewhere are reset)")
+        })?;
     Ok(Answer { from: server, seen })
 }
 

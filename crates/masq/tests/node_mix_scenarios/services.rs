@@ -85,13 +85,22 @@ fn iptables_backend(datapath: Datapath) -> &'static str {
 struct ServiceBed {
     bed: Bed,
     _servers: (TcpEchoServer, UdpEchoServer, TcpEchoServer, UdpEchoServer),
+    /// How kube-proxy runs, and its rules (with portmap's, in the same iptables backend) as
+    /// loaded, before the agent started.
+    loaded: (ProxyMode, String),
 }
 
 impl ServiceBed {
+    /// `host_ports` needs `proxy` in iptables mode: portmap writes to the same backend.
     fn ready(datapath: Datapath, proxy: Proxy, host_ports: bool) -> Result<ServiceBed> {
+        ensure!(
+            !host_ports || proxy == Proxy::Iptables,
+            "portmap needs iptables mode"
+        );
         let mut bed = Bed::new(datapath, Some(ISSUE_CONFIG))?;
         let node = &bed.topology.node;
-        kube::install_kube_proxy(node, proxy.mode(datapath), &standard_services())?;
+        let mode = proxy.mode(datapath);
+        kube::install_kube_proxy(node, mode, &standard_services())?;
         if host_ports {
             kube::install_host_ports(node, iptables_backend(datapath), &standard_host_ports())?;
         }
@@ -102,6 +111,7 @@ impl ServiceBed {
                 UdpEchoServer::start(ns, &at)?,
             ))
         };
+        let loaded = (mode, kube::snapshot(node, mode)?);
         let pod = serve(&bed.topology.pod, POD)?;
         let pod2 = serve(&bed.topology.pod2, addr::POD2.into())?;
         bed.start_agent()?;
@@ -109,7 +119,26 @@ impl ServiceBed {
         Ok(ServiceBed {
             bed,
             _servers: (pod.0, pod.1, pod2.0, pod2.1),
+            loaded,
         })
+    }
+
+    /// kube-proxy's and portmap's rules are as they were loaded: masq touched none of them.
+    fn untouched(&self) -> Result<()> {
+        let (mode, loaded) = &self.loaded;
+        let now = kube::snapshot(&self.topology.node, *mode)?;
+        let gone = loaded.lines().filter(|l| !now.lines().any(|n| n == *l));
+        let new = now.lines().filter(|n| !loaded.lines().any(|l| l == *n));
+        let changed: Vec<String> = gone
+            .map(|l| format!("- {l}"))
+            .chain(new.map(|n| format!("+ {n}")))
+            .collect();
+        ensure!(
+            changed.is_empty(),
+            "kube-proxy's or portmap's rules changed ({mode:?}):\n{}",
+            changed.join("\n")
+        );
+        Ok(())
     }
 }
 
@@ -181,6 +210,7 @@ pub fn cluster_ip_to_an_external_endpoint(datapath: Datapath, proxy: Proxy) -> R
         })
     };
     check(&bed).map_err(|e| bed.with_log(e))?;
+    bed.untouched()?;
     each_caught(
         &mut bed,
         &[Sabotage::config_keeps_the_internet(
@@ -207,6 +237,7 @@ pub fn cluster_ip_to_another_pod(datapath: Datapath, proxy: Proxy) -> Result<()>
         })
     };
     check(&bed).map_err(|e| bed.with_log(e))?;
+    bed.untouched()?;
     each_caught(&mut bed, &[Sabotage::masquerade_towards_pods()], check)
 }
 
@@ -235,6 +266,7 @@ pub fn node_port_with_local_policy(datapath: Datapath, proxy: Proxy) -> Result<(
         })
     };
     check(&bed).map_err(|e| bed.with_log(e))?;
+    bed.untouched()?;
     each_caught(&mut bed, &[Sabotage::masquerade_towards_pods()], check)
 }
 
@@ -256,6 +288,7 @@ pub fn node_port_with_cluster_policy(datapath: Datapath, proxy: Proxy) -> Result
         })
     };
     check(&bed).map_err(|e| bed.with_log(e))?;
+    bed.untouched()?;
     each_caught(
         &mut bed,
         &[
@@ -263,7 +296,14 @@ pub fn node_port_with_cluster_policy(datapath: Datapath, proxy: Proxy) -> Result
             proxy.lose_masquerade(datapath),
         ],
         check,
-    )
+    )?;
+    // The last sabotage changed kube-proxy's rules, and the comparison must say so.
+    let report = bed
+        .untouched()
+        .err()
+        .context("a flushed chain went unnoticed")?;
+    eprintln!("counterfactual, kube-proxy's rules changed: caught: {report:#}");
+    Ok(())
 }
 
 /// A hostPort (portmap's `CNI-HOSTPORT-DNAT` layout, beside kube-proxy's iptables rules): the
@@ -284,6 +324,7 @@ pub fn host_port(datapath: Datapath) -> Result<()> {
         })
     };
     check(&bed).map_err(|e| bed.with_log(e))?;
+    bed.untouched()?;
     each_caught(
         &mut bed,
         &[

@@ -241,6 +241,28 @@ pub fn install_kube_proxy(node: &Netns, mode: ProxyMode, services: &[ServicePort
     }
 }
 
+/// What kube-proxy (in `mode`) and portmap own in `node`, as their tools list it: every line of
+/// `iptables-<backend>-save` (nat and filter) that names a `KUBE-` or `CNI-` chain, or the
+/// nftables table. Taken before and after a test, it shows whether anyone else touched them.
+pub fn snapshot(node: &Netns, mode: ProxyMode) -> Result<String> {
+    match mode {
+        ProxyMode::Iptables { backend } => {
+            let program = format!("iptables-{backend}-save");
+            let mut lines = Vec::new();
+            for table in ["nat", "filter"] {
+                let save = node.exec(&program, &["-t", table])?;
+                lines.extend(
+                    save.lines()
+                        .filter(|l| l.contains("KUBE-") || l.contains("CNI-"))
+                        .map(|l| format!("{table}: {l}")),
+                );
+            }
+            Ok(lines.join("\n"))
+        }
+        ProxyMode::Nftables => node.exec("nft", &["list", "table", "ip", nftables::TABLE]),
+    }
+}
+
 /// Loads the portmap plugin's rules for `host_ports` into `node` through
 /// `iptables-<backend>-restore`, as the plugin's iptables mode does.
 pub fn install_host_ports(
