@@ -6,7 +6,10 @@
 //! Most are a table `ip masqt-sabotage` of one chain: stateless rewrites after NAT (priority
 //! 300, what a per-packet translation does to a reply) or NAT rules that run before masq's and
 //! kube-proxy's (srcnat - 10, which takes the flow's binding first). They act in netfilter, so
-//! they reach a packet on every datapath: the eBPF programs run after them on egress.
+//! they reach a packet on every datapath: the eBPF programs run after them on egress. Where a
+//! datapath's own later translation would undo such a rule, the sabotage changes masq's config
+//! instead ([`Sabotage::config_keeps_the_internet`]), and a kube-proxy chain flushed is the
+//! counterfactual of a check that kube-proxy's translation happened.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
