@@ -9,6 +9,10 @@
 //!   node, internet and VPC namespaces; addresses in [`vpc_addr`]).
 //! - [`Probes`]: TCP, UDP and ICMP servers on the external hosts that report the source address
 //!   they saw; [`probe`] has the single-protocol clients and a long-lived [`probe::TcpSession`].
+//! - [`exchange`]: clients that also report who answered (flows that start outside a pod,
+//!   flows sharing a source port), over UDP, TCP, ICMP echo and a raw IP protocol.
+//! - [`kube`]: what kube-proxy (iptables and nftables modes) and the CNI portmap plugin write
+//!   on a node, for Services and hostPorts of the standard topology.
 //!
 //! ```no_run
 //! use masq_testbed::{addr, Probes, Topology};
@@ -27,6 +31,8 @@
 pub mod agent;
 pub mod bpffs;
 pub mod configmap;
+pub mod exchange;
+pub mod kube;
 pub mod leak;
 pub mod link;
 pub mod netns;

@@ -28,7 +28,7 @@ use crate::netns::Netns;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often server threads look at their stop flag.
-const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 
 /// One thing a server saw: who sent it, to which of its addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,25 +41,25 @@ pub struct Seen {
 
 /// State shared by a server's threads.
 #[derive(Default)]
-struct Shared {
-    stop: AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) stop: AtomicBool,
     seen: Mutex<Vec<Seen>>,
 }
 
 impl Shared {
-    fn record(&self, seen: Seen) {
+    pub(crate) fn record(&self, seen: Seen) {
         self.seen.lock().expect("not poisoned").push(seen);
     }
 }
 
 /// Background threads that end when the owner is dropped.
-struct Threads {
-    shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+pub(crate) struct Threads {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) threads: Vec<JoinHandle<()>>,
 }
 
 impl Threads {
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().expect("not poisoned").clone()
     }
 }
@@ -367,7 +367,7 @@ impl IcmpObserver {
     }
 }
 
-fn raw_socket(family: AddressFamily, protocol: SockProtocol) -> Result<OwnedFd> {
+pub(crate) fn raw_socket(family: AddressFamily, protocol: SockProtocol) -> Result<OwnedFd> {
     let socket = socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC, protocol)?;
     setsockopt(
         &socket,

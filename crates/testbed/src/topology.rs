@@ -6,7 +6,8 @@
 //!                   ├─ cni0 10.244.1.1 │ eth0 172.30.0.1 ── eth0 172.30.0.2
 //!  pod2 10.244.1.3 ─┘  (bridge)        │ default via .2     lo: 203.0.113.10,
 //!                                                            198.51.100.10, 10.200.0.10,
-//!                                                            169.254.169.254
+//!                                                            169.254.169.254,
+//!                                                            client 203.0.113.20
 //! ```
 //!
 //! With [`TopologyBuilder::ipv6`], the same links also carry the addresses of [`addr6`]
@@ -49,6 +50,9 @@ pub mod addr {
     pub const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
     /// Every address served by the external namespace.
     pub const EXTERNAL_HOSTS: [Ipv4Addr; 4] = [INTERNET, INTERNET2, PRIVATE, METADATA];
+    /// A client on the external side (TEST-NET-3) that starts flows towards the node and its
+    /// pods; masqueraded as a destination unless the config keeps 203.0.113.0/24.
+    pub const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 }
 
 /// The IPv6 addresses of the topology, present when built with [`TopologyBuilder::ipv6`].
@@ -217,7 +221,7 @@ impl Topology {
         node.ip(&["route", "add", "default", "via", &gateway])?;
 
         // On loopback rather than a dummy link: the dummy module is not loaded everywhere.
-        for host in addr::EXTERNAL_HOSTS {
+        for host in addr::EXTERNAL_HOSTS.iter().chain([&addr::CLIENT]) {
             external.ip(&["addr", "add", &format!("{host}/32"), "dev", "lo"])?;
         }
         if options.route_pods_from_external {
