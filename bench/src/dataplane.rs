@@ -97,9 +97,7 @@ fn ebpf_stats(env: &Env) -> Result<EbpfStats> {
         .filter(|(_, n)| *n > 0)
         .map(|(reason, n)| (reason.label().to_string(), n))
         .collect();
-    let pressure = ebpf
-        .pressure(masq_datapath::ebpf::DEFAULT_PORT_RANGE)
-        .context("reading the eBPF NAT table fill")?;
+    let pressure = ebpf.pressure().context("reading the eBPF NAT table fill")?;
     Ok(EbpfStats {
         counters,
         egress_entries: pressure.egress_entries,

@@ -22,6 +22,19 @@ struct {
 	__uint(max_entries, 1);
 } masq_steer_cfg SEC(".maps");
 
+/*
+ * The ports translated flows are given, network order, masq_config.port_count of them: the
+ * --port-range list less the NodePort range, written by userspace. A new flow takes one at a
+ * random index and probes on from there (lib/nat.h).
+ */
+#define MASQ_PORTS_MAX 65536
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __be16);
+	__uint(max_entries, MASQ_PORTS_MAX);
+} masq_ports SEC(".maps");
+
 /* ifindex → SNAT address; key 0 applies to every interface (--snat-ip). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -16,9 +16,6 @@
  */
 #define MASQ_NAT_MAX 131072
 #define MASQ_FRAG_MAX 8192
-/* Used when userspace has not written a range: above the Kubernetes NodePort range. */
-#define MASQ_PORT_MIN_DEFAULT 32768
-#define MASQ_PORT_MAX_DEFAULT 65535
 /* Port candidates of the bounded search, for kernels without bpf_loop (before 5.17). */
 #define MASQ_PORT_PROBES_BOUNDED 64
 
@@ -326,9 +323,8 @@ struct port_search {
 	struct __sk_buff *skb;
 	struct nat_tuple rev;  /* the reply key; dport is the candidate */
 	struct nat_entry val;  /* the reverse half to claim it with */
-	__u32 port_min;
-	__u32 span;
-	__u32 start;           /* offset of the first sequential candidate */
+	__u32 count;           /* ports in masq_ports */
+	__u32 start;           /* index of the first candidate */
 	int result;            /* PORT_*; 0 while searching, and when every port is taken */
 };
 
@@ -341,12 +337,12 @@ struct port_search {
  * much as a successful one), not owned by a node socket, then claimed with a NOEXIST insert,
  * which is what makes the port ours atomically across CPUs. Returns 1 to stop the search.
  */
-__always_inline_fn int port_try(struct port_search *s, __u32 port)
+__always_inline_fn int port_try(struct port_search *s, __be16 port)
 {
 	struct nat_entry *taken;
 	long err;
 
-	s->rev.dport = bpf_htons((__u16)port);
+	s->rev.dport = port;
 	taken = bpf_map_lookup_elem(&masq_nat_ingress, &s->rev);
 	if (taken) {
 		/* This flow's own reverse half, whose forward half went missing: the flow keeps
@@ -371,31 +367,40 @@ __always_inline_fn int port_try(struct port_search *s, __u32 port)
 	return 0;
 }
 
-/* Candidate i of the sequential probe: every port of the range once, from a random offset. */
+/* Candidate i of the search: the port table's entries in order from a random index. */
 static long port_probe(__u32 i, void *ctx)
 {
 	struct port_search *s = ctx;
+	__u32 index = s->start + i;
+	__be16 *port;
 
-	return port_try(s, s->port_min + (s->start + i) % s->span);
+	if (index >= s->count)
+		index -= s->count;
+	port = bpf_map_lookup_elem(&masq_ports, &index);
+	if (!port)
+		return 1;
+	return port_try(s, *port);
 }
 
 /*
- * Finds and claims a port towards the reverse key's destination: the pod's own port when it is
- * free (most flows keep theirs), else every port of the range in turn from a random offset, as
- * nf_nat does, but to the end: a pool with one free port gives it (bpf_loop, kernel 5.17+).
- * The bounded build (older kernels) probes MASQ_PORT_PROBES_BOUNDED candidates.
+ * Finds and claims a port towards the reverse key's destination, like nf_nat with
+ * fully-random: from a random place in the port table, then every port in turn, but to the
+ * end: a pool with one free port gives it (bpf_loop, kernel 5.17+). The pod's own port gets
+ * no preference, so a pod never holds a port the node may bind later (a WireGuard or IPsec
+ * listener started after the pod's flow). The bounded build (older kernels) probes
+ * MASQ_PORT_PROBES_BOUNDED candidates.
  */
-__always_inline_fn int port_search(struct port_search *s, __u32 orig, int keep_orig)
+__always_inline_fn int port_search(struct port_search *s)
 {
-	if (keep_orig && port_try(s, orig))
-		return s->result;
-	s->start = bpf_get_prandom_u32() % s->span;
+	if (!s->count || s->count > MASQ_PORTS_MAX)
+		return 0;
+	s->start = bpf_get_prandom_u32() % s->count;
 #ifdef MASQ_PORT_SEARCH_BOUNDED
-	for (__u32 i = 0; i < MASQ_PORT_PROBES_BOUNDED && i < s->span; i++)
+	for (__u32 i = 0; i < MASQ_PORT_PROBES_BOUNDED && i < s->count; i++)
 		if (port_probe(i, s))
 			break;
 #else
-	bpf_loop(s->span, port_probe, s, 0);
+	bpf_loop(s->count, port_probe, s, 0);
 #endif
 	return s->result;
 }
@@ -425,20 +430,13 @@ __always_inline_fn int nat_create(struct __sk_buff *skb, const struct pkt *p,
 				  const struct nat_tuple *fwd, __be32 snat_addr,
 				  const struct masq_config *cfg, __u8 flags, struct nat_entry *out)
 {
-	__u32 port_min = cfg->port_min ? cfg->port_min : MASQ_PORT_MIN_DEFAULT;
-	__u32 port_max = cfg->port_max ? cfg->port_max : MASQ_PORT_MAX_DEFAULT;
-	__u32 orig = bpf_ntohs(fwd->sport);
-	struct port_search s = { .skb = skb };
+	struct port_search s = { .skb = skb, .count = cfg->port_count };
 	struct nat_entry *e;
 	int found;
 
-	if (port_max < port_min)
-		port_max = port_min;
 	/* TCP teardown seen on the very packet that creates the pair (a stray FIN or RST). */
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
 		flags |= NAT_F_CLOSING;
-	s.port_min = port_min;
-	s.span = port_max - port_min + 1;
 	s.val.to_addr = fwd->saddr;
 	s.val.to_port = fwd->sport;
 	s.val.flags = flags;
@@ -449,16 +447,10 @@ __always_inline_fn int nat_create(struct __sk_buff *skb, const struct pkt *p,
 	s.rev.sport = fwd->dport;
 	s.rev.proto = fwd->proto;
 
-	/*
-	 * Like netfilter, only an explicit --port-range confines kept ports too; by default a free
-	 * original port is kept wherever it lies and the range is only where changed ports come
-	 * from (a pod walking low ports must not crowd one destination's range).
-	 */
-	found = port_search(&s, orig,
-			    (cfg->flags & MASQ_CFG_KEEP_ANY_PORT) || (orig >= port_min && orig <= port_max));
+	found = port_search(&s);
 	if (found <= 0) {
 		if (found == 0)
-			alloc_failure_note(&s.rev, s.span);
+			alloc_failure_note(&s.rev, s.count);
 		count(found < 0 ? MASQ_DROP_NAT_INSERT : MASQ_DROP_PORT_EXHAUSTED);
 		return -1;
 	}

@@ -15,11 +15,9 @@
 #define MASQ_CFG_MASQ_LINK_LOCAL (1U << 0) /* masqLinkLocal: 169.254.0.0/16 is masqueraded */
 #define MASQ_CFG_POD_CIDRS (1U << 1)       /* --pod-cidr given: only sources in masq_pod_cidrs are pods */
 #define MASQ_CFG_SRC_CIDRS (1U << 2)       /* masq_nonmasq_src is not empty (spares an LPM lookup) */
-#define MASQ_CFG_KEEP_ANY_PORT (1U << 3)   /* no --port-range: a free original port is kept wherever it lies */
 
 struct masq_config {
-	__u16 port_min; /* host order, inclusive */
-	__u16 port_max; /* host order, inclusive */
+	__u32 port_count; /* valid entries of masq_ports */
 	__u32 flags;
 };
 build_bug_on(sizeof(struct masq_config) != 8);

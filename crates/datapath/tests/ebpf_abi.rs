@@ -15,8 +15,9 @@ use std::mem::{offset_of, size_of};
 
 use masq_datapath::ebpf::kfunc::CAST_TO_KERN_CTX_PLACEHOLDER;
 use masq_datapath::ebpf::maps::name;
+use masq_datapath::ebpf::maps::PORTS_MAX;
 use masq_datapath::ebpf::types::*;
-use masq_datapath::ebpf::{BOUNDED_OBJECT, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGE, OBJECT};
+use masq_datapath::ebpf::{BOUNDED_OBJECT, DEFAULT_NAT_CAPACITY, OBJECT};
 
 /// The object's BTF, parsed independently of aya.
 fn btf(object: &[u8]) -> btf_rs::Btf {
@@ -75,7 +76,7 @@ fn shared_structs_have_the_rust_layout() {
             "nat_entry",
             [to_addr, to_port, flags, pad, created, last_seen]
         );
-        same_layout!(&btf, MasqConfig, "masq_config", [port_min, port_max, flags]);
+        same_layout!(&btf, MasqConfig, "masq_config", [port_count, flags]);
         same_layout!(&btf, MasqSteer, "masq_steer", [mark, table]);
         same_layout!(
             &btf,
@@ -96,7 +97,7 @@ fn maps_have_the_sizes_the_rust_side_uses() {
             .unwrap_or_else(|| panic!("map {n} is not in the object"))
     };
     // (map, key size, value size): the Rust types `Maps` reads and writes them with.
-    let checks: [(&str, usize, usize); 8] = [
+    let checks: [(&str, usize, usize); 9] = [
         (name::CONFIG, 4, size_of::<MasqConfig>()),
         (name::STEER, 4, size_of::<MasqSteer>()),
         (name::SNAT_ADDRS, 4, 4),
@@ -113,6 +114,7 @@ fn maps_have_the_sizes_the_rust_side_uses() {
         ),
         (name::COUNTERS, 4, 8),
         (name::ALLOC_FAILURE, 4, size_of::<AllocFailure>()),
+        (name::PORTS, 4, 2),
     ];
     for (n, key, value) in checks {
         let m = map(n);
@@ -127,6 +129,7 @@ fn maps_have_the_sizes_the_rust_side_uses() {
         );
     }
     assert_eq!(map(name::COUNTERS).max_entries(), REASON_SLOTS);
+    assert_eq!(map(name::PORTS).max_entries(), PORTS_MAX);
     for n in name::ALL {
         map(n);
     }
@@ -142,6 +145,7 @@ fn defines() -> BTreeMap<String, u64> {
     let headers = [
         include_str!("../../../bpf/lib/nat_types.h"),
         include_str!("../../../bpf/lib/nat.h"),
+        include_str!("../../../bpf/lib/maps.h"),
         include_str!("../../../bpf/lib/kern_ctx.h"),
     ];
     let mut out = BTreeMap::new();
@@ -182,7 +186,6 @@ fn constants_are_the_same_numbers_on_both_sides() {
     expect("MASQ_CFG_MASQ_LINK_LOCAL", CFG_MASQ_LINK_LOCAL.into());
     expect("MASQ_CFG_POD_CIDRS", CFG_POD_CIDRS.into());
     expect("MASQ_CFG_SRC_CIDRS", CFG_SRC_CIDRS.into());
-    expect("MASQ_CFG_KEEP_ANY_PORT", CFG_KEEP_ANY_PORT.into());
     expect("NAT_F_CLOSING", NAT_F_CLOSING.into());
     expect("NAT_F_HOST", NAT_F_HOST.into());
     expect("NAT_F_STEERED", NAT_F_STEERED.into());
@@ -190,8 +193,7 @@ fn constants_are_the_same_numbers_on_both_sides() {
     expect("NAT_F_PASS", NAT_F_PASS.into());
     expect("NAT_F_INBOUND", NAT_F_INBOUND.into());
     expect("MASQ_NAT_MAX", DEFAULT_NAT_CAPACITY.into());
-    expect("MASQ_PORT_MIN_DEFAULT", DEFAULT_PORT_RANGE.first.into());
-    expect("MASQ_PORT_MAX_DEFAULT", DEFAULT_PORT_RANGE.last.into());
+    expect("MASQ_PORTS_MAX", PORTS_MAX.into());
     expect(
         "MASQ_KFUNC_CAST_TO_KERN_CTX",
         CAST_TO_KERN_CTX_PLACEHOLDER.into(),
@@ -200,5 +202,5 @@ fn constants_are_the_same_numbers_on_both_sides() {
     let flags = c.keys().filter(|k| k.starts_with("NAT_F_")).count();
     assert_eq!(flags, 6, "a NAT_F_ flag the Rust side does not know");
     let cfg = c.keys().filter(|k| k.starts_with("MASQ_CFG_")).count();
-    assert_eq!(cfg, 4, "a MASQ_CFG_ flag the Rust side does not know");
+    assert_eq!(cfg, 3, "a MASQ_CFG_ flag the Rust side does not know");
 }

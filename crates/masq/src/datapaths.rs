@@ -59,9 +59,9 @@ pub fn candidates(
 }
 
 /// Datapath-specific metrics: the eBPF NAT table, read from the pinned maps at each scrape.
-pub fn register_metrics(kind: Kind, node: &NodeSettings, pin_dir: &Path, registry: &mut Registry) {
+pub fn register_metrics(kind: Kind, pin_dir: &Path, registry: &mut Registry) {
     if kind == Kind::Ebpf {
-        registry.register_collector(Box::new(EbpfCollector::new(pin_dir, node.port_range)));
+        registry.register_collector(Box::new(EbpfCollector::new(pin_dir)));
     }
 }
 

@@ -5,8 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use masq_datapath::ebpf::{Ebpf, GcTotals, Reason, DEFAULT_PORT_RANGE};
-use masq_datapath::PortRange;
+use masq_datapath::ebpf::{Ebpf, GcTotals, Reason};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -17,15 +16,13 @@ use prometheus_client::metrics::MetricType;
 #[derive(Debug)]
 pub struct EbpfCollector {
     pin_dir: PathBuf,
-    port_range: PortRange,
 }
 
 impl EbpfCollector {
-    /// A collector for the maps pinned under `pin_dir`; `port_range` sizes the pools.
-    pub fn new(pin_dir: &Path, port_range: Option<PortRange>) -> EbpfCollector {
+    /// A collector for the maps pinned under `pin_dir`.
+    pub fn new(pin_dir: &Path) -> EbpfCollector {
         EbpfCollector {
             pin_dir: pin_dir.to_path_buf(),
-            port_range: port_range.unwrap_or(DEFAULT_PORT_RANGE),
         }
     }
 }
@@ -123,7 +120,7 @@ impl Collector for EbpfCollector {
             }
         }
         encode_gc(&mut encoder)?;
-        if let Ok(pressure) = ebpf.pressure(self.port_range) {
+        if let Ok(pressure) = ebpf.pressure() {
             {
                 let mut family = encoder.encode_descriptor(
                     "ebpf_nat_entries",
@@ -160,7 +157,7 @@ impl Collector for EbpfCollector {
                     ("destination", destination.as_str()),
                     ("protocol", protocol),
                 ];
-                ConstGauge::new(pool.saturation(self.port_range))
+                ConstGauge::new(pool.saturation(pressure.pool_size))
                     .encode(family.encode_family(&labels)?)?;
             }
             if let Some(failed) = &pressure.last_failure {

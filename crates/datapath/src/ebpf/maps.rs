@@ -13,18 +13,33 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipnet::{IpNet, Ipv4Net};
 
 use super::types::{
-    AllocFailure, MasqConfig, MasqSteer, NatEntry, NatTuple, CFG_KEEP_ANY_PORT,
-    CFG_MASQ_LINK_LOCAL, CFG_POD_CIDRS, CFG_SRC_CIDRS,
+    AllocFailure, MasqConfig, MasqSteer, NatEntry, NatTuple, CFG_MASQ_LINK_LOCAL, CFG_POD_CIDRS,
+    CFG_SRC_CIDRS,
 };
 use super::{batch, kernel_err, PortRange};
 use crate::{Desired, Error};
 
-/// The default translated port range: above the Kubernetes NodePort range (30000–32767), as in
-/// Cilium (`MinPortSNAT`/`MaxPortSNAT`).
-pub const DEFAULT_PORT_RANGE: PortRange = PortRange {
-    first: 32768,
-    last: 65535,
-};
+/// The ports translated flows get without `--port-range`: netfilter's for a fully-random
+/// masquerade (1024–65535), less the Kubernetes NodePort range, which replies must never meet.
+pub const DEFAULT_PORT_RANGES: [PortRange; 2] = [
+    PortRange {
+        first: 1024,
+        last: 29999,
+    },
+    PortRange {
+        first: 32768,
+        last: 65535,
+    },
+];
+
+/// Entries of the port table (`MASQ_PORTS_MAX`): every port.
+pub const PORTS_MAX: u32 = 65536;
+
+/// The port table for `ranges`, in order, each port once.
+pub fn port_table(ranges: &[PortRange]) -> Vec<u16> {
+    let ports: BTreeSet<u16> = ranges.iter().flat_map(|r| r.first..=r.last).collect();
+    ports.into_iter().collect()
+}
 
 /// Map names in `bpf/lib/*.h`; also the file names of their pins.
 pub mod name {
@@ -52,8 +67,10 @@ pub mod name {
     pub const STEER: &str = "masq_steer_cfg";
     /// `struct alloc_failure`, one entry: the pool of the last flow refused for want of a port.
     pub const ALLOC_FAILURE: &str = "masq_alloc_failure";
+    /// The port table: index → port (network order).
+    pub const PORTS: &str = "masq_ports";
     /// Every map, in the order they are pinned.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         CONFIG,
         SNAT_ADDRS,
         LOCAL_ADDRS,
@@ -66,6 +83,7 @@ pub mod name {
         FRAGS,
         STEER,
         ALLOC_FAILURE,
+        PORTS,
     ];
 }
 
@@ -85,6 +103,9 @@ pub struct Maps {
     pub(crate) pod_cidrs: Trie,
     pub(crate) counters: PerCpuArray<MapData, u64>,
     pub(crate) alloc_failure: Array<MapData, AllocFailure>,
+    pub(crate) ports: Array<MapData, [u8; 2]>,
+    /// A second descriptor of the port table for batch reads.
+    ports_fd: OwnedFd,
     pub(crate) nat_egress: HashMap<MapData, NatTuple, NatEntry>,
     pub(crate) nat_ingress: HashMap<MapData, NatTuple, NatEntry>,
     /// Second descriptors of the NAT halves for batch reads (aya keeps its own private).
@@ -151,6 +172,15 @@ impl Maps {
             nat_half(get(name::NAT_EGRESS)?, name::NAT_EGRESS)?;
         let (nat_ingress, nat_ingress_fd, _) =
             nat_half(get(name::NAT_INGRESS)?, name::NAT_INGRESS)?;
+        let ports_map = get(name::PORTS)?;
+        let ports_fd = match &ports_map {
+            Map::Array(data) => data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(kernel_err("duplicating the descriptor of masq_ports"))?,
+            _ => return Err(Error::Unsupported("map masq_ports is not an array".into())),
+        };
         Ok(Maps {
             config: typed!(name::CONFIG),
             steer: typed!(name::STEER),
@@ -161,6 +191,10 @@ impl Maps {
             pod_cidrs: typed!(name::POD_CIDRS),
             counters: typed!(name::COUNTERS),
             alloc_failure: typed!(name::ALLOC_FAILURE),
+            ports: ports_map
+                .try_into()
+                .map_err(kernel_err("map masq_ports has an unexpected layout"))?,
+            ports_fd,
             nat_egress,
             nat_ingress,
             nat_egress_fd,
@@ -224,9 +258,18 @@ impl Maps {
             .steer
             .get(&0, 0)
             .map_err(kernel_err("reading masq_steer_cfg"))?;
+        let mut table: Vec<(u32, [u8; 2])> =
+            batch::read_all(self.ports_fd.as_fd()).map_err(kernel_err("reading masq_ports"))?;
+        table.sort_by_key(|(index, _)| *index);
+        let ports = table
+            .into_iter()
+            .take(config.port_count as usize)
+            .map(|(_, port)| u16::from_be_bytes(port))
+            .collect();
         Ok(Contents {
             config,
             steer,
+            ports,
             snat_addrs,
             local_addrs,
             nonmasq_dst: read_trie(&self.nonmasq_dst, name::NONMASQ_DST)?,
@@ -263,6 +306,16 @@ impl Maps {
             &want.pod_cidrs,
             name::POD_CIDRS,
         )?;
+        // The table before its count: a search never meets an index not written yet.
+        for (index, port) in want.ports.iter().enumerate() {
+            if have.ports.get(index) != Some(port) {
+                let index = u32::try_from(index).expect("at most 65536 ports");
+                self.ports
+                    .set(index, port.to_be_bytes(), 0)
+                    .map_err(kernel_err(format!("writing port {port} into masq_ports")))?;
+                writes += 1;
+            }
+        }
         for addr in want.local_addrs.difference(&have.local_addrs) {
             self.local_addrs
                 .insert(addr.octets(), 1, 0)
@@ -337,6 +390,22 @@ impl Maps {
     }
 }
 
+/// A port table as the ranges it covers: `1024-29999,32768-65535`.
+fn ranges_text(ports: &[u16]) -> String {
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for &port in ports {
+        match ranges.last_mut() {
+            Some((_, last)) if u32::from(*last) + 1 == u32::from(port) => *last = port,
+            _ => ranges.push((port, port)),
+        }
+    }
+    let text: Vec<String> = ranges
+        .iter()
+        .map(|(first, last)| format!("{first}-{last}"))
+        .collect();
+    text.join(",")
+}
+
 fn trie_key(net: &Ipv4Net) -> Key<[u8; 4]> {
     Key::new(u32::from(net.prefix_len()), net.network().octets())
 }
@@ -389,6 +458,8 @@ pub struct Contents {
     pub config: MasqConfig,
     /// `masq_steer_cfg[0]`: egress routing, all zero when it is off.
     pub steer: MasqSteer,
+    /// `masq_ports`: the ports translated flows are given (`config.port_count` of them).
+    pub ports: Vec<u16>,
     /// ifindex → SNAT address; 0 means every interface (`--snat-ip`).
     pub snat_addrs: BTreeMap<u32, Ipv4Addr>,
     /// The node's addresses.
@@ -411,15 +482,21 @@ fn v4_nets<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> BTreeSet<Ipv4Net> {
 }
 
 impl Contents {
+    /// Makes the port table hold `ranges` (tests and benchmarks staging contents by hand).
+    pub fn set_ports(&mut self, ranges: &[PortRange]) {
+        self.ports = port_table(ranges);
+        self.config.port_count = u32::try_from(self.ports.len()).expect("at most 65536 ports");
+    }
+
     /// The map contents for `desired`.
     pub fn for_desired(desired: &Desired) -> Contents {
         let node = &desired.node;
         let config = &desired.config;
-        let range = node.port_range.unwrap_or(DEFAULT_PORT_RANGE);
+        let ports = match node.port_range {
+            Some(range) => port_table(&[range]),
+            None => port_table(&DEFAULT_PORT_RANGES),
+        };
         let mut flags = 0;
-        if node.port_range.is_none() {
-            flags |= CFG_KEEP_ANY_PORT;
-        }
         if config.masq_link_local {
             flags |= CFG_MASQ_LINK_LOCAL;
         }
@@ -466,10 +543,10 @@ impl Contents {
         nonmasq_dst.extend(v4_nets(node.native_routing_cidr.as_ref()));
         Contents {
             config: MasqConfig {
-                port_min: range.first,
-                port_max: range.last,
+                port_count: u32::try_from(ports.len()).expect("at most 65536 ports"),
                 flags,
             },
+            ports,
             steer: node
                 .active_egress_routing()
                 .map(|routing| MasqSteer {
@@ -504,16 +581,7 @@ impl Contents {
         let mut out = String::new();
         let c = &self.config;
         let _ = writeln!(out, "# map {}", name::CONFIG);
-        let _ = writeln!(out, "port_range {}-{}", c.port_min, c.port_max);
-        let _ = writeln!(
-            out,
-            "keep_original_port {}",
-            if c.flags & CFG_KEEP_ANY_PORT != 0 {
-                "anywhere"
-            } else {
-                "inside the range"
-            }
-        );
+        let _ = writeln!(out, "ports {} ({})", ranges_text(&self.ports), c.port_count);
         let _ = writeln!(
             out,
             "masq_link_local {}",
@@ -593,8 +661,14 @@ mod tests {
         let dst: Vec<String> = c.nonmasq_dst.iter().map(|n| n.to_string()).collect();
         assert_eq!(dst, ["10.0.0.0/8", "10.244.0.0/16"]);
         assert_eq!(c.snat_addrs.get(&4), Some(&Ipv4Addr::new(172, 18, 0, 2)));
-        assert_eq!(c.config.flags, CFG_SRC_CIDRS | CFG_KEEP_ANY_PORT);
-        assert_eq!((c.config.port_min, c.config.port_max), (32768, 65535));
+        assert_eq!(c.config.flags, CFG_SRC_CIDRS);
+        assert_eq!(c.config.port_count, 65535 - 1024 + 1 - (32767 - 30000 + 1));
+        assert_eq!(c.ports.len(), c.config.port_count as usize);
+        assert!(
+            !c.ports.contains(&30000) && !c.ports.contains(&32767),
+            "a NodePort"
+        );
+        assert_eq!((c.ports[0], *c.ports.last().unwrap()), (1024, 65535));
     }
 
     #[test]
@@ -609,12 +683,8 @@ mod tests {
         let fixed = Ipv4Addr::new(192, 0, 2, 7);
         assert_eq!(c.snat_addrs, BTreeMap::from([(0, fixed)]));
         assert!(c.local_addrs.contains(&fixed));
-        assert_eq!((c.config.port_min, c.config.port_max), (40000, 40999));
-        assert_eq!(
-            c.config.flags & CFG_KEEP_ANY_PORT,
-            0,
-            "an explicit range confines kept ports too"
-        );
+        assert_eq!(c.ports, (40000..=40999).collect::<Vec<u16>>());
+        assert_eq!(c.config.port_count, 1000);
     }
 
     #[test]
@@ -624,8 +694,7 @@ mod tests {
         let text = Contents::for_desired(&d).render();
         let expected = "\
 # map masq_config
-port_range 32768-65535
-keep_original_port anywhere
+ports 1024-29999,32768-65535 (61768)
 masq_link_local true
 pod_cidrs_only false
 src_cidrs true

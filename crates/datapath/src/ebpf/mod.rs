@@ -39,7 +39,7 @@ pub use clock::KernelClock;
 pub use gc::{FlowKind, FlowState, GcReport, GcTotals, NatTimeouts};
 pub use hooks::{HookOrder, HookedProgram};
 pub use kfunc::KernCtx;
-pub use maps::{Contents, Maps, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGE};
+pub use maps::{port_table, Contents, Maps, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGES};
 pub use nat::{NatDirection, NatListEntry, Pressure};
 pub use types::Reason;
 
@@ -355,10 +355,9 @@ impl Ebpf {
         self.with_maps(nat::counters)
     }
 
-    /// NAT table fill and the busiest pool of `range`, the ports handed out when one must
-    /// change (metrics).
-    pub fn pressure(&self, range: PortRange) -> Result<Pressure, Error> {
-        self.with_maps(|maps| nat::pressure(maps, range))
+    /// NAT table fill and the busiest port pool (metrics).
+    pub fn pressure(&self) -> Result<Pressure, Error> {
+        self.with_maps(nat::pressure)
     }
 
     /// One garbage-collection pass over the NAT table; run it periodically (every few seconds).

@@ -1,7 +1,7 @@
 //! Reading the NAT table: `masq nat list`, counters by reason and table pressure. Ageing it is
 //! [`super::gc`]'s.
 
-use std::collections::{BTreeMap, HashMap as StdHashMap};
+use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use super::types::{
     NatTuple, Reason, NAT_F_HOST, NAT_F_INBOUND, NAT_F_PASS, NAT_F_STEERED, PROTO_ICMP, PROTO_TCP,
     PROTO_UDP,
 };
-use crate::{Error, PortRange};
+use crate::Error;
 
 /// Which half of a pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -177,10 +177,9 @@ pub struct PortPool {
 }
 
 impl PortPool {
-    /// Share of the port range in use, 0.0 to 1.0.
-    pub fn saturation(&self, range: PortRange) -> f64 {
-        let size = u32::from(range.last.saturating_sub(range.first)) + 1;
-        f64::from(self.used) / f64::from(size)
+    /// Share of the port table (`ports` ports) in use, 0.0 to 1.0.
+    pub fn saturation(&self, ports: u32) -> f64 {
+        f64::from(self.used) / f64::from(ports.max(1))
     }
 }
 
@@ -193,6 +192,8 @@ pub struct Pressure {
     pub ingress_entries: u32,
     /// Capacity of each map (`--nat-table-size`).
     pub capacity: u32,
+    /// Ports in the port table: the size of every (SNAT address, destination) pool.
+    pub pool_size: u32,
     /// The pool with the most ports in use; divide `used` by the port range size for saturation.
     pub busiest_pool: Option<PortPool>,
     /// The pool of the last flow refused for want of a port, with its ports in use now.
@@ -204,7 +205,7 @@ pub struct Pressure {
 pub struct FailedPool {
     /// The pool, `used` counted now.
     pub pool: PortPool,
-    /// Ports of the range that was searched.
+    /// Ports of the table that was searched.
     pub range_size: u32,
     /// Jiffies of the failure.
     pub when: u64,
@@ -227,18 +228,20 @@ impl Pressure {
 /// (protocol, SNAT address, destination address, destination port) as stored in a reverse key.
 type PoolKey = (u8, [u8; 4], [u8; 4], [u8; 2]);
 
-/// Counts entries and finds the busiest port pool. A pool counts the ports of `range` in use:
-/// original ports kept outside it take nothing from the ports handed out when one must change.
-pub fn pressure(maps: &Maps, range: PortRange) -> Result<Pressure, Error> {
+/// Counts entries and finds the busiest port pool. A pool counts the ports of the port table in
+/// use (the node's own flows on other ports take nothing from it).
+pub fn pressure(maps: &Maps) -> Result<Pressure, Error> {
     let egress_entries = count_u32(maps.nat_egress_entries()?.len());
     let reverse = maps.nat_ingress_entries()?;
+    let contents = maps.read()?;
+    let table: HashSet<u16> = contents.ports.iter().copied().collect();
     let ingress_entries = count_u32(reverse.len());
     let mut pools: StdHashMap<PoolKey, u32> = StdHashMap::new();
     let failed = maps.last_alloc_failure()?;
     let failed_key = failed.map(|f| (f.proto, f.snat_addr, f.daddr, f.dport));
     let mut failed_used = 0;
     for (key, _) in reverse {
-        if !range.contains(u16::from_be_bytes(key.dport)) {
+        if !table.contains(&u16::from_be_bytes(key.dport)) {
             continue;
         }
         let pool = (key.proto, key.daddr, key.saddr, key.sport);
@@ -273,6 +276,7 @@ pub fn pressure(maps: &Maps, range: PortRange) -> Result<Pressure, Error> {
         egress_entries,
         ingress_entries,
         capacity: maps.nat_capacity(),
+        pool_size: contents.config.port_count,
         busiest_pool,
         last_failure,
     })

@@ -17,9 +17,6 @@ pub const CFG_MASQ_LINK_LOCAL: u32 = 1 << 0;
 pub const CFG_POD_CIDRS: u32 = 1 << 1;
 /// `masq_config.flags`: the source-exemption trie is not empty.
 pub const CFG_SRC_CIDRS: u32 = 1 << 2;
-/// `masq_config.flags`: no `--port-range` was given; a free original source port is kept
-/// even outside the default range (netfilter's rule), which only supplies changed ports.
-pub const CFG_KEEP_ANY_PORT: u32 = 1 << 3;
 
 /// `nat_entry.flags`: TCP FIN or RST seen.
 pub const NAT_F_CLOSING: u8 = 1 << 0;
@@ -39,10 +36,8 @@ pub const NAT_F_INBOUND: u8 = 1 << 5;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MasqConfig {
-    /// First translated port, host order.
-    pub port_min: u16,
-    /// Last translated port, host order.
-    pub port_max: u16,
+    /// Valid entries of `masq_ports`, the ports translated flows are given.
+    pub port_count: u32,
     /// `CFG_*` bits.
     pub flags: u32,
 }

@@ -51,9 +51,7 @@ fn carried_over(before_second: impl FnOnce(&Topology), second_size: u32) {
     let mut second = t.agent();
     t.node.enter(|| second.sync(&resized)).unwrap().unwrap();
     assert_eq!(translations(&second), table, "the flows did not come over");
-    let pressure = second
-        .pressure(masq_datapath::ebpf::DEFAULT_PORT_RANGE)
-        .unwrap();
+    let pressure = second.pressure().unwrap();
     assert_eq!(pressure.capacity, second_size);
     let leftovers: Vec<_> = std::fs::read_dir(&t.pin_dir)
         .unwrap()

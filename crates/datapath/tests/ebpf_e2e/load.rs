@@ -92,10 +92,6 @@ fn two_pods_with_the_same_source_port_each_get_all_their_replies_body() {
     let distinct: HashSet<SocketAddr> = peers.iter().copied().collect();
     assert_eq!(distinct.len(), 2, "{distinct:?}");
     assert!(distinct.iter().all(|p| p.ip() == IpAddr::V4(NODE)));
-    assert!(
-        distinct.iter().any(|p| p.port() == 40000),
-        "nobody kept the port"
-    );
 }
 
 #[test]
@@ -207,13 +203,13 @@ fn port_exhaustion_drops_cleanly_and_recovers_body() {
         "only 4 ports exist towards 203.0.113.10:5353"
     );
     assert_eq!(agent.counters().unwrap()[&Reason::DropPortExhausted], 2);
-    let pool = agent.pressure(range).unwrap().busiest_pool.unwrap();
+    let pool = agent.pressure().unwrap().busiest_pool.unwrap();
     assert_eq!(
         (pool.dst_addr, pool.dst_port, pool.used),
         (INTERNET, 5353, 4)
     );
 
-    // Two minutes later (UDP idle timeout 60 s) the GC frees the pool.
+    // Two minutes later (UDP idle lifetime 120 s once replied) the GC frees the pool.
     let mut maps = Maps::open_pinned(&t.pin_dir.join(MAPS_SUBDIR)).unwrap();
     let clock = KernelClock::get().unwrap();
     let report = masq_datapath::ebpf::gc::gc(

@@ -11,23 +11,17 @@ use masq_datapath::ebpf::{nat, KernCtx};
 use crate::harness::*;
 
 #[test]
-fn tcp_is_masqueraded_keeping_its_port_and_the_reply_comes_back() {
+fn tcp_is_masqueraded_and_the_reply_comes_back() {
     let Some(h) = Harness::new(&base_contents()) else {
         return;
     };
     let (rc, out) = h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
     assert_eq!(rc, CONTINUE);
-    assert_eq!(
-        inspect(&out),
-        Seen {
-            src: NODE,
-            sport: 40000,
-            dst: EXTERNAL,
-            dport: 80
-        }
-    );
+    let seen = inspect(&out);
+    assert_eq!((seen.src, seen.dst, seen.dport), (NODE, EXTERNAL, 80));
+    assert!(in_default_ports(seen.sport), "port {}", seen.sport);
 
-    let (rc, back) = h.ingress(&tcp(EXTERNAL, 80, NODE, 40000, b"world"));
+    let (rc, back) = h.ingress(&tcp(EXTERNAL, 80, NODE, seen.sport, b"world"));
     assert_eq!(rc, CONTINUE);
     assert_eq!(
         inspect(&back),
@@ -51,7 +45,11 @@ fn a_port_outside_the_range_is_replaced_and_restored() {
     let (_, out) = h.egress(&udp(POD, 53, EXTERNAL, 5353, b"query"));
     let seen = inspect(&out);
     assert_eq!(seen.src, NODE);
-    assert!(seen.sport >= 32768, "port {} outside the range", seen.sport);
+    assert!(
+        in_default_ports(seen.sport),
+        "port {} outside the range",
+        seen.sport
+    );
     // The same flow keeps its translation.
     let (_, again) = h.egress(&udp(POD, 53, EXTERNAL, 5353, b"query 2"));
     assert_eq!(inspect(&again).sport, seen.sport);
@@ -67,24 +65,25 @@ fn a_port_outside_the_range_is_replaced_and_restored() {
     );
 }
 
+/// Like a fully-random masquerade: the pod's own port gets no preference, so a pod never holds
+/// a port the node may bind later; ports are drawn over the whole table, never a NodePort.
 #[test]
-fn without_an_explicit_range_a_free_port_outside_it_is_kept() {
-    let mut contents = base_contents();
-    contents.config.flags |= CFG_KEEP_ANY_PORT;
-    let Some(h) = Harness::new(&contents) else {
+fn translated_ports_are_drawn_at_random_from_the_table() {
+    let Some(h) = Harness::new(&base_contents()) else {
         return;
     };
-    let (_, out) = h.egress(&udp(POD, 1500, EXTERNAL, 5353, b"query"));
-    assert_eq!((inspect(&out).src, inspect(&out).sport), (NODE, 1500));
-    // Taken towards that destination: the second pod gets a port from the range.
-    let (_, out2) = h.egress(&udp(POD2, 1500, EXTERNAL, 5353, b"query"));
-    let second = inspect(&out2).sport;
-    assert!(second >= 32768, "changed port {second} outside the range");
-    assert_eq!(h.count(Reason::PortRetry), 1);
-    for (port, pod) in [(1500, POD), (second, POD2)] {
-        let (_, back) = h.ingress(&udp(EXTERNAL, 5353, NODE, port, b"answer"));
-        assert_eq!((inspect(&back).dst, inspect(&back).dport), (pod, 1500));
+    let mut kept = 0;
+    let mut ports = std::collections::HashSet::new();
+    for i in 0..200u16 {
+        let dst = Ipv4Addr::new(203, 0, 113, 100 + u8::try_from(i % 100).unwrap());
+        let (_, out) = h.egress(&udp(POD, 5000 + i, dst, 53, b"q"));
+        let port = inspect(&out).sport;
+        assert!(in_default_ports(port), "port {port}");
+        kept += usize::from(port == 5000 + i);
+        ports.insert(port);
     }
+    assert!(kept <= 1, "{kept} of 200 flows kept their port");
+    assert!(ports.len() >= 195, "only {} distinct ports", ports.len());
 }
 
 #[test]
@@ -108,7 +107,7 @@ fn icmp_echo_uses_the_identifier_as_port() {
     let (_, out) = h.egress(&echo_request(POD, EXTERNAL, 0x1234, 1));
     let seen = inspect(&out);
     assert_eq!(seen.src, NODE);
-    assert!(seen.sport >= 32768);
+    assert!(in_default_ports(seen.sport));
     let (_, back) = h.ingress(&echo_reply(EXTERNAL, NODE, seen.sport, 1));
     assert_eq!(
         inspect(&back),
@@ -123,15 +122,19 @@ fn icmp_echo_uses_the_identifier_as_port() {
 
 #[test]
 fn two_pods_with_the_same_port_to_the_same_destination_get_distinct_ports() {
-    let Some(h) = Harness::new(&base_contents()) else {
+    let mut contents = base_contents();
+    // Two ports only: the second pod's flow must take the one the first left.
+    contents.set_ports(&[masq_datapath::PortRange {
+        first: 41000,
+        last: 41001,
+    }]);
+    let Some(h) = Harness::new(&contents) else {
         return;
     };
     let (_, a) = h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
     let (_, b) = h.egress(&tcp(POD2, 40000, EXTERNAL, 80, b""));
     let (a, b) = (inspect(&a), inspect(&b));
-    assert_eq!(a.sport, 40000);
-    assert_ne!(b.sport, 40000);
-    assert!(h.count(Reason::PortRetry) >= 1);
+    assert_ne!(a.sport, b.sport);
     let (_, back_a) = h.ingress(&tcp(EXTERNAL, 80, NODE, a.sport, b""));
     let (_, back_b) = h.ingress(&tcp(EXTERNAL, 80, NODE, b.sport, b""));
     assert_eq!(inspect(&back_a).dst, POD);
@@ -264,7 +267,13 @@ fn a_kept_tcp_connection_is_not_translated_mid_stream_after_a_config_change() {
 
 #[test]
 fn the_node_own_flow_reserves_its_port() {
-    let Some(h) = Harness::new(&base_contents()) else {
+    let mut contents = base_contents();
+    // The node's port and one more: a pod must get the other.
+    contents.set_ports(&[masq_datapath::PortRange {
+        first: 40000,
+        last: 40001,
+    }]);
+    let Some(h) = Harness::new(&contents) else {
         return;
     };
     let own = udp(NODE, 40000, EXTERNAL, 53, b"node query");
@@ -353,7 +362,7 @@ fn ip_options_are_skipped_by_ihl() {
     let (_, out) = h.egress(&tcp_with_options(POD, 1234, EXTERNAL, 443));
     let seen = inspect(&out);
     assert_eq!(seen.src, NODE);
-    assert!(seen.sport >= 32768);
+    assert!(in_default_ports(seen.sport));
     let (_, back) = h.ingress(&tcp_with_options(EXTERNAL, 443, NODE, seen.sport));
     assert_eq!(
         inspect(&back),
@@ -422,7 +431,7 @@ fn fragments_follow_the_first_fragment_both_ways() {
     assert_eq!((rc1, rc2), (CONTINUE, CONTINUE));
     let (src, sport, _, _) = reassemble_udp(&first_out, &later_out);
     assert_eq!(src, NODE);
-    assert!(sport >= 32768);
+    assert!(in_default_ports(sport));
 
     let reply = udp(EXTERNAL, 9000, NODE, sport, &[0xa5; 200]);
     let (first, later) = fragment(&reply, 48);
@@ -535,8 +544,10 @@ fn time_exceeded_about_a_ping_restores_the_identifier() {
 #[test]
 fn port_exhaustion_drops_with_a_count_and_recovers_after_gc() {
     let mut contents = base_contents();
-    contents.config.port_min = 40000;
-    contents.config.port_max = 40003;
+    contents.set_ports(&[masq_datapath::PortRange {
+        first: 40000,
+        last: 40003,
+    }]);
     let Some(mut h) = Harness::new(&contents) else {
         return;
     };
@@ -551,11 +562,7 @@ fn port_exhaustion_drops_with_a_count_and_recovers_after_gc() {
     // Another destination is another pool.
     assert_eq!(h.egress(&udp(POD, 2000, EXTERNAL, 54, b"")).0, CONTINUE);
 
-    let range = masq_datapath::PortRange {
-        first: 40000,
-        last: 40003,
-    };
-    let pressure = nat::pressure(&h.maps, range).unwrap();
+    let pressure = nat::pressure(&h.maps).unwrap();
     let busiest = pressure.busiest_pool.unwrap();
     assert_eq!(
         (busiest.dst_addr, busiest.dst_port, busiest.used),
@@ -573,8 +580,8 @@ fn gc_keeps_live_pairs_and_lists_both_halves() {
     let Some(mut h) = Harness::new(&base_contents()) else {
         return;
     };
-    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
-    h.ingress(&tcp(EXTERNAL, 80, NODE, 40000, b"answered"));
+    let port = h.port_of(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    h.ingress(&tcp(EXTERNAL, 80, NODE, port, b"answered"));
     h.egress(&udp(POD, 40000, EXTERNAL, 53, b""));
     let report = gc_after(&mut h.maps, 0);
     assert_eq!((report.removed(), report.restored()), (0, 0), "{report:?}");
@@ -621,9 +628,9 @@ fn gc_restores_a_reverse_half_that_went_missing() {
     let Some(mut h) = Harness::new(&base_contents()) else {
         return;
     };
-    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    let port = h.port_of(&tcp(POD, 40000, EXTERNAL, 80, b""));
     h.egress(&tcp(POD, 40001, EXTERNAL, 80, b""));
-    let reverse = masq_datapath::ebpf::types::NatTuple::new(TCP, EXTERNAL, 80, NODE, 40000);
+    let reverse = masq_datapath::ebpf::types::NatTuple::new(TCP, EXTERNAL, 80, NODE, port);
     h.maps.nat_ingress_mut().remove(&reverse).unwrap();
     let report = gc_after(&mut h.maps, 0);
     assert_eq!(
@@ -632,7 +639,7 @@ fn gc_restores_a_reverse_half_that_went_missing() {
         "{report:?}"
     );
     assert_eq!(list(&h.maps).len(), 4, "both pairs whole");
-    let (_, back) = h.ingress(&tcp(EXTERNAL, 80, NODE, 40000, b""));
+    let (_, back) = h.ingress(&tcp(EXTERNAL, 80, NODE, port, b""));
     assert_eq!((inspect(&back).dst, inspect(&back).dport), (POD, 40000));
 }
 
@@ -642,10 +649,10 @@ fn an_evicted_reverse_half_is_restored_by_the_flow_within_a_second() {
     let Some(mut h) = Harness::new(&base_contents()) else {
         return;
     };
-    h.egress(&tcp(POD, 40000, EXTERNAL, 80, b""));
-    let reverse = NatTuple::new(TCP, EXTERNAL, 80, NODE, 40000);
+    let port = h.port_of(&tcp(POD, 40000, EXTERNAL, 80, b""));
+    let reverse = NatTuple::new(TCP, EXTERNAL, 80, NODE, port);
     h.maps.nat_ingress_mut().remove(&reverse).unwrap();
-    let reply = tcp(EXTERNAL, 80, NODE, 40000, b"");
+    let reply = tcp(EXTERNAL, 80, NODE, port, b"");
     assert_eq!(
         h.ingress(&reply).1,
         reply,
@@ -668,22 +675,21 @@ fn a_node_flow_colliding_with_a_pod_translation_is_moved_to_another_port() {
     let Some(h) = Harness::new(&base_contents()) else {
         return;
     };
-    let (_, pod) = h.egress(&udp(POD, 40000, EXTERNAL, 53, b"pod"));
-    assert_eq!(inspect(&pod).sport, 40000);
-    // The node's kernel picks 40000 towards the same destination, not knowing.
-    let (rc, node) = h.egress(&udp(NODE, 40000, EXTERNAL, 53, b"node"));
+    let port = h.port_of(&udp(POD, 40000, EXTERNAL, 53, b"pod"));
+    // The node's kernel picks the same port towards the same destination, not knowing.
+    let (rc, node) = h.egress(&udp(NODE, port, EXTERNAL, 53, b"node"));
     assert_eq!(rc, CONTINUE);
     let moved = inspect(&node);
     assert_eq!(moved.src, NODE);
-    assert_ne!(moved.sport, 40000);
+    assert_ne!(moved.sport, port);
     assert_eq!(h.count(Reason::HostPortRemapped), 1);
     // Each side gets its own replies.
     let (_, to_node) = h.ingress(&udp(EXTERNAL, 53, NODE, moved.sport, b""));
     assert_eq!(
         (inspect(&to_node).dst, inspect(&to_node).dport),
-        (NODE, 40000)
+        (NODE, port)
     );
-    let (_, to_pod) = h.ingress(&udp(EXTERNAL, 53, NODE, 40000, b""));
+    let (_, to_pod) = h.ingress(&udp(EXTERNAL, 53, NODE, port, b""));
     assert_eq!((inspect(&to_pod).dst, inspect(&to_pod).dport), (POD, 40000));
 }
 
@@ -702,7 +708,7 @@ fn the_nat_table_is_read_whole_across_several_batches() {
     }
     let entries = list(&h.maps);
     assert_eq!(entries.len(), 2 * flows as usize);
-    let pressure = nat::pressure(&h.maps, masq_datapath::ebpf::DEFAULT_PORT_RANGE).unwrap();
+    let pressure = nat::pressure(&h.maps).unwrap();
     assert_eq!(
         (pressure.egress_entries, pressure.ingress_entries),
         (flows, flows)

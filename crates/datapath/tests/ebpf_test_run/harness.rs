@@ -9,11 +9,10 @@ use etherparse::{
     Icmpv4Header, Icmpv4Type, IpNumber, Ipv4Header, PacketBuilder, TcpHeader, UdpHeader,
 };
 use ipnet::Ipv4Net;
-pub use masq_datapath::ebpf::types::CFG_KEEP_ANY_PORT;
 use masq_datapath::ebpf::types::{MasqConfig, Reason, CFG_MASQ_LINK_LOCAL};
 use masq_datapath::ebpf::{
     gc, load_unpinned_flavor, load_unpinned_with, nat, Contents, Flavor, KernCtx, KernelClock,
-    Maps, PortSearch, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGE, EGRESS_PROGRAM, INGRESS_PROGRAM,
+    Maps, PortSearch, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGES, EGRESS_PROGRAM, INGRESS_PROGRAM,
     STEER_PROGRAM,
 };
 
@@ -39,16 +38,19 @@ pub struct Harness {
     pub maps: Maps,
 }
 
-/// The map contents most cases use: SNAT to NODE on every interface, 10/8 kept.
+/// The map contents most cases use: SNAT to NODE on every interface, 10/8 kept, the default
+/// ports (1024–65535 less the NodePort range).
+/// Is `port` one the default port table hands out?
+pub fn in_default_ports(port: u16) -> bool {
+    DEFAULT_PORT_RANGES.iter().any(|r| r.contains(port))
+}
+
 pub fn base_contents() -> Contents {
     let mut c = Contents {
-        config: MasqConfig {
-            port_min: DEFAULT_PORT_RANGE.first,
-            port_max: DEFAULT_PORT_RANGE.last,
-            flags: 0,
-        },
+        config: MasqConfig::default(),
         ..Contents::default()
     };
+    c.set_ports(&DEFAULT_PORT_RANGES);
     c.snat_addrs.insert(0, NODE);
     c.local_addrs.insert(NODE);
     c.nonmasq_dst
@@ -182,6 +184,16 @@ impl Harness {
 
     pub fn egress(&self, frame: &[u8]) -> (u32, Vec<u8>) {
         self.run(EGRESS_PROGRAM, frame)
+    }
+
+    /// Runs the egress program on `frame`, which must come out translated to NODE; returns
+    /// the port it was given.
+    pub fn port_of(&self, frame: &[u8]) -> u16 {
+        let (rc, out) = self.egress(frame);
+        assert_eq!(rc, CONTINUE);
+        let seen = inspect(&out);
+        assert_eq!(seen.src, NODE, "not translated");
+        seen.sport
     }
 
     pub fn ingress(&self, frame: &[u8]) -> (u32, Vec<u8>) {

@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 use std::net::{TcpListener, UdpSocket};
 
-use masq_datapath::ebpf::types::{Reason, CFG_KEEP_ANY_PORT};
+use masq_datapath::ebpf::types::Reason;
 use masq_datapath::ebpf::{Flavor, KernCtx, PortSearch, DEFAULT_NAT_CAPACITY};
+use masq_datapath::PortRange;
 
 use crate::harness::*;
 
@@ -14,8 +15,10 @@ const POOL_SIZE: u16 = 1000;
 
 fn pool_contents() -> masq_datapath::ebpf::Contents {
     let mut contents = base_contents();
-    contents.config.port_min = POOL_FIRST;
-    contents.config.port_max = POOL_FIRST + POOL_SIZE - 1;
+    contents.set_ports(&[PortRange {
+        first: POOL_FIRST,
+        last: POOL_FIRST + POOL_SIZE - 1,
+    }]);
     contents
 }
 
@@ -77,33 +80,46 @@ fn the_bounded_search_gives_up_while_ports_are_free() {
     assert!(dropped > 50);
 }
 
-/// A node socket bound to UDP 51820 (a WireGuard listener) keeps the port: a pod sending from
-/// 51820 gets another one, so the node's own flow later keeps 51820 at the far side.
+/// The ports a node socket owns are never handed to a pod: a UDP socket bound to 51820 (a
+/// WireGuard listener), a TCP listener on 8443. Each table here holds that port and one more:
+/// the pod's flow gets the other one, and the next flow finds the pool exhausted, though the
+/// node's port is free in the table.
 #[test]
 fn a_port_a_node_socket_holds_is_not_given_to_a_pod() {
-    let mut contents = base_contents();
-    contents.config.flags |= CFG_KEEP_ANY_PORT;
-    let Some(h) = Harness::new(&contents) else {
-        return;
-    };
-    // In the test's own network namespace (see Harness::flavored).
-    let _wireguard = UdpSocket::bind("0.0.0.0:51820").unwrap();
-    let (_, out) = h.egress(&udp(POD, 51820, EXTERNAL, 51820, b"handshake"));
-    assert_ne!(inspect(&out).sport, 51820);
-    let node = udp(NODE, 51820, EXTERNAL, 51820, b"node handshake");
-    assert_eq!(
-        h.egress(&node),
-        (CONTINUE, node.clone()),
-        "the node keeps its port"
-    );
-    assert_eq!(h.count(Reason::HostPortRemapped), 0);
-
-    // TCP: a listener holds its port too. The counterfactual: a free port is kept.
-    let _server = TcpListener::bind("0.0.0.0:8443").unwrap();
-    let (_, out) = h.egress(&tcp(POD, 8443, EXTERNAL, 443, b""));
-    assert_ne!(inspect(&out).sport, 8443);
-    let (_, out) = h.egress(&tcp(POD, 8444, EXTERNAL, 443, b""));
-    assert_eq!(inspect(&out).sport, 8444);
+    for (node_port, proto) in [(51820u16, UDP), (8443, TCP)] {
+        let mut contents = base_contents();
+        contents.set_ports(&[PortRange {
+            first: node_port,
+            last: node_port + 1,
+        }]);
+        let Some(h) = Harness::new(&contents) else {
+            return;
+        };
+        // In the test's own network namespace (see Harness::flavored).
+        let _socket: Box<dyn std::any::Any> = match proto {
+            UDP => Box::new(UdpSocket::bind(("0.0.0.0", node_port)).unwrap()),
+            _ => Box::new(TcpListener::bind(("0.0.0.0", node_port)).unwrap()),
+        };
+        let flow = |sport| match proto {
+            UDP => udp(POD, sport, EXTERNAL, 51820, b"handshake"),
+            _ => tcp(POD, sport, EXTERNAL, 443, b""),
+        };
+        assert_eq!(h.port_of(&flow(node_port)), node_port + 1, "{proto}");
+        assert_eq!(
+            h.egress(&flow(9)).0,
+            SHOT,
+            "{proto}: the node's port was handed out"
+        );
+        if proto == UDP {
+            let node = udp(NODE, node_port, EXTERNAL, 51820, b"node handshake");
+            assert_eq!(
+                h.egress(&node),
+                (CONTINUE, node.clone()),
+                "the node keeps its port"
+            );
+            assert_eq!(h.count(Reason::HostPortRemapped), 0);
+        }
+    }
 }
 
 /// A table that is full refuses new translated flows (dropped, counted) and keeps translating

@@ -74,7 +74,8 @@ fn masqueraded_flows_are_translated_to_the_egress_address_and_redirected() {
         assert_eq!((rc, inspect(&out).src), (REDIRECT, UPLINK));
 
         // The reply is translated back and marked for masq's ip rule (reverse-path check).
-        let (rc, back, mark) = h.ingress_marked(&tcp(EXTERNAL, 80, UPLINK, 40000, b"world"));
+        let port = inspect(&out).sport;
+        let (rc, back, mark) = h.ingress_marked(&tcp(EXTERNAL, 80, UPLINK, port, b"world"));
         assert_eq!(rc, CONTINUE);
         assert_eq!(inspect(&back).dst, POD);
         assert_eq!(mark & MARK, MARK);
@@ -117,9 +118,10 @@ fn without_egress_routing_the_steering_program_leaves_everything() {
         let (rc, out, mark) = h.steer(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
         assert_eq!((rc, inspect(&out).src, mark), (CONTINUE, POD, 0));
         // Replies of flows the egress interface translated itself are not marked either.
-        let (rc, _) = h.egress(&tcp(POD, 40002, EXTERNAL, 80, b"plain"));
+        let (rc, plain) = h.egress(&tcp(POD, 40002, EXTERNAL, 80, b"plain"));
         assert_eq!(rc, CONTINUE);
-        let (_, back, mark) = h.ingress_marked(&tcp(EXTERNAL, 80, UPLINK, 40002, b"back"));
+        let port = inspect(&plain).sport;
+        let (_, back, mark) = h.ingress_marked(&tcp(EXTERNAL, 80, UPLINK, port, b"back"));
         assert_eq!((inspect(&back).dst, mark), (POD, 0));
     })
     .unwrap();

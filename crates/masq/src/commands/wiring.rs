@@ -32,7 +32,6 @@ pub fn agent(settings: AgentSettings) -> anyhow::Result<ExitCode> {
     let mut metrics = masq_agent::metrics::Metrics::new();
     datapaths::register_metrics(
         chosen.datapath.kind(),
-        &node,
         &settings.bpf_pin_dir,
         metrics.registry_mut(),
     );

@@ -202,7 +202,7 @@ fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, T>>) -> Vec<T> {
 }
 
 /// Two pods use the same source port towards the same destination, over TCP and UDP: both
-/// flows work side by side, with distinct translated ports (one of them keeps its own).
+/// flows work side by side, with distinct translated ports.
 pub fn same_source_port_from_two_pods(datapath: Datapath) -> Result<()> {
     let bed = Bed::ready(datapath, VPC_ONLY)?;
     let server = bed.probes.tcp_addr(addr::INTERNET.into());
@@ -217,10 +217,6 @@ pub fn same_source_port_from_two_pods(datapath: Datapath) -> Result<()> {
         assert_eq!(b.observed_source()?, first_b);
     }
     distinct_node_translations("tcp", &[first_a, first_b])?;
-    assert!(
-        first_a.port() == port || first_b.port() == port,
-        "neither kept port {port}: {first_a}, {first_b}"
-    );
 
     let port = 40001;
     let mut a = UdpFlow::open(pod, SocketAddr::new(addr::POD.into(), port), server)?;
@@ -231,10 +227,6 @@ pub fn same_source_port_from_two_pods(datapath: Datapath) -> Result<()> {
     }
     let (first_a, first_b) = (a.window(1)?, b.window(1)?);
     distinct_node_translations("udp", &[first_a, first_b])?;
-    assert!(
-        first_a.port() == port || first_b.port() == port,
-        "neither kept port {port}: {first_a}, {first_b}"
-    );
     Ok(())
 }
 
