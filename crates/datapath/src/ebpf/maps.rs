@@ -694,7 +694,7 @@ mod tests {
         let text = Contents::for_desired(&d).render();
         let expected = "\
 # map masq_config
-ports 1024-29999,32768-65535 (61768)
+ports 1024-29999,32768-65535 (61744)
 masq_link_local true
 pod_cidrs_only false
 src_cidrs true
