@@ -13,6 +13,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use masq_config::Config;
+use masq_decision::NodeContext;
+pub use masq_decision::{CompiledPolicy, Family};
 
 pub mod ebpf;
 pub mod nft;
@@ -133,6 +135,32 @@ impl NodeSettings {
             .or_else(|| self.interfaces.first().map(|i| i.name.as_str()))
     }
 
+    /// The families a datapath installs rules for: IPv4, and IPv6 with `--enable-ipv6`.
+    pub fn families(&self) -> &'static [Family] {
+        if self.enable_ipv6 {
+            &Family::ALL
+        } else {
+            &[Family::V4]
+        }
+    }
+
+    /// What the decision needs of the node: the pod CIDRs, the native-routing CIDR, and its
+    /// own addresses (every interface's, and `--snat-ip`, which traffic can be addressed to
+    /// once it is translated).
+    pub fn decision_context(&self) -> NodeContext {
+        let mut local_addrs: Vec<IpAddr> = self
+            .interfaces
+            .iter()
+            .flat_map(|iface| iface.addrs.iter().copied())
+            .collect();
+        local_addrs.extend(self.snat_ip.filter(|ip| !local_addrs.contains(ip)));
+        NodeContext {
+            pod_cidrs: self.pod_cidrs.clone(),
+            local_addrs,
+            native_routing_cidr: self.native_routing_cidr,
+        }
+    }
+
     /// The egress routing to install: enabled, and an egress interface known.
     pub fn active_egress_routing(&self) -> Option<&EgressRouting> {
         self.egress_routing
@@ -188,6 +216,13 @@ pub struct Desired {
     pub config: Config,
     /// What the node adds.
     pub node: NodeSettings,
+}
+
+impl Desired {
+    /// The decision every datapath renders: the config and the node compiled once.
+    pub fn policy(&self) -> CompiledPolicy {
+        CompiledPolicy::compile(&self.config, &self.node.decision_context())
+    }
 }
 
 /// What one `sync` did.

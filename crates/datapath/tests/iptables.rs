@@ -7,7 +7,7 @@ mod ipt_support;
 use std::time::{Duration, Instant};
 
 use ipt_support::{config, desired, nets, RFC1918};
-use masq_datapath::ipt::{Backend, Family, Iptables, LockRetry};
+use masq_datapath::ipt::{Backend, Family, IptFamily, Iptables, LockRetry};
 use masq_datapath::{Datapath, Desired, PortRange};
 use masq_testbed::Netns;
 

@@ -177,12 +177,12 @@ impl AgentArgs {
     }
 }
 
-/// What `masq explain` knows of the node: the flags, plus `--node-ip` as its local addresses.
+/// What `masq explain` knows of the node: the flags, plus `--node-ip` as its local addresses
+/// (offline, nothing else says what they are).
 pub fn node_context(node: &NodeSettings, local_addrs: Vec<IpAddr>) -> NodeContext {
     NodeContext {
-        pod_cidrs: node.pod_cidrs.clone(),
         local_addrs,
-        native_routing_cidr: node.native_routing_cidr,
+        ..node.decision_context()
     }
 }
 

@@ -31,6 +31,7 @@
 //! }
 //! ```
 
+mod build;
 mod json;
 mod live;
 mod model;
@@ -47,8 +48,8 @@ use nftables::schema::NfListObject;
 
 pub use live::RuleCounter;
 pub use model::{
-    reason, Cond, Family, RuleSpec, Ruleset, SetSpec, Verdict, CHAIN, MARK_CHAIN, MARK_PRIORITY,
-    SRCNAT_PRIORITY,
+    reason, Cond, Family, NftFamily, RuleSpec, Ruleset, SetSpec, Verdict, CHAIN, MARK_CHAIN,
+    MARK_PRIORITY, SRCNAT_PRIORITY,
 };
 
 use crate::egress::{self, IpRules};
