@@ -1,4 +1,4 @@
-//! Every metric the agent exports, named and described in one place (SPEC section 6).
+//! Every metric the agent exports, named and described in one place (README: Observability).
 //!
 //! Datapath-specific series (eBPF counters) are added by the datapath through
 //! [`Metrics::registry_mut`] before the registry is shared.

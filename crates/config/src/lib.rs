@@ -1,4 +1,4 @@
-//! The ip-masq-agent ConfigMap (SPEC section 2): bytes in, a validated [`Config`] out.
+//! The ip-masq-agent ConfigMap (docs/config.md): bytes in, a validated [`Config`] out.
 //!
 //! The same file is read by kubernetes-sigs/ip-masq-agent, Cilium and masq, so every default and
 //! every parsing quirk here is a compatibility promise. [`load`] reads a path (a missing file means

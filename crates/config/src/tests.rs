@@ -1,4 +1,4 @@
-//! One test (at least) per row and per parsing rule of SPEC section 2, plus the compatibility
+//! One test (at least) per row and per parsing rule of docs/config.md, plus the compatibility
 //! cases of issue 2's "Done when".
 
 use std::time::Duration;
@@ -34,7 +34,7 @@ fn nets(list: &[&str]) -> Vec<IpNet> {
     list.iter().map(|s| s.parse().unwrap()).collect()
 }
 
-// === the table of SPEC section 2 ===
+// === the keys table of docs/config.md ===
 
 #[test]
 fn defaults_match_the_spec_table() {

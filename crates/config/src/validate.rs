@@ -106,7 +106,7 @@ pub(crate) fn config_from_document(
         .collect();
 
     // A null scalar keeps its default, as Go's encoding/json leaves the field untouched; a null
-    // list is empty, as Go sets the slice to nil (SPEC: `nonMasqueradeCIDRs:` means no CIDRs).
+    // list is empty, as Go sets the slice to nil (docs/config.md: `nonMasqueradeCIDRs:` means no CIDRs).
     let mut cidrs_written = None;
     if let Some(value) = keys.get(NON_MASQUERADE_CIDRS) {
         // Count what was written, good or bad, so the limit is reported with the other problems.

@@ -169,7 +169,7 @@ impl NodeSettings {
     }
 }
 
-/// Policy routing for masqueraded traffic (SPEC section 4, nodes with several interfaces).
+/// Policy routing for masqueraded traffic (nodes with several interfaces, docs/vpc-native.md).
 ///
 /// The first packet of a connection masq will masquerade gets `mark` in its packet and
 /// conntrack marks before the routing decision; later packets and replies get it back from

@@ -1,4 +1,4 @@
-//! The command line as typed (SPEC section 5). These clap structs hold only what the user wrote;
+//! The command line as typed (docs/cli.md). These clap structs hold only what the user wrote;
 //! [`crate::settings`] turns them into validated settings before anything runs, so a bad value
 //! is reported with the flag's name and exit code 1, never a panic.
 

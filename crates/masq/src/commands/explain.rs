@@ -1,5 +1,5 @@
 //! `masq explain [--src IP] DST...`: the decision for each destination and what decided it,
-//! as a table or (`-o json`) the array SPEC section 5 fixes.
+//! as a table or (`-o json`) the array docs/cli.md documents.
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -18,8 +18,8 @@ struct Explanation {
     source: Option<IpAddr>,
     #[serde(flatten)]
     verdict: Verdict,
-    /// With `--egress-interface`: where a masqueraded flow leaves (SPEC section 4). Absent
-    /// otherwise, so the SPEC's fields are unchanged.
+    /// With `--egress-interface`: where a masqueraded flow leaves (docs/vpc-native.md).
+    /// Absent otherwise, so the documented fields are unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     egress_interface: Option<String>,
 }
