@@ -6,7 +6,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use masq_decision::FamilyPolicy;
 
 use super::backend::Tool;
-use super::save::NatTable;
+use super::save::{self, NatTable};
 use super::{egress, render, Family, IptFamily, Iptables};
 use crate::names::IPT_EGRESS_CHAIN;
 use crate::{Desired, Error};
@@ -96,7 +96,7 @@ impl Iptables {
         let jump = render::jump_rule(chain);
         let spec = jump.strip_prefix("-A POSTROUTING ").unwrap_or(&jump);
         let mut args = vec!["-t", "nat", "-C", "POSTROUTING"];
-        let words = split_rule(spec);
+        let words = save::rule_words(spec);
         args.extend(words.iter().map(String::as_str));
         let wait = self.runner.wait_arg();
         args.push(&wait);
@@ -215,39 +215,4 @@ pub(super) fn fingerprint(rules: &[String]) -> u64 {
     let mut hasher = DefaultHasher::new();
     rules.hash(&mut hasher);
     hasher.finish()
-}
-
-/// Splits a rule into arguments, keeping a quoted comment as one argument without its quotes.
-fn split_rule(rule: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    for c in rule.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ' ' if !quoted => {
-                if !current.is_empty() {
-                    words.push(std::mem::take(&mut current));
-                }
-            }
-            _ => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        words.push(current);
-    }
-    words
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_rule_keeps_comments_whole() {
-        assert_eq!(
-            split_rule("-m comment --comment \"a b\" -j X"),
-            vec!["-m", "comment", "--comment", "a b", "-j", "X"]
-        );
-    }
 }

@@ -11,11 +11,13 @@
 //! against renderings with one exemption removed, from either chain, and expects a
 //! counterexample for each.
 
+#[path = "../decision_support/mod.rs"]
+mod decision_support;
 mod walk;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-use ipnet::IpNet;
+use decision_support::{cidrs, config, packet, v4, v4_cidr, v6};
 use masq_config::Config;
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::names::{IPT_CHAIN, IPT_EGRESS_CHAIN};
@@ -24,36 +26,6 @@ use masq_decision::{Action, NodeContext, Policy};
 use proptest::prelude::*;
 use proptest::test_runner::{TestError, TestRunner};
 use walk::{Packet, Rules};
-
-/// Addresses drawn from a small universe so CIDRs and packets collide often.
-fn v4() -> impl Strategy<Value = IpAddr> {
-    (0u8..4, 0u8..4, any::<u8>()).prop_map(|(a, b, c)| {
-        let first = [10, 169, 192, 203][a as usize];
-        let second = [0, 254, 168, 1][b as usize];
-        IpAddr::V4(Ipv4Addr::new(first, second, c % 4, c))
-    })
-}
-
-fn v6() -> impl Strategy<Value = IpAddr> {
-    (0u16..3, any::<u8>()).prop_map(|(a, c)| {
-        let first = [0xfd00, 0xfe80, 0x2001][a as usize];
-        let (group, last) = (u16::from(c % 4), u16::from(c));
-        IpAddr::V6(Ipv6Addr::new(first, 0, 0, group, 0, 0, 0, last))
-    })
-}
-
-fn net(addr: IpAddr, len: u8) -> IpNet {
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    IpNet::new(addr, len.min(max)).unwrap().trunc()
-}
-
-fn cidrs() -> impl Strategy<Value = Vec<IpNet>> {
-    let len = prop::sample::select(vec![8u8, 16, 24, 30, 32, 64, 128]);
-    prop::collection::vec(
-        (prop_oneof![v4(), v6()], len).prop_map(|(a, l)| net(a, l)),
-        0..6,
-    )
-}
 
 /// One config, node and packet.
 #[derive(Clone, Debug)]
@@ -68,22 +40,6 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let config = (cidrs(), cidrs(), any::<bool>(), any::<bool>()).prop_map(
-        |(
-            non_masquerade_cidrs,
-            non_masquerade_src_cidrs,
-            masq_link_local,
-            masq_link_local_ipv6,
-        )| {
-            Config {
-                non_masquerade_cidrs,
-                non_masquerade_src_cidrs,
-                masq_link_local,
-                masq_link_local_ipv6,
-                ..Config::default()
-            }
-        },
-    );
     let ports = prop_oneof![
         Just(None),
         Just(Some(vec![PortRange {
@@ -103,7 +59,7 @@ fn case() -> impl Strategy<Value = Case> {
     ];
     let node = (
         cidrs(),
-        prop::option::of((v4(), 8u8..32).prop_map(|(a, l)| net(a, l))),
+        prop::option::of(v4_cidr()),
         prop::option::of(prop_oneof![v4(), v6()]),
         any::<bool>(),
     )
@@ -123,38 +79,22 @@ fn case() -> impl Strategy<Value = Case> {
                 ..NodeSettings::default()
             },
         );
-    let packet = (
-        any::<bool>(),
-        (v4(), v4(), v6(), v6()),
-        prop::sample::select(vec!["tcp", "udp", "icmp"]),
-    )
-        .prop_map(|(ipv6, (s4, d4, s6, d6), protocol)| {
-            let (src, dst) = if ipv6 { (s6, d6) } else { (s4, d4) };
-            (src, dst, protocol)
-        });
     (
-        config,
+        config(),
         node,
         ports,
-        prop::collection::vec(prop_oneof![v4(), v6()], 0..3),
-        packet,
-        // A quarter of the packets go to an address of the node.
-        prop::bool::weighted(0.25),
+        packet(),
+        prop::sample::select(vec!["tcp", "udp", "icmp"]),
     )
         .prop_map(
-            |(config, node, port_ranges, mut local, (src, dst, protocol), to_node)| {
-                if to_node {
-                    local.push(dst);
-                }
-                Case {
-                    config,
-                    node,
-                    port_ranges,
-                    local,
-                    src,
-                    dst,
-                    protocol,
-                }
+            |(config, node, port_ranges, (src, dst, local), protocol)| Case {
+                config,
+                node,
+                port_ranges,
+                local,
+                src,
+                dst,
+                protocol,
             },
         )
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use masq_datapath::ipt::save::rule_words;
 use masq_datapath::Family;
 
 /// One packet opening a connection.
@@ -213,7 +214,7 @@ fn matches(m: &Match, packet: &Packet) -> Option<bool> {
 }
 
 fn parse_rule(spec: &str, line: &str) -> Rule {
-    let words = split_words(spec);
+    let words = rule_words(spec);
     let mut matches = Vec::new();
     let mut target = None;
     let mut negate = false;
@@ -311,26 +312,4 @@ fn mark(text: &str, line: &str) -> (u32, u32) {
         .split_once('/')
         .unwrap_or_else(|| panic!("{line}: mark {text:?} is not VALUE/MASK"));
     (hex(value), hex(mask))
-}
-
-/// Words of a rule; a double-quoted comment is one word.
-fn split_words(rule: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    for c in rule.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ' ' if !quoted => {
-                if !current.is_empty() {
-                    words.push(std::mem::take(&mut current));
-                }
-            }
-            _ => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        words.push(current);
-    }
-    words
 }
