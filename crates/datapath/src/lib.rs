@@ -47,6 +47,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Why this datapath cannot install `config` yet, if it cannot: one line for the log and
+    /// `masq status`. The agent treats it as an invalid config, so the last good one stays
+    /// installed rather than a part of the policy going missing.
+    pub fn refuses(self, config: &Config) -> Option<String> {
+        match self {
+            // Until the programs carry the verdict in their LPM trie (issue 18).
+            Kind::Ebpf if !config.masquerade_cidrs.is_empty() => Some(
+                "masqueradeCIDRs: the ebpf datapath does not support it yet; run the agent with \
+                 --datapath nftables or iptables"
+                    .to_string(),
+            ),
+            Kind::Ebpf | Kind::Nftables | Kind::Iptables => None,
+        }
+    }
+
     /// The name used on the command line and in status output.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -38,6 +38,7 @@ fn desired(topology: &VpcTopology) -> Desired {
             resync_interval: Duration::from_secs(60),
             cidr_limit: 16384,
             non_masquerade_src_cidrs: Vec::new(),
+            masquerade_cidrs: Vec::new(),
         },
         node: NodeSettings {
             pod_cidrs: vec![vpc_addr::POD_CIDR.parse().unwrap()],

@@ -55,6 +55,7 @@ fn reason_of(comment: &str) -> Reason {
         c if c == reason::LINK_LOCAL => Reason::LinkLocal,
         c if c == reason::NON_MASQUERADE_CIDR => Reason::NonMasqueradeCidr,
         c if c == reason::LOCAL => Reason::Local,
+        c if c == reason::MASQUERADE_CIDR => Reason::MasqueradeCidr,
         c if c == reason::MASQUERADE => Reason::Default,
         other => panic!("rule with unknown comment {other:?}"),
     }
@@ -67,21 +68,32 @@ enum Drop {
     Step(&'static str),
     /// The first element of the IPv4 `nonMasqueradeCIDRs` set.
     OneDestination,
+    /// Every element of the sets of destinations `masqueradeCIDRs` decide.
+    ForcedSets,
 }
 
 impl Drop {
-    const ALL: [Drop; 6] = [
+    const ALL: [Drop; 8] = [
         Drop::Step(reason::NON_MASQUERADE_SRC),
         Drop::Step(reason::NOT_A_POD),
         Drop::Step(reason::LINK_LOCAL),
         Drop::Step(reason::NON_MASQUERADE_CIDR),
         Drop::Step(reason::LOCAL),
+        Drop::Step(reason::MASQUERADE_CIDR),
         Drop::OneDestination,
+        Drop::ForcedSets,
     ];
 
     fn apply(self, ruleset: &mut Ruleset) {
         match self {
             Drop::Step(comment) => ruleset.rules.retain(|rule| rule.comment != comment),
+            Drop::ForcedSets => {
+                for set in &mut ruleset.sets {
+                    if set.name.starts_with("masq-dst-") {
+                        set.elements.clear();
+                    }
+                }
+            }
             Drop::OneDestination => {
                 if let Some(set) = ruleset.sets.iter_mut().find(|s| s.name == "nonmasq-dst-v4") {
                     if !set.elements.is_empty() {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use masq_config::Config;
 
-use crate::{Family, NodeContext, Reason};
+use crate::{Action, Family, NodeContext, Reason};
 
 /// The decision for one config and one node, ready to render: one [`FamilyPolicy`] per family.
 ///
@@ -40,8 +40,9 @@ impl CompiledPolicy {
 }
 
 /// The decision for packets of one family: the exemptions in the order they are tried (see
-/// [`FamilyPolicy::exemptions`]); a packet no exemption keeps is masqueraded (reason
-/// `default`).
+/// [`FamilyPolicy::exemptions`]); a packet no exemption keeps is masqueraded, with the reason
+/// `masquerade-cidr` when a `masqueradeCIDRs` entry is its longest destination match
+/// ([`Destinations::masquerade`]), else `default`.
 ///
 /// Every CIDR list holds only this family's entries, host bits cleared.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +55,8 @@ pub struct FamilyPolicy {
     pub pods: Pods,
     /// Step 4, `link-local`: the link-local range and whether it is kept.
     pub link_local: LinkLocal,
-    /// Step 5, `non-masquerade-cidr`: destinations that keep the pod address.
+    /// Step 5, `non-masquerade-cidr`: destinations that keep the pod address, and the
+    /// `masqueradeCIDRs` that override them; the longest matching prefix decides.
     pub destinations: Destinations,
     /// Step 6, `local`: the node's own addresses of this family. Also what "not a pod" means
     /// without pod CIDRs ([`Pods::AllButTheNode`]). The netfilter datapaths ask the kernel
@@ -71,9 +73,10 @@ pub enum Exemption<'a> {
     Sources(&'a Cidrs),
     /// The source is not a pod.
     NotAPod(&'a Pods),
-    /// The destination is link-local and the flag keeps it (see [`LinkLocal::exempt`]).
+    /// The destination is link-local and the flag keeps it (see [`LinkLocal::exempt`]), unless
+    /// a `masqueradeCIDRs` entry decides it ([`Destinations::masqueraded`]).
     LinkLocal(&'a LinkLocal),
-    /// The destination is in these CIDRs.
+    /// The destination's longest match among these CIDRs is one that keeps.
     Destinations(&'a Destinations),
     /// The destination is one of the node's addresses.
     Local(&'a [IpAddr]),
@@ -113,15 +116,7 @@ impl FamilyPolicy {
                 range: family.link_local(),
                 exempt,
             },
-            destinations: Destinations {
-                keep: Cidrs::of(
-                    family,
-                    config
-                        .non_masquerade_cidrs
-                        .iter()
-                        .chain(node.native_routing_cidr.as_ref()),
-                ),
-            },
+            destinations: Destinations::compile(family, config, node),
             local_addrs: node
                 .local_addrs
                 .iter()
@@ -142,6 +137,26 @@ impl FamilyPolicy {
             Exemption::Destinations(&self.destinations),
             Exemption::Local(&self.local_addrs),
         ]
+    }
+
+    /// Steps 4 and 5 as one longest-prefix table, each prefix with the action it decides: the
+    /// link-local range as a prefix that keeps (when exempt and no `masqueradeCIDRs` entry
+    /// holds the whole range), then [`Destinations::longest_prefix_entries`]. An LPM trie of
+    /// these gives steps 4 and 5 their action in one lookup; a destination it does not match
+    /// goes on to step 6.
+    pub fn destination_entries(&self) -> Vec<(IpNet, Action)> {
+        let range = self.link_local.range;
+        let overridden = self
+            .destinations
+            .masquerade
+            .as_written()
+            .iter()
+            .any(|f| f.contains(&range));
+        let mut entries = self.destinations.longest_prefix_entries();
+        if self.link_local.exempt && !overridden && !entries.iter().any(|(n, _)| *n == range) {
+            entries.push((range, Action::Keep));
+        }
+        entries
     }
 }
 
@@ -205,17 +220,92 @@ pub struct LinkLocal {
     pub exempt: bool,
 }
 
-/// The destinations of step 5.
+/// The destinations of step 5: the prefixes that keep and those that masquerade; the longest
+/// one matching a destination decides. A `masqueradeCIDRs` entry inside a
+/// `nonMasqueradeCIDRs` range masquerades its part of it, and a longer keeping entry inside
+/// that keeps again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Destinations {
-    /// `nonMasqueradeCIDRs` of this family, then `--native-routing-cidr`.
+    /// `nonMasqueradeCIDRs` of this family, then `--native-routing-cidr`. A default entry
+    /// equal to a `masqueradeCIDRs` entry is left out: the operator's entry wins (the same
+    /// prefix written in both lists is a config error).
     pub keep: Cidrs,
+    /// `masqueradeCIDRs` of this family, without the entries inside `--native-routing-cidr`,
+    /// which no config can take back from the pods.
+    pub masquerade: Cidrs,
+    kept: Vec<IpNet>,
+    masqueraded: Vec<IpNet>,
 }
 
 impl Destinations {
+    fn compile(family: Family, config: &Config, node: &NodeContext) -> Destinations {
+        let native = node
+            .native_routing_cidr
+            .filter(|n| family.holds_net(n))
+            .map(|n| n.trunc());
+        let masquerade = Cidrs::of(
+            family,
+            config
+                .masquerade_cidrs
+                .iter()
+                .filter(|f| !native.is_some_and(|n| n.contains(*f))),
+        );
+        let forced = masquerade.as_written();
+        let keep = Cidrs::of(
+            family,
+            config
+                .non_masquerade_cidrs
+                .iter()
+                .filter(|k| !forced.contains(&k.trunc()))
+                .chain(native.as_ref()),
+        );
+        let mut destinations = Destinations {
+            keep,
+            masquerade,
+            kept: Vec::new(),
+            masqueraded: Vec::new(),
+        };
+        if destinations.masquerade.is_empty() {
+            destinations.kept = destinations.keep.collapsed().to_vec();
+        } else {
+            let entries = destinations.longest_prefix_entries();
+            destinations.kept = crate::lpm::winning(&entries, Action::Keep);
+            destinations.masqueraded = crate::lpm::winning(&entries, Action::Masquerade);
+        }
+        destinations
+    }
+
+    /// Every distinct prefix of both lists with the action it decides, sorted: the entries of
+    /// an LPM trie whose value carries the verdict.
+    pub fn longest_prefix_entries(&self) -> Vec<(IpNet, Action)> {
+        let mut entries: Vec<(IpNet, Action)> = self
+            .keep
+            .as_written()
+            .iter()
+            .map(|n| (*n, Action::Keep))
+            .chain(
+                self.masquerade
+                    .as_written()
+                    .iter()
+                    .map(|n| (*n, Action::Masquerade)),
+            )
+            .collect();
+        entries.sort_by_key(|(net, _)| *net);
+        entries.dedup_by_key(|(net, _)| *net);
+        entries
+    }
+
     /// The addresses step 5 keeps, as the fewest non-overlapping CIDRs, sorted: the elements of
     /// an interval set.
     pub fn kept(&self) -> &[IpNet] {
-        self.keep.collapsed()
+        &self.kept
+    }
+
+    /// The addresses whose longest match is a `masqueradeCIDRs` entry, as the fewest
+    /// non-overlapping CIDRs, sorted. They skip step 4 and keep no pod address at step 5; they
+    /// are masqueraded with the reason `masquerade-cidr` unless step 6 keeps them (a node
+    /// address is never translated).
+    pub fn masqueraded(&self) -> &[IpNet] {
+        &self.masqueraded
     }
 }

@@ -51,6 +51,7 @@
 
 mod compiled;
 mod family;
+mod lpm;
 mod merge;
 mod policy;
 mod table;
@@ -97,18 +98,21 @@ pub enum Reason {
     NonMasqueradeCidr,
     /// Destination is an address of the node.
     Local,
+    /// Nothing exempted it, and its longest destination match is in `masqueradeCIDRs`.
+    MasqueradeCidr,
     /// Nothing exempted it.
     Default,
 }
 
 impl Reason {
     /// Every reason, in decision order.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::NonMasqueradeSrc,
         Reason::NotAPod,
         Reason::LinkLocal,
         Reason::NonMasqueradeCidr,
         Reason::Local,
+        Reason::MasqueradeCidr,
         Reason::Default,
     ];
 
@@ -120,6 +124,7 @@ impl Reason {
             Reason::LinkLocal => "link-local",
             Reason::NonMasqueradeCidr => "non-masquerade-cidr",
             Reason::Local => "local",
+            Reason::MasqueradeCidr => "masquerade-cidr",
             Reason::Default => "default",
         }
     }

@@ -18,7 +18,9 @@ pub struct Policy {
     /// The tables span both families: a source is looked up in its own family's entries.
     sources: CidrTable,
     pods: CidrTable,
-    destinations: CidrTable,
+    /// Destinations that keep, and those forced to masquerade: the longer match decides.
+    keep: CidrTable,
+    forced: CidrTable,
     local_addrs: HashSet<IpAddr>,
 }
 
@@ -39,8 +41,10 @@ impl Policy {
         Policy {
             sources: CidrTable::new(both.iter().flat_map(|f| f.source_exemptions.as_written())),
             pods: CidrTable::new(pods),
-            destinations: CidrTable::new(
-                both.iter().flat_map(|f| f.destinations.keep.as_written()),
+            keep: CidrTable::new(both.iter().flat_map(|f| f.destinations.keep.as_written())),
+            forced: CidrTable::new(
+                both.iter()
+                    .flat_map(|f| f.destinations.masquerade.as_written()),
             ),
             local_addrs: both
                 .iter()
@@ -77,9 +81,13 @@ impl Policy {
                     .then_some(Some(IpNet::from(src))),
                 (Exemption::Sources(_) | Exemption::NotAPod(_), None) => None,
                 (Exemption::LinkLocal(link_local), _) => (link_local.exempt
-                    && link_local.range.contains(&dst))
+                    && link_local.range.contains(&dst)
+                    && self.forced_match(dst).is_none())
                 .then_some(Some(link_local.range)),
-                (Exemption::Destinations(_), _) => self.destinations.longest_match(dst).map(Some),
+                (Exemption::Destinations(_), _) => match self.forced_match(dst) {
+                    Some(_) => None,
+                    None => self.keep.longest_match(dst).map(Some),
+                },
                 (Exemption::Local(_), _) => self
                     .local_addrs
                     .contains(&dst)
@@ -93,10 +101,21 @@ impl Policy {
                 };
             }
         }
+        let forced = self.forced_match(dst);
         Verdict {
             action: Action::Masquerade,
-            reason: Reason::Default,
-            matched: None,
+            reason: forced.map_or(Reason::Default, |_| Reason::MasqueradeCidr),
+            matched: forced,
+        }
+    }
+
+    /// The `masqueradeCIDRs` entry that decides `dst`: the longest one holding it, when no
+    /// keeping entry holding it is longer.
+    fn forced_match(&self, dst: IpAddr) -> Option<IpNet> {
+        let forced = self.forced.longest_match(dst)?;
+        match self.keep.longest_match(dst) {
+            Some(keep) if keep.prefix_len() > forced.prefix_len() => None,
+            _ => Some(forced),
         }
     }
 }

@@ -5,16 +5,17 @@
 //! 1. a packet of a connection marked earlier (a later packet or a reply) gets the mark back;
 //! 2. anything but the first packet of a connection leaves the chain;
 //! 3. the exemptions of the nat chain (sources, link-local, non-masquerade CIDRs) and local
-//!    destinations (the nat chain's jump skips those) leave the chain;
+//!    destinations (the nat chain's jump skips those) leave the chain; `masqueradeCIDRs`
+//!    ranges are marked in the nat chain's order, after the local destinations;
 //! 4. what is left, from a pod (each `--pod-cidr`, or any source), is marked, packet and
 //!    connection.
 //!
 //! `PREROUTING` of `mangle` jumps to it once. The chain is masq's own (no upstream layout to
 //! keep), so it is replaced whole in one `iptables-restore --noflush` commit like the nat chain.
 
-use masq_decision::{Exemption, FamilyPolicy, Pods};
+use masq_decision::{Action, Exemption, FamilyPolicy, Pods};
 
-use super::render;
+use super::{forced, render};
 use crate::names::IPT_EGRESS_CHAIN;
 use crate::Desired;
 
@@ -39,6 +40,8 @@ pub fn chain_rules(desired: &Desired, policy: &FamilyPolicy) -> Vec<String> {
         ),
         rule(" -m conntrack ! --ctstate NEW", "RETURN"),
     ];
+    let local = || rule(" -m addrtype --dst-type LOCAL", "RETURN");
+    let ordered = forced::order(&policy.destinations);
     let mut pods = vec![String::new()];
     for exemption in policy.exemptions() {
         match exemption {
@@ -56,18 +59,42 @@ pub fn chain_rules(desired: &Desired, policy: &FamilyPolicy) -> Vec<String> {
                     .collect();
             }
             Exemption::NotAPod(Pods::AllButTheNode) => {}
+            // As in the nat chain, forced ranges and the exempt entries inside them first,
+            // longest first (see `forced`); a forced range is marked and goes on, the mark
+            // stays whatever RETURN follows. Local destinations must leave before: the nat
+            // chain never sees them.
             Exemption::LinkLocal(link_local) => {
+                if !ordered.first.is_empty() {
+                    rules.push(local());
+                }
+                for (dst, action) in &ordered.first {
+                    match action {
+                        Action::Keep => rules.push(rule(&format!(" -d {dst}"), "RETURN")),
+                        Action::Masquerade => {
+                            for source in &pods {
+                                let matches = format!("{source} -d {dst}");
+                                rules.push(rule(&matches, &format!("MARK --set-xmark {mark}")));
+                                let target = format!("CONNMARK --set-xmark {mark}");
+                                rules.push(rule(&matches, &target));
+                            }
+                        }
+                    }
+                }
                 if link_local.exempt {
                     rules.push(rule(&format!(" -d {}", link_local.range), "RETURN"));
                 }
             }
-            Exemption::Destinations(destinations) => {
-                for dst in destinations.keep.as_written() {
+            Exemption::Destinations(_) => {
+                for dst in &ordered.rest {
                     rules.push(rule(&format!(" -d {dst}"), "RETURN"));
                 }
             }
             // The nat chain's jump skips local destinations; here a rule does.
-            Exemption::Local(_) => rules.push(rule(" -m addrtype --dst-type LOCAL", "RETURN")),
+            Exemption::Local(_) => {
+                if ordered.first.is_empty() {
+                    rules.push(local());
+                }
+            }
         }
     }
     for source in pods {
@@ -107,6 +134,7 @@ mod tests {
                 resync_interval: std::time::Duration::from_secs(60),
                 cidr_limit: 16384,
                 non_masquerade_src_cidrs: Vec::new(),
+                masquerade_cidrs: Vec::new(),
             },
             node: NodeSettings {
                 pod_cidrs: pod_cidrs.iter().map(|c| c.parse().unwrap()).collect(),

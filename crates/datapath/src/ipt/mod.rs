@@ -17,6 +17,7 @@ pub mod backend;
 mod chains;
 pub mod egress;
 pub mod exec;
+mod forced;
 mod leftover;
 pub mod render;
 pub mod save;

@@ -9,10 +9,11 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use masq_decision::{Exemption, FamilyPolicy, Pods};
+use masq_decision::{Action, Exemption, FamilyPolicy, Pods};
 
 pub use masq_decision::Family;
 
+use super::forced;
 use super::save::NatTable;
 use crate::{Desired, PortRange};
 
@@ -25,6 +26,13 @@ pub const MASQ_COMMENT: &str =
 /// `snatTarget` wording).
 pub const SNAT_COMMENT: &str =
     "ip-masq-agent: outbound traffic is subject to SNAT (must be last in chain)";
+/// Comment of the rules that masquerade a `masqueradeCIDRs` range (masq's own, in upstream's
+/// style; upstream has no such key).
+pub const FORCED_MASQ_COMMENT: &str =
+    "ip-masq-agent: traffic to masqueradeCIDRs is subject to MASQUERADE";
+/// The same with `--snat-ip`.
+pub const FORCED_SNAT_COMMENT: &str =
+    "ip-masq-agent: traffic to masqueradeCIDRs is subject to SNAT";
 /// Comment of a `nonMasqueradeSrcCIDRs` exemption (masq's own, upstream has no such key).
 pub const SRC_EXEMPT_COMMENT: &str =
     "ip-masq-agent: traffic from this source is not subject to MASQUERADE";
@@ -92,15 +100,25 @@ pub fn chain_rules(
             // A source outside the pod CIDRs matches none of the translation rules (each
             // names a pod CIDR) and falls off the end of the chain.
             Exemption::NotAPod(_) => {}
+            // Forced ranges come before every destination RETURN, link-local included (see
+            // `forced`).
             Exemption::LinkLocal(link_local) => {
+                for (dst, action) in forced::order(&policy.destinations).first {
+                    match action {
+                        Action::Keep => rules.push(destination_exemption(chain, &dst)),
+                        Action::Masquerade => {
+                            rules.extend(translation_rules(desired, policy, options, Some(dst)))
+                        }
+                    }
+                }
                 if link_local.exempt {
                     rules.push(destination_exemption(chain, &link_local.range));
                 }
             }
             // Upstream writes one rule per entry as listed, duplicates included.
             Exemption::Destinations(destinations) => {
-                for dst in destinations.keep.as_written() {
-                    rules.push(destination_exemption(chain, dst));
+                for dst in forced::order(destinations).rest {
+                    rules.push(destination_exemption(chain, &dst));
                 }
             }
             // The POSTROUTING jump (`addrtype ! --dst-type LOCAL`) never enters the chain for
@@ -108,7 +126,7 @@ pub fn chain_rules(
             Exemption::Local(_) => {}
         }
     }
-    rules.extend(translation_rules(desired, policy, options));
+    rules.extend(translation_rules(desired, policy, options, None));
     rules
 }
 
@@ -118,11 +136,13 @@ fn destination_exemption(chain: &str, dst: &IpNet) -> String {
 
 /// The final rules: the per-protocol port-range split (if any), then the catch-all, once per pod
 /// CIDR of this family when `--pod-cidr` is given (a source outside them falls off the end of the
-/// chain and keeps its address).
+/// chain and keeps its address). With `forced`, the same rules for that `masqueradeCIDRs`
+/// range only.
 fn translation_rules(
     desired: &Desired,
     policy: &FamilyPolicy,
     options: &RenderOptions,
+    forced: Option<IpNet>,
 ) -> Vec<String> {
     let chain = &desired.node.iptables_chain;
     let node = &desired.node;
@@ -136,10 +156,20 @@ fn translation_rules(
         None => node.port_range.into_iter().collect(),
     };
     let total: u32 = ranges.iter().map(range_size).sum();
+    let comment = |snat_ip: Option<IpAddr>| match (forced, snat_ip) {
+        (None, None) => MASQ_COMMENT,
+        (None, Some(_)) => SNAT_COMMENT,
+        (Some(_), None) => FORCED_MASQ_COMMENT,
+        (Some(_), Some(_)) => FORCED_SNAT_COMMENT,
+    };
 
     let mut rules = Vec::new();
     for source in sources {
-        let source_match = source.map(|s| format!(" -s {s}")).unwrap_or_default();
+        // `iptables-save` prints the source, then the destination.
+        let mut source_match = source.map(|s| format!(" -s {s}")).unwrap_or_default();
+        if let Some(dst) = forced {
+            source_match.push_str(&format!(" -d {dst}"));
+        }
         if !ranges.is_empty() {
             for protocol in PORT_PROTOCOLS {
                 let mut remaining = total;
@@ -171,14 +201,6 @@ fn translation_rules(
         ));
     }
     rules
-}
-
-fn comment(snat_ip: Option<IpAddr>) -> &'static str {
-    if snat_ip.is_some() {
-        SNAT_COMMENT
-    } else {
-        MASQ_COMMENT
-    }
 }
 
 fn target(snat_ip: Option<IpAddr>, ports: Option<PortRange>, random_fully: bool) -> String {

@@ -23,6 +23,12 @@ impl Ruleset {
         };
         let mut sets = Vec::new();
         let mut rules = Vec::new();
+        // With `masqueradeCIDRs`, every family gets a set of the destinations they decide
+        // (empty for a family without any); without, the ruleset is what it always was.
+        let forced = families
+            .iter()
+            .any(|f| !f.destinations.masquerade.is_empty());
+        let forced_set = |family: Family| set_name("masq-dst", family);
 
         // Step by step, and within a step one rule per family: steps 2 to 6.
         let steps: Vec<_> = families.iter().map(|f| f.exemptions()).collect();
@@ -65,24 +71,35 @@ impl Ruleset {
                     Exemption::NotAPod(Pods::AllButTheNode) => {}
                     Exemption::LinkLocal(link_local) => {
                         if link_local.exempt {
-                            rules.push(rule(
-                                vec![Cond::DaddrIn(link_local.range)],
-                                Verdict::Return,
-                                comment,
-                            ));
+                            let mut conds = vec![Cond::DaddrIn(link_local.range)];
+                            // A forced entry deciding the destination overrides link-local.
+                            if forced {
+                                conds.push(Cond::DaddrInSet {
+                                    family,
+                                    set: forced_set(family),
+                                    negate: true,
+                                });
+                            }
+                            rules.push(rule(conds, Verdict::Return, comment));
                         }
                     }
+                    // The sets hold the outcome of the longest match across both lists: where
+                    // a keeping prefix wins, and where a forced one does.
                     Exemption::Destinations(destinations) => {
                         let set = set_spec("nonmasq-dst", family, destinations.kept());
                         rules.push(rule(
                             vec![Cond::DaddrInSet {
                                 family,
                                 set: set.name.clone(),
+                                negate: false,
                             }],
                             Verdict::Return,
                             comment,
                         ));
                         sets.push(set);
+                        if forced {
+                            sets.push(set_spec("masq-dst", family, destinations.masqueraded()));
+                        }
                     }
                     // `fib daddr type local` answers for both families: one rule.
                     Exemption::Local(_) if index == 0 => {
@@ -117,27 +134,40 @@ impl Ruleset {
             }
         }
         // Step 7, per family: the SNAT address (if any) belongs to one family only, and the
-        // other family still masquerades.
+        // other family still masquerades. The forced destinations first, to count them apart.
         for family in families.iter().map(|f| f.family) {
             let snat_ip = node.snat_ip.filter(|ip| family.holds_addr(ip));
             let translate = |ports| match snat_ip {
                 Some(addr) => Verdict::Snat { addr, ports },
                 None => Verdict::Masquerade { ports },
             };
-            if let Some(ports) = node.port_range {
-                // nft accepts a port range only after a transport protocol match; ICMP and
-                // the rest fall through to the rule below.
-                rules.push(rule(
-                    vec![Cond::Nfproto(family), Cond::TcpOrUdp],
-                    translate(Some(ports)),
-                    reason::MASQUERADE,
-                ));
+            // `ip daddr @set` implies the family (nft lists the rule without `meta nfproto`).
+            let mut kinds = vec![(Cond::Nfproto(family), reason::MASQUERADE)];
+            if forced {
+                let to_forced = Cond::DaddrInSet {
+                    family,
+                    set: forced_set(family),
+                    negate: false,
+                };
+                kinds.insert(0, (to_forced, reason::MASQUERADE_CIDR));
             }
-            rules.push(rule(
-                vec![Cond::Nfproto(family)],
-                translate(None),
-                reason::MASQUERADE,
-            ));
+            for (destination, comment) in kinds {
+                let conds = |more: &[Cond]| {
+                    let mut conds = vec![destination.clone()];
+                    conds.extend_from_slice(more);
+                    conds
+                };
+                if let Some(ports) = node.port_range {
+                    // nft accepts a port range only after a transport protocol match; ICMP
+                    // and the rest fall through to the rule below.
+                    rules.push(rule(
+                        conds(&[Cond::TcpOrUdp]),
+                        translate(Some(ports)),
+                        comment,
+                    ));
+                }
+                rules.push(rule(conds(&[]), translate(None), comment));
+            }
         }
         Ruleset {
             sets,
@@ -150,10 +180,14 @@ impl Ruleset {
 /// A set of one family, named `PREFIX-v4` or `PREFIX-v6`, holding non-overlapping prefixes.
 fn set_spec(prefix: &str, family: Family, collapsed: &[ipnet::IpNet]) -> SetSpec {
     SetSpec {
-        name: format!("{prefix}-{}", family.suffix()),
+        name: set_name(prefix, family),
         family,
         elements: collapsed.to_vec(),
     }
+}
+
+fn set_name(prefix: &str, family: Family) -> String {
+    format!("{prefix}-{}", family.suffix())
 }
 
 #[cfg(test)]
@@ -175,6 +209,7 @@ mod tests {
                 resync_interval: Duration::from_secs(60),
                 cidr_limit: 16384,
                 non_masquerade_src_cidrs: vec!["10.244.1.9/32".parse().unwrap()],
+                masquerade_cidrs: Vec::new(),
             },
             node,
         }

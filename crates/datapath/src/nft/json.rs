@@ -187,8 +187,13 @@ fn cond(cond: &Cond) -> Statement<'static> {
             let op = if *negate { Operator::NEQ } else { Operator::EQ };
             matches(payload(*family, "saddr"), op, set_ref(set))
         }
-        Cond::DaddrInSet { family, set } => {
-            matches(payload(*family, "daddr"), Operator::EQ, set_ref(set))
+        Cond::DaddrInSet {
+            family,
+            set,
+            negate,
+        } => {
+            let op = if *negate { Operator::NEQ } else { Operator::EQ };
+            matches(payload(*family, "daddr"), op, set_ref(set))
         }
         Cond::DaddrIn(net) => {
             let family = Family::of_net(net);

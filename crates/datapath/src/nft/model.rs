@@ -42,6 +42,8 @@ pub mod reason {
     pub const NON_MASQUERADE_CIDR: &str = Reason::NonMasqueradeCidr.as_str();
     /// Destination is an address of the node.
     pub const LOCAL: &str = Reason::Local.as_str();
+    /// The destination's longest match is a `masqueradeCIDRs` entry: translated.
+    pub const MASQUERADE_CIDR: &str = Reason::MasqueradeCidr.as_str();
     /// Nothing exempted the packet: it is translated (labelled by the action; `masq explain`
     /// names the reason `default`).
     pub const MASQUERADE: &str = Action::Masquerade.as_str();
@@ -110,12 +112,14 @@ pub enum Cond {
         /// Match sources outside the set instead.
         negate: bool,
     },
-    /// `ip daddr @set`.
+    /// `ip daddr @set`, or `ip daddr != @set` when `negate`.
     DaddrInSet {
         /// Address family of the match.
         family: Family,
         /// Set name.
         set: String,
+        /// Match destinations outside the set instead.
+        negate: bool,
     },
     /// `ip daddr 169.254.0.0/16`.
     DaddrIn(IpNet),
@@ -199,7 +203,11 @@ impl Ruleset {
                 set,
                 negate,
             } => *f == family && in_set(set, src) != *negate,
-            Cond::DaddrInSet { family: f, set } => *f == family && in_set(set, dst),
+            Cond::DaddrInSet {
+                family: f,
+                set,
+                negate,
+            } => *f == family && in_set(set, dst) != *negate,
             Cond::DaddrIn(net) => net.contains(&dst),
             Cond::DaddrLocal => local.contains(&dst),
             Cond::Nfproto(f) => *f == family,

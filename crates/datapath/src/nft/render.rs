@@ -58,7 +58,14 @@ fn cond_text(cond: &Cond) -> String {
             let op = if *negate { "!= " } else { "" };
             format!("{} saddr {op}@{set}", family.payload())
         }
-        Cond::DaddrInSet { family, set } => format!("{} daddr @{set}", family.payload()),
+        Cond::DaddrInSet {
+            family,
+            set,
+            negate,
+        } => {
+            let op = if *negate { "!= " } else { "" };
+            format!("{} daddr {op}@{set}", family.payload())
+        }
         Cond::DaddrIn(net) => {
             let family = Family::of_net(net);
             format!("{} daddr {net}", family.payload())

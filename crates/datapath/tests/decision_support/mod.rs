@@ -46,18 +46,29 @@ pub fn v4_cidr() -> impl Strategy<Value = IpNet> {
     (v4(), 8u8..32).prop_map(|(a, l)| net(a, l))
 }
 
-/// A config with random CIDR lists and link-local flags, every other key at its default.
+/// A config with random CIDR lists and link-local flags, every other key at its default. Half
+/// of the configs force ranges, some of them random and some inside an exempt entry (or
+/// link-local), so a longer forced prefix and a yet longer exempt one are common.
 pub fn config() -> impl Strategy<Value = Config> {
-    (cidrs(), cidrs(), any::<bool>(), any::<bool>()).prop_map(
-        |(
-            non_masquerade_cidrs,
-            non_masquerade_src_cidrs,
-            masq_link_local,
-            masq_link_local_ipv6,
-        )| {
+    let inner = prop::collection::vec((prop_oneof![v4(), v6()], 4u8..=16), 0..4);
+    let forced = prop_oneof![Just((Vec::new(), Vec::new())), (cidrs(), inner)];
+    (cidrs(), cidrs(), forced, any::<bool>(), any::<bool>()).prop_map(
+        |(keep, sources, (mut forced, inner), masq_link_local, masq_link_local_ipv6)| {
+            let link_local: [IpNet; 2] =
+                ["169.254.0.0/16", "fe80::/10"].map(|n| n.parse().unwrap());
+            for (addr, longer) in inner {
+                let around = keep
+                    .iter()
+                    .chain(&link_local)
+                    .find(|k| k.contains(&addr) && k.prefix_len() + longer <= k.max_prefix_len());
+                if let Some(outer) = around {
+                    forced.push(net(addr, outer.prefix_len() + longer));
+                }
+            }
             Config {
-                non_masquerade_cidrs,
-                non_masquerade_src_cidrs,
+                non_masquerade_cidrs: keep,
+                non_masquerade_src_cidrs: sources,
+                masquerade_cidrs: forced,
                 masq_link_local,
                 masq_link_local_ipv6,
                 ..Config::default()

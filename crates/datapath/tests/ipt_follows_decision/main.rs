@@ -19,6 +19,7 @@ use std::net::IpAddr;
 
 use decision_support::{cidrs, config, packet, v4, v4_cidr, v6};
 use masq_config::Config;
+use masq_datapath::ipt::render::{FORCED_MASQ_COMMENT, FORCED_SNAT_COMMENT};
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::names::{IPT_CHAIN, IPT_EGRESS_CHAIN};
 use masq_datapath::{Datapath, Desired, Interface, NodeSettings, PortRange};
@@ -115,16 +116,19 @@ enum Drop {
     /// `addrtype ! --dst-type LOCAL` of the POSTROUTING jump, or the egress chain's
     /// `addrtype --dst-type LOCAL` RETURN.
     LocalDestinations,
+    /// The rules of the `masqueradeCIDRs` ranges, which precede the RETURN rules.
+    ForcedRanges,
 }
 
 impl Drop {
-    const ALL: [Drop; 6] = [
+    const ALL: [Drop; 7] = [
         Drop::SourceExemptions,
         Drop::PodSources,
         Drop::LinkLocal,
         Drop::DestinationExemptions,
         Drop::OneDestination,
         Drop::LocalDestinations,
+        Drop::ForcedRanges,
     ];
 
     fn apply(self, text: &str, chain: &str) -> String {
@@ -136,7 +140,13 @@ impl Drop {
         for line in text.lines() {
             let ours = line.starts_with(&prefix);
             let returns = ours && line.ends_with("-j RETURN");
+            let forced = |line: &str| {
+                line.contains(&format!("\"{FORCED_MASQ_COMMENT}\""))
+                    || line.contains(&format!("\"{FORCED_SNAT_COMMENT}\""))
+                    || (chain == IPT_EGRESS_CHAIN && line.contains(" -d ") && !returns)
+            };
             let kept = match self {
+                Drop::ForcedRanges => !(ours && forced(line)),
                 Drop::LocalDestinations => !(returns && line.contains(" --dst-type LOCAL ")),
                 Drop::SourceExemptions => !(returns && line.contains(" -s ")),
                 Drop::LinkLocal => !(returns && link_local(line)),

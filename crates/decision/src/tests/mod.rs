@@ -1,5 +1,6 @@
 //! One unit test per reason of docs/decision.md, the compiled form, then property tests of
-//! [`Policy::decide`] and [`merge_cidrs`] against linear scans, IPv4 and IPv6.
+//! [`Policy::decide`] and [`merge_cidrs`] against linear scans, IPv4 and IPv6. `masqueradeCIDRs`
+//! and the longest-prefix verdict have their own file.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -245,6 +246,7 @@ fn serialized_names_are_those_of_explain_json() {
             "link-local",
             "non-masquerade-cidr",
             "local",
+            "masquerade-cidr",
             "default"
         ]
     );
@@ -362,30 +364,43 @@ fn oracle(config: &Config, node: &NodeContext, src: Option<IpAddr>, dst: IpAddr)
     }
     let link_local_v4: IpNet = "169.254.0.0/16".parse().unwrap();
     let link_local_v6: IpNet = "fe80::/10".parse().unwrap();
-    if !config.masq_link_local && link_local_v4.contains(&dst) {
-        return Verdict {
-            action: Action::Keep,
-            reason: Reason::LinkLocal,
-            matched: Some(link_local_v4),
-        };
-    }
-    if !config.masq_link_local_ipv6 && link_local_v6.contains(&dst) {
-        return Verdict {
-            action: Action::Keep,
-            reason: Reason::LinkLocal,
-            matched: Some(link_local_v6),
-        };
-    }
-    let all_dst = config
+    // Forced entries inside the native-routing CIDR do nothing; a keeping entry equal to a
+    // forced one gives way to it (only the default set can hold one).
+    let forced: Vec<IpNet> = config
+        .masquerade_cidrs
+        .iter()
+        .filter(|f| !node.native_routing_cidr.is_some_and(|n| n.contains(*f)))
+        .copied()
+        .collect();
+    let keep: Vec<IpNet> = config
         .non_masquerade_cidrs
         .iter()
-        .chain(node.native_routing_cidr.as_ref());
-    if let Some(m) = linear_longest(all_dst, dst) {
-        return Verdict {
-            action: Action::Keep,
-            reason: Reason::NonMasqueradeCidr,
-            matched: Some(m),
-        };
+        .filter(|k| !forced.contains(k))
+        .chain(node.native_routing_cidr.as_ref())
+        .copied()
+        .collect();
+    let deciding_forced = linear_longest(&forced, dst)
+        .filter(|f| linear_longest(&keep, dst).is_none_or(|k| k.prefix_len() <= f.prefix_len()));
+    for (flag, range) in [
+        (config.masq_link_local, link_local_v4),
+        (config.masq_link_local_ipv6, link_local_v6),
+    ] {
+        if !flag && range.contains(&dst) && deciding_forced.is_none() {
+            return Verdict {
+                action: Action::Keep,
+                reason: Reason::LinkLocal,
+                matched: Some(range),
+            };
+        }
+    }
+    if deciding_forced.is_none() {
+        if let Some(m) = linear_longest(&keep, dst) {
+            return Verdict {
+                action: Action::Keep,
+                reason: Reason::NonMasqueradeCidr,
+                matched: Some(m),
+            };
+        }
     }
     if node.local_addrs.contains(&dst) {
         return Verdict {
@@ -396,8 +411,8 @@ fn oracle(config: &Config, node: &NodeContext, src: Option<IpAddr>, dst: IpAddr)
     }
     Verdict {
         action: Action::Masquerade,
-        reason: Reason::Default,
-        matched: None,
+        reason: deciding_forced.map_or(Reason::Default, |_| Reason::MasqueradeCidr),
+        matched: deciding_forced,
     }
 }
 
@@ -440,16 +455,20 @@ fn config() -> impl Strategy<Value = Config> {
     (
         prop::collection::vec(cidr(), 0..12),
         prop::collection::vec(cidr(), 0..3),
+        prop::collection::vec(cidr(), 0..4),
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_map(|(dst, src, masq_link_local, masq_link_local_ipv6)| Config {
-            non_masquerade_cidrs: dst,
-            non_masquerade_src_cidrs: src,
-            masq_link_local,
-            masq_link_local_ipv6,
-            ..Config::default()
-        })
+        .prop_map(
+            |(dst, src, forced, masq_link_local, masq_link_local_ipv6)| Config {
+                non_masquerade_cidrs: dst,
+                non_masquerade_src_cidrs: src,
+                masquerade_cidrs: forced,
+                masq_link_local,
+                masq_link_local_ipv6,
+                ..Config::default()
+            },
+        )
 }
 
 fn node() -> impl Strategy<Value = NodeContext> {
@@ -505,3 +524,5 @@ proptest! {
         prop_assert!(merged.len() <= cidrs.len());
     }
 }
+
+mod forced;
