@@ -59,6 +59,10 @@ pub struct ConfigArgs {
     /// The ip-masq-agent config file (YAML or JSON); a missing file means the defaults.
     #[arg(long, value_name = "PATH", default_value = masq_config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// Read every file whose name starts with `ip-masq` in this directory, merged, instead of
+    /// --config (several ConfigMaps in one projected volume; see docs/config.md).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub config_dir: Option<PathBuf>,
     /// Masquerade IPv6 too, and accept IPv6 CIDRs in the config.
     #[arg(long)]
     pub enable_ipv6: bool,
@@ -150,10 +154,15 @@ pub struct ExplainArgs {
 
 /// `masq validate`.
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["file", "config_dir"])))]
 pub struct ValidateArgs {
     /// The config file to check (`-` reads standard input).
     #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// Check every `ip-masq*` file of this directory and their merge, as the agent reads them
+    /// with --config-dir.
+    #[arg(long, value_name = "DIR", conflicts_with = "file")]
+    pub config_dir: Option<PathBuf>,
     /// Accept IPv6 CIDRs, as the agent does with --enable-ipv6.
     #[arg(long)]
     pub enable_ipv6: bool,

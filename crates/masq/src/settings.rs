@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use masq_config::{DefaultCidrs, ParseOptions};
+use masq_config::{DefaultCidrs, ParseOptions, Source};
 use masq_datapath::{EgressRouting, NodeSettings, PortRange};
 use masq_decision::NodeContext;
 
@@ -15,8 +15,8 @@ use crate::flags::{AgentArgs, ConfigArgs, DatapathChoice, LogFormat};
 /// [`ConfigArgs`] validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigSettings {
-    /// `--config`.
-    pub config_path: PathBuf,
+    /// `--config` or `--config-dir`.
+    pub source: Source,
     /// How to read the file (`--enable-ipv6`, `--rfc1918-defaults`).
     pub parse_options: ParseOptions,
     /// The node's part; `interfaces` is filled by `agent` only (from netlink).
@@ -74,6 +74,14 @@ impl ConfigArgs {
         }
     }
 
+    /// Where the config comes from: `--config-dir`, else `--config`.
+    pub fn source(&self) -> Source {
+        match &self.config_dir {
+            Some(dir) => Source::Dir(dir.clone()),
+            None => Source::File(self.config.clone()),
+        }
+    }
+
     /// Parse options and node settings, every bad flag reported.
     pub fn settings(&self) -> Result<ConfigSettings, InvalidInput> {
         let mut problems = Problems::default();
@@ -83,7 +91,7 @@ impl ConfigArgs {
             return Err(InvalidInput::new(problems.0));
         };
         problems.finish(ConfigSettings {
-            config_path: self.config.clone(),
+            source: self.source(),
             parse_options: self.parse_options(),
             node,
             iptables_to_ports,
@@ -163,7 +171,7 @@ impl AgentArgs {
         };
         problems.finish(AgentSettings {
             config: ConfigSettings {
-                config_path: self.config.config.clone(),
+                source: self.config.source(),
                 parse_options: self.config.parse_options(),
                 node,
                 iptables_to_ports,

@@ -9,12 +9,11 @@ mod publish;
 mod run;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use masq_config::{Config, ParseOptions};
-use masq_datapath::{Datapath, Desired, NodeSettings};
+use masq_config::{Config, ConfigFile, ParseOptions, Source};
+use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
 
 use crate::admin::Shared;
 use crate::memory;
@@ -36,8 +35,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Everything `masq agent` was told on its command line, validated.
 #[derive(Clone, Debug)]
 pub struct AgentSettings {
-    /// `--config`.
-    pub config_path: PathBuf,
+    /// `--config` or `--config-dir`.
+    pub config: Source,
     /// `--enable-ipv6`, `--rfc1918-defaults`.
     pub parse_options: ParseOptions,
     /// The flags that shape the datapath; `interfaces` is filled in from netlink.
@@ -69,8 +68,10 @@ pub struct Reconciler {
     datapath: Option<Box<dyn Datapath>>,
     shared: Arc<Shared>,
     node: NodeFacts,
-    /// The file content last read (`None`: absent), to ignore events that change nothing.
-    last_bytes: Option<Option<Vec<u8>>>,
+    /// The config files last read (none: absent), to ignore events that change nothing.
+    last_read: Option<Vec<ConfigFile>>,
+    /// The datapath's kind, to refuse a config it cannot install yet.
+    kind: Kind,
     /// The last valid config while it is not the installed one (see [`Reconciler::config`]):
     /// one copy of a long CIDR list between syncs instead of two.
     pending_config: Option<Config>,
@@ -93,14 +94,15 @@ impl Reconciler {
         shared.update(|s| {
             s.datapath = datapath.kind().as_str().to_string();
             s.datapath_reason = settings.datapath_reason.clone();
-            s.config_path = settings.config_path.display().to_string();
+            s.config_path = settings.config.path().display().to_string();
         });
         Reconciler {
             settings,
+            kind: datapath.kind(),
             datapath: Some(datapath),
             shared,
             node: NodeFacts::default(),
-            last_bytes: None,
+            last_read: None,
             pending_config: None,
             installed: None,
             retry: None,
@@ -233,32 +235,31 @@ impl Reconciler {
     }
 
     fn read_config(&mut self) {
-        let path = &self.settings.config_path;
-        let bytes = match std::fs::read(path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        let source = &self.settings.config;
+        let files = match source.read() {
+            Ok(files) => files,
+            Err(e) => return self.reject(e.to_string()),
         };
-        let bytes = match bytes {
-            Ok(b) => b,
-            Err(message) => return self.reject(message),
-        };
-        if self.last_bytes.as_ref() == Some(&bytes) {
+        if self.last_read.as_ref() == Some(&files) {
             return;
         }
-        let first = self.last_bytes.is_none();
-        self.last_bytes = Some(bytes.clone());
-        let parsed = masq_config::parse(
-            bytes.as_deref().unwrap_or_default(),
-            &self.settings.parse_options,
-        );
+        let first = self.last_read.is_none();
+        let parsed = source
+            .parse(&files, &self.settings.parse_options)
+            .map_err(|e| e.to_string())
+            .and_then(|merged| match self.kind.refuses(&merged.config) {
+                Some(why) => Err(why),
+                None => Ok(merged),
+            });
+        self.last_read = Some(files);
+        let path = source.path().display();
         match parsed {
-            Ok(loaded) => {
-                for warning in &loaded.warnings {
-                    tracing::warn!(config = %path.display(), "{warning}");
+            Ok(merged) => {
+                for warning in &merged.warnings {
+                    tracing::warn!(config = %path, "{warning}");
                 }
                 if !first {
-                    tracing::info!(config = %path.display(), "config changed; applying");
+                    tracing::info!(config = %path, files = merged.files.len(), "config changed; applying");
                 }
                 let m = &self.shared.metrics;
                 m.config_reloads
@@ -266,15 +267,22 @@ impl Reconciler {
                     .inc();
                 m.config_error.set(0);
                 m.config_last_success.set(unix_now());
+                let c = &merged.config;
                 m.cidrs_installed
-                    .set(loaded.config.non_masquerade_cidrs.len() as i64);
+                    .set((c.non_masquerade_cidrs.len() + c.masquerade_cidrs.len()) as i64);
+                let files = merged
+                    .files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect();
                 self.shared.update(|s| {
                     s.last_config_error = None;
+                    s.config_files = files;
                     s.counters.config_reloads_ok += 1;
                 });
-                self.pending_config = Some(loaded.config);
+                self.pending_config = Some(merged.config);
             }
-            Err(e) => self.reject(e.to_string()),
+            Err(message) => self.reject(message),
         }
     }
 
@@ -284,7 +292,7 @@ impl Reconciler {
         } else {
             "nothing installed until a valid config appears"
         };
-        tracing::error!(config = %self.settings.config_path.display(), "invalid config, {kept}: {}", message.replace('\n', "; "));
+        tracing::error!(config = %self.settings.config.path().display(), "invalid config, {kept}: {}", message.replace('\n', "; "));
         let m = &self.shared.metrics;
         m.config_reloads
             .get_or_create(&ResultLabel { result: "failure" })

@@ -14,6 +14,7 @@ pub(super) fn summarize(desired: &Desired) -> DesiredSummary {
     DesiredSummary {
         non_masquerade_cidrs: cidrs,
         non_masquerade_src_cidrs: c.non_masquerade_src_cidrs.clone(),
+        masquerade_cidrs: c.masquerade_cidrs.clone(),
         masq_link_local: c.masq_link_local,
         masq_link_local_ipv6: c.masq_link_local_ipv6,
         resync_interval_seconds: c.resync_interval.as_secs_f64(),

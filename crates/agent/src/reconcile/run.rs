@@ -36,7 +36,7 @@ pub async fn run(
     tokio::spawn(admin::serve(listener, shared.clone()));
 
     let (config_tx, mut config_rx) = mpsc::unbounded_channel();
-    let _watch = watch::watch_config(&settings.config_path, config_tx);
+    let _watch = watch::watch_dir(&settings.config.watched_dir(), config_tx);
     let (node_tx, mut node_rx) = mpsc::unbounded_channel();
     node::watch(node_tx)?;
 

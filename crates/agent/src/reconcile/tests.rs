@@ -4,6 +4,7 @@ use super::*;
 use crate::metrics::Metrics;
 use crate::status::Status;
 use masq_datapath::{Error, Kind, SyncReport};
+use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 
 /// An in-memory datapath: what it "installed", how often it synced, whether it fails.
@@ -15,11 +16,17 @@ struct FakeState {
     syncs: usize,
     fail: bool,
     unhooked: bool,
+    /// Stands for the eBPF datapath (else nftables).
+    ebpf: bool,
 }
 
 impl Datapath for Fake {
     fn kind(&self) -> Kind {
-        Kind::Nftables
+        if self.0.lock().unwrap().ebpf {
+            Kind::Ebpf
+        } else {
+            Kind::Nftables
+        }
     }
     fn render(&self, d: &Desired) -> String {
         format!("{d:?}")
@@ -64,9 +71,20 @@ struct Bed {
 fn bed() -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config");
-    let fake = Fake::default();
+    bed_reading(dir, Source::File(path), Fake::default())
+}
+
+/// A bed whose agent reads every `ip-masq*` file of its directory (`path` is the directory).
+fn dir_bed() -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source::Dir(dir.path().to_path_buf());
+    bed_reading(dir, source, Fake::default())
+}
+
+fn bed_reading(dir: tempfile::TempDir, source: Source, fake: Fake) -> Bed {
+    let path = source.path().to_path_buf();
     let settings = AgentSettings {
-        config_path: path.clone(),
+        config: source,
         parse_options: ParseOptions::default(),
         node: NodeSettings::default(),
         interfaces: None,
@@ -98,6 +116,13 @@ impl Bed {
     }
     fn syncs(&self) -> usize {
         self.fake.0.lock().unwrap().syncs
+    }
+    fn installed(&self) -> Option<Config> {
+        let state = self.fake.0.lock().unwrap();
+        state.installed.as_ref().map(|d| d.config.clone())
+    }
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path.join(name), text).unwrap();
     }
     fn status(&self) -> Status {
         self.rec.shared.status()
@@ -213,4 +238,92 @@ async fn a_failed_sync_is_not_ready_and_retried_soon() {
     b.rec.reconcile(Trigger::Resync).await;
     assert!(b.status().ready);
     assert!(b.rec.next_resync() > Instant::now() + Duration::from_secs(30));
+}
+
+// === several files (`--config-dir`) ===
+
+fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+    list.iter().map(|c| c.parse().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_second_file_is_merged_an_invalid_one_changes_nothing_and_removing_it_goes_back() {
+    let mut b = dir_bed();
+    b.write("ip-masq-platform", "nonMasqueradeCIDRs: [10.0.0.0/8]");
+    b.rec.reconcile(Trigger::Start).await;
+    assert_eq!(
+        b.installed().unwrap().non_masquerade_cidrs,
+        nets(&["10.0.0.0/8"])
+    );
+    let platform = b.path.join("ip-masq-platform").display().to_string();
+    assert_eq!(b.status().config_files, std::slice::from_ref(&platform));
+
+    b.write(
+        "ip-masq-tenant",
+        "masqueradeCIDRs: [10.5.0.0/16]\nmasqLinkLocal: true",
+    );
+    b.rec.reconcile(Trigger::ConfigEvent).await;
+    let merged = b.installed().unwrap();
+    assert_eq!(merged.masquerade_cidrs, nets(&["10.5.0.0/16"]));
+    assert!(merged.masq_link_local);
+    let tenant = b.path.join("ip-masq-tenant").display().to_string();
+    assert_eq!(b.status().config_files, [platform.clone(), tenant.clone()]);
+
+    b.write("ip-masq-tenant", "masqueradeCIDRs: [10.5.0.1/16]");
+    b.rec.reconcile(Trigger::ConfigEvent).await;
+    assert_eq!(
+        b.installed().unwrap(),
+        merged,
+        "an invalid file changes nothing"
+    );
+    let error = b.status().last_config_error.unwrap();
+    assert!(
+        error.starts_with(&format!("{tenant}: masqueradeCIDRs[0]: \"10.5.0.1/16\"")),
+        "{error}"
+    );
+    assert!(error.contains("did you mean 10.5.0.0/16?"), "{error}");
+    assert_eq!(b.rec.shared.metrics.config_error.get(), 1);
+    assert!(
+        b.status().ready,
+        "the datapath still holds the last good merge"
+    );
+
+    std::fs::remove_file(b.path.join("ip-masq-tenant")).unwrap();
+    b.rec.reconcile(Trigger::ConfigEvent).await;
+    let back = b.installed().unwrap();
+    assert!(back.masquerade_cidrs.is_empty());
+    assert!(!back.masq_link_local);
+    assert_eq!(b.status().last_config_error, None);
+    assert_eq!(b.status().config_files, [platform]);
+}
+
+#[tokio::test]
+async fn files_not_named_ip_masq_are_ignored() {
+    let mut b = dir_bed();
+    b.write("ip-masq-a", "masqLinkLocal: true");
+    b.write("README", "nonMasqueradeCIDRs: [not a cidr]");
+    b.rec.reconcile(Trigger::Start).await;
+    assert_eq!(b.installed_link_local(), Some(true));
+    assert_eq!(b.status().last_config_error, None);
+}
+
+#[tokio::test]
+async fn the_ebpf_datapath_refuses_masquerade_cidrs_and_keeps_the_last_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    let fake = Fake::default();
+    fake.0.lock().unwrap().ebpf = true;
+    let mut b = bed_reading(dir, Source::File(path), fake);
+    std::fs::write(&b.path, "masqLinkLocal: true").unwrap();
+    b.rec.reconcile(Trigger::Start).await;
+    std::fs::write(&b.path, "masqueradeCIDRs: [10.5.0.0/16]").unwrap();
+    b.rec.reconcile(Trigger::ConfigEvent).await;
+    assert_eq!(b.installed_link_local(), Some(true));
+    let error = b.status().last_config_error.unwrap();
+    assert_eq!(
+        error,
+        "masqueradeCIDRs: the ebpf datapath does not support it yet; run the agent with \
+         --datapath nftables or iptables"
+    );
+    assert!(!error.contains('\n'));
 }

@@ -8,9 +8,9 @@ use crate::flags::RenderArgs;
 
 pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let settings = args.config.settings()?;
-    let config = super::load_config(&settings.config_path, &settings.parse_options)?;
+    let loaded = super::load_config(&settings.source, &settings.parse_options)?;
     let desired = Desired {
-        config,
+        config: loaded.config,
         node: settings.node,
     };
     let ruleset =
