@@ -11,13 +11,12 @@ mod decision_support;
 
 use std::net::IpAddr;
 
-use decision_support::{cidrs, config, packet, v4_cidr};
+use decision_support::{assert_caught, cidrs, config, packet, v4_cidr};
 use masq_config::Config;
 use masq_datapath::nft::{reason, Ruleset, Verdict};
 use masq_datapath::{Desired, NodeSettings};
 use masq_decision::{Action, NodeContext, Policy, Reason};
 use proptest::prelude::*;
-use proptest::test_runner::{TestError, TestRunner};
 
 /// One config, node and packet.
 #[derive(Clone, Debug)]
@@ -162,17 +161,7 @@ proptest! {
 #[test]
 fn dropping_any_exemption_fails_the_property() {
     for drop in Drop::ALL {
-        let mut runner = TestRunner::new(ProptestConfig {
-            cases: 4000,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        });
-        match runner.run(&case(), |case| check(&case, Some(drop))) {
-            Err(TestError::Fail(why, _)) if why.message().contains("disagreement: ") => {
-                let line = why.message().lines().find(|l| l.contains("disagreement: "));
-                println!("without {drop:?}: {}", line.unwrap_or_default().trim());
-            }
-            other => panic!("a ruleset without {drop:?} passed the property: {other:?}"),
-        }
+        let what = format!("without {drop:?}");
+        assert_caught(&what, case(), |case| check(&case, Some(drop)));
     }
 }

@@ -1,6 +1,7 @@
 //! [`Ruleset::build`]: the compiled policy of each family the node masquerades, as interval
 //! sets and the rules of the chains, in decision order (docs/decision.md).
 
+use ipnet::IpNet;
 use masq_decision::{Exemption, FamilyPolicy, Pods};
 
 use super::model::{reason, Cond, Family, RuleSpec, Ruleset, SetSpec, Verdict};
@@ -37,34 +38,33 @@ impl Ruleset {
                 let exemption = family_steps[step];
                 let family = families[index].family;
                 let comment = exemption.reason().as_str();
+                // A set of the step's prefixes and the rule that returns what it (or, with
+                // `negate`, what outside it) holds. The set exists even when empty so that a
+                // config change only ever edits elements, never the chain.
+                let mut exempt_by_set = |prefix: &str, elements: &[IpNet], source, negate| {
+                    let set = set_spec(prefix, family, elements);
+                    let name = set.name.clone();
+                    let cond = match source {
+                        true => Cond::SaddrInSet {
+                            family,
+                            set: name,
+                            negate,
+                        },
+                        false => Cond::DaddrInSet {
+                            family,
+                            set: name,
+                            negate,
+                        },
+                    };
+                    rules.push(rule(vec![cond], Verdict::Return, comment));
+                    sets.push(set);
+                };
                 match exemption {
-                    // The set exists even when empty so that a config change only ever edits
-                    // elements, never the chain.
                     Exemption::Sources(cidrs) => {
-                        let set = set_spec("nonmasq-src", family, cidrs.collapsed());
-                        rules.push(rule(
-                            vec![Cond::SaddrInSet {
-                                family,
-                                set: set.name.clone(),
-                                negate: false,
-                            }],
-                            Verdict::Return,
-                            comment,
-                        ));
-                        sets.push(set);
+                        exempt_by_set("nonmasq-src", cidrs.collapsed(), true, false)
                     }
                     Exemption::NotAPod(Pods::Cidrs(cidrs)) => {
-                        let set = set_spec("pod", family, cidrs.collapsed());
-                        rules.push(rule(
-                            vec![Cond::SaddrInSet {
-                                family,
-                                set: set.name.clone(),
-                                negate: true,
-                            }],
-                            Verdict::Return,
-                            comment,
-                        ));
-                        sets.push(set);
+                        exempt_by_set("pod", cidrs.collapsed(), true, true)
                     }
                     // Without pod CIDRs every source counts as a pod, like
                     // kubernetes-sigs/ip-masq-agent (destination-only).
@@ -86,17 +86,7 @@ impl Ruleset {
                     // The sets hold the outcome of the longest match across both lists: where
                     // a keeping prefix wins, and where a forced one does.
                     Exemption::Destinations(destinations) => {
-                        let set = set_spec("nonmasq-dst", family, destinations.kept());
-                        rules.push(rule(
-                            vec![Cond::DaddrInSet {
-                                family,
-                                set: set.name.clone(),
-                                negate: false,
-                            }],
-                            Verdict::Return,
-                            comment,
-                        ));
-                        sets.push(set);
+                        exempt_by_set("nonmasq-dst", destinations.kept(), false, false);
                         if forced {
                             sets.push(set_spec("masq-dst", family, destinations.masqueraded()));
                         }
@@ -178,7 +168,7 @@ impl Ruleset {
 }
 
 /// A set of one family, named `PREFIX-v4` or `PREFIX-v6`, holding non-overlapping prefixes.
-fn set_spec(prefix: &str, family: Family, collapsed: &[ipnet::IpNet]) -> SetSpec {
+fn set_spec(prefix: &str, family: Family, collapsed: &[IpNet]) -> SetSpec {
     SetSpec {
         name: set_name(prefix, family),
         family,

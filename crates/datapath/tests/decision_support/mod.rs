@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use masq_config::Config;
 use proptest::prelude::*;
+use proptest::test_runner::{TestError, TestRunner};
 
 /// An IPv4 address from a small universe, so CIDRs and packets collide often.
 pub fn v4() -> impl Strategy<Value = IpAddr> {
@@ -93,4 +94,25 @@ pub fn packet() -> impl Strategy<Value = (IpAddr, IpAddr, Vec<IpAddr>)> {
             }
             (src, dst, local)
         })
+}
+
+/// Runs a property over `strategy` and requires it to find a disagreement (a failure whose
+/// message says `disagreement: `, not a panic): how a test shows a mutated rendering is caught.
+pub fn assert_caught<S: Strategy>(
+    what: &str,
+    strategy: S,
+    check: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 4000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    match runner.run(&strategy, check) {
+        Err(TestError::Fail(why, _)) if why.message().contains("disagreement: ") => {
+            let line = why.message().lines().find(|l| l.contains("disagreement: "));
+            println!("{what}: {}", line.unwrap_or_default().trim());
+        }
+        other => panic!("{what} passed the property: {other:?}"),
+    }
 }

@@ -17,7 +17,7 @@ mod walk;
 
 use std::net::IpAddr;
 
-use decision_support::{cidrs, config, packet, v4, v4_cidr, v6};
+use decision_support::{assert_caught, cidrs, config, packet, v4, v4_cidr, v6};
 use masq_config::Config;
 use masq_datapath::ipt::render::{FORCED_MASQ_COMMENT, FORCED_SNAT_COMMENT};
 use masq_datapath::ipt::{Backend, Iptables};
@@ -25,7 +25,6 @@ use masq_datapath::names::{IPT_CHAIN, IPT_EGRESS_CHAIN};
 use masq_datapath::{Datapath, Desired, Interface, NodeSettings, PortRange};
 use masq_decision::{Action, NodeContext, Policy};
 use proptest::prelude::*;
-use proptest::test_runner::{TestError, TestRunner};
 use walk::{Packet, Rules};
 
 /// One config, node and packet.
@@ -273,22 +272,8 @@ proptest! {
 fn dropping_any_exemption_fails_the_property() {
     let chains = [IPT_CHAIN, IPT_EGRESS_CHAIN];
     for (chain, drop) in chains.iter().flat_map(|c| Drop::ALL.map(|d| (*c, d))) {
-        let mut runner = TestRunner::new(ProptestConfig {
-            cases: 4000,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        });
-        match runner.run(&case(), |case| check(&case, Some((drop, chain)))) {
-            // A disagreement, not a panic of the walk on a rule it cannot read.
-            Err(TestError::Fail(why, _)) if why.message().contains("disagreement: ") => {
-                let line = why.message().lines().find(|l| l.contains("disagreement: "));
-                println!(
-                    "{chain} without {drop:?}: {}",
-                    line.unwrap_or_default().trim()
-                );
-            }
-            other => panic!("{chain} without {drop:?} passed the property: {other:?}"),
-        }
+        let what = format!("{chain} without {drop:?}");
+        assert_caught(&what, case(), |case| check(&case, Some((drop, chain))));
     }
 }
 
