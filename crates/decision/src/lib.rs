@@ -11,6 +11,13 @@
 //! - the nftables and iptables datapaths render it as rules and interval sets;
 //! - the eBPF datapath renders it as map contents.
 //!
+//! Step 5 compares `nonMasqueradeCIDRs` with `masqueradeCIDRs` by longest prefix
+//! ([`Destinations`]). Each form a datapath needs is computed here: the prefixes as written
+//! (first-match chains), the outcome flattened into non-overlapping sets
+//! ([`Destinations::kept`], [`Destinations::masqueraded`]: interval sets), and one LPM table
+//! whose entries carry their action, link-local included
+//! ([`FamilyPolicy::destination_entries`]: tries).
+//!
 //! Link-local ranges ([`Family::link_local`]), the reasons and their order are defined here
 //! once.
 #![deny(missing_docs)]
@@ -47,6 +54,26 @@
 //! assert_eq!(policy.decide(pod, "8.8.8.8".parse().unwrap()).action, Action::Masquerade);
 //! let node = Some("172.30.0.1".parse().unwrap());
 //! assert_eq!(policy.decide(node, "8.8.8.8".parse().unwrap()).reason, Reason::NotAPod);
+//!
+//! // A forced range inside an exempt one, and an exempt one inside that.
+//! let config = Config {
+//!     non_masquerade_cidrs: vec!["10.0.0.0/8".parse().unwrap(), "10.5.3.0/24".parse().unwrap()],
+//!     masquerade_cidrs: vec!["10.5.0.0/16".parse().unwrap()],
+//!     ..Config::default()
+//! };
+//! let compiled = CompiledPolicy::compile(&config, &NodeContext::default());
+//! let trie: Vec<(String, Action)> = compiled.v4.destination_entries()
+//!     .into_iter().map(|(net, action)| (net.to_string(), action)).collect();
+//! assert_eq!(trie, [
+//!     ("10.0.0.0/8".to_string(), Action::Keep),
+//!     ("10.5.0.0/16".to_string(), Action::Masquerade),
+//!     ("10.5.3.0/24".to_string(), Action::Keep),
+//!     ("169.254.0.0/16".to_string(), Action::Keep),
+//! ]);
+//! let policy = Policy::from_compiled(compiled);
+//! let verdict = policy.decide(None, "10.5.4.1".parse().unwrap());
+//! assert_eq!((verdict.action, verdict.reason), (Action::Masquerade, Reason::MasqueradeCidr));
+//! assert_eq!(policy.decide(None, "10.5.3.1".parse().unwrap()).action, Action::Keep);
 //! ```
 
 mod compiled;
