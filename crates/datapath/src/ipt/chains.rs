@@ -49,7 +49,7 @@ impl Iptables {
             }
             self.restore(
                 family,
-                &egress::removal_payload(&jumps, installed.is_some()),
+                &render::removal_payload("mangle", IPT_EGRESS_CHAIN, &jumps, installed.is_some()),
             )?;
             tracing::info!(family = family.command(), "egress chain removed");
             return Ok((true, false));
@@ -72,7 +72,10 @@ impl Iptables {
             // does) would keep replies and later packets from getting their mark back.
             fixes.push(jump.replacen("-A PREROUTING ", "-I PREROUTING 1 ", 1));
         }
-        self.restore(family, &egress::restore_payload(&rules, &fixes))?;
+        self.restore(
+            family,
+            &render::restore_payload("mangle", IPT_EGRESS_CHAIN, &rules, &fixes),
+        )?;
         tracing::info!(
             family = family.command(),
             rules = rules.len(),

@@ -15,7 +15,7 @@
 
 use masq_decision::{Action, Exemption, FamilyPolicy, Pods};
 
-use super::{forced, render};
+use super::forced;
 use crate::names::IPT_EGRESS_CHAIN;
 use crate::Desired;
 
@@ -107,17 +107,6 @@ pub fn chain_rules(desired: &Desired, policy: &FamilyPolicy) -> Vec<String> {
 /// The `mangle PREROUTING` jump to the chain, as `iptables-save` prints it.
 pub fn jump_rule() -> String {
     format!("-A PREROUTING -m comment --comment \"{COMMENT}\" -j {IPT_EGRESS_CHAIN}")
-}
-
-/// The `iptables-restore --noflush` payload that replaces the chain with `rules` and fixes the
-/// jump with `extra` lines, in one commit.
-pub fn restore_payload(rules: &[String], extra: &[String]) -> String {
-    render::restore_payload("mangle", IPT_EGRESS_CHAIN, rules, extra)
-}
-
-/// The payload that removes the chain and the given jumps to it.
-pub fn removal_payload(jumps: &[String], chain_exists: bool) -> String {
-    render::removal_payload("mangle", IPT_EGRESS_CHAIN, jumps, chain_exists)
 }
 
 #[cfg(test)]

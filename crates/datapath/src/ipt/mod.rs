@@ -31,6 +31,7 @@ pub use leftover::Leftover;
 pub use render::{parse_port_ranges, Family, IptFamily, RenderOptions};
 
 use crate::egress::{desired_rules, IpRules, PolicyRule};
+use crate::names::IPT_EGRESS_CHAIN;
 use crate::{Datapath, Desired, Error, Kind, PortRange, SyncReport};
 use backend::{Evidence, Tool};
 use exec::Runner;
@@ -159,7 +160,12 @@ impl Datapath for Iptables {
                 "\n# {}-restore --noflush (egress routing)\n",
                 family.command()
             ));
-            text.push_str(&egress::restore_payload(&rules, &[]));
+            text.push_str(&render::restore_payload(
+                "mangle",
+                IPT_EGRESS_CHAIN,
+                &rules,
+                &[],
+            ));
             text.push_str(&format!(
                 "# mangle PREROUTING jump, kept exactly once and first:\n# {}\n",
                 egress::jump_rule()
