@@ -1,4 +1,4 @@
-//! Every metric the agent exports, named and described in one place (SPEC section 6).
+//! Every metric the agent exports, named and described in one place (README: Observability).
 //!
 //! Datapath-specific series (eBPF counters) are added by the datapath through
 //! [`Metrics::registry_mut`] before the registry is shared.
@@ -34,7 +34,8 @@ pub struct Metrics {
     pub config_error: Gauge,
     /// Unix time of the last successful config load.
     pub config_last_success: Gauge<f64, AtomicU64>,
-    /// Non-masquerade CIDRs in the installed config (link-local not counted).
+    /// `nonMasqueradeCIDRs` and `masqueradeCIDRs` entries of the installed config, as
+    /// `cidrLimit` counts them (link-local not counted).
     pub cidrs_installed: Gauge,
     /// Rules, set elements or map entries the datapath reported installed.
     pub datapath_entries: Gauge,
@@ -84,7 +85,7 @@ impl Metrics {
         );
         registry.register(
             "cidrs_installed",
-            "Non-masquerade CIDRs in the installed config",
+            "nonMasqueradeCIDRs and masqueradeCIDRs entries in the installed config",
             m.cidrs_installed.clone(),
         );
         registry.register(

@@ -1,4 +1,4 @@
-//! `--datapath auto|ebpf|nftables|iptables`: which backend runs, and why (SPEC section 4).
+//! `--datapath auto|ebpf|nftables|iptables`: which backend runs, and why (README: Datapaths).
 //! `auto` tries eBPF, then nftables, then iptables, and keeps the first that can run here; the
 //! reason for skipping each one is kept for the log and `masq status`.
 

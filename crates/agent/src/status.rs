@@ -13,8 +13,11 @@ pub struct Status {
     pub datapath_reason: String,
     /// First sync done and the datapath matches the desired config.
     pub ready: bool,
-    /// The config file watched.
+    /// The config file watched (`--config`), or the directory (`--config-dir`).
     pub config_path: String,
+    /// The config files the last valid config was read from, in merge order.
+    #[serde(default)]
+    pub config_files: Vec<String>,
     /// The config the datapath should hold (the last valid one), if any.
     pub desired: Option<DesiredSummary>,
     /// What the datapath reported after the last sync.
@@ -47,6 +50,9 @@ pub struct DesiredSummary {
     pub non_masquerade_cidrs: Vec<IpNet>,
     /// `nonMasqueradeSrcCIDRs`.
     pub non_masquerade_src_cidrs: Vec<IpNet>,
+    /// `masqueradeCIDRs`.
+    #[serde(default)]
+    pub masquerade_cidrs: Vec<IpNet>,
     /// `masqLinkLocal`.
     pub masq_link_local: bool,
     /// `masqLinkLocalIPv6`.
@@ -120,6 +126,9 @@ impl Status {
         );
         let _ = writeln!(s, "ready:           {}", yes_no(self.ready));
         let _ = writeln!(s, "config:          {}", self.config_path);
+        for file in &self.config_files {
+            let _ = writeln!(s, "config file:     {file}");
+        }
         match &self.last_config_error {
             Some(e) => {
                 let _ = writeln!(
@@ -139,8 +148,9 @@ impl Status {
             Some(d) => {
                 let _ = writeln!(
                     s,
-                    "desired:         {} non-masquerade CIDRs, {} source exemptions, masqLinkLocal={}, resync {}s",
+                    "desired:         {} non-masquerade CIDRs, {} masquerade CIDRs, {} source exemptions, masqLinkLocal={}, resync {}s",
                     d.non_masquerade_cidrs.len(),
+                    d.masquerade_cidrs.len(),
                     d.non_masquerade_src_cidrs.len(),
                     d.masq_link_local,
                     d.resync_interval_seconds

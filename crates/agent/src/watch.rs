@@ -1,8 +1,9 @@
-//! Watches the config file's directory, not the file: kubelet updates a ConfigMap volume by
-//! swapping the `..data` symlink, which a watch on the file itself would never see. Any event in
-//! the directory is a hint; the reconciler re-reads the file and ignores unchanged content.
+//! Watches the config directory (the file's, with `--config`), not the file: kubelet updates a
+//! ConfigMap volume by swapping the `..data` symlink, which a watch on the file itself would
+//! never see. Any event in the directory is a hint; the reconciler re-reads the files and
+//! ignores unchanged content.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -24,9 +25,8 @@ impl Drop for ConfigWatch {
     }
 }
 
-/// Sends `()` whenever something in the directory of `config` changes.
-pub fn watch_config(config: &Path, changes: mpsc::UnboundedSender<()>) -> ConfigWatch {
-    let dir = config_dir(config);
+/// Sends `()` whenever something in `dir` changes (a file added, changed, removed, renamed).
+pub fn watch_dir(dir: &Path, changes: mpsc::UnboundedSender<()>) -> ConfigWatch {
     let tx = changes.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
@@ -34,7 +34,7 @@ pub fn watch_config(config: &Path, changes: mpsc::UnboundedSender<()>) -> Config
         }
     });
     match watcher {
-        Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
+        Ok(mut w) => match w.watch(dir, RecursiveMode::NonRecursive) {
             Ok(()) => return ConfigWatch::Notify(w),
             Err(e) => tracing::warn!(
                 dir = %dir.display(),
@@ -57,13 +57,6 @@ pub fn watch_config(config: &Path, changes: mpsc::UnboundedSender<()>) -> Config
     }))
 }
 
-fn config_dir(config: &Path) -> PathBuf {
-    match config.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,7 +77,7 @@ mod tests {
         kubelet_swap(dir.path(), 1, "masqLinkLocal: true\n");
         std::os::unix::fs::symlink("..data/config", dir.path().join("config")).unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let _watch = watch_config(&dir.path().join("config"), tx);
+        let _watch = watch_dir(dir.path(), tx);
         assert!(matches!(_watch, ConfigWatch::Notify(_)));
         kubelet_swap(dir.path(), 2, "masqLinkLocal: false\n");
         tokio::time::timeout(Duration::from_secs(5), rx.recv())

@@ -81,13 +81,44 @@ pub enum Problem {
         /// The value as written.
         value: String,
     },
-    /// More `nonMasqueradeCIDRs` entries than `cidrLimit` allows.
-    #[error("nonMasqueradeCIDRs: {count} entries, over the cidrLimit of {limit}")]
+    /// More `nonMasqueradeCIDRs` and `masqueradeCIDRs` entries than `cidrLimit` allows.
+    #[error("{keys}: {count} entries, over the cidrLimit of {limit}")]
     OverCidrLimit {
+        /// The keys counted.
+        keys: &'static str,
         /// Entries in the file.
         count: usize,
         /// The limit in force.
         limit: usize,
+    },
+    /// The same prefix in `nonMasqueradeCIDRs` and `masqueradeCIDRs`.
+    #[error(
+        "{masquerade}: {prefix} is also {non_masquerade}; a destination cannot both keep the pod \
+         address and be masqueraded, remove it from one of the lists"
+    )]
+    InBothLists {
+        /// The prefix.
+        prefix: ipnet::IpNet,
+        /// Where `nonMasqueradeCIDRs` lists it (`nonMasqueradeCIDRs[2]`, or the other file when
+        /// several are merged).
+        non_masquerade: String,
+        /// Where `masqueradeCIDRs` lists it.
+        masquerade: String,
+    },
+    /// The files of a directory list more entries together than the smallest `cidrLimit`.
+    #[error(
+        "{keys}: {count} entries in the {files} files together, over the smallest cidrLimit, \
+         {limit}"
+    )]
+    OverMergedCidrLimit {
+        /// The keys counted.
+        keys: &'static str,
+        /// Entries in the union.
+        count: usize,
+        /// The smallest limit given.
+        limit: usize,
+        /// Files merged.
+        files: usize,
     },
     /// A `cidrLimit` that is not a non-negative integer.
     #[error("cidrLimit: {value} is not a valid limit ({why})")]

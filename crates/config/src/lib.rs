@@ -1,8 +1,9 @@
-//! The ip-masq-agent ConfigMap (SPEC section 2): bytes in, a validated [`Config`] out.
+//! The ip-masq-agent ConfigMap (docs/config.md): bytes in, a validated [`Config`] out.
 //!
 //! The same file is read by kubernetes-sigs/ip-masq-agent, Cilium and masq, so every default and
 //! every parsing quirk here is a compatibility promise. [`load`] reads a path (a missing file means
-//! the defaults), [`parse`] reads bytes. Errors collect every problem found, each naming the key,
+//! the defaults), [`parse`] reads bytes, [`load_dir`] reads and merges every `ip-masq*` file of a
+//! directory (`--config-dir`; see [`merge`] for the rules). Errors collect every problem found, each naming the key,
 //! the value and why; unknown keys are only warnings, because Cilium's and Azure's variants of the
 //! file carry extra keys.
 //!
@@ -22,8 +23,10 @@
 #![deny(missing_docs)]
 
 mod cidr;
+mod dir;
 mod duration;
 mod error;
+mod source;
 mod validate;
 
 use std::io::Read;
@@ -34,7 +37,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use cidr::{parse_cidr, CidrError};
+pub use dir::{
+    load_dir, merge, read_dir_files, CidrList, ConfigFile, DirError, Merged, Origins, FILE_PREFIX,
+};
 pub use error::{ConfigError, Problem};
+pub use source::Source;
 
 /// Parses a Go-style duration (`60s`, `1h30m`, `300ms`), as `resyncInterval` is read, for
 /// flags that take one. Negative durations are refused; the error says what is wrong.
@@ -57,10 +64,13 @@ pub struct Config {
     pub masq_link_local_ipv6: bool,
     /// Period of the full drift-repair resync (at least one second).
     pub resync_interval: Duration,
-    /// Most `nonMasqueradeCIDRs` entries accepted.
+    /// Most `nonMasqueradeCIDRs` and `masqueradeCIDRs` entries accepted, together.
     pub cidr_limit: usize,
     /// Sources that are never masqueraded.
     pub non_masquerade_src_cidrs: Vec<IpNet>,
+    /// Destinations always masqueraded, even inside a `nonMasqueradeCIDRs` range: the longest
+    /// matching prefix across both lists decides (docs/decision.md).
+    pub masquerade_cidrs: Vec<IpNet>,
 }
 
 /// Which CIDRs an absent `nonMasqueradeCIDRs` key means.
@@ -160,6 +170,7 @@ impl Config {
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             cidr_limit: DEFAULT_CIDR_LIMIT,
             non_masquerade_src_cidrs: Vec::new(),
+            masquerade_cidrs: Vec::new(),
         }
     }
 }
@@ -176,6 +187,18 @@ impl Default for Config {
 /// Empty, comment-only and `null` documents mean every default. On error, every problem that
 /// could be found is reported (a syntax error stops at the first).
 pub fn parse(bytes: &[u8], opts: &ParseOptions) -> Result<Loaded, ConfigError> {
+    let (keys, warnings) = parse_keys(bytes, opts)?;
+    Ok(Loaded {
+        config: keys.into_config(opts),
+        warnings,
+    })
+}
+
+/// What the bytes set, validated, and the warnings; the defaults are not filled in.
+fn parse_keys(
+    bytes: &[u8],
+    opts: &ParseOptions,
+) -> Result<(validate::Keys, Vec<String>), ConfigError> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(ConfigError::one(Problem::TooLarge {
             size: bytes.len() as u64,
@@ -187,7 +210,7 @@ pub fn parse(bytes: &[u8], opts: &ParseOptions) -> Result<Loaded, ConfigError> {
         })
     })?;
     let document = validate::read_document(text).map_err(ConfigError::one)?;
-    validate::config_from_document(document, opts)
+    validate::keys_from_document(document, opts)
 }
 
 /// Reads and validates the file at `path`; a file that does not exist means every default.

@@ -1,4 +1,4 @@
-//! One test (at least) per row and per parsing rule of SPEC section 2, plus the compatibility
+//! One test (at least) per row and per parsing rule of docs/config.md, plus the compatibility
 //! cases of issue 2's "Done when".
 
 use std::time::Duration;
@@ -34,7 +34,7 @@ fn nets(list: &[&str]) -> Vec<IpNet> {
     list.iter().map(|s| s.parse().unwrap()).collect()
 }
 
-// === the table of SPEC section 2 ===
+// === the keys table of docs/config.md ===
 
 #[test]
 fn defaults_match_the_spec_table() {
@@ -114,12 +114,77 @@ fn cidr_limit_bounds_the_entries() {
     let e = err("cidrLimit: 2\nnonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]");
     assert_eq!(
         e.problems(),
-        [Problem::OverCidrLimit { count: 3, limit: 2 }]
+        [Problem::OverCidrLimit {
+            keys: "nonMasqueradeCIDRs",
+            count: 3,
+            limit: 2
+        }]
     );
-    assert!(
-        e.to_string().contains("3 entries, over the cidrLimit of 2"),
-        "{e}"
+    assert_eq!(
+        e.to_string(),
+        "nonMasqueradeCIDRs: 3 entries, over the cidrLimit of 2"
     );
+}
+
+// === masqueradeCIDRs ===
+
+#[test]
+fn masquerade_cidrs_are_read_in_order_and_default_to_none() {
+    assert!(Config::default().masquerade_cidrs.is_empty());
+    let config =
+        ok("nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [10.5.0.0/16, 8.8.8.0/24]\n");
+    assert_eq!(
+        config.masquerade_cidrs,
+        nets(&["10.5.0.0/16", "8.8.8.0/24"])
+    );
+    // The other list keeps its default when absent.
+    assert_eq!(
+        ok("masqueradeCIDRs: [10.5.0.0/16]")
+            .non_masquerade_cidrs
+            .len(),
+        11
+    );
+    assert!(ok("masqueradeCIDRs:").masquerade_cidrs.is_empty());
+}
+
+#[test]
+fn the_same_prefix_in_both_lists_names_both_keys_and_the_prefix() {
+    let e = err(
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 10.5.0.0/16]\nmasqueradeCIDRs: [8.8.8.0/24, 10.5.0.0/16]",
+    );
+    assert_eq!(
+        e.to_string(),
+        "masqueradeCIDRs[1]: 10.5.0.0/16 is also nonMasqueradeCIDRs[1]; a destination cannot \
+         both keep the pod address and be masqueraded, remove it from one of the lists"
+    );
+    // Nested prefixes are what the list is for: the longest decides.
+    ok("nonMasqueradeCIDRs: [10.0.0.0/8, 10.5.3.0/24]\nmasqueradeCIDRs: [10.5.0.0/16]");
+}
+
+#[test]
+fn masquerade_cidrs_are_checked_like_the_other_lists() {
+    let e = err("masqueradeCIDRs: [10.5.0.1/16, fd00::/8, nope]");
+    let lines: Vec<String> = e.to_string().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines[0].starts_with(
+        "masqueradeCIDRs[0]: \"10.5.0.1/16\" has host bits set; did you mean 10.5.0.0/16?"
+    ));
+    assert!(lines[1].starts_with("masqueradeCIDRs[1]: \"fd00::/8\" is an IPv6 CIDR"));
+    assert!(lines[2].starts_with("masqueradeCIDRs[2]: \"nope\" is not a CIDR"));
+    let v6 = parse(b"masqueradeCIDRs: [fd00:5::/32]", &ipv6_opts()).unwrap();
+    assert_eq!(v6.config.masquerade_cidrs, nets(&["fd00:5::/32"]));
+}
+
+#[test]
+fn cidr_limit_counts_both_destination_lists() {
+    ok("cidrLimit: 3\nnonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12]\nmasqueradeCIDRs: [10.5.0.0/16]");
+    let e = err("cidrLimit: 2\nnonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12]\nmasqueradeCIDRs: [10.5.0.0/16]");
+    assert_eq!(
+        e.to_string(),
+        "nonMasqueradeCIDRs and masqueradeCIDRs: 3 entries, over the cidrLimit of 2"
+    );
+    // With the default set, only the written list counts.
+    ok("cidrLimit: 1\nmasqueradeCIDRs: [10.5.0.0/16]");
 }
 
 #[test]
@@ -514,7 +579,7 @@ proptest::proptest! {
 
     #[test]
     fn config_shaped_text_never_panics(
-        key in "(nonMasqueradeCIDRs|masqLinkLocal|resyncInterval|cidrLimit|nonMasqueradeSrcCIDRs|x)",
+        key in "(nonMasqueradeCIDRs|masqueradeCIDRs|masqLinkLocal|resyncInterval|cidrLimit|nonMasqueradeSrcCIDRs|x)",
         value in "[-\\[\\]{}0-9a-f.:/, \"smh]{0,24}",
         json in proptest::bool::ANY,
     ) {

@@ -9,18 +9,20 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::duration::parse_go_duration;
-use crate::{Config, ConfigError, Loaded, ParseOptions, Problem, MIN_RESYNC_INTERVAL};
+use crate::{Config, ConfigError, ParseOptions, Problem, MIN_RESYNC_INTERVAL};
 
-const NON_MASQUERADE_CIDRS: &str = "nonMasqueradeCIDRs";
+pub(crate) const NON_MASQUERADE_CIDRS: &str = "nonMasqueradeCIDRs";
+pub(crate) const MASQUERADE_CIDRS: &str = "masqueradeCIDRs";
 const MASQ_LINK_LOCAL: &str = "masqLinkLocal";
 const MASQ_LINK_LOCAL_IPV6: &str = "masqLinkLocalIPv6";
 const RESYNC_INTERVAL: &str = "resyncInterval";
 const CIDR_LIMIT: &str = "cidrLimit";
-const NON_MASQUERADE_SRC_CIDRS: &str = "nonMasqueradeSrcCIDRs";
+pub(crate) const NON_MASQUERADE_SRC_CIDRS: &str = "nonMasqueradeSrcCIDRs";
 
 /// Every key masq reads, matched exactly as written (the upstream agents are case-sensitive).
-const KNOWN_KEYS: [&str; 6] = [
+const KNOWN_KEYS: [&str; 7] = [
     NON_MASQUERADE_CIDRS,
+    MASQUERADE_CIDRS,
     MASQ_LINK_LOCAL,
     MASQ_LINK_LOCAL_IPV6,
     RESYNC_INTERVAL,
@@ -78,19 +80,48 @@ fn yaml_problem(error: &serde_saphyr::Error) -> Problem {
     }
 }
 
-/// Validates every key of the document; a null document means every default.
-pub(crate) fn config_from_document(
+/// What one file sets, validated: `None` where the key is absent or a null scalar. One file
+/// makes a [`Config`] with [`Keys::into_config`]; several are merged key by key (`dir`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Keys {
+    pub non_masquerade_cidrs: Option<Vec<IpNet>>,
+    pub masquerade_cidrs: Option<Vec<IpNet>>,
+    pub non_masquerade_src_cidrs: Option<Vec<IpNet>>,
+    pub masq_link_local: Option<bool>,
+    pub masq_link_local_ipv6: Option<bool>,
+    pub resync_interval: Option<Duration>,
+    pub cidr_limit: Option<usize>,
+}
+
+impl Keys {
+    /// The config one file means: every key it leaves out at its default.
+    pub(crate) fn into_config(self, opts: &ParseOptions) -> Config {
+        let default = Config::with_default_cidrs(opts.default_cidrs);
+        Config {
+            non_masquerade_cidrs: self
+                .non_masquerade_cidrs
+                .unwrap_or(default.non_masquerade_cidrs),
+            masquerade_cidrs: self.masquerade_cidrs.unwrap_or_default(),
+            masq_link_local: self.masq_link_local.unwrap_or(default.masq_link_local),
+            masq_link_local_ipv6: self
+                .masq_link_local_ipv6
+                .unwrap_or(default.masq_link_local_ipv6),
+            resync_interval: self.resync_interval.unwrap_or(default.resync_interval),
+            cidr_limit: self.cidr_limit.unwrap_or(default.cidr_limit),
+            non_masquerade_src_cidrs: self.non_masquerade_src_cidrs.unwrap_or_default(),
+        }
+    }
+}
+
+/// Validates every key of the document; a null document sets nothing. Returns the keys set and
+/// the warnings (unknown keys).
+pub(crate) fn keys_from_document(
     document: Value,
     opts: &ParseOptions,
-) -> Result<Loaded, ConfigError> {
-    let mut config = Config::with_default_cidrs(opts.default_cidrs);
+) -> Result<(Keys, Vec<String>), ConfigError> {
+    let mut set = Keys::default();
     let keys = match document {
-        Value::Null => {
-            return Ok(Loaded {
-                config,
-                warnings: Vec::new(),
-            })
-        }
+        Value::Null => return Ok((set, Vec::new())),
         Value::Object(keys) => keys,
         other => {
             return Err(ConfigError::one(Problem::NotAMapping {
@@ -106,50 +137,80 @@ pub(crate) fn config_from_document(
         .collect();
 
     // A null scalar keeps its default, as Go's encoding/json leaves the field untouched; a null
-    // list is empty, as Go sets the slice to nil (SPEC: `nonMasqueradeCIDRs:` means no CIDRs).
-    let mut cidrs_written = None;
-    if let Some(value) = keys.get(NON_MASQUERADE_CIDRS) {
-        // Count what was written, good or bad, so the limit is reported with the other problems.
-        cidrs_written = Some(value.as_array().map_or(0, Vec::len));
-        config.non_masquerade_cidrs = cidr_list(NON_MASQUERADE_CIDRS, value, opts, &mut problems);
+    // list is empty, as Go sets the slice to nil (docs/config.md: `nonMasqueradeCIDRs:` means
+    // no CIDRs). Count what the lists hold, good or bad, so the limit is reported with the
+    // other problems.
+    let mut cidrs_written = 0;
+    for (key, slot) in [
+        (NON_MASQUERADE_CIDRS, &mut set.non_masquerade_cidrs),
+        (MASQUERADE_CIDRS, &mut set.masquerade_cidrs),
+    ] {
+        if let Some(value) = keys.get(key) {
+            cidrs_written += value.as_array().map_or(0, Vec::len);
+            *slot = Some(cidr_list(key, value, opts, &mut problems));
+        }
     }
     if let Some(value) = keys.get(NON_MASQUERADE_SRC_CIDRS) {
-        config.non_masquerade_src_cidrs =
-            cidr_list(NON_MASQUERADE_SRC_CIDRS, value, opts, &mut problems);
+        set.non_masquerade_src_cidrs = Some(cidr_list(
+            NON_MASQUERADE_SRC_CIDRS,
+            value,
+            opts,
+            &mut problems,
+        ));
     }
-    if let Some(flag) = bool_key(MASQ_LINK_LOCAL, keys.get(MASQ_LINK_LOCAL), &mut problems) {
-        config.masq_link_local = flag;
-    }
-    let ipv6_flag = bool_key(
+    set.masq_link_local = bool_key(MASQ_LINK_LOCAL, keys.get(MASQ_LINK_LOCAL), &mut problems);
+    set.masq_link_local_ipv6 = bool_key(
         MASQ_LINK_LOCAL_IPV6,
         keys.get(MASQ_LINK_LOCAL_IPV6),
         &mut problems,
     );
-    if let Some(flag) = ipv6_flag {
-        config.masq_link_local_ipv6 = flag;
+    set.resync_interval = resync_interval(keys.get(RESYNC_INTERVAL), &mut problems);
+    set.cidr_limit = cidr_limit(keys.get(CIDR_LIMIT), &mut problems);
+    // The limit bounds what the file lists, both destination lists together. The built-in
+    // default set is not the file's, and the link-local exemptions (which Cilium stores next
+    // to the CIDRs) are not counted either.
+    let limit = set.cidr_limit.unwrap_or(crate::DEFAULT_CIDR_LIMIT);
+    if cidrs_written > limit {
+        problems.push(Problem::OverCidrLimit {
+            keys: limit_keys(set.masquerade_cidrs.is_some()),
+            count: cidrs_written,
+            limit,
+        });
     }
-    if let Some(interval) = resync_interval(keys.get(RESYNC_INTERVAL), &mut problems) {
-        config.resync_interval = interval;
-    }
-    if let Some(limit) = cidr_limit(keys.get(CIDR_LIMIT), &mut problems) {
-        config.cidr_limit = limit;
-    }
-    // The limit bounds what the file lists. The built-in default set is not the file's, and the
-    // link-local exemptions (which Cilium stores next to the CIDRs) are not counted either.
-    if let Some(count) = cidrs_written {
-        if count > config.cidr_limit {
-            problems.push(Problem::OverCidrLimit {
-                count,
-                limit: config.cidr_limit,
-            });
-        }
+    if let (Some(keep), Some(forced)) = (&set.non_masquerade_cidrs, &set.masquerade_cidrs) {
+        problems.extend(in_both_lists(keep, forced));
     }
 
     if problems.is_empty() {
-        Ok(Loaded { config, warnings })
+        Ok((set, warnings))
     } else {
         Err(ConfigError::new(problems))
     }
+}
+
+/// The keys `cidrLimit` counts, as a problem names them.
+pub(crate) fn limit_keys(with_masquerade_cidrs: bool) -> &'static str {
+    if with_masquerade_cidrs {
+        "nonMasqueradeCIDRs and masqueradeCIDRs"
+    } else {
+        NON_MASQUERADE_CIDRS
+    }
+}
+
+/// A prefix listed both to keep and to masquerade: the longest-prefix match cannot choose.
+fn in_both_lists(keep: &[IpNet], forced: &[IpNet]) -> Vec<Problem> {
+    forced
+        .iter()
+        .enumerate()
+        .filter_map(|(j, prefix)| {
+            let i = keep.iter().position(|k| k == prefix)?;
+            Some(Problem::InBothLists {
+                prefix: *prefix,
+                non_masquerade: format!("{NON_MASQUERADE_CIDRS}[{i}]"),
+                masquerade: format!("{MASQUERADE_CIDRS}[{j}]"),
+            })
+        })
+        .collect()
 }
 
 fn unknown_key_warning(key: &str) -> String {

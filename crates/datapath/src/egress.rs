@@ -1,6 +1,6 @@
 //! masq's `ip rule`s: `fwmark MARK/MARK lookup TABLE priority PRIORITY protocol 109`, one per
 //! address family, that send the connections masq marked for masquerading through the egress
-//! interface (SPEC section 4). The netfilter datapaths mark connections, the eBPF datapath the
+//! interface (docs/vpc-native.md). The netfilter datapaths mark connections, the eBPF datapath the
 //! replies of the flows it steered (so they pass strict reverse-path filtering); this module
 //! owns the rules for both, and finds the uplinks the eBPF datapath steers from.
 //!

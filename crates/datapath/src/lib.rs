@@ -13,6 +13,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use masq_config::Config;
+use masq_decision::NodeContext;
+pub use masq_decision::{CompiledPolicy, Family};
 
 pub mod ebpf;
 pub mod nft;
@@ -45,6 +47,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Why this datapath cannot install `config` yet, if it cannot: one line for the log and
+    /// `masq status`. The agent treats it as an invalid config, so the last good one stays
+    /// installed rather than a part of the policy going missing.
+    pub fn refuses(self, config: &Config) -> Option<String> {
+        match self {
+            // Until the programs carry the verdict in their LPM trie (issue 18).
+            Kind::Ebpf if !config.masquerade_cidrs.is_empty() => Some(
+                "masqueradeCIDRs: the ebpf datapath does not support it yet; run the agent with \
+                 --datapath nftables or iptables"
+                    .to_string(),
+            ),
+            Kind::Ebpf | Kind::Nftables | Kind::Iptables => None,
+        }
+    }
+
     /// The name used on the command line and in status output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -140,6 +157,32 @@ impl NodeSettings {
             .or_else(|| self.interfaces.first().map(|i| i.name.as_str()))
     }
 
+    /// The families a datapath installs rules for: IPv4, and IPv6 with `--enable-ipv6`.
+    pub fn families(&self) -> &'static [Family] {
+        if self.enable_ipv6 {
+            &Family::ALL
+        } else {
+            &[Family::V4]
+        }
+    }
+
+    /// What the decision needs of the node: the pod CIDRs, the native-routing CIDR, and its
+    /// own addresses (every interface's, and `--snat-ip`, which traffic can be addressed to
+    /// once it is translated).
+    pub fn decision_context(&self) -> NodeContext {
+        let mut local_addrs: Vec<IpAddr> = self
+            .interfaces
+            .iter()
+            .flat_map(|iface| iface.addrs.iter().copied())
+            .collect();
+        local_addrs.extend(self.snat_ip.filter(|ip| !local_addrs.contains(ip)));
+        NodeContext {
+            pod_cidrs: self.pod_cidrs.clone(),
+            local_addrs,
+            native_routing_cidr: self.native_routing_cidr,
+        }
+    }
+
     /// The egress routing to install: enabled, and an egress interface known.
     pub fn active_egress_routing(&self) -> Option<&EgressRouting> {
         self.egress_routing
@@ -148,7 +191,7 @@ impl NodeSettings {
     }
 }
 
-/// Policy routing for masqueraded traffic (SPEC section 4, nodes with several interfaces).
+/// Policy routing for masqueraded traffic (nodes with several interfaces, docs/vpc-native.md).
 ///
 /// The first packet of a connection masq will masquerade gets `mark` in its packet and
 /// conntrack marks before the routing decision; later packets and replies get it back from
@@ -195,6 +238,13 @@ pub struct Desired {
     pub config: Config,
     /// What the node adds.
     pub node: NodeSettings,
+}
+
+impl Desired {
+    /// The decision every datapath renders: the config and the node compiled once.
+    pub fn policy(&self) -> CompiledPolicy {
+        CompiledPolicy::compile(&self.config, &self.node.decision_context())
+    }
 }
 
 /// What one `sync` did.

@@ -1,4 +1,4 @@
-//! Kernel tests of egress routing (SPEC section 4, issue 8) for the netfilter datapaths (and the
+//! Kernel tests of egress routing (docs/vpc-native.md, issue 8) for the netfilter datapaths (and the
 //! eBPF one through its clsact fallback), on the VPC-native topology of masq-testbed: the pod's
 //! address lives on the node's secondary interface and its policy route leaves there, while
 //! masqueraded traffic must leave through the primary interface with the primary address. Needs root, `nft`, `iptables` and `ping`; skips
@@ -38,6 +38,7 @@ fn desired(topology: &VpcTopology) -> Desired {
             resync_interval: Duration::from_secs(60),
             cidr_limit: 16384,
             non_masquerade_src_cidrs: Vec::new(),
+            masquerade_cidrs: Vec::new(),
         },
         node: NodeSettings {
             pod_cidrs: vec![vpc_addr::POD_CIDR.parse().unwrap()],

@@ -7,7 +7,7 @@ mod ipt_support;
 use std::time::{Duration, Instant};
 
 use ipt_support::{config, desired, nets, RFC1918};
-use masq_datapath::ipt::{Backend, Family, Iptables, LockRetry};
+use masq_datapath::ipt::{Backend, Family, IptFamily, Iptables, LockRetry};
 use masq_datapath::{Datapath, Desired, PortRange};
 use masq_testbed::Netns;
 
@@ -367,6 +367,9 @@ fn every_rule_kind_reads_back_as_rendered() {
         let mut cfg = config(&["10.0.0.0/8", "fd00::/8"]);
         cfg.masq_link_local = true;
         cfg.non_masquerade_src_cidrs = nets(&["10.10.0.0/16"]);
+        cfg.masquerade_cidrs = nets(&["10.5.0.0/16", "fd00:5::/32"]);
+        cfg.non_masquerade_cidrs
+            .push("10.5.3.0/24".parse().unwrap());
         let mut d = desired(cfg);
         d.node.enable_ipv6 = true;
         d.node.iptables_chain = "MASQ-TEST".to_string();
@@ -393,6 +396,10 @@ fn every_rule_kind_reads_back_as_rendered() {
         let save = saved(ns, backend, Family::V4);
         assert!(save.contains("--probability"), "{save}");
         assert!(save.contains("--to-source 192.0.2.10:1024-29999"), "{save}");
+        assert!(
+            save.contains("-s 10.244.0.0/16 -d 10.5.0.0/16 -p tcp"),
+            "{save}"
+        );
     });
 }
 

@@ -56,6 +56,20 @@ fn custom_config_with_every_option() {
     check_golden("custom", &text);
 }
 
+/// `masqueradeCIDRs`: a peered subnet inside the VPC range that only accepts node addresses
+/// (and a subnet inside it that keeps the pod address again), the metadata server out of
+/// link-local; with two pod CIDRs and egress routing, so both chains show the forced ranges.
+#[test]
+fn masquerade_cidrs_come_before_the_return_rules() {
+    let mut cfg = config(&["10.0.0.0/8", "10.5.3.0/24", "172.16.0.0/12"]);
+    cfg.masquerade_cidrs = nets(&["10.5.0.0/16", "169.254.169.254/32"]);
+    let mut d = desired(cfg);
+    d.node.pod_cidrs = nets(&["10.244.0.0/16", "10.245.0.0/16"]);
+    d.node.egress_interface = Some("eth0".into());
+    let text = Iptables::new(Backend::Nft).render(&d);
+    check_golden("masquerade-cidrs", &text);
+}
+
 #[test]
 fn custom_chain_name() {
     let mut d = desired(config(&RFC1918));

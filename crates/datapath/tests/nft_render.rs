@@ -42,6 +42,7 @@ fn everything() -> Desired {
             resync_interval: Duration::from_secs(60),
             cidr_limit: 16384,
             non_masquerade_src_cidrs: nets(&["10.244.1.128/25", "fd10::/64"]),
+            masquerade_cidrs: Vec::new(),
         },
         node: NodeSettings {
             pod_cidrs: nets(&["10.244.1.0/24", "fd10::/56"]),
@@ -64,11 +65,23 @@ fn egress() -> Desired {
     desired
 }
 
-fn cases() -> [(&'static str, Desired); 3] {
+/// `masqueradeCIDRs`: a peered subnet inside the VPC range that only accepts node addresses,
+/// a subnet inside it that keeps the pod address again, and the metadata server out of
+/// link-local; with egress routing, so the mark chain shows the same exemptions.
+fn masquerade_cidrs() -> Desired {
+    let mut desired = egress();
+    desired.config.non_masquerade_cidrs = nets(&["10.0.0.0/8", "10.5.3.0/24", "fd00::/8"]);
+    desired.config.masquerade_cidrs = nets(&["10.5.0.0/16", "169.254.169.254/32"]);
+    desired.config.masq_link_local = false;
+    desired
+}
+
+fn cases() -> [(&'static str, Desired); 4] {
     [
         ("nftables-default.nft", defaults()),
         ("nftables-everything.nft", everything()),
         ("nftables-egress.nft", egress()),
+        ("nftables-masquerade-cidrs.nft", masquerade_cidrs()),
     ]
 }
 

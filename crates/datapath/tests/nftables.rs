@@ -28,6 +28,7 @@ fn config(non_masquerade: &[&str]) -> Config {
         resync_interval: Duration::from_secs(60),
         cidr_limit: 16384,
         non_masquerade_src_cidrs: Vec::new(),
+        masquerade_cidrs: Vec::new(),
     }
 }
 

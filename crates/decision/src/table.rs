@@ -26,10 +26,6 @@ impl CidrTable {
         table
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
-    }
-
     /// The longest CIDR containing `addr`, if any.
     pub(crate) fn longest_match(&self, addr: IpAddr) -> Option<IpNet> {
         match addr {

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::ebpf_metrics::EbpfCollector;
 use crate::flags::OutputFormat;
 
-/// Every datapath this binary has, in the order `auto` tries them (SPEC section 4). Opening one
+/// Every datapath this binary has, in the order `auto` tries them (README: Datapaths). Opening one
 /// probes the kernel without changing it, except that eBPF mounts a bpffs for its pins where
 /// there is none.
 pub fn candidates(

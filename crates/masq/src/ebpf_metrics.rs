@@ -1,4 +1,4 @@
-//! The eBPF datapath's metrics (SPEC section 6), read from the pinned maps at each scrape so they
+//! The eBPF datapath's metrics (README: Observability), read from the pinned maps at each scrape so they
 //! are never stale and cost nothing between scrapes: packets by reason, drops by reason,
 //! translations, NAT entries and pressure, port-allocation retries and failures, and the most
 //! saturated (SNAT address, destination) port pool.

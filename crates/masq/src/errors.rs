@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use masq_config::ConfigError;
+use masq_config::{ConfigError, DirError};
 
 /// Invalid arguments or destinations: one line per problem, each naming the flag and value.
 #[derive(Debug)]
@@ -58,9 +58,12 @@ impl std::error::Error for InvalidConfig {}
 
 /// Exit 1 when anything in the error's chain is the user's input, 2 otherwise.
 pub fn exit_code_for(error: &anyhow::Error) -> u8 {
-    let invalid_input = error
-        .chain()
-        .any(|e| e.is::<InvalidInput>() || e.is::<InvalidConfig>() || e.is::<ConfigError>());
+    let invalid_input = error.chain().any(|e| {
+        e.is::<InvalidInput>()
+            || e.is::<InvalidConfig>()
+            || e.is::<ConfigError>()
+            || e.is::<DirError>()
+    });
     if invalid_input {
         1
     } else {

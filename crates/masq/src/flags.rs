@@ -1,4 +1,4 @@
-//! The command line as typed (SPEC section 5). These clap structs hold only what the user wrote;
+//! The command line as typed (docs/cli.md). These clap structs hold only what the user wrote;
 //! [`crate::settings`] turns them into validated settings before anything runs, so a bad value
 //! is reported with the flag's name and exit code 1, never a panic.
 
@@ -59,6 +59,10 @@ pub struct ConfigArgs {
     /// The ip-masq-agent config file (YAML or JSON); a missing file means the defaults.
     #[arg(long, value_name = "PATH", default_value = masq_config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// Read every file whose name starts with `ip-masq` in this directory, merged, instead of
+    /// --config (several ConfigMaps in one projected volume; see docs/config.md).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub config_dir: Option<PathBuf>,
     /// Masquerade IPv6 too, and accept IPv6 CIDRs in the config.
     #[arg(long)]
     pub enable_ipv6: bool,
@@ -180,10 +184,15 @@ pub struct ExplainArgs {
 
 /// `masq validate`.
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["file", "config_dir"])))]
 pub struct ValidateArgs {
     /// The config file to check (`-` reads standard input).
     #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// Check every `ip-masq*` file of this directory and their merge, as the agent reads them
+    /// with --config-dir.
+    #[arg(long, value_name = "DIR", conflicts_with = "file")]
+    pub config_dir: Option<PathBuf>,
     /// Accept IPv6 CIDRs, as the agent does with --enable-ipv6.
     #[arg(long)]
     pub enable_ipv6: bool,

@@ -1,8 +1,8 @@
-//! `masq`: the IP-masquerade agent for Kubernetes nodes and its tools (SPEC section 5).
+//! `masq`: the IP-masquerade agent for Kubernetes nodes and its tools (docs/cli.md).
 //!
 //! [`flags`] holds the command line as typed, [`settings`] validates it, [`commands`] runs each
-//! subcommand. Errors are printed here, once, one line each, and mapped to the exit codes of the
-//! SPEC: 0 success, 1 invalid input (config, arguments, destinations), 2 runtime failure.
+//! subcommand. Errors are printed here, once, one line each, and mapped to the exit codes of
+//! docs/cli.md: 0 success, 1 invalid input (config, arguments, destinations), 2 runtime failure.
 
 mod commands;
 mod datapaths;
@@ -38,7 +38,7 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 /// clap prints its own message; invalid arguments exit 1 like every other invalid input
-/// (clap's default is 2, which the SPEC keeps for runtime failures).
+/// (clap's default is 2, which masq keeps for runtime failures).
 fn clap_exit(error: &clap::Error) -> ExitCode {
     // Printing can only fail on a closed stream, and then there is no one left to tell.
     let _ = error.print();

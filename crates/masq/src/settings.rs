@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use masq_config::{DefaultCidrs, ParseOptions};
+use masq_config::{DefaultCidrs, ParseOptions, Source};
 use masq_datapath::ebpf::{NatSettings, NatTimeouts};
 use masq_datapath::{EgressRouting, NodeSettings, PortRange};
 use masq_decision::NodeContext;
@@ -17,8 +17,8 @@ use crate::flags::{AgentArgs, ConfigArgs, DatapathChoice, LogFormat, NatArgs};
 /// [`ConfigArgs`] validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigSettings {
-    /// `--config`.
-    pub config_path: PathBuf,
+    /// `--config` or `--config-dir`.
+    pub source: Source,
     /// How to read the file (`--enable-ipv6`, `--rfc1918-defaults`).
     pub parse_options: ParseOptions,
     /// The node's part; `interfaces` is filled by `agent` only (from netlink).
@@ -76,6 +76,14 @@ impl ConfigArgs {
         }
     }
 
+    /// Where the config comes from: `--config-dir`, else `--config`.
+    pub fn source(&self) -> Source {
+        match &self.config_dir {
+            Some(dir) => Source::Dir(dir.clone()),
+            None => Source::File(self.config.clone()),
+        }
+    }
+
     /// Parse options and node settings, every bad flag reported.
     pub fn settings(&self) -> Result<ConfigSettings, InvalidInput> {
         let mut problems = Problems::default();
@@ -85,7 +93,7 @@ impl ConfigArgs {
             return Err(InvalidInput::new(problems.0));
         };
         problems.finish(ConfigSettings {
-            config_path: self.config.clone(),
+            source: self.source(),
             parse_options: self.parse_options(),
             node,
             iptables_to_ports,
@@ -168,7 +176,7 @@ impl AgentArgs {
         };
         problems.finish(AgentSettings {
             config: ConfigSettings {
-                config_path: self.config.config.clone(),
+                source: self.config.source(),
                 parse_options: self.config.parse_options(),
                 node,
                 iptables_to_ports,
@@ -230,12 +238,12 @@ impl NatArgs {
 /// Below this the table could not hold one destination's default port pool.
 const MIN_NAT_TABLE_SIZE: u32 = 1024;
 
-/// What `masq explain` knows of the node: the flags, plus `--node-ip` as its local addresses.
+/// What `masq explain` knows of the node: the flags, plus `--node-ip` as its local addresses
+/// (offline, nothing else says what they are).
 pub fn node_context(node: &NodeSettings, local_addrs: Vec<IpAddr>) -> NodeContext {
     NodeContext {
-        pod_cidrs: node.pod_cidrs.clone(),
         local_addrs,
-        native_routing_cidr: node.native_routing_cidr,
+        ..node.decision_context()
     }
 }
 

@@ -14,7 +14,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 const MASQ: &str = env!("CARGO_BIN_EXE_masq");
-/// What `--config` and `--metrics-addr` mean when the manifest leaves them out (SPEC 2 and 6).
+/// What `--config` and `--metrics-addr` mean when the manifest leaves them out (docs/config.md,
+/// README: Observability).
 const DEFAULT_CONFIG: &str = "/etc/config/ip-masq-agent";
 const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9710";
 const CONFIG_MAP: &str = "ip-masq-agent";
@@ -31,6 +32,7 @@ const AGENT_KUSTOMIZATIONS: &[(&str, &str)] = &[
     ("overlays/nftables", "nftables"),
     ("overlays/iptables", "iptables"),
     ("overlays/metrics", "ebpf"),
+    ("overlays/config-dir", "nftables"),
 ];
 const CLEANUP_KUSTOMIZATION: &str = "cleanup";
 
@@ -244,41 +246,119 @@ fn each_overlay_selects_its_datapath() {
     }
 }
 
+/// The ConfigMap sources of the volume mounted at `dir`: one `configMap`, or the `projected`
+/// sources of several.
+fn config_sources<'a>(r: &'a Rendered, dir: &Path) -> Vec<&'a Value> {
+    let agent = r.agent();
+    let mount = items(&agent["volumeMounts"])
+        .iter()
+        .find(|m| Path::new(m["mountPath"].as_str().unwrap()) == dir)
+        .unwrap_or_else(|| panic!("deploy/{}: nothing mounted at {}", r.dir, dir.display()));
+    assert_eq!(mount["readOnly"], true, "deploy/{}: config mount", r.dir);
+    let volume = items(&r.pod_spec("masq")["volumes"])
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("mounted volume exists");
+    match volume["projected"]["sources"].as_array() {
+        Some(sources) => sources.iter().map(|s| &s["configMap"]).collect(),
+        None => vec![&volume["configMap"]],
+    }
+}
+
+/// The file a ConfigMap source maps its `config` key to.
+fn key_file(source: &Value) -> &str {
+    items(&source["items"])
+        .iter()
+        .find(|i| i["key"] == CONFIG_KEY)
+        .map_or(CONFIG_KEY, |i| i["path"].as_str().unwrap())
+}
+
 #[test]
 fn config_map_is_mounted_where_the_config_flag_reads() {
     let Some((agents, _)) = renders() else { return };
     for r in agents {
-        let agent = r.agent();
-        let flags = flags(agent, "agent");
-        let config = Path::new(flag_value(&flags, "--config").unwrap_or(DEFAULT_CONFIG));
-        let (dir, file) = (config.parent().unwrap(), config.file_name().unwrap());
-        let mount = items(&agent["volumeMounts"])
+        let flags = flags(r.agent(), "agent");
+        // `--config-dir` reads every file named ip-masq* of the directory; `--config` one file.
+        let (dir, file) = match flag_value(&flags, "--config-dir") {
+            Some(dir) => (PathBuf::from(dir), None),
+            None => {
+                let config = Path::new(flag_value(&flags, "--config").unwrap_or(DEFAULT_CONFIG));
+                let file = config.file_name().unwrap().to_str().unwrap().to_string();
+                (config.parent().unwrap().to_path_buf(), Some(file))
+            }
+        };
+        let sources = config_sources(r, &dir);
+        for source in &sources {
+            assert_eq!(
+                source["optional"], true,
+                "deploy/{}: a missing ConfigMap means defaults",
+                r.dir
+            );
+            if file.is_none() {
+                assert!(
+                    key_file(source).starts_with("ip-masq"),
+                    "deploy/{}: {} is not a file --config-dir reads",
+                    r.dir,
+                    key_file(source)
+                );
+            }
+        }
+        let main = sources
             .iter()
-            .find(|m| Path::new(m["mountPath"].as_str().unwrap()) == dir)
-            .unwrap_or_else(|| panic!("deploy/{}: nothing mounted at {}", r.dir, dir.display()));
-        assert_eq!(mount["readOnly"], true, "deploy/{}: config mount", r.dir);
-        let volume = items(&r.pod_spec("masq")["volumes"])
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .expect("mounted volume exists");
-        let source = &volume["configMap"];
-        assert_eq!(source["name"], CONFIG_MAP, "deploy/{}", r.dir);
+            .find(|s| s["name"] == CONFIG_MAP)
+            .unwrap_or_else(|| panic!("deploy/{}: {CONFIG_MAP} is not mounted", r.dir));
+        if let Some(file) = &file {
+            assert_eq!(
+                key_file(main),
+                file,
+                "deploy/{}: key {CONFIG_KEY} is not the file --config reads",
+                r.dir
+            );
+        }
+        for source in sources {
+            let name = source["name"].as_str().unwrap();
+            assert!(r.find("ConfigMap", name)["data"][CONFIG_KEY].is_string());
+        }
+    }
+}
+
+/// The ConfigMaps of the config-dir overlay, laid out as the projected volume holds them,
+/// pass `masq validate --config-dir`; one bad entry in the second makes the merge fail.
+#[test]
+fn projected_config_maps_pass_masq_validate() {
+    let Some((agents, _)) = renders() else { return };
+    let r = agents
+        .iter()
+        .find(|r| r.dir == "overlays/config-dir")
+        .unwrap();
+    let sources = config_sources(r, Path::new("/etc/config"));
+    assert!(sources.len() >= 2, "deploy/{}: one ConfigMap only", r.dir);
+    for (name, valid) in [("shipped", true), ("broken", false)] {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deploy-config-dir-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, source) in sources.iter().enumerate() {
+            let map = r.find("ConfigMap", source["name"].as_str().unwrap());
+            let mut text = map["data"][CONFIG_KEY].as_str().unwrap().to_string();
+            if !valid && i == 1 {
+                text.push_str("masqueradeCIDRs: [10.5.0.1/16]\n");
+            }
+            std::fs::write(dir.join(key_file(source)), text).unwrap();
+        }
+        let out = Command::new(MASQ)
+            .arg("validate")
+            .arg("--config-dir")
+            .arg(&dir)
+            .output()
+            .unwrap();
         assert_eq!(
-            source["optional"], true,
-            "deploy/{}: a missing ConfigMap means defaults",
-            r.dir
+            out.status.success(),
+            valid,
+            "masq validate --config-dir on the {name} ConfigMaps ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
-        let key_file = items(&source["items"])
-            .iter()
-            .find(|i| i["key"] == CONFIG_KEY)
-            .map_or(CONFIG_KEY, |i| i["path"].as_str().unwrap());
-        assert_eq!(
-            Some(key_file),
-            file.to_str(),
-            "deploy/{}: key {CONFIG_KEY} is not the file --config reads",
-            r.dir
-        );
-        assert!(r.find("ConfigMap", CONFIG_MAP)["data"][CONFIG_KEY].is_string());
     }
 }
 

@@ -39,6 +39,18 @@ impl ConfigMapDir {
 
     /// Replaces the content atomically, as kubelet does.
     pub fn update(&mut self, content: &str) -> Result<()> {
+        self.update_keys(&[(KEY, content)])
+    }
+
+    /// The volume's directory (`masq agent --config-dir`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replaces every key of the volume at once, as kubelet updates a projected volume of
+    /// several ConfigMaps: the keys in a new `..data`, a link per key, and the links of keys
+    /// no longer there removed after the swap.
+    pub fn update_keys(&mut self, keys: &[(&str, &str)]) -> Result<()> {
         self.generation += 1;
         let root = self.dir.path();
         let data = format!(
@@ -47,17 +59,27 @@ impl ConfigMapDir {
             self.generation
         );
         std::fs::create_dir(root.join(&data))?;
-        std::fs::write(root.join(&data).join(KEY), content)?;
+        for (key, content) in keys {
+            std::fs::write(root.join(&data).join(key), content)?;
+        }
         let tmp = root.join("..data_tmp");
         std::os::unix::fs::symlink(&data, &tmp)?;
         let previous = std::fs::read_link(root.join("..data")).ok();
         std::fs::rename(&tmp, root.join("..data")).context("swapping ..data")?;
-        if let Some(previous) = previous {
-            let _ = std::fs::remove_dir_all(root.join(previous));
+        for (key, _) in keys {
+            let link = root.join(key);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(Path::new("..data").join(key), &link)?;
+            }
         }
-        let key = root.join(KEY);
-        if std::fs::symlink_metadata(&key).is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(KEY), &key)?;
+        if let Some(previous) = previous {
+            for entry in std::fs::read_dir(root.join(&previous))? {
+                let name = entry?.file_name();
+                if !keys.iter().any(|(key, _)| name.to_str() == Some(key)) {
+                    let _ = std::fs::remove_file(root.join(&name));
+                }
+            }
+            let _ = std::fs::remove_dir_all(root.join(previous));
         }
         Ok(())
     }
@@ -101,5 +123,19 @@ mod tests {
             std::fs::read_to_string(dir.config_path()).unwrap(),
             "a: 3\n"
         );
+    }
+
+    #[test]
+    fn several_keys_come_and_go_together() {
+        let mut dir = ConfigMapDir::new().unwrap();
+        dir.update_keys(&[("ip-masq-a", "a"), ("ip-masq-b", "b")])
+            .unwrap();
+        let root = dir.dir().to_path_buf();
+        let read = |key: &str| std::fs::read_to_string(root.join(key)).ok();
+        assert_eq!(read("ip-masq-a").as_deref(), Some("a"));
+        assert_eq!(read("ip-masq-b").as_deref(), Some("b"));
+        dir.update_keys(&[("ip-masq-a", "a2")]).unwrap();
+        assert_eq!(read("ip-masq-a").as_deref(), Some("a2"));
+        assert!(std::fs::symlink_metadata(root.join("ip-masq-b")).is_err());
     }
 }

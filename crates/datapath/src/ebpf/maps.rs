@@ -642,6 +642,7 @@ mod tests {
                 resync_interval: Duration::from_secs(60),
                 cidr_limit: 16384,
                 non_masquerade_src_cidrs: vec!["10.9.0.0/16".parse().unwrap()],
+                masquerade_cidrs: Vec::new(),
             },
             node: NodeSettings {
                 interfaces: vec![Interface {

@@ -6,7 +6,7 @@
 //! order: kubelet's hint chains (`KUBE-IPTABLES-HINT`, `KUBE-KUBELET-CANARY`) in a backend; then
 //! whichever backend holds more rules; then the backend the host's `iptables` binary is built for.
 
-use crate::ipt::render::Family;
+use crate::ipt::render::{Family, IptFamily};
 use crate::ipt::save::count_rule_lines;
 
 /// An iptables backend.

@@ -1,7 +1,7 @@
 //! Chains other agents (or other masq settings) left behind, for `masq status`.
 
 use super::backend::Tool;
-use super::render::{Family, COMMENT_PREFIX};
+use super::render::{Family, IptFamily, COMMENT_PREFIX};
 use super::save::NatTable;
 use super::{Backend, Iptables};
 use crate::Error;

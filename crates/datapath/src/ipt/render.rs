@@ -9,7 +9,11 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use masq_decision::{Action, Exemption, FamilyPolicy, Pods};
 
+pub use masq_decision::Family;
+
+use super::forced;
 use super::save::NatTable;
 use crate::{Desired, PortRange};
 
@@ -22,6 +26,13 @@ pub const MASQ_COMMENT: &str =
 /// `snatTarget` wording).
 pub const SNAT_COMMENT: &str =
     "ip-masq-agent: outbound traffic is subject to SNAT (must be last in chain)";
+/// Comment of the rules that masquerade a `masqueradeCIDRs` range (masq's own, in upstream's
+/// style; upstream has no such key).
+pub const FORCED_MASQ_COMMENT: &str =
+    "ip-masq-agent: traffic to masqueradeCIDRs is subject to MASQUERADE";
+/// The same with `--snat-ip`.
+pub const FORCED_SNAT_COMMENT: &str =
+    "ip-masq-agent: traffic to masqueradeCIDRs is subject to SNAT";
 /// Comment of a `nonMasqueradeSrcCIDRs` exemption (masq's own, upstream has no such key).
 pub const SRC_EXEMPT_COMMENT: &str =
     "ip-masq-agent: traffic from this source is not subject to MASQUERADE";
@@ -34,55 +45,18 @@ const PORT_PROTOCOLS: [&str; 3] = ["tcp", "udp", "sctp"];
 /// The `statistic` match draws a 31-bit random number: probabilities are multiples of 2^-31.
 const STATISTIC_SCALE: f64 = 2_147_483_648.0;
 
-/// An address family: `iptables` or `ip6tables`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    /// IPv4, `iptables`.
-    V4,
-    /// IPv6, `ip6tables`.
-    V6,
+/// How iptables spells a [`Family`]: the program of the family.
+pub trait IptFamily {
+    /// The command prefix: `iptables` or `ip6tables`.
+    fn command(self) -> &'static str;
 }
 
-impl Family {
-    /// Both families, IPv4 first.
-    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
-
-    /// The command prefix: `iptables` or `ip6tables`.
-    pub fn command(self) -> &'static str {
+impl IptFamily for Family {
+    fn command(self) -> &'static str {
         match self {
             Family::V4 => "iptables",
             Family::V6 => "ip6tables",
         }
-    }
-
-    fn holds_net(self, net: &IpNet) -> bool {
-        matches!(
-            (self, net),
-            (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_))
-        )
-    }
-
-    fn holds_addr(self, addr: &IpAddr) -> bool {
-        matches!(
-            (self, addr),
-            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
-        )
-    }
-
-    fn link_local(self) -> IpNet {
-        match self {
-            Family::V4 => "169.254.0.0/16".parse().expect("valid literal"),
-            Family::V6 => "fe80::/10".parse().expect("valid literal"),
-        }
-    }
-}
-
-/// The families `desired` installs: IPv4 always, IPv6 with `--enable-ipv6`.
-pub fn families(desired: &Desired) -> Vec<Family> {
-    if desired.node.enable_ipv6 {
-        vec![Family::V4, Family::V6]
-    } else {
-        vec![Family::V4]
     }
 }
 
@@ -105,74 +79,97 @@ impl Default for RenderOptions {
 }
 
 /// The rules of the chain for one family, each a full `-A CHAIN …` line, in order.
-pub fn chain_rules(desired: &Desired, family: Family, options: &RenderOptions) -> Vec<String> {
+pub fn chain_rules(
+    desired: &Desired,
+    policy: &FamilyPolicy,
+    options: &RenderOptions,
+) -> Vec<String> {
     let chain = &desired.node.iptables_chain;
-    let config = &desired.config;
     let mut rules = Vec::new();
-
-    // Source exemptions come first, as in the decision; every exemption ends in RETURN, so their
-    // order among themselves changes nothing but readability.
-    for src in config
-        .non_masquerade_src_cidrs
-        .iter()
-        .filter(|n| family.holds_net(n))
-    {
-        rules.push(format!(
-            "-A {chain} -s {src} -m comment --comment \"{SRC_EXEMPT_COMMENT}\" -j RETURN"
-        ));
+    // Every exemption ends in RETURN, so their order among themselves changes nothing but
+    // readability; they follow the decision's.
+    for exemption in policy.exemptions() {
+        match exemption {
+            Exemption::Sources(sources) => {
+                for src in sources.as_written() {
+                    rules.push(format!(
+                        "-A {chain} -s {src} -m comment --comment \"{SRC_EXEMPT_COMMENT}\" -j RETURN"
+                    ));
+                }
+            }
+            // A source outside the pod CIDRs matches none of the translation rules (each
+            // names a pod CIDR) and falls off the end of the chain.
+            Exemption::NotAPod(_) => {}
+            // Forced ranges come before every destination RETURN, link-local included (see
+            // `forced`).
+            Exemption::LinkLocal(link_local) => {
+                for (dst, action) in forced::order(&policy.destinations).first {
+                    match action {
+                        Action::Keep => rules.push(destination_exemption(chain, &dst)),
+                        Action::Masquerade => {
+                            rules.extend(translation_rules(desired, policy, options, Some(dst)))
+                        }
+                    }
+                }
+                if link_local.exempt {
+                    rules.push(destination_exemption(chain, &link_local.range));
+                }
+            }
+            // Upstream writes one rule per entry as listed, duplicates included.
+            Exemption::Destinations(destinations) => {
+                for dst in forced::order(destinations).rest {
+                    rules.push(destination_exemption(chain, &dst));
+                }
+            }
+            // The POSTROUTING jump (`addrtype ! --dst-type LOCAL`) never enters the chain for
+            // a local destination.
+            Exemption::Local(_) => {}
+        }
     }
-
-    let masq_link_local = match family {
-        Family::V4 => config.masq_link_local,
-        Family::V6 => config.masq_link_local_ipv6,
-    };
-    let mut destinations = Vec::new();
-    if !masq_link_local {
-        destinations.push(family.link_local());
-    }
-    destinations.extend(
-        config
-            .non_masquerade_cidrs
-            .iter()
-            .chain(desired.node.native_routing_cidr.iter())
-            .filter(|n| family.holds_net(n))
-            .copied(),
-    );
-    for dst in destinations {
-        rules.push(format!(
-            "-A {chain} -d {dst} -m comment --comment \"{NON_MASQ_COMMENT}\" -j RETURN"
-        ));
-    }
-
-    rules.extend(translation_rules(desired, family, options));
+    rules.extend(translation_rules(desired, policy, options, None));
     rules
+}
+
+fn destination_exemption(chain: &str, dst: &IpNet) -> String {
+    format!("-A {chain} -d {dst} -m comment --comment \"{NON_MASQ_COMMENT}\" -j RETURN")
 }
 
 /// The final rules: the per-protocol port-range split (if any), then the catch-all, once per pod
 /// CIDR of this family when `--pod-cidr` is given (a source outside them falls off the end of the
-/// chain and keeps its address).
-fn translation_rules(desired: &Desired, family: Family, options: &RenderOptions) -> Vec<String> {
+/// chain and keeps its address). With `forced`, the same rules for that `masqueradeCIDRs`
+/// range only.
+fn translation_rules(
+    desired: &Desired,
+    policy: &FamilyPolicy,
+    options: &RenderOptions,
+    forced: Option<IpNet>,
+) -> Vec<String> {
     let chain = &desired.node.iptables_chain;
     let node = &desired.node;
-    let sources: Vec<Option<IpNet>> = if node.pod_cidrs.is_empty() {
-        vec![None]
-    } else {
-        node.pod_cidrs
-            .iter()
-            .filter(|n| family.holds_net(n))
-            .map(|n| Some(*n))
-            .collect()
+    let sources: Vec<Option<IpNet>> = match &policy.pods {
+        Pods::AllButTheNode => vec![None],
+        Pods::Cidrs(pods) => pods.as_written().iter().map(|n| Some(*n)).collect(),
     };
-    let snat_ip = node.snat_ip.filter(|ip| family.holds_addr(ip));
+    let snat_ip = node.snat_ip.filter(|ip| policy.family.holds_addr(ip));
     let ranges: Vec<PortRange> = match &options.port_ranges {
         Some(list) => list.clone(),
         None => node.port_range.into_iter().collect(),
     };
     let total: u32 = ranges.iter().map(range_size).sum();
+    let comment = |snat_ip: Option<IpAddr>| match (forced, snat_ip) {
+        (None, None) => MASQ_COMMENT,
+        (None, Some(_)) => SNAT_COMMENT,
+        (Some(_), None) => FORCED_MASQ_COMMENT,
+        (Some(_), Some(_)) => FORCED_SNAT_COMMENT,
+    };
 
     let mut rules = Vec::new();
     for source in sources {
-        let source_match = source.map(|s| format!(" -s {s}")).unwrap_or_default();
+        // `iptables-save` prints the source, then the destination.
+        let mut source_match = source.map(|s| format!(" -s {s}")).unwrap_or_default();
+        if let Some(dst) = forced {
+            source_match.push_str(&format!(" -d {dst}"));
+        }
         if !ranges.is_empty() {
             for protocol in PORT_PROTOCOLS {
                 let mut remaining = total;
@@ -204,14 +201,6 @@ fn translation_rules(desired: &Desired, family: Family, options: &RenderOptions)
         ));
     }
     rules
-}
-
-fn comment(snat_ip: Option<IpAddr>) -> &'static str {
-    if snat_ip.is_some() {
-        SNAT_COMMENT
-    } else {
-        MASQ_COMMENT
-    }
 }
 
 fn target(snat_ip: Option<IpAddr>, ports: Option<PortRange>, random_fully: bool) -> String {
@@ -279,14 +268,29 @@ pub fn upstream_jumps(table: &NatTable, chain: &str) -> Vec<String> {
         .collect()
 }
 
-/// The `iptables-restore --noflush` payload that replaces `chain` with `rules` in one commit:
-/// declaring the chain creates it or flushes it inside the same transaction as the new rules.
-/// `extra` lines (jump fixes) go into the same commit.
-pub fn restore_payload(chain: &str, rules: &[String], extra: &[String]) -> String {
-    let mut text = format!("*nat\n:{chain} - [0:0]\n");
+/// The `iptables-restore --noflush` payload that replaces `chain` of `table` with `rules` in
+/// one commit: declaring the chain creates it or flushes it inside the same transaction as the
+/// new rules. `extra` lines (jump fixes) go into the same commit.
+pub fn restore_payload(table: &str, chain: &str, rules: &[String], extra: &[String]) -> String {
+    let mut text = format!("*{table}\n:{chain} - [0:0]\n");
     for line in rules.iter().chain(extra) {
         text.push_str(line);
         text.push('\n');
+    }
+    text.push_str("COMMIT\n");
+    text
+}
+
+/// The payload that deletes the given `jumps` to `chain` of `table` and, when it exists, the
+/// chain, in one commit.
+pub fn removal_payload(table: &str, chain: &str, jumps: &[String], chain_exists: bool) -> String {
+    let mut text = format!("*{table}\n");
+    for jump in jumps {
+        text.push_str(&jump.replacen("-A ", "-D ", 1));
+        text.push('\n');
+    }
+    if chain_exists {
+        text.push_str(&format!(":{chain} - [0:0]\n-X {chain}\n"));
     }
     text.push_str("COMMIT\n");
     text
@@ -297,15 +301,17 @@ pub fn restore_payload(chain: &str, rules: &[String], extra: &[String]) -> Strin
 /// IPv4 part can be piped into `iptables-restore --noflush` as is.
 pub fn render_text(desired: &Desired, options: &RenderOptions) -> String {
     let chain = &desired.node.iptables_chain;
+    let policy = desired.policy();
     let mut text = String::new();
-    for family in families(desired) {
+    for &family in desired.node.families() {
         if family == Family::V6 {
             text.push('\n');
         }
         text.push_str(&format!("# {}-restore --noflush\n", family.command()));
         text.push_str(&restore_payload(
+            "nat",
             chain,
-            &chain_rules(desired, family, options),
+            &chain_rules(desired, policy.family(family), options),
             &[],
         ));
         text.push_str(&format!(

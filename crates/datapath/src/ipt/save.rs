@@ -102,6 +102,29 @@ pub fn count_rule_lines(save_output: &str) -> usize {
     save_output.lines().filter(|l| l.starts_with('-')).count()
 }
 
+/// Splits a rule into arguments as the shell would for these rules: a double-quoted comment is
+/// one argument, without its quotes.
+pub fn rule_words(rule: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in rule.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+            }
+            _ => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +184,13 @@ COMMIT
     #[test]
     fn missing_nat_section_is_an_empty_table() {
         assert_eq!(NatTable::parse(""), NatTable::default());
+    }
+
+    #[test]
+    fn rule_words_keep_comments_whole() {
+        assert_eq!(
+            rule_words("-m comment --comment \"a b\" -j X"),
+            vec!["-m", "comment", "--comment", "a b", "-j", "X"]
+        );
     }
 }

@@ -15,7 +15,9 @@ use nftables::stmt::{Counter, Mangle, Match, NATFamily, NATFlag, Operator, State
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use super::model::SRCNAT_PRIORITY;
-use super::model::{Cond, Family, RuleSpec, SetSpec, Verdict, CHAIN, MARK_CHAIN, MARK_PRIORITY};
+use super::model::{
+    Cond, Family, NftFamily, RuleSpec, SetSpec, Verdict, CHAIN, MARK_CHAIN, MARK_PRIORITY,
+};
 use crate::names::NFT_TABLE;
 use crate::PortRange;
 
@@ -185,15 +187,16 @@ fn cond(cond: &Cond) -> Statement<'static> {
             let op = if *negate { Operator::NEQ } else { Operator::EQ };
             matches(payload(*family, "saddr"), op, set_ref(set))
         }
-        Cond::DaddrInSet { family, set } => {
-            matches(payload(*family, "daddr"), Operator::EQ, set_ref(set))
+        Cond::DaddrInSet {
+            family,
+            set,
+            negate,
+        } => {
+            let op = if *negate { Operator::NEQ } else { Operator::EQ };
+            matches(payload(*family, "daddr"), op, set_ref(set))
         }
         Cond::DaddrIn(net) => {
-            let family = if net.addr().is_ipv4() {
-                Family::V4
-            } else {
-                Family::V6
-            };
+            let family = Family::of_net(net);
             matches(payload(family, "daddr"), Operator::EQ, prefix(*net))
         }
         Cond::DaddrLocal => matches(

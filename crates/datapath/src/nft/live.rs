@@ -9,7 +9,9 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::json;
-use super::model::{RuleSpec, Ruleset, CHAIN, MARK_CHAIN, MARK_PRIORITY, SRCNAT_PRIORITY};
+use super::model::{
+    NftFamily, RuleSpec, Ruleset, CHAIN, MARK_CHAIN, MARK_PRIORITY, SRCNAT_PRIORITY,
+};
 
 /// The comparable content of masq's table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

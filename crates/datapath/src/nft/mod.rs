@@ -2,7 +2,7 @@
 //!
 //! The table holds interval sets of addresses (`nonmasq-dst-v4`, `nonmasq-src-v4`, `pod-v4`,
 //! and their `-v6` twins with IPv6) and one base chain, `postrouting` (nat, priority srcnat),
-//! whose rules follow SPEC section 3 in order and end in `masquerade fully-random`. Every rule
+//! whose rules follow docs/decision.md in order and end in `masquerade fully-random`. Every rule
 //! counts packets and carries the decision step it implements as its comment.
 //!
 //! [`Nftables::sync`] reads the table, computes one batch that turns it into the desired state
@@ -31,6 +31,7 @@
 //! }
 //! ```
 
+mod build;
 mod json;
 mod live;
 mod model;
@@ -47,8 +48,8 @@ use nftables::schema::NfListObject;
 
 pub use live::RuleCounter;
 pub use model::{
-    reason, Cond, Family, RuleSpec, Ruleset, SetSpec, Verdict, CHAIN, MARK_CHAIN, MARK_PRIORITY,
-    SRCNAT_PRIORITY,
+    reason, Cond, Family, NftFamily, RuleSpec, Ruleset, SetSpec, Verdict, CHAIN, MARK_CHAIN,
+    MARK_PRIORITY, SRCNAT_PRIORITY,
 };
 
 use crate::egress::{self, IpRules};

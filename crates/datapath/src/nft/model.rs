@@ -1,12 +1,16 @@
-//! The ruleset masq wants, as plain data. [`Ruleset::build`] turns a [`Desired`] into sets and
-//! rules once; `render` prints that model as nft syntax and `json` turns the very same model
-//! into the transaction, so what `masq render` shows is what `sync` installs.
+//! The ruleset masq wants, as plain data. [`Ruleset::build`] (in `build`) turns the compiled
+//! policy into sets and rules once; `render` prints that model as nft syntax and `json` turns
+//! the very same model into the transaction, so what `masq render` shows is what `sync`
+//! installs.
 
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
+use masq_decision::{Action, Reason};
 
-use crate::{Desired, PortRange};
+pub use masq_decision::Family;
+
+use crate::PortRange;
 
 /// The base chain that does the work. The table is masq's own, so names need no prefix.
 pub const CHAIN: &str = "postrouting";
@@ -23,21 +27,26 @@ pub const MARK_CHAIN: &str = "prerouting";
 /// (the kernel routes only once the whole prerouting hook has run).
 pub const MARK_PRIORITY: i32 = -90;
 
-/// The one comment per decision step, named like the reasons of `masq explain`, so status can
-/// label each rule's counter with the reason it counts.
+/// The one comment per decision step, the reasons of `masq explain` (defined in the decision
+/// crate), so status can label each rule's counter with the reason it counts.
 pub mod reason {
+    use super::{Action, Reason};
+
     /// Source in `nonMasqueradeSrcCIDRs`.
-    pub const NON_MASQUERADE_SRC: &str = "non-masquerade-src";
+    pub const NON_MASQUERADE_SRC: &str = Reason::NonMasqueradeSrc.as_str();
     /// Source outside the pod CIDRs.
-    pub const NOT_A_POD: &str = "not-a-pod";
+    pub const NOT_A_POD: &str = Reason::NotAPod.as_str();
     /// Link-local destination, kept.
-    pub const LINK_LOCAL: &str = "link-local";
+    pub const LINK_LOCAL: &str = Reason::LinkLocal.as_str();
     /// Destination in `nonMasqueradeCIDRs` or the native-routing CIDR.
-    pub const NON_MASQUERADE_CIDR: &str = "non-masquerade-cidr";
+    pub const NON_MASQUERADE_CIDR: &str = Reason::NonMasqueradeCidr.as_str();
     /// Destination is an address of the node.
-    pub const LOCAL: &str = "local";
-    /// Nothing exempted the packet: it is translated.
-    pub const MASQUERADE: &str = "masquerade";
+    pub const LOCAL: &str = Reason::Local.as_str();
+    /// The destination's longest match is a `masqueradeCIDRs` entry: translated.
+    pub const MASQUERADE_CIDR: &str = Reason::MasqueradeCidr.as_str();
+    /// Nothing exempted the packet: it is translated (labelled by the action; `masq explain`
+    /// names the reason `default`).
+    pub const MASQUERADE: &str = Action::Masquerade.as_str();
     /// A later packet or a reply of a marked connection gets the mark back from conntrack.
     pub const EGRESS_RESTORE: &str = "egress-restore";
     /// Only the first packet of a connection is decided on.
@@ -46,60 +55,35 @@ pub mod reason {
     pub const EGRESS_MARK: &str = "egress-mark";
 }
 
-/// An address family of the `inet` table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    /// IPv4 (`ip`).
-    V4,
-    /// IPv6 (`ip6`).
-    V6,
+/// How nftables spells a [`Family`].
+pub trait NftFamily {
+    /// The payload protocol in a match (`ip saddr`, `ip6 saddr`).
+    fn payload(self) -> &'static str;
+    /// The value of `meta nfproto`.
+    fn nfproto(self) -> &'static str;
+    /// The element type of an address set.
+    fn set_type(self) -> &'static str;
 }
 
-impl Family {
-    /// The payload protocol in a match (`ip saddr`, `ip6 saddr`).
-    pub fn payload(self) -> &'static str {
+impl NftFamily for Family {
+    fn payload(self) -> &'static str {
         match self {
             Family::V4 => "ip",
             Family::V6 => "ip6",
         }
     }
 
-    /// The value of `meta nfproto`.
-    pub fn nfproto(self) -> &'static str {
+    fn nfproto(self) -> &'static str {
         match self {
             Family::V4 => "ipv4",
             Family::V6 => "ipv6",
         }
     }
 
-    /// The element type of an address set.
-    pub fn set_type(self) -> &'static str {
+    fn set_type(self) -> &'static str {
         match self {
             Family::V4 => "ipv4_addr",
             Family::V6 => "ipv6_addr",
-        }
-    }
-
-    fn suffix(self) -> &'static str {
-        match self {
-            Family::V4 => "v4",
-            Family::V6 => "v6",
-        }
-    }
-
-    fn of(net: &IpNet) -> Family {
-        match net {
-            IpNet::V4(_) => Family::V4,
-            IpNet::V6(_) => Family::V6,
-        }
-    }
-
-    fn link_local(self) -> IpNet {
-        match self {
-            Family::V4 => IpNet::V4(Ipv4Net::new([169, 254, 0, 0].into(), 16).expect("valid")),
-            Family::V6 => {
-                IpNet::V6(Ipv6Net::new([0xfe80, 0, 0, 0, 0, 0, 0, 0].into(), 10).expect("valid"))
-            }
         }
     }
 }
@@ -128,12 +112,14 @@ pub enum Cond {
         /// Match sources outside the set instead.
         negate: bool,
     },
-    /// `ip daddr @set`.
+    /// `ip daddr @set`, or `ip daddr != @set` when `negate`.
     DaddrInSet {
         /// Address family of the match.
         family: Family,
         /// Set name.
         set: String,
+        /// Match destinations outside the set instead.
+        negate: bool,
     },
     /// `ip daddr 169.254.0.0/16`.
     DaddrIn(IpNet),
@@ -191,7 +177,7 @@ pub struct RuleSpec {
 pub struct Ruleset {
     /// Interval sets, in a stable order.
     pub sets: Vec<SetSpec>,
-    /// Rules of the postrouting chain, in evaluation order (SPEC section 3).
+    /// Rules of the postrouting chain, in evaluation order (docs/decision.md).
     pub rules: Vec<RuleSpec>,
     /// Rules of the prerouting chain that marks connections for egress routing; empty (and
     /// the chain absent) without an egress interface or with `--egress-mark 0`.
@@ -199,148 +185,12 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
-    /// The ruleset for `desired`.
-    pub fn build(desired: &Desired) -> Ruleset {
-        let config = &desired.config;
-        let node = &desired.node;
-        let families: &[Family] = if node.enable_ipv6 {
-            &[Family::V4, Family::V6]
-        } else {
-            &[Family::V4]
-        };
-        let mut sets = Vec::new();
-        let mut rules = Vec::new();
-        let rule = |conds: Vec<Cond>, verdict: Verdict, comment: &'static str| RuleSpec {
-            conds,
-            verdict,
-            comment,
-        };
-
-        let mut destinations = config.non_masquerade_cidrs.clone();
-        destinations.extend(node.native_routing_cidr);
-
-        // Step 2: sources never masqueraded. The set exists even when empty so that a config
-        // change only ever edits elements, never the chain.
-        for &family in families {
-            let set = set_spec("nonmasq-src", family, &config.non_masquerade_src_cidrs);
-            rules.push(rule(
-                vec![Cond::SaddrInSet {
-                    family,
-                    set: set.name.clone(),
-                    negate: false,
-                }],
-                Verdict::Return,
-                reason::NON_MASQUERADE_SRC,
-            ));
-            sets.push(set);
-        }
-        // Step 3: without pod CIDRs every source counts as a pod, like kubernetes-sigs/ip-masq-agent.
-        if !node.pod_cidrs.is_empty() {
-            for &family in families {
-                let set = set_spec("pod", family, &node.pod_cidrs);
-                rules.push(rule(
-                    vec![Cond::SaddrInSet {
-                        family,
-                        set: set.name.clone(),
-                        negate: true,
-                    }],
-                    Verdict::Return,
-                    reason::NOT_A_POD,
-                ));
-                sets.push(set);
-            }
-        }
-        // Step 4.
-        for &family in families {
-            let masquerade_link_local = match family {
-                Family::V4 => config.masq_link_local,
-                Family::V6 => config.masq_link_local_ipv6,
-            };
-            if !masquerade_link_local {
-                rules.push(rule(
-                    vec![Cond::DaddrIn(family.link_local())],
-                    Verdict::Return,
-                    reason::LINK_LOCAL,
-                ));
-            }
-        }
-        // Step 5.
-        for &family in families {
-            let set = set_spec("nonmasq-dst", family, &destinations);
-            rules.push(rule(
-                vec![Cond::DaddrInSet {
-                    family,
-                    set: set.name.clone(),
-                }],
-                Verdict::Return,
-                reason::NON_MASQUERADE_CIDR,
-            ));
-            sets.push(set);
-        }
-        // Step 6.
-        rules.push(rule(vec![Cond::DaddrLocal], Verdict::Return, reason::LOCAL));
-        // The same exemptions decide, before routing, which new connections get the egress
-        // mark: exactly those the postrouting chain will translate.
-        let mut mark_rules = Vec::new();
-        if let Some(routing) = node.active_egress_routing() {
-            let mark = routing.mark;
-            mark_rules.push(rule(
-                vec![Cond::CtMarkHas(mark)],
-                Verdict::RestoreMark(mark),
-                reason::EGRESS_RESTORE,
-            ));
-            mark_rules.push(rule(
-                vec![Cond::CtStateNotNew],
-                Verdict::Return,
-                reason::ESTABLISHED,
-            ));
-            mark_rules.extend(rules.iter().cloned());
-            for &family in families {
-                mark_rules.push(rule(
-                    vec![Cond::Nfproto(family)],
-                    Verdict::SetMark(mark),
-                    reason::EGRESS_MARK,
-                ));
-            }
-        }
-        // Step 7, per family: the SNAT address (if any) belongs to one family only, and the
-        // other family still masquerades.
-        for &family in families {
-            let snat_ip = node
-                .snat_ip
-                .filter(|ip| Family::of(&IpNet::from(*ip)) == family);
-            let translate = |ports| match snat_ip {
-                Some(addr) => Verdict::Snat { addr, ports },
-                None => Verdict::Masquerade { ports },
-            };
-            if let Some(ports) = node.port_range {
-                // nft accepts a port range only after a transport protocol match; ICMP and
-                // the rest fall through to the rule below.
-                rules.push(rule(
-                    vec![Cond::Nfproto(family), Cond::TcpOrUdp],
-                    translate(Some(ports)),
-                    reason::MASQUERADE,
-                ));
-            }
-            rules.push(rule(
-                vec![Cond::Nfproto(family)],
-                translate(None),
-                reason::MASQUERADE,
-            ));
-        }
-        Ruleset {
-            sets,
-            rules,
-            mark_rules,
-        }
-    }
-
     /// Walks the chain for one packet the way the kernel would and returns the first rule that
     /// matches (None: no rule matched and the packet leaves untouched). `local` are the node's
     /// addresses, what `fib daddr type local` answers from. Lets tests check the generated
     /// rules against the decision crate for arbitrary packets.
     pub fn evaluate(&self, src: IpAddr, dst: IpAddr, local: &[IpAddr]) -> Option<&RuleSpec> {
-        let family = Family::of(&IpNet::from(dst));
+        let family = Family::of_addr(&dst);
         let in_set = |name: &str, addr: IpAddr| {
             self.sets
                 .iter()
@@ -353,7 +203,11 @@ impl Ruleset {
                 set,
                 negate,
             } => *f == family && in_set(set, src) != *negate,
-            Cond::DaddrInSet { family: f, set } => *f == family && in_set(set, dst),
+            Cond::DaddrInSet {
+                family: f,
+                set,
+                negate,
+            } => *f == family && in_set(set, dst) != *negate,
             Cond::DaddrIn(net) => net.contains(&dst),
             Cond::DaddrLocal => local.contains(&dst),
             Cond::Nfproto(f) => *f == family,
@@ -370,137 +224,5 @@ impl Ruleset {
         self.rules.len()
             + self.mark_rules.len()
             + self.sets.iter().map(|s| s.elements.len()).sum::<usize>()
-    }
-}
-
-fn set_spec(prefix: &str, family: Family, cidrs: &[IpNet]) -> SetSpec {
-    let of_family: Vec<IpNet> = cidrs
-        .iter()
-        .filter(|net| Family::of(net) == family)
-        .map(IpNet::trunc)
-        .collect();
-    let mut elements = IpNet::aggregate(&of_family);
-    elements.sort();
-    SetSpec {
-        name: format!("{prefix}-{}", family.suffix()),
-        family,
-        elements,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::NodeSettings;
-
-    fn desired(cidrs: &[&str], node: NodeSettings) -> Desired {
-        Desired {
-            config: masq_config::Config {
-                non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
-                masq_link_local: false,
-                masq_link_local_ipv6: false,
-                resync_interval: Duration::from_secs(60),
-                cidr_limit: 16384,
-                non_masquerade_src_cidrs: vec!["10.244.1.9/32".parse().unwrap()],
-            },
-            node,
-        }
-    }
-
-    fn reason_of(ruleset: &Ruleset, src: &str, dst: &str) -> Option<&'static str> {
-        let local: IpAddr = "172.30.0.1".parse().unwrap();
-        ruleset
-            .evaluate(src.parse().unwrap(), dst.parse().unwrap(), &[local])
-            .map(|rule| rule.comment)
-    }
-
-    #[test]
-    fn rules_follow_the_decision_order() {
-        let node = NodeSettings {
-            pod_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
-            native_routing_cidr: Some("10.96.0.0/12".parse().unwrap()),
-            ..NodeSettings::default()
-        };
-        let rules = Ruleset::build(&desired(&["10.0.0.0/8"], node));
-        let pod = "10.244.1.2";
-        assert_eq!(
-            reason_of(&rules, "10.244.1.9", "8.8.8.8"),
-            Some(reason::NON_MASQUERADE_SRC)
-        );
-        assert_eq!(
-            reason_of(&rules, "192.168.1.1", "8.8.8.8"),
-            Some(reason::NOT_A_POD)
-        );
-        assert_eq!(
-            reason_of(&rules, pod, "169.254.169.254"),
-            Some(reason::LINK_LOCAL)
-        );
-        assert_eq!(
-            reason_of(&rules, pod, "10.1.2.3"),
-            Some(reason::NON_MASQUERADE_CIDR)
-        );
-        assert_eq!(reason_of(&rules, pod, "172.30.0.1"), Some(reason::LOCAL));
-        assert_eq!(reason_of(&rules, pod, "8.8.8.8"), Some(reason::MASQUERADE));
-        // IPv6 is not touched without --enable-ipv6.
-        assert_eq!(reason_of(&rules, "fd00::1", "2001:db8::1"), None);
-    }
-
-    #[test]
-    fn overlapping_cidrs_collapse_and_families_split() {
-        let node = NodeSettings {
-            enable_ipv6: true,
-            ..NodeSettings::default()
-        };
-        let rules = Ruleset::build(&desired(
-            &["10.0.0.0/8", "10.1.0.0/16", "10.0.0.0/8", "fd00::/8"],
-            node,
-        ));
-        let dst = |name: &str| rules.sets.iter().find(|s| s.name == name).unwrap();
-        assert_eq!(
-            dst("nonmasq-dst-v4").elements,
-            vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]
-        );
-        assert_eq!(
-            dst("nonmasq-dst-v6").elements,
-            vec!["fd00::/8".parse::<IpNet>().unwrap()]
-        );
-        assert_eq!(
-            reason_of(&rules, "fd10::2", "2001:db8::1"),
-            Some(reason::MASQUERADE)
-        );
-        assert_eq!(
-            reason_of(&rules, "fd10::2", "fe80::1"),
-            Some(reason::LINK_LOCAL)
-        );
-    }
-
-    proptest::proptest! {
-        /// Merging overlaps never changes which addresses a set covers, and leaves no overlap
-        /// (the kernel would refuse it).
-        #[test]
-        fn merged_sets_cover_exactly_the_configured_cidrs(
-            cidrs in proptest::collection::vec((0u32..4096, 4u8..=32), 0..40),
-            probes in proptest::collection::vec(0u32..4096, 32),
-        ) {
-            // Addresses drawn from a small space so that overlaps are common.
-            let addr = |n: u32| std::net::Ipv4Addr::from(0x0a00_0000 | (n << 12));
-            let nets: Vec<IpNet> = cidrs
-                .iter()
-                .map(|&(n, len)| IpNet::V4(Ipv4Net::new(addr(n), len).unwrap().trunc()))
-                .collect();
-            let set = set_spec("s", Family::V4, &nets);
-            for pair in set.elements.windows(2) {
-                proptest::prop_assert!(!pair[0].contains(&pair[1].network()), "{:?}", pair);
-            }
-            for probe in probes {
-                let probe = IpAddr::from(addr(probe));
-                proptest::prop_assert_eq!(
-                    nets.iter().any(|n| n.contains(&probe)),
-                    set.elements.iter().any(|n| n.contains(&probe))
-                );
-            }
-        }
     }
 }

@@ -255,6 +255,7 @@ mod tests {
                 resync_interval: Duration::from_secs(60),
                 cidr_limit: 16384,
                 non_masquerade_src_cidrs: Vec::new(),
+                masquerade_cidrs: Vec::new(),
             },
             node,
         })

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::model::{Cond, Family, RuleSpec, Ruleset, Verdict, CHAIN, MARK_CHAIN};
+use super::model::{Cond, Family, NftFamily, RuleSpec, Ruleset, Verdict, CHAIN, MARK_CHAIN};
 use crate::names::NFT_TABLE;
 use crate::PortRange;
 
@@ -58,13 +58,16 @@ fn cond_text(cond: &Cond) -> String {
             let op = if *negate { "!= " } else { "" };
             format!("{} saddr {op}@{set}", family.payload())
         }
-        Cond::DaddrInSet { family, set } => format!("{} daddr @{set}", family.payload()),
+        Cond::DaddrInSet {
+            family,
+            set,
+            negate,
+        } => {
+            let op = if *negate { "!= " } else { "" };
+            format!("{} daddr {op}@{set}", family.payload())
+        }
         Cond::DaddrIn(net) => {
-            let family = if net.addr().is_ipv4() {
-                Family::V4
-            } else {
-                Family::V6
-            };
+            let family = Family::of_net(net);
             format!("{} daddr {net}", family.payload())
         }
         Cond::DaddrLocal => "fib daddr type local".into(),

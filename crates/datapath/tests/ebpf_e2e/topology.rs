@@ -150,6 +150,7 @@ pub fn desired_for(index: u32) -> Desired {
         resync_interval: Duration::from_secs(60),
         cidr_limit: 16384,
         non_masquerade_src_cidrs: Vec::new(),
+        masquerade_cidrs: Vec::new(),
     };
     Desired {
         config,

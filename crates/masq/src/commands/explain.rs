@@ -1,10 +1,11 @@
 //! `masq explain [--src IP] DST...`: the decision for each destination and what decided it,
-//! as a table or (`-o json`) the array SPEC section 5 fixes.
+//! as a table or (`-o json`) the array docs/cli.md documents.
 
 use std::net::IpAddr;
 use std::process::ExitCode;
 
-use masq_decision::{Action, Policy, Verdict};
+use masq_config::{CidrList, Merged, Source};
+use masq_decision::{Action, Policy, Reason, Verdict};
 use serde::Serialize;
 
 use crate::errors::InvalidInput;
@@ -18,8 +19,13 @@ struct Explanation {
     source: Option<IpAddr>,
     #[serde(flatten)]
     verdict: Verdict,
-    /// With `--egress-interface`: where a masqueraded flow leaves (SPEC section 4). Absent
-    /// otherwise, so the SPEC's fields are unchanged.
+    /// With `--config-dir`: the file that listed the deciding CIDR (null when none did: the
+    /// default set, link-local, a flag). Absent otherwise, so the documented fields are
+    /// unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_file: Option<Option<String>>,
+    /// With `--egress-interface`: where a masqueraded flow leaves (docs/vpc-native.md).
+    /// Absent otherwise, so the documented fields are unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     egress_interface: Option<String>,
 }
@@ -54,14 +60,23 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         return Err(InvalidInput::new(problems).into());
     }
-    if !settings.config_path.exists() {
-        eprintln!(
+    match &settings.source {
+        Source::File(path) if !path.exists() => eprintln!(
             "masq: note: {} does not exist; explaining the default config",
-            settings.config_path.display()
-        );
+            path.display()
+        ),
+        Source::Dir(dir) if settings.source.read().is_ok_and(|files| files.is_empty()) => {
+            eprintln!(
+                "masq: note: {} holds no {}* file; explaining the default config",
+                dir.display(),
+                masq_config::FILE_PREFIX
+            )
+        }
+        _ => {}
     }
-    let config = super::load_config(&settings.config_path, &settings.parse_options)?;
-    let policy = Policy::new(&config, &node_context(&settings.node, local_addrs));
+    let loaded = super::load_config(&settings.source, &settings.parse_options)?;
+    let policy = Policy::new(&loaded.config, &node_context(&settings.node, local_addrs));
+    let from_dir = matches!(settings.source, Source::Dir(_));
     // Offline, the egress interface is known only from the flag (the agent also learns it from
     // the main table's default route).
     let egress = settings
@@ -78,6 +93,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             Explanation {
                 destination,
                 source,
+                config_file: from_dir.then(|| deciding_file(&loaded, &verdict)),
                 verdict,
                 egress_interface,
             }
@@ -89,6 +105,18 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     super::print(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The file that listed the CIDR behind `verdict`, if one did.
+fn deciding_file(loaded: &Merged, verdict: &Verdict) -> Option<String> {
+    let list = match verdict.reason {
+        Reason::NonMasqueradeSrc => CidrList::NonMasqueradeSrc,
+        Reason::NonMasqueradeCidr => CidrList::NonMasquerade,
+        Reason::MasqueradeCidr => CidrList::Masquerade,
+        Reason::NotAPod | Reason::LinkLocal | Reason::Local | Reason::Default => return None,
+    };
+    let file = loaded.origins.file_of(list, verdict.matched.as_ref()?)?;
+    Some(file.display().to_string())
 }
 
 /// A destination argument: an address of the same family as the source, IPv6 only when enabled
@@ -112,9 +140,14 @@ fn destination(text: &str, source: Option<IpAddr>, enable_ipv6: bool) -> Result<
     Ok(addr)
 }
 
-/// Aligned columns, like `kubectl get`; the EGRESS column only with `--egress-interface`.
+/// Aligned columns, like `kubectl get`; the FILE column only with `--config-dir`, the EGRESS
+/// column only with `--egress-interface`.
 fn table(explanations: &[Explanation], with_egress: bool) -> String {
+    let with_file = explanations.iter().any(|e| e.config_file.is_some());
     let mut header = vec!["DESTINATION", "SOURCE", "ACTION", "REASON", "MATCHED"];
+    if with_file {
+        header.push("FILE");
+    }
     if with_egress {
         header.push("EGRESS");
     }
@@ -128,6 +161,14 @@ fn table(explanations: &[Explanation], with_egress: bool) -> String {
                 name(&e.verdict.reason),
                 e.verdict.matched.map_or("-".to_string(), |m| m.to_string()),
             ];
+            if with_file {
+                row.push(
+                    e.config_file
+                        .clone()
+                        .flatten()
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
             if with_egress {
                 row.push(e.egress_interface.clone().unwrap_or_else(|| "-".into()));
             }

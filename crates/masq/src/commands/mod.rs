@@ -58,16 +58,22 @@ pub fn warn_config(path: &std::path::Path, warnings: &[String]) {
     }
 }
 
-/// Loads the config as the agent would (a missing file means the defaults), printing its
-/// warnings; an invalid file is an [`crate::errors::InvalidConfig`].
+/// Loads the config as the agent would (a missing file means the defaults; a directory's
+/// files merged), printing its warnings; an invalid file is a [`masq_config::DirError`] that
+/// names the file of each problem.
 pub fn load_config(
-    path: &std::path::Path,
+    source: &masq_config::Source,
     opts: &masq_config::ParseOptions,
-) -> anyhow::Result<masq_config::Config> {
-    let loaded = masq_config::load(path, opts).map_err(|error| crate::errors::InvalidConfig {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    warn_config(path, &loaded.warnings);
-    Ok(loaded.config)
+) -> anyhow::Result<masq_config::Merged> {
+    let loaded = source.load(opts)?;
+    match source {
+        // A directory's warnings name their file already.
+        masq_config::Source::Dir(_) => {
+            for warning in &loaded.warnings {
+                eprintln!("masq: warning: {warning}");
+            }
+        }
+        masq_config::Source::File(path) => warn_config(path, &loaded.warnings),
+    }
+    Ok(loaded)
 }

@@ -8,7 +8,7 @@ use crate::flags::RenderArgs;
 
 pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let settings = args.config.settings()?;
-    let config = super::load_config(&settings.config_path, &settings.parse_options)?;
+    let loaded = super::load_config(&settings.source, &settings.parse_options)?;
     // Only the names matter here: the agent learns indexes and addresses on the node.
     let interfaces = args
         .interfaces
@@ -20,7 +20,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let desired = Desired {
-        config,
+        config: loaded.config,
         node: NodeSettings {
             interfaces,
             ..settings.node

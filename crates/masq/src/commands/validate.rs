@@ -1,4 +1,5 @@
-//! `masq validate FILE`: exit 0 when the file is valid, else exit 1 with every problem.
+//! `masq validate FILE` or `masq validate --config-dir DIR`: exit 0 when the config is valid,
+//! else exit 1 with every problem, each naming its file.
 
 use std::io::Read;
 use std::path::Path;
@@ -15,11 +16,16 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
         enable_ipv6: args.enable_ipv6,
         ..ParseOptions::default()
     };
-    let from_stdin = args.file == Path::new("-");
+    let file = match (&args.file, &args.config_dir) {
+        (Some(file), _) => file.as_path(),
+        (None, Some(dir)) => return validate_dir(dir, &opts),
+        (None, None) => unreachable!("clap requires FILE or --config-dir"),
+    };
+    let from_stdin = file == Path::new("-");
     let shown_path = if from_stdin {
         Path::new("<stdin>")
     } else {
-        args.file.as_path()
+        file
     };
     let result = if from_stdin {
         let mut bytes = Vec::new();
@@ -32,14 +38,14 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     } else {
         // The agent takes a missing file for the defaults, but asking to validate one is
         // almost always a typo in the path.
-        if !args.file.exists() {
+        if !file.exists() {
             return Err(InvalidInput::one(format!(
                 "{}: no such file (the agent would run with the defaults)",
-                args.file.display()
+                file.display()
             ))
             .into());
         }
-        masq_config::load(&args.file, &opts)
+        masq_config::load(file, &opts)
     };
     let loaded = result.map_err(|error| InvalidConfig {
         path: shown_path.to_path_buf(),
@@ -47,5 +53,27 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     })?;
     super::warn_config(shown_path, &loaded.warnings);
     super::print(&format!("{}: valid\n", shown_path.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every file of the directory on its own, then their merge; `DIR: valid (N files)` and the
+/// files merged, one per line.
+fn validate_dir(dir: &Path, opts: &ParseOptions) -> anyhow::Result<ExitCode> {
+    if !dir.is_dir() {
+        return Err(InvalidInput::one(format!(
+            "{}: no such directory (the agent would run with the defaults)",
+            dir.display()
+        ))
+        .into());
+    }
+    let merged = masq_config::load_dir(dir, opts)?;
+    for warning in &merged.warnings {
+        eprintln!("masq: warning: {warning}");
+    }
+    let mut text = format!("{}: valid ({} files)\n", dir.display(), merged.files.len());
+    for file in &merged.files {
+        text.push_str(&format!("  {}\n", file.display()));
+    }
+    super::print(&text)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,7 @@ pub fn agent(settings: AgentSettings) -> anyhow::Result<ExitCode> {
         metrics.registry_mut(),
     );
     let agent_settings = masq_agent::AgentSettings {
-        config_path: settings.config.config_path,
+        config: settings.config.source,
         parse_options: settings.config.parse_options,
         node,
         interfaces: (!settings.interface_names.is_empty()).then_some(settings.interface_names),

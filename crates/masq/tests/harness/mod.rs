@@ -275,6 +275,9 @@ pub struct Bed {
     pub pod_cidr: String,
     /// More `masq agent` flags (e.g. `--port-range`), for the agents started from now on.
     pub agent_args: Vec<String>,
+    /// The agents started from now on read the volume with `--config-dir` (every `ip-masq*`
+    /// key) instead of `--config` (the `ip-masq-agent` key).
+    pub config_dir: bool,
     pub logs: tempfile::TempDir,
     pub starts: Cell<u32>,
     pub bpffs: Option<PrivateBpffs>,
@@ -301,6 +304,7 @@ impl Bed {
             datapath_flag: datapath.flag(),
             pod_cidr: addr::POD_CIDR.to_string(),
             agent_args: Vec::new(),
+            config_dir: false,
             logs: tempfile::tempdir()?,
             starts: Cell::new(0),
             bpffs,
@@ -347,9 +351,13 @@ impl Bed {
     pub fn spawn_agent(&self) -> Result<AgentProcess> {
         self.starts.set(self.starts.get() + 1);
         let log = self.log_path(self.starts.get());
+        let (flag, path) = match self.config_dir {
+            true => ("--config-dir", self.config.dir().to_path_buf()),
+            false => ("--config", self.config.config_path()),
+        };
         let mut args: Vec<String> = [
-            "--config",
-            &self.config.config_path().to_string_lossy(),
+            flag,
+            &path.to_string_lossy(),
             "--datapath",
             self.datapath_flag,
             "--pod-cidr",

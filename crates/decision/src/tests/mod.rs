@@ -1,5 +1,6 @@
-//! One unit test per reason of SPEC section 3, then property tests of [`Policy::decide`] and
-//! [`merge_cidrs`] against linear scans, IPv4 and IPv6.
+//! One unit test per reason of docs/decision.md, the compiled form, then property tests of
+//! [`Policy::decide`] and [`merge_cidrs`] against linear scans, IPv4 and IPv6. `masqueradeCIDRs`
+//! and the longest-prefix verdict have their own file.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -70,7 +71,7 @@ fn not_a_pod_outside_pod_cidrs_or_from_the_node_without_them() {
         policy.decide(Some(ip("172.17.0.2")), ip("8.8.8.8")),
         verdict(Action::Keep, Reason::NotAPod, None)
     );
-    // With --pod-cidr a pod is exactly a source inside it (SPEC section 3), as the datapaths
+    // With --pod-cidr a pod is exactly a source inside it (docs/decision.md), as the datapaths
     // match it: a node address inside the pod CIDR counts as a pod.
     assert_eq!(
         policy.decide(Some(ip("10.244.0.1")), ip("8.8.8.8")).action,
@@ -227,23 +228,16 @@ fn serialized_names_are_those_of_explain_json() {
         json,
         serde_json::json!({"action": "keep", "reason": "non-masquerade-cidr", "matched": "10.0.0.0/8"})
     );
-    let names: Vec<String> = [
-        Reason::NonMasqueradeSrc,
-        Reason::NotAPod,
-        Reason::LinkLocal,
-        Reason::NonMasqueradeCidr,
-        Reason::Local,
-        Reason::Default,
-    ]
-    .iter()
-    .map(|r| {
-        serde_json::to_value(r)
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_string()
-    })
-    .collect();
+    let names: Vec<String> = Reason::ALL
+        .iter()
+        .map(|r| {
+            serde_json::to_value(r)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(
         names,
         [
@@ -252,6 +246,7 @@ fn serialized_names_are_those_of_explain_json() {
             "link-local",
             "non-masquerade-cidr",
             "local",
+            "masquerade-cidr",
             "default"
         ]
     );
@@ -259,6 +254,74 @@ fn serialized_names_are_those_of_explain_json() {
         serde_json::to_value(Action::Masquerade).unwrap(),
         "masquerade"
     );
+}
+
+// === the compiled form ===
+
+#[test]
+fn compiled_lists_split_by_family_keep_the_written_order_and_collapse() {
+    let config = Config {
+        non_masquerade_cidrs: vec![
+            net("10.1.0.0/16"),
+            net("fd00::/8"),
+            net("10.0.0.0/8"),
+            net("10.1.0.0/16"),
+        ],
+        non_masquerade_src_cidrs: vec![net("fd10::/64")],
+        masq_link_local_ipv6: true,
+        ..Config::default()
+    };
+    let node = NodeContext {
+        pod_cidrs: vec![net("10.244.0.0/16")],
+        local_addrs: vec![ip("172.30.0.1"), ip("fd00::1")],
+        native_routing_cidr: Some(net("100.96.0.0/11")),
+    };
+    let compiled = CompiledPolicy::compile(&config, &node);
+    let v4 = &compiled.v4;
+    assert_eq!(v4.family, Family::V4);
+    assert_eq!(
+        v4.destinations.keep.as_written(),
+        [
+            net("10.1.0.0/16"),
+            net("10.0.0.0/8"),
+            net("10.1.0.0/16"),
+            net("100.96.0.0/11")
+        ]
+    );
+    assert_eq!(
+        v4.destinations.kept(),
+        [net("10.0.0.0/8"), net("100.96.0.0/11")]
+    );
+    assert!(v4.source_exemptions.is_empty());
+    assert_eq!(v4.pods, Pods::Cidrs(Cidrs::of(Family::V4, &node.pod_cidrs)));
+    assert_eq!(
+        v4.link_local,
+        LinkLocal {
+            range: net("169.254.0.0/16"),
+            exempt: true
+        }
+    );
+    assert_eq!(v4.local_addrs, [ip("172.30.0.1")]);
+    let v6 = compiled.family(Family::V6);
+    assert_eq!(v6.destinations.kept(), [net("fd00::/8")]);
+    assert_eq!(v6.source_exemptions.as_written(), [net("fd10::/64")]);
+    // Pod CIDRs of IPv4 only: no IPv6 source is a pod.
+    assert_eq!(v6.pods, Pods::Cidrs(Cidrs::default()));
+    assert!(!v6.link_local.exempt);
+    assert_eq!(v6.link_local.range, net("fe80::/10"));
+    // Without pod CIDRs every source but the node's own is a pod.
+    let compiled = CompiledPolicy::compile(&config, &NodeContext::default());
+    assert_eq!(compiled.v4.pods, Pods::AllButTheNode);
+}
+
+#[test]
+fn host_bits_from_a_hand_built_context_are_cleared() {
+    let node = NodeContext {
+        native_routing_cidr: Some(net("10.96.3.4/12")),
+        ..NodeContext::default()
+    };
+    let compiled = CompiledPolicy::compile(&config_with(&[]), &node);
+    assert_eq!(compiled.v4.destinations.kept(), [net("10.96.0.0/12")]);
 }
 
 // === properties against linear scans ===
@@ -272,7 +335,9 @@ fn linear_longest<'a>(cidrs: impl IntoIterator<Item = &'a IpNet>, addr: IpAddr) 
         .copied()
 }
 
-/// SPEC section 3 written as plainly as possible.
+/// docs/decision.md written as plainly as possible, from the config rather than the compiled
+/// policy, with its own link-local literals: an oracle that shares nothing it could share a
+/// mistake with.
 fn oracle(config: &Config, node: &NodeContext, src: Option<IpAddr>, dst: IpAddr) -> Verdict {
     if let Some(src) = src {
         if let Some(m) = linear_longest(&config.non_masquerade_src_cidrs, src) {
@@ -299,30 +364,43 @@ fn oracle(config: &Config, node: &NodeContext, src: Option<IpAddr>, dst: IpAddr)
     }
     let link_local_v4: IpNet = "169.254.0.0/16".parse().unwrap();
     let link_local_v6: IpNet = "fe80::/10".parse().unwrap();
-    if !config.masq_link_local && link_local_v4.contains(&dst) {
-        return Verdict {
-            action: Action::Keep,
-            reason: Reason::LinkLocal,
-            matched: Some(link_local_v4),
-        };
-    }
-    if !config.masq_link_local_ipv6 && link_local_v6.contains(&dst) {
-        return Verdict {
-            action: Action::Keep,
-            reason: Reason::LinkLocal,
-            matched: Some(link_local_v6),
-        };
-    }
-    let all_dst = config
+    // Forced entries inside the native-routing CIDR do nothing; a keeping entry equal to a
+    // forced one gives way to it (only the default set can hold one).
+    let forced: Vec<IpNet> = config
+        .masquerade_cidrs
+        .iter()
+        .filter(|f| !node.native_routing_cidr.is_some_and(|n| n.contains(*f)))
+        .copied()
+        .collect();
+    let keep: Vec<IpNet> = config
         .non_masquerade_cidrs
         .iter()
-        .chain(node.native_routing_cidr.as_ref());
-    if let Some(m) = linear_longest(all_dst, dst) {
-        return Verdict {
-            action: Action::Keep,
-            reason: Reason::NonMasqueradeCidr,
-            matched: Some(m),
-        };
+        .filter(|k| !forced.contains(k))
+        .chain(node.native_routing_cidr.as_ref())
+        .copied()
+        .collect();
+    let deciding_forced = linear_longest(&forced, dst)
+        .filter(|f| linear_longest(&keep, dst).is_none_or(|k| k.prefix_len() <= f.prefix_len()));
+    for (flag, range) in [
+        (config.masq_link_local, link_local_v4),
+        (config.masq_link_local_ipv6, link_local_v6),
+    ] {
+        if !flag && range.contains(&dst) && deciding_forced.is_none() {
+            return Verdict {
+                action: Action::Keep,
+                reason: Reason::LinkLocal,
+                matched: Some(range),
+            };
+        }
+    }
+    if deciding_forced.is_none() {
+        if let Some(m) = linear_longest(&keep, dst) {
+            return Verdict {
+                action: Action::Keep,
+                reason: Reason::NonMasqueradeCidr,
+                matched: Some(m),
+            };
+        }
     }
     if node.local_addrs.contains(&dst) {
         return Verdict {
@@ -333,8 +411,8 @@ fn oracle(config: &Config, node: &NodeContext, src: Option<IpAddr>, dst: IpAddr)
     }
     Verdict {
         action: Action::Masquerade,
-        reason: Reason::Default,
-        matched: None,
+        reason: deciding_forced.map_or(Reason::Default, |_| Reason::MasqueradeCidr),
+        matched: deciding_forced,
     }
 }
 
@@ -377,16 +455,20 @@ fn config() -> impl Strategy<Value = Config> {
     (
         prop::collection::vec(cidr(), 0..12),
         prop::collection::vec(cidr(), 0..3),
+        prop::collection::vec(cidr(), 0..4),
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_map(|(dst, src, masq_link_local, masq_link_local_ipv6)| Config {
-            non_masquerade_cidrs: dst,
-            non_masquerade_src_cidrs: src,
-            masq_link_local,
-            masq_link_local_ipv6,
-            ..Config::default()
-        })
+        .prop_map(
+            |(dst, src, forced, masq_link_local, masq_link_local_ipv6)| Config {
+                non_masquerade_cidrs: dst,
+                non_masquerade_src_cidrs: src,
+                masquerade_cidrs: forced,
+                masq_link_local,
+                masq_link_local_ipv6,
+                ..Config::default()
+            },
+        )
 }
 
 fn node() -> impl Strategy<Value = NodeContext> {
@@ -442,3 +524,5 @@ proptest! {
         prop_assert!(merged.len() <= cidrs.len());
     }
 }
+
+mod forced;

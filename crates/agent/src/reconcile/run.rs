@@ -1,0 +1,77 @@
+//! The agent's one task: triggers in, reconciles out, until SIGTERM or SIGINT.
+
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use masq_datapath::Datapath;
+use tokio::sync::mpsc;
+
+use super::{AgentSettings, Reconciler, Trigger, DEBOUNCE, HOUSEKEEPING};
+use crate::admin::{self, Shared};
+use crate::metrics::Metrics;
+use crate::status::Status;
+use crate::{node, signals, watch};
+
+/// Drains a burst of events so one reconcile covers them all.
+async fn settle(rx: &mut mpsc::UnboundedReceiver<()>) {
+    tokio::time::sleep(DEBOUNCE).await;
+    while rx.try_recv().is_ok() {}
+}
+
+/// Runs the agent until SIGTERM or SIGINT. The datapath stays installed when it returns.
+pub async fn run(
+    settings: AgentSettings,
+    datapath: Box<dyn Datapath>,
+    metrics: Metrics,
+) -> Result<()> {
+    // Before anything else: a SIGTERM must never meet the default action.
+    let shutdown = signals::shutdown()?;
+    let shared = Arc::new(Shared {
+        metrics,
+        status: RwLock::new(Status::default()),
+    });
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .with_context(|| format!("--metrics-addr {}: cannot listen", settings.metrics_addr))?;
+    tokio::spawn(admin::serve(listener, shared.clone()));
+
+    let (config_tx, mut config_rx) = mpsc::unbounded_channel();
+    let _watch = watch::watch_dir(&settings.config.watched_dir(), config_tx);
+    let (node_tx, mut node_rx) = mpsc::unbounded_channel();
+    node::watch(node_tx)?;
+
+    tokio::pin!(shutdown);
+    let wanted = settings.interfaces.clone();
+    let ipv6 = settings.node.enable_ipv6;
+    let mut reconciler = Reconciler::new(settings, datapath, shared);
+    reconciler.set_node(node::discover(wanted.as_deref(), ipv6).await?);
+    tracing::info!("agent started");
+    reconciler.reconcile(Trigger::Start).await;
+
+    let mut upkeep = tokio::time::interval(HOUSEKEEPING);
+    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let resync = tokio::time::sleep_until(reconciler.next_resync().into());
+        tokio::select! {
+            signal = &mut shutdown => {
+                tracing::info!("{signal}; stopping and leaving the datapath installed");
+                return Ok(());
+            }
+            Some(()) = config_rx.recv() => {
+                settle(&mut config_rx).await;
+                reconciler.reconcile(Trigger::ConfigEvent).await;
+            }
+            Some(()) = node_rx.recv() => {
+                settle(&mut node_rx).await;
+                match node::discover(wanted.as_deref(), ipv6).await {
+                    Ok(facts) => if reconciler.set_node(facts) {
+                        reconciler.reconcile(Trigger::NodeChange).await;
+                    },
+                    Err(e) => tracing::error!("reading interfaces after a netlink change: {e:#}"),
+                }
+            }
+            () = resync => reconciler.reconcile(Trigger::Resync).await,
+            _ = upkeep.tick() => reconciler.housekeeping().await,
+        }
+    }
+}
