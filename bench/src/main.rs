@@ -16,6 +16,7 @@ mod clients;
 mod control;
 mod dataplane;
 mod library;
+mod newflow;
 mod pin;
 mod procfs;
 mod reload;
@@ -75,9 +76,14 @@ struct Args {
     /// Only these setups (names as in the results, comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Skip the data plane, control plane or reload parts.
+    /// Skip the data plane, control plane, reload, newflows or fill (the pool-fill runs of the
+    /// newflows part) parts.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// New flows per sample of the packet-generator part (each packet a new flow).
+    #[arg(long, default_value_t = 100_000)]
+    newflows: u32,
+
     /// The masq binary (default: next to this one).
     #[arg(long)]
     masq: Option<PathBuf>,
@@ -115,6 +121,7 @@ fn run() -> Result<()> {
         args.burst_seconds = 0.5;
         args.stream_seconds = 1;
         args.round_trips = 200;
+        args.newflows = 2000;
     }
     if args.rounds == 0 || args.sizes.is_empty() || args.control_sizes.is_empty() {
         bail!("--rounds, --sizes and --control-sizes need at least one value");
@@ -135,6 +142,7 @@ fn run() -> Result<()> {
             Ok(mount) => Ok(mount.pin_dir()),
             Err(e) => Err(format!("{e:#}")),
         },
+        agent_args: Vec::new(),
     };
     let load = Load {
         threads: args.threads,
@@ -172,7 +180,52 @@ fn run() -> Result<()> {
     let mut dataplane_samples = Vec::new();
     let mut control_samples = Vec::new();
     let mut reload_samples = Vec::new();
+    let mut newflow_samples = Vec::new();
+    let mut newflow_setups = vec![Setup::NoNat, Setup::Conntrack];
+    newflow_setups.extend(all.iter().filter(|s| !matches!(s, Setup::NoNat)));
+    newflow_setups.retain(|s| wanted(&s.name()));
     for round in 1..=args.rounds {
+        if !args.skip.iter().any(|s| s == "newflows") {
+            let mut order = newflow_setups.clone();
+            let shift = (round - 1) % order.len().max(1);
+            order.rotate_left(shift);
+            for setup in order {
+                eprintln!(
+                    "[{:>4.0}s] round {round}: new flows through {}",
+                    started.elapsed().as_secs_f64(),
+                    setup.name()
+                );
+                match newflow::sample(&env, &plan, setup, args.newflows, round) {
+                    Ok(sample) => {
+                        eprintln!(
+                            "         {:.0} flows/s, {:.0} ns per flow",
+                            sample.per_second, sample.ns_per_flow
+                        );
+                        newflow_samples.push(sample);
+                    }
+                    Err(e) => record(
+                        &mut errors,
+                        format!("round {round}, new flows through {}: {e:#}", setup.name()),
+                    ),
+                }
+                if !matches!(setup, Setup::Masq(_)) || args.skip.iter().any(|s| s == "fill") {
+                    continue;
+                }
+                match newflow::fill_sample(&env, &plan, setup, round) {
+                    Ok(sample) => {
+                        eprintln!(
+                            "         pool filled by tenths: {:?} ns per flow",
+                            sample.fill.iter().map(|v| v.round()).collect::<Vec<_>>()
+                        );
+                        newflow_samples.push(sample);
+                    }
+                    Err(e) => record(
+                        &mut errors,
+                        format!("round {round}, pool fill of {}: {e:#}", setup.name()),
+                    ),
+                }
+            }
+        }
         if !args.skip.iter().any(|s| s == "dataplane") {
             for &size in &args.sizes {
                 // Rotate the order each round so no setup always runs first (or right after
@@ -281,6 +334,7 @@ fn run() -> Result<()> {
         dataplane: dataplane_samples,
         control: control_samples,
         reload: reload_samples,
+        newflows: newflow_samples,
         summary,
     };
     std::fs::create_dir_all(&args.out)

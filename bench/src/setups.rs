@@ -26,6 +26,9 @@ use crate::{cidrs, library, pin};
 pub enum Setup {
     /// No NAT rules at all.
     NoNat,
+    /// No NAT rules, but conntrack tracking every forwarded flow (one `ct state` rule): what
+    /// netfilter pays before any NAT.
+    Conntrack,
     /// kubernetes-sigs/ip-masq-agent's linear iptables chain, installed without an agent.
     UpstreamIptables,
     /// A minimal nftables masquerade with an interval set, installed without an agent.
@@ -43,6 +46,7 @@ impl Setup {
     pub fn name(&self) -> String {
         match self {
             Setup::NoNat => "no-nat".into(),
+            Setup::Conntrack => "conntrack-only".into(),
             Setup::UpstreamIptables => "ip-masq-agent-iptables".into(),
             Setup::PlainNftables => "plain-nftables".into(),
             Setup::Masq(datapath) => format!("masq-{datapath}"),
@@ -51,14 +55,14 @@ impl Setup {
 
     /// Whether the non-masquerade CIDR count means anything for it.
     pub fn has_cidrs(&self) -> bool {
-        *self != Setup::NoNat
+        !matches!(self, Setup::NoNat | Setup::Conntrack)
     }
 
     /// The source the external side should see from the pod: the node's address whenever
     /// something masquerades.
     pub fn expected_source(&self) -> std::net::IpAddr {
         match self {
-            Setup::NoNat => addr::POD.into(),
+            Setup::NoNat | Setup::Conntrack => addr::POD.into(),
             _ => addr::NODE.into(),
         }
     }
@@ -74,6 +78,8 @@ pub struct Env {
     /// The eBPF pin directory, on the run's private bpffs (`--bpf-pin-dir` of the agent and of
     /// `masq cleanup`); `Err` says why there is none, and the eBPF datapath is then skipped.
     pub bpf_pin_dir: std::result::Result<PathBuf, String>,
+    /// More `masq agent` flags for the agents started (e.g. `--port-range`).
+    pub agent_args: Vec<String>,
 }
 
 impl Env {
@@ -108,6 +114,13 @@ pub fn install(
     let yaml = cidrs::config_yaml(cidr_list);
     let agent = match setup {
         Setup::NoNat => None,
+        Setup::Conntrack => {
+            let ruleset = "table ip masq_bench_ct {\n  chain forward {\n    type filter hook \
+                           forward priority 0;\n    ct state new counter\n  }\n}\n";
+            run_with_input(topology.node.command("nft").args(["-f", "-"]), ruleset)
+                .context("loading the conntrack rule")?;
+            None
+        }
         Setup::UpstreamIptables => {
             install_upstream_iptables(&topology.node, cidr_list)?;
             None
@@ -164,6 +177,7 @@ pub fn start_agent(
     .map(|s| s.to_string())
     .collect();
     args.extend(env.pin_dir_args());
+    args.extend(env.agent_args.iter().cloned());
     // The child inherits the affinity of the thread that spawns it.
     let mut agent = std::thread::scope(|scope| {
         scope

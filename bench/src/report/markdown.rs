@@ -245,6 +245,7 @@ pub fn markdown(results: &Results) -> String {
             let _ = writeln!(md, "- error: {e}");
         }
     }
+    super::newflows::section(&mut md, &results.newflows);
     md
 }
 

@@ -5,13 +5,14 @@
 //! writes the report for people.
 
 mod markdown;
+mod newflows;
 mod targets;
 
 use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::{control, dataplane, reload};
+use crate::{control, dataplane, newflow, reload};
 pub use markdown::markdown;
 use targets::targets;
 
@@ -53,6 +54,8 @@ pub struct Results {
     pub control: Vec<control::Sample>,
     /// Every reload-under-load run.
     pub reload: Vec<reload::Sample>,
+    /// Every sample of the packet-generator part (new flows).
+    pub newflows: Vec<newflow::Sample>,
     /// Medians and targets, computed from the samples above.
     pub summary: Summary,
 }
