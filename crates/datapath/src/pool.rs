@@ -27,9 +27,7 @@ const JHASH_INITVAL: u32 = 0xdead_beef;
 /// little-endian CPU does, as x86-64 and arm64 nodes do.
 pub fn jhash(key: &[u8], seed: u32) -> u32 {
     let length = u32::try_from(key.len()).expect("a short key");
-    let init = JHASH_INITVAL
-        .wrapping_add(length)
-        .wrapping_add(seed);
+    let init = JHASH_INITVAL.wrapping_add(length).wrapping_add(seed);
     let (mut a, mut b, mut c) = (init, init, init);
     let word = |bytes: &[u8]| -> u32 {
         // The tail is read byte by byte, the full words natively: both little-endian here.
@@ -184,9 +182,7 @@ mod tests {
 
     #[test]
     fn every_address_of_a_pool_is_used_and_a_pod_keeps_its_own() {
-        let pool: Vec<IpAddr> = (1..=3)
-            .map(|i| IpAddr::from([192, 0, 2, i]))
-            .collect();
+        let pool: Vec<IpAddr> = (1..=3).map(|i| IpAddr::from([192, 0, 2, i])).collect();
         let mut used = [0usize; 3];
         for host in 0..=255u8 {
             let pod = IpAddr::from([10, 244, 1, host]);
@@ -205,7 +201,14 @@ mod tests {
         for global in ["172.30.0.1", "2001:db8::1", "fd00::1"] {
             assert!(is_global(&global.parse().unwrap()), "{global}");
         }
-        for not in ["127.0.0.1", "169.254.1.1", "fe80::1", "::1", "0.0.0.0", "224.0.0.1"] {
+        for not in [
+            "127.0.0.1",
+            "169.254.1.1",
+            "fe80::1",
+            "::1",
+            "0.0.0.0",
+            "224.0.0.1",
+        ] {
             assert!(!is_global(&not.parse().unwrap()), "{not}");
         }
     }

@@ -96,7 +96,10 @@ pub fn subtract(ranges: &[PortRange], ports: &BTreeSet<u16>) -> Vec<PortRange> {
 
 /// The default ranges: every unprivileged port less `nodeports`.
 pub fn default_ranges(nodeports: PortRange) -> Vec<PortRange> {
-    subtract(&[UNPRIVILEGED], &(nodeports.first..=nodeports.last).collect())
+    subtract(
+        &[UNPRIVILEGED],
+        &(nodeports.first..=nodeports.last).collect(),
+    )
 }
 
 /// Total ports of `ranges` (assumed disjoint).
@@ -139,7 +142,9 @@ pub fn parse_list(text: &str) -> Result<Vec<PortRange>, String> {
             }
         };
         if range.first > range.last {
-            return Err(format!("{text:?}: {part:?} is empty (it ends before it starts)"));
+            return Err(format!(
+                "{text:?}: {part:?} is empty (it ends before it starts)"
+            ));
         }
         if let Some(other) = ranges.iter().find(|r| r.overlaps(&range)) {
             return Err(format!("{text:?}: {part:?} overlaps {other}"));

@@ -90,7 +90,10 @@ mod tests {
     #[test]
     fn a_pool_keeps_the_order_given() {
         let pool = snat_ips(&texts(&["192.0.2.2", "192.0.2.1"]), false).unwrap();
-        assert_eq!(pool, [IpAddr::from([192, 0, 2, 2]), IpAddr::from([192, 0, 2, 1])]);
+        assert_eq!(
+            pool,
+            [IpAddr::from([192, 0, 2, 2]), IpAddr::from([192, 0, 2, 1])]
+        );
         assert!(snat_ips(&[], false).unwrap().is_empty());
         let v6 = snat_ips(&texts(&["2001:db8::1", "2001:db8::2"]), true).unwrap();
         assert_eq!(v6.len(), 2);
@@ -126,7 +129,10 @@ mod tests {
         assert!(v6_off[0].contains("--enable-ipv6"), "{v6_off:?}");
         let many: Vec<String> = (1..=33).map(|i| format!("192.0.2.{i}")).collect();
         let too_many = snat_ips(&many, false).unwrap_err();
-        assert_eq!(too_many, ["--snat-ip: 33 addresses given, at most 32 make a pool"]);
+        assert_eq!(
+            too_many,
+            ["--snat-ip: 33 addresses given, at most 32 make a pool"]
+        );
     }
 
     #[test]
@@ -145,8 +151,12 @@ mod tests {
             "--port-range: \"2000-1000\": \"2000-1000\" is empty (it ends before it starts)"
         );
         assert_eq!(nodeport_range("30000-32767").unwrap(), pr(30000, 32767));
-        assert!(nodeport_range("1-2,3-4").unwrap_err().contains("is not one range"));
-        assert!(nodeport_range("x").unwrap_err().starts_with("--nodeport-range: \"x\""));
+        assert!(nodeport_range("1-2,3-4")
+            .unwrap_err()
+            .contains("is not one range"));
+        assert!(nodeport_range("x")
+            .unwrap_err()
+            .starts_with("--nodeport-range: \"x\""));
     }
 
     #[test]
@@ -158,6 +168,8 @@ mod tests {
         node.port_ranges = port_ranges("1024-65535").unwrap();
         let found = warnings(&node);
         assert_eq!(found.len(), 1);
-        assert!(found[0].starts_with("--port-range: 1024-65535 includes ports of the NodePort range 30000-32767"));
+        assert!(found[0].starts_with(
+            "--port-range: 1024-65535 includes ports of the NodePort range 30000-32767"
+        ));
     }
 }

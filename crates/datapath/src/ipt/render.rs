@@ -69,9 +69,7 @@ pub struct RenderOptions {
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        RenderOptions {
-            random_fully: true,
-        }
+        RenderOptions { random_fully: true }
     }
 }
 
