@@ -374,7 +374,7 @@ fn every_rule_kind_reads_back_as_rendered() {
         d.node.enable_ipv6 = true;
         d.node.iptables_chain = "MASQ-TEST".to_string();
         d.node.pod_cidrs = nets(&["10.244.0.0/16", "fd20::/64"]);
-        d.node.snat_ip = Some("192.0.2.10".parse().unwrap());
+        d.node.snat_ips = vec!["192.0.2.10".parse().unwrap()];
         d.node.native_routing_cidr = Some("10.96.0.0/12".parse().unwrap());
         let ranges = vec![
             PortRange {
@@ -390,7 +390,8 @@ fn every_rule_kind_reads_back_as_rendered() {
                 last: 65535,
             },
         ];
-        let mut datapath = Iptables::new(backend).with_port_ranges(ranges);
+        d.node.port_ranges = ranges;
+        let mut datapath = Iptables::new(backend);
         sync(ns, &mut datapath, &d);
         assert_installed(ns, backend, &datapath, &d);
         let save = saved(ns, backend, Family::V4);
@@ -533,10 +534,10 @@ fn pod_traffic_leaves_with_the_node_address_unless_exempt() {
     for backend in backends() {
         // TEST-NET-2 is in the default exemptions; list the CIDRs so it is masqueraded.
         let mut masqueraded = desired(config(&["10.0.0.0/8"]));
-        masqueraded.node.port_range = Some(PortRange {
+        masqueraded.node.port_ranges = vec![PortRange {
             first: 40000,
             last: 40099,
-        });
+        }];
         let peer = peer_seen_from_pod(backend, &masqueraded);
         assert_eq!(peer.ip().to_string(), "198.51.100.1", "{backend}");
         assert!((40000..=40099).contains(&peer.port()), "{backend}: {peer}");

@@ -289,11 +289,11 @@ fn snat_ip_and_port_range_are_used() {
     node.ip(&["addr", "add", "172.30.0.100/24", "dev", "eth0"])
         .unwrap();
     let mut want = desired(config(&[]));
-    want.node.snat_ip = Some("172.30.0.100".parse().unwrap());
-    want.node.port_range = Some(PortRange {
+    want.node.snat_ips = vec!["172.30.0.100".parse().unwrap()];
+    want.node.port_ranges = vec![PortRange {
         first: 40000,
         last: 40099,
-    });
+    }];
     bed.sync(&want);
     assert_eq!(
         bed.pod_source(addr::INTERNET),
@@ -541,10 +541,10 @@ fn the_rendered_text_is_what_sync_installs() {
     let bed = Bed::new();
     let mut want = desired(config(&["10.0.0.0/8", "192.168.0.0/16"]));
     want.node.pod_cidrs = nets(&[addr::POD_CIDR]);
-    want.node.port_range = Some(PortRange {
+    want.node.port_ranges = vec![PortRange {
         first: 1024,
         last: 65535,
-    });
+    }];
     let text = bed.nft.render(&want);
     load(&bed.topology.node, &text);
     assert!(bed.matches(&want), "rendered text loaded:\n{text}");
