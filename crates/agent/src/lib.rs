@@ -11,6 +11,7 @@ pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod reconcile;
+pub mod reserved;
 pub mod select;
 pub mod signals;
 pub mod status;

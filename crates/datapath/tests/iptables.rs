@@ -103,9 +103,11 @@ fn installs_what_render_prints_adopts_and_follows_changes() {
         let mut datapath = Iptables::new(backend);
         let report = sync(ns, &mut datapath, &first);
         assert!(report.changed && !report.drift_repaired, "{report:?}");
+        // The exemptions, link-local, and per protocol (tcp, udp, sctp) one rule for each of
+        // the two default port ranges, then the catch-all.
         assert_eq!(
             report.installed_entries,
-            masq_config::RESERVED_CIDRS.len() + 3
+            masq_config::RESERVED_CIDRS.len() + 3 + 6
         );
         assert_installed(ns, backend, &datapath, &first);
         assert_eq!(jump_count(&saved(ns, backend, Family::V4), JUMP), 1);
@@ -228,9 +230,19 @@ fn install_like_upstream(ns: &Netns, backend: Backend, chain: &str, quoted_jump:
     for cidr in ["169.254.0.0/16"].iter().chain(RFC1918.iter()) {
         payload.push_str(&format!("-A {chain} {non_masq} -d {cidr} -j RETURN\n"));
     }
+    // Upstream run with `--to-ports 1024-29999,32768-65535`, the ports masq hands out by
+    // default (every unprivileged one but the NodePort range): its per-protocol split.
+    let masq = "-m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE \
+                (must be last in chain)\"";
+    for protocol in ["tcp", "udp", "sctp"] {
+        payload.push_str(&format!(
+            "-A {chain} -p {protocol} {masq} -m statistic --mode random --probability \
+             0.46929256292 -j MASQUERADE --to-ports 1024-29999 --random-fully\n\
+             -A {chain} -p {protocol} {masq} -j MASQUERADE --to-ports 32768-65535 --random-fully\n"
+        ));
+    }
     payload.push_str(&format!(
-        "-A {chain} -m comment --comment \"ip-masq-agent: outbound traffic is subject to \
-         MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\nCOMMIT\n"
+        "-A {chain} {masq} -j MASQUERADE --random-fully\nCOMMIT\n"
     ));
     restore(ns, backend, Family::V4, &payload);
 }
@@ -252,7 +264,8 @@ fn migrate_from_upstream(ns: &Netns, backend: Backend, quoted_jump: bool) {
         .unwrap()
         .to_string();
 
-    // Same config as upstream's default: identical rules, adopted without a write.
+    // Same config as upstream's default (and its port list): identical rules, adopted without
+    // a write.
     let same = desired(config(&RFC1918));
     let mut datapath = Iptables::new(backend);
     assert!(ns.enter(|| datapath.matches(&same)).unwrap().unwrap());
@@ -266,7 +279,9 @@ fn migrate_from_upstream(ns: &Netns, backend: Backend, quoted_jump: bool) {
     assert_installed(ns, backend, &datapath, &reserved);
     let save = saved(ns, backend, Family::V4);
     assert_eq!(
-        save.lines().filter(|l| l.contains("-j MASQUERADE")).count(),
+        save.lines()
+            .filter(|l| l.contains("-j MASQUERADE") && !l.contains("--to-ports"))
+            .count(),
         1
     );
     // Upstream's own jump was kept as it was, so switching back to upstream adds nothing.
@@ -318,7 +333,8 @@ fn reports_and_keeps_a_chain_left_under_another_name() {
         assert_eq!(here.len(), 2, "{leftovers:?}");
         assert_eq!(here[0].chain, "IP-MASQ");
         assert_eq!(here[0].family, "iptables");
-        assert_eq!(here[0].rules, 5);
+        // Link-local, the 3 RFC 1918 ranges, 3 protocols × 2 port ranges, the catch-all.
+        assert_eq!(here[0].rules, 11);
         assert!(here[0].referenced);
         assert_eq!(here[1].chain, "OLD-MASQ");
         assert!(!here[1].referenced);
@@ -326,7 +342,7 @@ fn reports_and_keeps_a_chain_left_under_another_name() {
         ns.enter(|| datapath.cleanup()).unwrap().unwrap();
         let save = saved(ns, backend, Family::V4);
         assert_eq!(chain_lines(&save, CHAIN), None, "{save}");
-        assert_eq!(chain_lines(&save, "IP-MASQ").map(|r| r.len()), Some(5));
+        assert_eq!(chain_lines(&save, "IP-MASQ").map(|r| r.len()), Some(11));
     });
 }
 
@@ -382,8 +398,8 @@ fn every_rule_kind_reads_back_as_rendered() {
                 last: 29999,
             },
             PortRange {
-                first: 30000,
-                last: 30000,
+                first: 30500,
+                last: 30500,
             },
             PortRange {
                 first: 32768,
@@ -397,6 +413,8 @@ fn every_rule_kind_reads_back_as_rendered() {
         let save = saved(ns, backend, Family::V4);
         assert!(save.contains("--probability"), "{save}");
         assert!(save.contains("--to-source 192.0.2.10:1024-29999"), "{save}");
+        // A one-port range reads back as the bare port.
+        assert!(save.contains("--to-source 192.0.2.10:30500 "), "{save}");
         assert!(
             save.contains("-s 10.244.0.0/16 -d 10.5.0.0/16 -p tcp"),
             "{save}"

@@ -438,23 +438,27 @@ fn drift_is_detected_and_repaired() {
     assert!(bed.sync(&want).drift_repaired);
     assert_eq!(bed.pod_source(addr::PRIVATE), POD);
 
-    // Someone deletes a rule, then someone adds one.
+    // Someone deletes the translation rules (one per default port range, then the
+    // catch-all), then someone adds one.
     let chain = bed.nft(&["-a", "list", "chain", "inet", "masq", "postrouting"]);
-    let handle = chain
+    let handles: Vec<String> = chain
         .lines()
-        .find(|l| l.contains("comment \"masquerade\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .unwrap()
-        .to_string();
-    bed.nft(&[
-        "delete",
-        "rule",
-        "inet",
-        "masq",
-        "postrouting",
-        "handle",
-        &handle,
-    ]);
+        .filter(|l| l.contains("comment \"masquerade\""))
+        .filter_map(|l| l.rsplit(' ').next())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(handles.len(), 3, "{chain}");
+    for handle in &handles {
+        bed.nft(&[
+            "delete",
+            "rule",
+            "inet",
+            "masq",
+            "postrouting",
+            "handle",
+            handle,
+        ]);
+    }
     assert!(!bed.intact(), "the outline check misses a deleted rule");
     assert!(!bed.matches(&want));
     assert_eq!(bed.pod_source(addr::INTERNET), POD);
