@@ -14,7 +14,8 @@ pub mod reconcile;
 pub mod reserved;
 pub mod select;
 pub mod signals;
+pub mod snat_status;
 pub mod status;
 pub mod watch;
 
-pub use reconcile::{run, AgentSettings};
+pub use reconcile::{run, AgentSettings, InvalidFlags};
