@@ -11,9 +11,11 @@ pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod reconcile;
+pub mod reserved;
 pub mod select;
 pub mod signals;
+pub mod snat_status;
 pub mod status;
 pub mod watch;
 
-pub use reconcile::{run, AgentSettings};
+pub use reconcile::{run, AgentSettings, InvalidFlags};

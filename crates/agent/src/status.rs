@@ -32,6 +32,10 @@ pub struct Status {
     /// or no egress interface known).
     #[serde(default)]
     pub egress: Option<EgressSummary>,
+    /// The SNAT pools, the source ports in effect and the reserved ports (None before the
+    /// first sync).
+    #[serde(default)]
+    pub snat: Option<crate::snat_status::SnatSummary>,
     /// What the datapath found but does not own (e.g. a chain another agent left behind).
     pub findings: Vec<String>,
     /// eBPF: every program on each tc hook masq uses, in the order the kernel runs them, masq's
@@ -196,6 +200,9 @@ impl Status {
             None => {
                 let _ = writeln!(s, "egress:          off (the pods' own routes decide)");
             }
+        }
+        if let Some(snat) = &self.snat {
+            s.push_str(&snat.text());
         }
         let c = &self.counters;
         let _ = writeln!(

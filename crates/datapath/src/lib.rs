@@ -8,13 +8,17 @@
 
 pub mod egress;
 pub mod ipt;
+pub mod pool;
+pub mod ports;
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use masq_config::Config;
 use masq_decision::NodeContext;
 pub use masq_decision::{CompiledPolicy, Family};
+pub use ports::PortRange;
 
 pub mod ebpf;
 pub mod nft;
@@ -83,31 +87,28 @@ pub struct Interface {
     pub addrs: Vec<IpAddr>,
 }
 
-/// An inclusive range of source ports for translated connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortRange {
-    /// First port, inclusive.
-    pub first: u16,
-    /// Last port, inclusive.
-    pub last: u16,
-}
-
-impl PortRange {
-    /// Whether `port` lies inside the range.
-    pub fn contains(&self, port: u16) -> bool {
-        (self.first..=self.last).contains(&port)
-    }
-}
-
 /// What the node contributes to the desired state: flags and netlink facts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSettings {
     /// `--pod-cidr`: when non-empty, only sources inside these are masqueraded.
     pub pod_cidrs: Vec<IpNet>,
-    /// `--snat-ip`: a fixed translated source instead of the egress interface's address.
-    pub snat_ip: Option<IpAddr>,
-    /// `--port-range`: translated source ports; `None` lets the datapath use its default.
-    pub port_range: Option<PortRange>,
+    /// `--snat-ip`, in the order given, all of one family: the SNAT pool of that family
+    /// instead of the egress interface's primary address (see [`pool`] for which address a pod
+    /// gets). Empty: the pool is the interface's primary address, or with
+    /// `snat_ips_from_interface` its global addresses.
+    pub snat_ips: Vec<IpAddr>,
+    /// `--snat-ips-from-interface`: the pool of each family is every global address of the
+    /// egress interface, as netlink reports them (kept current by the agent).
+    pub snat_ips_from_interface: bool,
+    /// `--port-range`: the operator's port list, disjoint; empty means the default (every
+    /// unprivileged port less `nodeport_range`). See [`NodeSettings::source_port_ranges`].
+    pub port_ranges: Vec<PortRange>,
+    /// `--nodeport-range`: never handed out unless `port_ranges` lists it.
+    pub nodeport_range: PortRange,
+    /// Ports the node receives on (its listening sockets and the hostPorts), kept current by the
+    /// agent: never handed out as translated source ports. Only those inside
+    /// [`NodeSettings::base_port_ranges`] matter.
+    pub reserved_ports: BTreeSet<u16>,
     /// `--native-routing-cidr`: one more non-masquerade destination no config can remove.
     pub native_routing_cidr: Option<IpNet>,
     /// `--enable-ipv6`: masquerade IPv6 too.
@@ -133,8 +134,11 @@ impl Default for NodeSettings {
     fn default() -> Self {
         NodeSettings {
             pod_cidrs: Vec::new(),
-            snat_ip: None,
-            port_range: None,
+            snat_ips: Vec::new(),
+            snat_ips_from_interface: false,
+            port_ranges: Vec::new(),
+            nodeport_range: ports::DEFAULT_NODEPORT_RANGE,
+            reserved_ports: BTreeSet::new(),
             native_routing_cidr: None,
             enable_ipv6: false,
             interfaces: Vec::new(),
@@ -175,11 +179,67 @@ impl NodeSettings {
             .iter()
             .flat_map(|iface| iface.addrs.iter().copied())
             .collect();
-        local_addrs.extend(self.snat_ip.filter(|ip| !local_addrs.contains(ip)));
+        for ip in &self.snat_ips {
+            if !local_addrs.contains(ip) {
+                local_addrs.push(*ip);
+            }
+        }
         NodeContext {
             pod_cidrs: self.pod_cidrs.clone(),
             local_addrs,
             native_routing_cidr: self.native_routing_cidr,
+        }
+    }
+
+    /// The SNAT pool of `family`, in order: `--snat-ip` (when it is of this family), else with
+    /// `--snat-ips-from-interface` the egress interface's global addresses of this family
+    /// (primary first; at most [`pool::MAX_ADDRESSES`]). Empty: translate to the egress
+    /// interface's primary address (`masquerade`).
+    pub fn snat_pool(&self, family: Family) -> Vec<IpAddr> {
+        if !self.snat_ips.is_empty() {
+            return self
+                .snat_ips
+                .iter()
+                .copied()
+                .filter(|ip| family.holds_addr(ip))
+                .collect();
+        }
+        if !self.snat_ips_from_interface {
+            return Vec::new();
+        }
+        let Some(name) = self.egress_interface() else {
+            return Vec::new();
+        };
+        self.interfaces
+            .iter()
+            .filter(|iface| iface.name == name)
+            .flat_map(|iface| iface.addrs.iter().copied())
+            .filter(|ip| family.holds_addr(ip) && pool::is_global(ip))
+            .take(pool::MAX_ADDRESSES)
+            .collect()
+    }
+
+    /// The ranges ports come from before the reserved ports are left out: `--port-range`, else
+    /// every unprivileged port less the NodePort range.
+    pub fn base_port_ranges(&self) -> Vec<PortRange> {
+        if self.port_ranges.is_empty() {
+            ports::default_ranges(self.nodeport_range)
+        } else {
+            ports::subtract(&self.port_ranges, &BTreeSet::new())
+        }
+    }
+
+    /// The source port ranges every datapath hands out: [`NodeSettings::base_port_ranges`]
+    /// less `reserved_ports`, sorted and disjoint. When every port of the base ranges is
+    /// reserved, the base ranges themselves (the agent warns: a translation with no port
+    /// would fail every flow).
+    pub fn source_port_ranges(&self) -> Vec<PortRange> {
+        let base = self.base_port_ranges();
+        let free = ports::subtract(&base, &self.reserved_ports);
+        if free.is_empty() {
+            base
+        } else {
+            free
         }
     }
 

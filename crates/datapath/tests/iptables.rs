@@ -103,9 +103,11 @@ fn installs_what_render_prints_adopts_and_follows_changes() {
         let mut datapath = Iptables::new(backend);
         let report = sync(ns, &mut datapath, &first);
         assert!(report.changed && !report.drift_repaired, "{report:?}");
+        // The exemptions, link-local, and per protocol (tcp, udp, sctp) one rule for each of
+        // the two default port ranges, then the catch-all.
         assert_eq!(
             report.installed_entries,
-            masq_config::RESERVED_CIDRS.len() + 3
+            masq_config::RESERVED_CIDRS.len() + 3 + 6
         );
         assert_installed(ns, backend, &datapath, &first);
         assert_eq!(jump_count(&saved(ns, backend, Family::V4), JUMP), 1);
@@ -228,9 +230,19 @@ fn install_like_upstream(ns: &Netns, backend: Backend, chain: &str, quoted_jump:
     for cidr in ["169.254.0.0/16"].iter().chain(RFC1918.iter()) {
         payload.push_str(&format!("-A {chain} {non_masq} -d {cidr} -j RETURN\n"));
     }
+    // Upstream run with `--to-ports 1024-29999,32768-65535`, the ports masq hands out by
+    // default (every unprivileged one but the NodePort range): its per-protocol split.
+    let masq = "-m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE \
+                (must be last in chain)\"";
+    for protocol in ["tcp", "udp", "sctp"] {
+        payload.push_str(&format!(
+            "-A {chain} -p {protocol} {masq} -m statistic --mode random --probability \
+             0.46929256292 -j MASQUERADE --to-ports 1024-29999 --random-fully\n\
+             -A {chain} -p {protocol} {masq} -j MASQUERADE --to-ports 32768-65535 --random-fully\n"
+        ));
+    }
     payload.push_str(&format!(
-        "-A {chain} -m comment --comment \"ip-masq-agent: outbound traffic is subject to \
-         MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\nCOMMIT\n"
+        "-A {chain} {masq} -j MASQUERADE --random-fully\nCOMMIT\n"
     ));
     restore(ns, backend, Family::V4, &payload);
 }
@@ -252,7 +264,8 @@ fn migrate_from_upstream(ns: &Netns, backend: Backend, quoted_jump: bool) {
         .unwrap()
         .to_string();
 
-    // Same config as upstream's default: identical rules, adopted without a write.
+    // Same config as upstream's default (and its port list): identical rules, adopted without
+    // a write.
     let same = desired(config(&RFC1918));
     let mut datapath = Iptables::new(backend);
     assert!(ns.enter(|| datapath.matches(&same)).unwrap().unwrap());
@@ -266,7 +279,9 @@ fn migrate_from_upstream(ns: &Netns, backend: Backend, quoted_jump: bool) {
     assert_installed(ns, backend, &datapath, &reserved);
     let save = saved(ns, backend, Family::V4);
     assert_eq!(
-        save.lines().filter(|l| l.contains("-j MASQUERADE")).count(),
+        save.lines()
+            .filter(|l| l.contains("-j MASQUERADE") && !l.contains("--to-ports"))
+            .count(),
         1
     );
     // Upstream's own jump was kept as it was, so switching back to upstream adds nothing.
@@ -318,7 +333,8 @@ fn reports_and_keeps_a_chain_left_under_another_name() {
         assert_eq!(here.len(), 2, "{leftovers:?}");
         assert_eq!(here[0].chain, "IP-MASQ");
         assert_eq!(here[0].family, "iptables");
-        assert_eq!(here[0].rules, 5);
+        // Link-local, the 3 RFC 1918 ranges, 3 protocols × 2 port ranges, the catch-all.
+        assert_eq!(here[0].rules, 11);
         assert!(here[0].referenced);
         assert_eq!(here[1].chain, "OLD-MASQ");
         assert!(!here[1].referenced);
@@ -326,7 +342,7 @@ fn reports_and_keeps_a_chain_left_under_another_name() {
         ns.enter(|| datapath.cleanup()).unwrap().unwrap();
         let save = saved(ns, backend, Family::V4);
         assert_eq!(chain_lines(&save, CHAIN), None, "{save}");
-        assert_eq!(chain_lines(&save, "IP-MASQ").map(|r| r.len()), Some(5));
+        assert_eq!(chain_lines(&save, "IP-MASQ").map(|r| r.len()), Some(11));
     });
 }
 
@@ -374,7 +390,7 @@ fn every_rule_kind_reads_back_as_rendered() {
         d.node.enable_ipv6 = true;
         d.node.iptables_chain = "MASQ-TEST".to_string();
         d.node.pod_cidrs = nets(&["10.244.0.0/16", "fd20::/64"]);
-        d.node.snat_ip = Some("192.0.2.10".parse().unwrap());
+        d.node.snat_ips = vec!["192.0.2.10".parse().unwrap()];
         d.node.native_routing_cidr = Some("10.96.0.0/12".parse().unwrap());
         let ranges = vec![
             PortRange {
@@ -382,20 +398,23 @@ fn every_rule_kind_reads_back_as_rendered() {
                 last: 29999,
             },
             PortRange {
-                first: 30000,
-                last: 30000,
+                first: 30500,
+                last: 30500,
             },
             PortRange {
                 first: 32768,
                 last: 65535,
             },
         ];
-        let mut datapath = Iptables::new(backend).with_port_ranges(ranges);
+        d.node.port_ranges = ranges;
+        let mut datapath = Iptables::new(backend);
         sync(ns, &mut datapath, &d);
         assert_installed(ns, backend, &datapath, &d);
         let save = saved(ns, backend, Family::V4);
         assert!(save.contains("--probability"), "{save}");
         assert!(save.contains("--to-source 192.0.2.10:1024-29999"), "{save}");
+        // A one-port range reads back as the bare port.
+        assert!(save.contains("--to-source 192.0.2.10:30500 "), "{save}");
         assert!(
             save.contains("-s 10.244.0.0/16 -d 10.5.0.0/16 -p tcp"),
             "{save}"
@@ -533,10 +552,10 @@ fn pod_traffic_leaves_with_the_node_address_unless_exempt() {
     for backend in backends() {
         // TEST-NET-2 is in the default exemptions; list the CIDRs so it is masqueraded.
         let mut masqueraded = desired(config(&["10.0.0.0/8"]));
-        masqueraded.node.port_range = Some(PortRange {
+        masqueraded.node.port_ranges = vec![PortRange {
             first: 40000,
             last: 40099,
-        });
+        }];
         let peer = peer_seen_from_pod(backend, &masqueraded);
         assert_eq!(peer.ip().to_string(), "198.51.100.1", "{backend}");
         assert!((40000..=40099).contains(&peer.port()), "{backend}: {peer}");

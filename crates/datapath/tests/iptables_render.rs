@@ -50,7 +50,7 @@ fn custom_config_with_every_option() {
     let mut d = desired(cfg);
     d.node.enable_ipv6 = true;
     d.node.pod_cidrs = nets(&["10.244.0.0/16", "10.245.0.0/16", "fd20::/64"]);
-    d.node.snat_ip = Some("192.0.2.10".parse().unwrap());
+    d.node.snat_ips = vec!["192.0.2.10".parse().unwrap()];
     d.node.native_routing_cidr = Some("10.96.0.0/12".parse().unwrap());
     let text = Iptables::new(Backend::Nft).render(&d);
     check_golden("custom", &text);
@@ -91,22 +91,52 @@ fn port_range_split_per_protocol() {
             last: 65535,
         },
     ];
-    let text = Iptables::new(Backend::Nft)
-        .with_port_ranges(ranges)
-        .render(&desired(config(&RFC1918)));
+    let mut d = desired(config(&RFC1918));
+    d.node.port_ranges = ranges;
+    let text = Iptables::new(Backend::Nft).render(&d);
     check_golden("port-split", &text);
 }
 
 #[test]
 fn single_port_range_from_node_settings_needs_no_statistic() {
     let mut d = desired(config(&[]));
-    d.node.port_range = Some(PortRange {
+    d.node.port_ranges = vec![PortRange {
         first: 32768,
         last: 65535,
-    });
+    }];
     let text = Iptables::new(Backend::Nft).render(&d);
     check_golden("port-range", &text);
     assert!(!text.contains("statistic"), "{text}");
+}
+
+/// A pool of two addresses (a `cluster` match each, the same hash as nftables' `jhash`), a
+/// port list and two reserved ports (a hostPort and a node service) that split its first range.
+#[test]
+fn snat_pool_with_port_list_and_reserved_ports() {
+    let mut d = desired(config(&RFC1918));
+    d.node.pod_cidrs = nets(&["10.244.0.0/16"]);
+    d.node.snat_ips = vec!["192.0.2.10".parse().unwrap(), "192.0.2.20".parse().unwrap()];
+    d.node.port_ranges = vec![
+        PortRange {
+            first: 20000,
+            last: 29999,
+        },
+        PortRange {
+            first: 40000,
+            last: 49999,
+        },
+    ];
+    d.node.reserved_ports = [8443, 25000, 25001].into();
+    let text = Iptables::new(Backend::Nft).render(&d);
+    check_golden("pool", &text);
+    assert!(
+        !text.contains("8443"),
+        "outside the ranges: nothing to split"
+    );
+    assert!(
+        text.contains(":20000-24999 ") && text.contains(":25002-29999 "),
+        "{text}"
+    );
 }
 
 #[test]

@@ -46,11 +46,11 @@ fn everything() -> Desired {
         },
         node: NodeSettings {
             pod_cidrs: nets(&["10.244.1.0/24", "fd10::/56"]),
-            snat_ip: Some("172.30.0.100".parse().unwrap()),
-            port_range: Some(PortRange {
+            snat_ips: vec!["172.30.0.100".parse().unwrap()],
+            port_ranges: vec![PortRange {
                 first: 32768,
                 last: 60999,
-            }),
+            }],
             native_routing_cidr: Some("172.16.0.0/12".parse().unwrap()),
             enable_ipv6: true,
             ..NodeSettings::default()
@@ -76,9 +76,33 @@ fn masquerade_cidrs() -> Desired {
     desired
 }
 
-fn cases() -> [(&'static str, Desired); 4] {
+/// A pool of two addresses for IPv4 (the pod's address hashed with `jhash`), IPv6 keeping
+/// the interface's address, a port list split around a reserved port (a hostPort).
+fn pool() -> Desired {
+    let mut desired = defaults();
+    desired.node.enable_ipv6 = true;
+    desired.node.snat_ips = vec![
+        "172.30.0.100".parse().unwrap(),
+        "172.30.0.101".parse().unwrap(),
+    ];
+    desired.node.port_ranges = vec![
+        PortRange {
+            first: 1024,
+            last: 29999,
+        },
+        PortRange {
+            first: 32768,
+            last: 65535,
+        },
+    ];
+    desired.node.reserved_ports = [8443].into();
+    desired
+}
+
+fn cases() -> [(&'static str, Desired); 5] {
     [
         ("nftables-default.nft", defaults()),
+        ("nftables-pool.nft", pool()),
         ("nftables-everything.nft", everything()),
         ("nftables-egress.nft", egress()),
         ("nftables-masquerade-cidrs.nft", masquerade_cidrs()),

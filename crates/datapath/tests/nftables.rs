@@ -289,11 +289,11 @@ fn snat_ip_and_port_range_are_used() {
     node.ip(&["addr", "add", "172.30.0.100/24", "dev", "eth0"])
         .unwrap();
     let mut want = desired(config(&[]));
-    want.node.snat_ip = Some("172.30.0.100".parse().unwrap());
-    want.node.port_range = Some(PortRange {
+    want.node.snat_ips = vec!["172.30.0.100".parse().unwrap()];
+    want.node.port_ranges = vec![PortRange {
         first: 40000,
         last: 40099,
-    });
+    }];
     bed.sync(&want);
     assert_eq!(
         bed.pod_source(addr::INTERNET),
@@ -438,23 +438,27 @@ fn drift_is_detected_and_repaired() {
     assert!(bed.sync(&want).drift_repaired);
     assert_eq!(bed.pod_source(addr::PRIVATE), POD);
 
-    // Someone deletes a rule, then someone adds one.
+    // Someone deletes the translation rules (one per default port range, then the
+    // catch-all), then someone adds one.
     let chain = bed.nft(&["-a", "list", "chain", "inet", "masq", "postrouting"]);
-    let handle = chain
+    let handles: Vec<String> = chain
         .lines()
-        .find(|l| l.contains("comment \"masquerade\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .unwrap()
-        .to_string();
-    bed.nft(&[
-        "delete",
-        "rule",
-        "inet",
-        "masq",
-        "postrouting",
-        "handle",
-        &handle,
-    ]);
+        .filter(|l| l.contains("comment \"masquerade\""))
+        .filter_map(|l| l.rsplit(' ').next())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(handles.len(), 3, "{chain}");
+    for handle in &handles {
+        bed.nft(&[
+            "delete",
+            "rule",
+            "inet",
+            "masq",
+            "postrouting",
+            "handle",
+            handle,
+        ]);
+    }
     assert!(!bed.intact(), "the outline check misses a deleted rule");
     assert!(!bed.matches(&want));
     assert_eq!(bed.pod_source(addr::INTERNET), POD);
@@ -541,10 +545,10 @@ fn the_rendered_text_is_what_sync_installs() {
     let bed = Bed::new();
     let mut want = desired(config(&["10.0.0.0/8", "192.168.0.0/16"]));
     want.node.pod_cidrs = nets(&[addr::POD_CIDR]);
-    want.node.port_range = Some(PortRange {
+    want.node.port_ranges = vec![PortRange {
         first: 1024,
         last: 65535,
-    });
+    }];
     let text = bed.nft.render(&want);
     load(&bed.topology.node, &text);
     assert!(bed.matches(&want), "rendered text loaded:\n{text}");

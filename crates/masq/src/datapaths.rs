@@ -8,7 +8,7 @@ use masq_agent::select::Candidate;
 use masq_datapath::ebpf::Ebpf;
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::nft::Nftables;
-use masq_datapath::{Datapath, Desired, Kind, NodeSettings, PortRange};
+use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
 use prometheus_client::registry::Registry;
 
 use crate::ebpf_metrics::EbpfCollector;
@@ -17,11 +17,7 @@ use crate::flags::OutputFormat;
 /// Every datapath this binary has, in the order `auto` tries them (README: Datapaths). Opening one
 /// probes the kernel without changing it, except that eBPF mounts a bpffs for its pins where
 /// there is none.
-pub fn candidates(
-    node: &NodeSettings,
-    pin_dir: &Path,
-    iptables_to_ports: Option<Vec<PortRange>>,
-) -> Vec<Candidate> {
+pub fn candidates(node: &NodeSettings, pin_dir: &Path) -> Vec<Candidate> {
     let chain = node.iptables_chain.clone();
     let pin_dir = pin_dir.to_path_buf();
     let ebpf_supports = Ebpf::supports(node);
@@ -49,10 +45,7 @@ pub fn candidates(
         Candidate {
             kind: Kind::Iptables,
             open: Box::new(move || {
-                Ok(Box::new(with_to_ports(
-                    Iptables::detect()?.with_chain(&chain),
-                    iptables_to_ports,
-                )) as Box<dyn Datapath>)
+                Ok(Box::new(Iptables::detect()?.with_chain(&chain)) as Box<dyn Datapath>)
             }),
         },
     ]
@@ -66,26 +59,12 @@ pub fn register_metrics(kind: Kind, pin_dir: &Path, registry: &mut Registry) {
 }
 
 /// What `kind` would install for `desired`. Needs no kernel and no installed binary.
-pub fn render(
-    kind: Kind,
-    desired: &Desired,
-    iptables_to_ports: Option<Vec<PortRange>>,
-) -> anyhow::Result<String> {
+pub fn render(kind: Kind, desired: &Desired) -> anyhow::Result<String> {
     Ok(match kind {
         Kind::Nftables => Nftables::new().render(desired),
-        Kind::Iptables => {
-            with_to_ports(Iptables::new(Backend::Nft), iptables_to_ports).render(desired)
-        }
+        Kind::Iptables => Iptables::new(Backend::Nft).render(desired),
         Kind::Ebpf => Ebpf::default().render(desired),
     })
-}
-
-/// `--to-ports` replaces `--port-range` for iptables, with upstream's per-protocol split.
-fn with_to_ports(iptables: Iptables, to_ports: Option<Vec<PortRange>>) -> Iptables {
-    match to_ports {
-        Some(ranges) => iptables.with_port_ranges(ranges),
-        None => iptables,
-    }
 }
 
 /// The eBPF NAT table, read from the pinned maps (the agent need not run).
@@ -155,7 +134,7 @@ mod tests {
             enable_ipv6: true,
             ..NodeSettings::default()
         };
-        let mut all = candidates(&node, Path::new("/nonexistent/masq"), None);
+        let mut all = candidates(&node, Path::new("/nonexistent/masq"));
         let ebpf = all.remove(0);
         assert_eq!(ebpf.kind, Kind::Ebpf);
         let refused = (ebpf.open)().err().expect("refused");

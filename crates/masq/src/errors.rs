@@ -63,6 +63,7 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
             || e.is::<InvalidConfig>()
             || e.is::<ConfigError>()
             || e.is::<DirError>()
+            || e.is::<masq_agent::InvalidFlags>()
     });
     if invalid_input {
         1

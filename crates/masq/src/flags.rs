@@ -79,16 +79,23 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "CIDR")]
     pub native_routing_cidr: Option<String>,
     /// Translate to this source address instead of the egress interface's primary address.
-    #[arg(long, value_name = "IP")]
-    pub snat_ip: Option<String>,
-    /// Source ports for translated connections, inclusive (e.g. 32768-60999).
-    #[arg(long, value_name = "FIRST-LAST")]
+    /// Repeatable: several addresses (one family, at most 32, each an address of the node)
+    /// make a pool, and each pod's flows take the one a hash of its address picks.
+    #[arg(long = "snat-ip", value_name = "IP")]
+    pub snat_ips: Vec<String>,
+    /// The pool is every global address of the egress interface (per family), followed as
+    /// addresses come and go.
+    #[arg(long, conflicts_with = "snat_ips")]
+    pub snat_ips_from_interface: bool,
+    /// Source ports for translated connections: a list of inclusive ranges
+    /// (e.g. 1024-29999,32768-65535); default every port from 1024 but the NodePort range.
+    /// `--to-ports` is kubernetes-sigs/ip-masq-agent's name for it.
+    #[arg(long, visible_alias = "to-ports", value_name = "FIRST-LAST,...")]
     pub port_range: Option<String>,
-    /// The iptables datapath only: upstream's `--to-ports` list (e.g. 1024-29999,32768-65535),
-    /// split per protocol with `-m statistic` rules as kubernetes-sigs/ip-masq-agent does;
-    /// takes the place of --port-range there.
-    #[arg(long, value_name = "FIRST-LAST,...")]
-    pub to_ports: Option<String>,
+    /// The cluster's NodePort range: never handed out as a translated source port unless
+    /// --port-range lists it.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "30000-32767")]
+    pub nodeport_range: String,
     /// Name of the iptables chain (the iptables datapath).
     #[arg(long, value_name = "NAME", default_value = masq_datapath::names::IPT_CHAIN)]
     pub masq_chain: String,

@@ -10,6 +10,7 @@ mod demo;
 mod ebpf_metrics;
 mod errors;
 mod flags;
+mod pool_flags;
 mod settings;
 
 use std::process::ExitCode;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use masq_config::{DefaultCidrs, ParseOptions, Source};
 use masq_datapath::ebpf::{NatSettings, NatTimeouts};
-use masq_datapath::{EgressRouting, NodeSettings, PortRange};
+use masq_datapath::{EgressRouting, NodeSettings};
 use masq_decision::NodeContext;
 
 use crate::errors::InvalidInput;
@@ -23,8 +23,9 @@ pub struct ConfigSettings {
     pub parse_options: ParseOptions,
     /// The node's part; `interfaces` is filled by `agent` only (from netlink).
     pub node: NodeSettings,
-    /// `--to-ports`: the iptables datapath's port ranges, when given.
-    pub iptables_to_ports: Option<Vec<PortRange>>,
+    /// What is allowed but probably not meant (e.g. a `--port-range` over the NodePort
+    /// range), one line each, for the agent's log and the tools' standard error.
+    pub warnings: Vec<String>,
 }
 
 /// [`AgentArgs`] validated: everything the agent needs from the command line.
@@ -52,6 +53,11 @@ struct Problems(Vec<String>);
 impl Problems {
     fn check<T>(&mut self, result: Result<T, String>) -> Option<T> {
         result.map_err(|problem| self.0.push(problem)).ok()
+    }
+
+    /// Like `check`, for a flag that can have several problems at once.
+    fn check_all<T>(&mut self, result: Result<T, Vec<String>>) -> Option<T> {
+        result.map_err(|problems| self.0.extend(problems)).ok()
     }
 
     fn finish<T>(self, value: T) -> Result<T, InvalidInput> {
@@ -88,23 +94,15 @@ impl ConfigArgs {
     pub fn settings(&self) -> Result<ConfigSettings, InvalidInput> {
         let mut problems = Problems::default();
         let node = self.collect_node_settings(&mut problems);
-        let iptables_to_ports = self.collect_to_ports(&mut problems);
         let Some(node) = node else {
             return Err(InvalidInput::new(problems.0));
         };
         problems.finish(ConfigSettings {
             source: self.source(),
             parse_options: self.parse_options(),
+            warnings: crate::pool_flags::warnings(&node),
             node,
-            iptables_to_ports,
         })
-    }
-
-    fn collect_to_ports(&self, problems: &mut Problems) -> Option<Vec<PortRange>> {
-        let text = self.to_ports.as_deref()?;
-        problems.check(
-            masq_datapath::ipt::parse_port_ranges(text).map_err(|why| format!("--to-ports: {why}")),
-        )
     }
 
     /// The node settings, or `None` after adding every problem to `problems`.
@@ -119,14 +117,13 @@ impl ConfigArgs {
             .native_routing_cidr
             .as_deref()
             .map(|text| problems.check(cidr_flag("--native-routing-cidr", text, ipv6)));
-        let snat_ip = self
-            .snat_ip
-            .as_deref()
-            .map(|text| problems.check(ip_flag("--snat-ip", text, ipv6)));
-        let port_range = self
-            .port_range
-            .as_deref()
-            .map(|text| problems.check(port_range_flag(text)));
+        let snat_ips = problems.check_all(crate::pool_flags::snat_ips(&self.snat_ips, ipv6));
+        let port_ranges = match self.port_range.as_deref() {
+            Some(text) => problems.check(crate::pool_flags::port_ranges(text)),
+            None => Some(Vec::new()),
+        };
+        let nodeport_range =
+            problems.check(crate::pool_flags::nodeport_range(&self.nodeport_range));
         problems.check(chain_flag(&self.masq_chain));
         if let Some(name) = &self.egress_interface {
             problems.check(interface_flag("--egress-interface", name));
@@ -147,8 +144,11 @@ impl ConfigArgs {
         };
         Some(NodeSettings {
             pod_cidrs,
-            snat_ip: snat_ip.flatten(),
-            port_range: port_range.flatten(),
+            snat_ips: snat_ips?,
+            snat_ips_from_interface: self.snat_ips_from_interface,
+            port_ranges: port_ranges?,
+            nodeport_range: nodeport_range?,
+            reserved_ports: Default::default(),
             native_routing_cidr: native_routing_cidr.flatten(),
             enable_ipv6: ipv6,
             interfaces: Vec::new(),
@@ -166,7 +166,6 @@ impl AgentArgs {
     pub fn settings(&self) -> Result<AgentSettings, InvalidInput> {
         let mut problems = Problems::default();
         let node = self.config.collect_node_settings(&mut problems);
-        let iptables_to_ports = self.config.collect_to_ports(&mut problems);
         let metrics_addr = problems.check(socket_addr_flag("--metrics-addr", &self.metrics_addr));
         for name in &self.interfaces {
             problems.check(interface_flag("--interfaces", name));
@@ -178,8 +177,8 @@ impl AgentArgs {
             config: ConfigSettings {
                 source: self.config.source(),
                 parse_options: self.config.parse_options(),
+                warnings: crate::pool_flags::warnings(&node),
                 node,
-                iptables_to_ports,
             },
             datapath: self.datapath,
             metrics_addr,
@@ -268,23 +267,6 @@ fn cidr_flag(flag: &str, text: &str, enable_ipv6: bool) -> Result<IpNet, String>
         ));
     }
     Ok(cidr)
-}
-
-fn port_range_flag(text: &str) -> Result<PortRange, String> {
-    let bad = |why: &str| format!("--port-range: {text:?} {why}");
-    let (first, last) = text
-        .split_once('-')
-        .ok_or_else(|| bad("is not FIRST-LAST (e.g. 32768-60999)"))?;
-    let port = |part: &str| match part.parse::<u16>() {
-        Ok(0) | Err(_) => Err(bad("is not FIRST-LAST with ports from 1 to 65535")),
-        Ok(port) if part.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
-        Ok(_) => Err(bad("is not FIRST-LAST with ports from 1 to 65535")),
-    };
-    let (first, last) = (port(first)?, port(last)?);
-    if first > last {
-        return Err(bad("has FIRST above LAST"));
-    }
-    Ok(PortRange { first, last })
 }
 
 /// Parses `--egress-mark`: hex (`0x1000`) or decimal bits; 0 turns egress routing off.
@@ -424,13 +406,13 @@ mod tests {
             node.native_routing_cidr,
             Some("10.0.0.0/8".parse().unwrap())
         );
-        assert_eq!(node.snat_ip, Some("192.0.2.10".parse().unwrap()));
+        assert_eq!(node.snat_ips, ["192.0.2.10".parse::<IpAddr>().unwrap()]);
         assert_eq!(
-            node.port_range,
-            Some(PortRange {
+            node.port_ranges,
+            [masq_datapath::PortRange {
                 first: 32768,
                 last: 60999
-            })
+            }]
         );
         assert_eq!(node.iptables_chain, "MASQ");
         assert_eq!(node.egress_interface.as_deref(), Some("eth0"));
@@ -472,7 +454,7 @@ mod tests {
             "--pod-cidr: \"fd00::/64\" is an IPv6 CIDR but IPv6 masquerading is off; add --enable-ipv6",
             "--native-routing-cidr: \"nope\" is not a CIDR",
             "--snat-ip: \"1.2.3\" is not an IP address",
-            "--port-range: \"60999-1024\" has FIRST above LAST",
+            "--port-range: \"60999-1024\": \"60999-1024\" is empty",
             "--masq-chain: \"POSTROUTING\" is a built-in chain or target",
             "--metrics-addr: \"9710\" is not HOST:PORT",
             "--interfaces: \"this-name-is-far-too-long\" is not an interface name",
@@ -541,14 +523,6 @@ mod tests {
             lines[2].starts_with("--nat-timeout-udp: \"500ms\" is under"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn port_ranges() {
-        assert_eq!(port_range_flag("1-1"), Ok(PortRange { first: 1, last: 1 }));
-        for bad in ["", "1024", "0-10", "1-65536", "+1-2", "a-b", "1-2-3"] {
-            assert!(port_range_flag(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

@@ -375,10 +375,121 @@ fn render_iptables_splits_to_ports_per_protocol_like_upstream() {
     ]);
     assert_eq!(bad.code, 1);
     assert_eq!(bad.stderr.lines().count(), 1, "{}", bad.stderr);
+    // `--to-ports` is upstream's name for `--port-range`; the message names the latter.
     assert!(
-        bad.stderr.contains("--to-ports") && bad.stderr.contains("5-3"),
+        bad.stderr.contains("--port-range") && bad.stderr.contains("5-3"),
         "{}",
         bad.stderr
     );
     no_panic(&bad);
+}
+
+#[test]
+fn explain_names_the_pool_address_each_pod_takes() {
+    let pool = ["192.0.2.10", "192.0.2.20", "192.0.2.30"];
+    let mut args = vec!["explain", "--config", "/nonexistent", "-o", "json"];
+    for ip in pool {
+        args.extend(["--snat-ip", ip]);
+    }
+    let pool: Vec<std::net::IpAddr> = pool.iter().map(|a| a.parse().unwrap()).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for host in 2..40u8 {
+        let src = format!("10.244.1.{host}");
+        let mut args = args.clone();
+        args.extend(["--src", &src, "8.8.8.8", "10.1.2.3"]);
+        let run = masq(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let answer: Value = serde_json::from_str(&run.stdout).unwrap();
+        let want = masq_datapath::pool::address_for(&pool, src.parse().unwrap()).unwrap();
+        assert_eq!(answer[0]["snat_ip"], json!(want.to_string()), "{src}");
+        assert!(answer[1].get("snat_ip").is_none(), "kept: no SNAT address");
+        seen.insert(want);
+    }
+    assert_eq!(seen.len(), 3, "every address serves some pod");
+    let text = masq(&[
+        "explain",
+        "--config",
+        "/nonexistent",
+        "--snat-ip",
+        "192.0.2.10",
+        "--src",
+        "10.244.1.2",
+        "8.8.8.8",
+    ]);
+    assert!(
+        text.stdout.lines().next().unwrap().ends_with("SNAT"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("192.0.2.10"), "{}", text.stdout);
+}
+
+#[test]
+fn render_nftables_hashes_the_pod_address_over_the_pool() {
+    let run = masq(&[
+        "render",
+        "--datapath",
+        "nftables",
+        "--config",
+        "/nonexistent",
+        "--snat-ip",
+        "192.0.2.10",
+        "--snat-ip",
+        "192.0.2.20",
+        "--port-range",
+        "1024-65535",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "snat ip to jhash ip saddr mod 2 seed 0x6d617371 map { 0 : 192.0.2.10, 1 : 192.0.2.20 }:1024-65535 fully-random"
+        ),
+        "{}",
+        run.stdout
+    );
+    // The operator's range covers the NodePort range: allowed, with a warning.
+    assert!(
+        run.stderr.contains(
+            "warning: --port-range: 1024-65535 includes ports of the NodePort range 30000-32767"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn pool_and_port_mistakes_are_one_line_each() {
+    let run = masq(&[
+        "agent",
+        "--snat-ip",
+        "192.0.2.10",
+        "--snat-ip",
+        "2001:db8::1",
+        "--enable-ipv6",
+        "--port-range",
+        "1024-2000,1500-3000",
+        "--nodeport-range",
+        "30000",
+    ]);
+    assert_eq!(run.code, 1);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stderr);
+    assert!(
+        lines[0].starts_with(
+            "masq: --snat-ip: \"2001:db8::1\" is not of the same family as 192.0.2.10"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        lines[1],
+        "masq: --port-range: \"1024-2000,1500-3000\": \"1500-3000\" overlaps 1024-2000"
+    );
+    let both = masq(&[
+        "agent",
+        "--snat-ip",
+        "192.0.2.10",
+        "--snat-ips-from-interface",
+    ]);
+    assert_eq!(both.code, 1, "{}", both.stderr);
 }

@@ -8,6 +8,7 @@
 mod publish;
 mod run;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use crate::admin::Shared;
 use crate::memory;
 use crate::metrics::{DatapathLabel, ResultLabel};
 use crate::node::NodeFacts;
+use crate::snat_status::SnatSummary;
 use crate::status::{InstalledSummary, InterfaceSummary};
 use publish::{egress_summary, summarize, unix_now};
 pub use run::run;
@@ -49,6 +51,31 @@ pub struct AgentSettings {
     pub datapath_reason: String,
 }
 
+/// A flag the node contradicts (a `--snat-ip` that is not one of its addresses), found at
+/// start: invalid input, like a flag that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidFlags(pub String);
+
+/// The `--snat-ip` addresses that are not addresses of the node, as one error line each.
+pub fn check_snat_ips(node: &NodeSettings, facts: &NodeFacts) -> Result<(), InvalidFlags> {
+    let problems: Vec<String> = node
+        .snat_ips
+        .iter()
+        .filter(|ip| !facts.local_addrs.contains(ip))
+        .map(|ip| {
+            format!(
+                "--snat-ip: \"{ip}\" is not an address of this node (add it to an interface, \
+                 or leave it out)"
+            )
+        })
+        .collect();
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(InvalidFlags(problems.join("\n"))),
+    }
+}
+
 /// Why a reconcile runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
@@ -68,6 +95,8 @@ pub struct Reconciler {
     datapath: Option<Box<dyn Datapath>>,
     shared: Arc<Shared>,
     node: NodeFacts,
+    /// The reserved ports inside the configured port ranges (see [`crate::reserved`]).
+    reserved: BTreeSet<u16>,
     /// The config files last read (none: absent), to ignore events that change nothing.
     last_read: Option<Vec<ConfigFile>>,
     /// The datapath's kind, to refuse a config it cannot install yet.
@@ -102,6 +131,7 @@ impl Reconciler {
             datapath: Some(datapath),
             shared,
             node: NodeFacts::default(),
+            reserved: BTreeSet::new(),
             last_read: None,
             pending_config: None,
             installed: None,
@@ -142,6 +172,22 @@ impl Reconciler {
         true
     }
 
+    /// Replaces the ports the node receives on; returns whether the datapath must change (only
+    /// ports inside the configured ranges matter).
+    pub fn set_reserved(&mut self, ports: BTreeSet<u16>) -> bool {
+        let ranges = self.settings.node.base_port_ranges();
+        let inside: BTreeSet<u16> = ports
+            .into_iter()
+            .filter(|p| ranges.iter().any(|r| r.contains(*p)))
+            .collect();
+        if inside == self.reserved {
+            return false;
+        }
+        tracing::info!(ports = ?inside, "reserved ports changed (node sockets, hostPorts); they are never translated source ports");
+        self.reserved = inside;
+        true
+    }
+
     /// Re-reads the config and, when there is a valid one, syncs the datapath to it.
     pub async fn reconcile(&mut self, trigger: Trigger) {
         self.reconcile_config(trigger).await;
@@ -160,6 +206,7 @@ impl Reconciler {
             node: NodeSettings {
                 interfaces: self.node.egress.clone(),
                 local_addrs: self.node.local_addrs.clone(),
+                reserved_ports: self.reserved.clone(),
                 ..self.settings.node.clone()
             },
             config,
@@ -336,6 +383,15 @@ impl Reconciler {
                 m.datapath_entries.set(report.installed_entries as i64);
                 let summary = summarize(&desired);
                 let egress = egress_summary(&desired.node);
+                let snat = SnatSummary::of(&desired.node);
+                if let Some(warning) = &snat.warning {
+                    let known = self.shared.read(|s| {
+                        s.snat.as_ref().and_then(|n| n.warning.as_ref()) == Some(warning)
+                    });
+                    if !known {
+                        tracing::warn!("{warning}");
+                    }
+                }
                 if let Some(warning) = egress.as_ref().and_then(|e| e.warning.as_ref()) {
                     let known = self.shared.read(|s| {
                         s.egress.as_ref().and_then(|e| e.warning.as_ref()) == Some(warning)
@@ -346,6 +402,7 @@ impl Reconciler {
                 }
                 self.shared.update(|s| {
                     s.egress = egress;
+                    s.snat = Some(snat);
                     s.ready = true;
                     s.desired = Some(summary);
                     s.installed = Some(InstalledSummary {

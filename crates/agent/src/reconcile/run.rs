@@ -18,6 +18,13 @@ async fn settle(rx: &mut mpsc::UnboundedReceiver<()>) {
     while rx.try_recv().is_ok() {}
 }
 
+/// The node's reserved ports, read on a blocking thread (a netlink dump and helper programs).
+async fn read_reserved() -> std::collections::BTreeSet<u16> {
+    tokio::task::spawn_blocking(|| crate::reserved::read().all())
+        .await
+        .unwrap_or_default()
+}
+
 /// Runs the agent until SIGTERM or SIGINT. The datapath stays installed when it returns.
 pub async fn run(
     settings: AgentSettings,
@@ -43,8 +50,11 @@ pub async fn run(
     tokio::pin!(shutdown);
     let wanted = settings.interfaces.clone();
     let ipv6 = settings.node.enable_ipv6;
+    let facts = node::discover(wanted.as_deref(), ipv6).await?;
+    super::check_snat_ips(&settings.node, &facts)?;
     let mut reconciler = Reconciler::new(settings, datapath, shared);
-    reconciler.set_node(node::discover(wanted.as_deref(), ipv6).await?);
+    reconciler.set_node(facts);
+    reconciler.set_reserved(read_reserved().await);
     tracing::info!("agent started");
     reconciler.reconcile(Trigger::Start).await;
 
@@ -71,7 +81,13 @@ pub async fn run(
                 }
             }
             () = resync => reconciler.reconcile(Trigger::Resync).await,
-            _ = upkeep.tick() => reconciler.housekeeping().await,
+            _ = upkeep.tick() => {
+                reconciler.housekeeping().await;
+                // Listening sockets and hostPorts change without a netlink event: polled.
+                if reconciler.set_reserved(read_reserved().await) {
+                    reconciler.reconcile(Trigger::NodeChange).await;
+                }
+            }
         }
     }
 }

@@ -327,3 +327,23 @@ async fn the_ebpf_datapath_refuses_masquerade_cidrs_and_keeps_the_last_good_conf
     );
     assert!(!error.contains('\n'));
 }
+
+#[test]
+fn a_snat_ip_the_node_lacks_is_one_line_naming_flag_and_value() {
+    let facts = crate::node::NodeFacts {
+        egress: Vec::new(),
+        local_addrs: vec!["172.30.0.1".parse().unwrap()],
+    };
+    let mut node = NodeSettings::default();
+    assert!(super::check_snat_ips(&node, &facts).is_ok());
+    node.snat_ips = vec!["172.30.0.1".parse().unwrap()];
+    assert!(super::check_snat_ips(&node, &facts).is_ok());
+    node.snat_ips.push("192.0.2.9".parse().unwrap());
+    let error = super::check_snat_ips(&node, &facts)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "--snat-ip: \"192.0.2.9\" is not an address of this node (add it to an interface, or leave it out)"
+    );
+}

@@ -492,10 +492,7 @@ impl Contents {
     pub fn for_desired(desired: &Desired) -> Contents {
         let node = &desired.node;
         let config = &desired.config;
-        let ports = match node.port_range {
-            Some(range) => port_table(&[range]),
-            None => port_table(&DEFAULT_PORT_RANGES),
-        };
+        let ports = port_table(&node.source_port_ranges());
         let mut flags = 0;
         if config.masq_link_local {
             flags |= CFG_MASQ_LINK_LOCAL;
@@ -509,9 +506,10 @@ impl Contents {
             flags |= CFG_SRC_CIDRS;
         }
         let mut snat_addrs = BTreeMap::new();
-        match node.snat_ip {
+        // The pool's first address until the programs take the whole pool (issue 16).
+        match node.snat_ips.first() {
             Some(IpAddr::V4(fixed)) => {
-                snat_addrs.insert(0, fixed);
+                snat_addrs.insert(0, *fixed);
             }
             _ => {
                 for iface in &node.interfaces {
@@ -536,8 +534,10 @@ impl Contents {
                 IpAddr::V6(_) => None,
             })
             .collect();
-        if let Some(IpAddr::V4(fixed)) = node.snat_ip {
-            local_addrs.insert(fixed);
+        for ip in &node.snat_ips {
+            if let IpAddr::V4(fixed) = ip {
+                local_addrs.insert(*fixed);
+            }
         }
         let mut nonmasq_dst = v4_nets(&config.non_masquerade_cidrs);
         nonmasq_dst.extend(v4_nets(node.native_routing_cidr.as_ref()));
@@ -675,11 +675,11 @@ mod tests {
     #[test]
     fn a_fixed_snat_ip_applies_to_every_interface_and_is_local() {
         let mut d = desired(&[]);
-        d.node.snat_ip = Some("192.0.2.7".parse().unwrap());
-        d.node.port_range = Some(PortRange {
+        d.node.snat_ips = vec!["192.0.2.7".parse().unwrap()];
+        d.node.port_ranges = vec![PortRange {
             first: 40000,
             last: 40999,
-        });
+        }];
         let c = Contents::for_desired(&d);
         let fixed = Ipv4Addr::new(192, 0, 2, 7);
         assert_eq!(c.snat_addrs, BTreeMap::from([(0, fixed)]));

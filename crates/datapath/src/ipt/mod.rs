@@ -28,11 +28,11 @@ use std::path::PathBuf;
 pub use backend::Backend;
 pub use exec::{is_lock_contention, LockRetry};
 pub use leftover::Leftover;
-pub use render::{parse_port_ranges, Family, IptFamily, RenderOptions};
+pub use render::{Family, IptFamily, RenderOptions};
 
 use crate::egress::{desired_rules, IpRules, PolicyRule};
 use crate::names::IPT_EGRESS_CHAIN;
-use crate::{Datapath, Desired, Error, Kind, PortRange, SyncReport};
+use crate::{Datapath, Desired, Error, Kind, SyncReport};
 use backend::{Evidence, Tool};
 use exec::Runner;
 
@@ -111,12 +111,6 @@ impl Iptables {
     /// Sets whether translation rules carry `--random-fully`.
     pub fn with_random_fully(mut self, random_fully: bool) -> Iptables {
         self.options.random_fully = random_fully;
-        self
-    }
-
-    /// Upstream's `--to-ports` list (e.g. `1024-29999,32768-65535`): replaces `node.port_range`.
-    pub fn with_port_ranges(mut self, ranges: Vec<PortRange>) -> Iptables {
-        self.options.port_ranges = Some(ranges);
         self
     }
 

@@ -15,7 +15,7 @@ pub use masq_decision::Family;
 
 use super::forced;
 use super::save::NatTable;
-use crate::{Desired, PortRange};
+use crate::{pool, ports, Desired, PortRange};
 
 /// Comment of every destination exemption (upstream's wording, kept for migration).
 pub const NON_MASQ_COMMENT: &str = "ip-masq-agent: local traffic is not subject to MASQUERADE";
@@ -65,16 +65,11 @@ impl IptFamily for Family {
 pub struct RenderOptions {
     /// Append `--random-fully` to the translation rules (iptables 1.6.2 and later).
     pub random_fully: bool,
-    /// Upstream's `--to-ports` list. `None` takes `node.port_range` (one range, or none).
-    pub port_ranges: Option<Vec<PortRange>>,
 }
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        RenderOptions {
-            random_fully: true,
-            port_ranges: None,
-        }
+        RenderOptions { random_fully: true }
     }
 }
 
@@ -134,8 +129,9 @@ fn destination_exemption(chain: &str, dst: &IpNet) -> String {
     format!("-A {chain} -d {dst} -m comment --comment \"{NON_MASQ_COMMENT}\" -j RETURN")
 }
 
-/// The final rules: the per-protocol port-range split (if any), then the catch-all, once per pod
-/// CIDR of this family when `--pod-cidr` is given (a source outside them falls off the end of the
+/// The final rules: per address of the SNAT pool (a `cluster` match picks the pod's, see
+/// [`crate::pool`]), the per-protocol port-range split, then the catch-all; once per pod CIDR
+/// of this family when `--pod-cidr` is given (a source outside them falls off the end of the
 /// chain and keeps its address). With `forced`, the same rules for that `masqueradeCIDRs`
 /// range only.
 fn translation_rules(
@@ -150,17 +146,19 @@ fn translation_rules(
         Pods::AllButTheNode => vec![None],
         Pods::Cidrs(pods) => pods.as_written().iter().map(|n| Some(*n)).collect(),
     };
-    let snat_ip = node.snat_ip.filter(|ip| policy.family.holds_addr(ip));
-    let ranges: Vec<PortRange> = match &options.port_ranges {
-        Some(list) => list.clone(),
-        None => node.port_range.into_iter().collect(),
+    let pool = node.snat_pool(policy.family);
+    // No pool: MASQUERADE to the egress interface's address.
+    let targets: Vec<Option<IpAddr>> = match pool.is_empty() {
+        true => vec![None],
+        false => pool.iter().copied().map(Some).collect(),
     };
-    let total: u32 = ranges.iter().map(range_size).sum();
-    let comment = |snat_ip: Option<IpAddr>| match (forced, snat_ip) {
-        (None, None) => MASQ_COMMENT,
-        (None, Some(_)) => SNAT_COMMENT,
-        (Some(_), None) => FORCED_MASQ_COMMENT,
-        (Some(_), Some(_)) => FORCED_SNAT_COMMENT,
+    let ranges = node.source_port_ranges();
+    let total = ports::count(&ranges);
+    let comment = match (forced, pool.is_empty()) {
+        (None, true) => MASQ_COMMENT,
+        (None, false) => SNAT_COMMENT,
+        (Some(_), true) => FORCED_MASQ_COMMENT,
+        (Some(_), false) => FORCED_SNAT_COMMENT,
     };
 
     let mut rules = Vec::new();
@@ -170,11 +168,20 @@ fn translation_rules(
         if let Some(dst) = forced {
             source_match.push_str(&format!(" -d {dst}"));
         }
-        if !ranges.is_empty() {
+        for (index, target_ip) in targets.iter().enumerate() {
+            let cluster = match targets.len() {
+                1 => String::new(),
+                n => format!(
+                    " -m cluster --cluster-local-nodemask {:#010x} --cluster-total-nodes {n} \
+                     --cluster-hash-seed {:#010x}",
+                    1u32 << index,
+                    pool::HASH_SEED
+                ),
+            };
             for protocol in PORT_PROTOCOLS {
                 let mut remaining = total;
                 for range in &ranges {
-                    let size = range_size(range);
+                    let size = range.len();
                     // Each range takes its share of what the earlier rules left, so the ports
                     // are used evenly; the last range needs no draw.
                     let statistic = if size == remaining {
@@ -187,18 +194,16 @@ fn translation_rules(
                     };
                     remaining -= size;
                     rules.push(format!(
-                        "-A {chain}{source_match} -p {protocol} -m comment --comment \"{}\"{statistic} {}",
-                        comment(snat_ip),
-                        target(snat_ip, Some(*range), options.random_fully)
+                        "-A {chain}{source_match} -p {protocol} -m comment --comment \"{comment}\"{cluster}{statistic} {}",
+                        target(*target_ip, Some(*range), options.random_fully)
                     ));
                 }
             }
+            rules.push(format!(
+                "-A {chain}{source_match} -m comment --comment \"{comment}\"{cluster} {}",
+                target(*target_ip, None, options.random_fully)
+            ));
         }
-        rules.push(format!(
-            "-A {chain}{source_match} -m comment --comment \"{}\" {}",
-            comment(snat_ip),
-            target(snat_ip, None, options.random_fully)
-        ));
     }
     rules
 }
@@ -223,10 +228,6 @@ fn target(snat_ip: Option<IpAddr>, ports: Option<PortRange>, random_fully: bool)
         text.push_str(" --random-fully");
     }
     text
-}
-
-fn range_size(range: &PortRange) -> u32 {
-    u32::from(range.last.saturating_sub(range.first)) + 1
 }
 
 /// `part / whole` as `iptables-save` prints it back: the kernel keeps `round(p * 2^31)`, and
@@ -323,50 +324,6 @@ pub fn render_text(desired: &Desired, options: &RenderOptions) -> String {
     text
 }
 
-/// Parses upstream's `--to-ports` value: `1024-29999,32768-65535`, or a single `N` or `A-B`.
-/// Ranges must be ascending, within 1–65535 and must not overlap.
-pub fn parse_port_ranges(text: &str) -> Result<Vec<PortRange>, String> {
-    let mut ranges: Vec<PortRange> = Vec::new();
-    for part in text.split(',').map(str::trim) {
-        let port = |s: &str| {
-            s.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("port range {text:?}: {s:?} is not a port (1-65535)"))
-        };
-        let range = match part.split_once('-') {
-            Some((first, last)) => PortRange {
-                first: port(first)?,
-                last: port(last)?,
-            },
-            None => {
-                let single = port(part)?;
-                PortRange {
-                    first: single,
-                    last: single,
-                }
-            }
-        };
-        if range.first > range.last {
-            return Err(format!(
-                "port range {text:?}: {part:?} ends before it starts"
-            ));
-        }
-        if let Some(other) = ranges
-            .iter()
-            .find(|r| r.first <= range.last && range.first <= r.last)
-        {
-            return Err(format!(
-                "port range {text:?}: {part:?} overlaps {}-{}",
-                other.first, other.last
-            ));
-        }
-        ranges.push(range);
-    }
-    Ok(ranges)
-}
-
 /// Chain names iptables accepts: 1 to 28 bytes, no whitespace, not starting with `-` or `!`.
 pub fn validate_chain_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 28 {
@@ -392,32 +349,6 @@ mod tests {
         assert_eq!(probability(1, 2), "0.50000000000");
         assert_eq!(probability(4709, 10000), "0.47090000007");
         assert_eq!(probability(1, 3), "0.33333333349");
-    }
-
-    #[test]
-    fn range_size_is_inclusive() {
-        assert_eq!(
-            range_size(&PortRange {
-                first: 1024,
-                last: 29999
-            }),
-            28976
-        );
-        assert_eq!(range_size(&PortRange { first: 7, last: 7 }), 1);
-    }
-
-    #[test]
-    fn port_ranges_parse_like_upstream_to_ports() {
-        let pr = |first, last| PortRange { first, last };
-        assert_eq!(
-            parse_port_ranges("1024-29999,32768-65535").unwrap(),
-            vec![pr(1024, 29999), pr(32768, 65535)]
-        );
-        assert_eq!(parse_port_ranges("5000").unwrap(), vec![pr(5000, 5000)]);
-        for bad in ["", "0-10", "10-5", "1-70000", "a-b", "1-10,5-20"] {
-            let err = parse_port_ranges(bad).unwrap_err();
-            assert!(err.contains(&format!("{bad:?}")), "{err}");
-        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use ipnet::IpNet;
 use masq_decision::{Exemption, FamilyPolicy, Pods};
 
 use super::model::{reason, Cond, Family, RuleSpec, Ruleset, SetSpec, Verdict};
-use crate::Desired;
+use crate::{ports, Desired};
 
 impl Ruleset {
     /// The ruleset for `desired`.
@@ -123,13 +123,17 @@ impl Ruleset {
                 ));
             }
         }
-        // Step 7, per family: the SNAT address (if any) belongs to one family only, and the
-        // other family still masquerades. The forced destinations first, to count them apart.
+        // Step 7, per family: each family has its own pool (or none: the egress interface's
+        // address). The forced destinations first, to count them apart.
+        let port_ranges = node.source_port_ranges();
         for family in families.iter().map(|f| f.family) {
-            let snat_ip = node.snat_ip.filter(|ip| family.holds_addr(ip));
-            let translate = |ports| match snat_ip {
-                Some(addr) => Verdict::Snat { addr, ports },
-                None => Verdict::Masquerade { ports },
+            let pool = node.snat_pool(family);
+            let translate = |ports| match pool.is_empty() {
+                true => Verdict::Masquerade { ports },
+                false => Verdict::Snat {
+                    pool: pool.clone(),
+                    ports,
+                },
             };
             // `ip daddr @set` implies the family (nft lists the rule without `meta nfproto`).
             let mut kinds = vec![(Cond::Nfproto(family), reason::MASQUERADE)];
@@ -147,14 +151,20 @@ impl Ruleset {
                     conds.extend_from_slice(more);
                     conds
                 };
-                if let Some(ports) = node.port_range {
-                    // nft accepts a port range only after a transport protocol match; ICMP
-                    // and the rest fall through to the rule below.
-                    rules.push(rule(
-                        conds(&[Cond::TcpOrUdp]),
-                        translate(Some(ports)),
-                        comment,
-                    ));
+                // nft accepts a port range only after a transport protocol match; ICMP and the
+                // rest fall through to the rule below. One rule per range, each drawing its
+                // share of what the rules before it left; the last one draws no number.
+                let mut remaining = ports::count(&port_ranges);
+                for range in &port_ranges {
+                    let mut more = vec![Cond::TcpOrUdp];
+                    if range.len() < remaining {
+                        more.push(Cond::PortShare {
+                            size: range.len(),
+                            of: remaining,
+                        });
+                    }
+                    remaining -= range.len();
+                    rules.push(rule(conds(&more), translate(Some(*range)), comment));
                 }
                 rules.push(rule(conds(&[]), translate(None), comment));
             }

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use nftables::expr::{
     BinaryOperation, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, CT,
 };
-use nftables::expr::{Payload, PayloadField, Prefix, Range, SetItem};
+use nftables::expr::{JHash, Map, NgMode, Numgen, Payload, PayloadField, Prefix, Range, SetItem};
 use nftables::schema::{self, Chain, Element, Rule, SetFlag, SetType, SetTypeValue, Table};
 use nftables::stmt::{Counter, Mangle, Match, NATFamily, NATFlag, Operator, Statement, NAT};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -19,7 +19,7 @@ use super::model::{
     Cond, Family, NftFamily, RuleSpec, SetSpec, Verdict, CHAIN, MARK_CHAIN, MARK_PRIORITY,
 };
 use crate::names::NFT_TABLE;
-use crate::PortRange;
+use crate::{pool, PortRange};
 
 /// masq's table.
 pub fn table() -> Table<'static> {
@@ -220,6 +220,17 @@ fn cond(cond: &Cond) -> Statement<'static> {
                 SetItem::Element(Expression::String("udp".into())),
             ])),
         ),
+        // The crate names the `<` operator `GT` (its serde name is what counts).
+        Cond::PortShare { size, of } => matches(
+            Expression::Named(NamedExpression::Numgen(Numgen {
+                mode: NgMode::Random,
+                ng_mod: *of,
+                // `nft -j list` spells the default offset out; so does masq, to compare alike.
+                offset: Some(0),
+            })),
+            Operator::GT,
+            Expression::Number(*size),
+        ),
         Cond::CtMarkHas(mark) => matches(
             Expression::BinaryOperation(Box::new(BinaryOperation::AND(
                 ct("mark"),
@@ -262,9 +273,9 @@ fn verdict(verdict: &Verdict) -> Vec<Statement<'static>> {
             port: port_range(*ports),
             flags: fully_random,
         })),
-        Verdict::Snat { addr, ports } => Statement::SNAT(Some(NAT {
-            addr: Some(Expression::String(addr.to_string().into())),
-            family: Some(match addr {
+        Verdict::Snat { pool, ports } => Statement::SNAT(Some(NAT {
+            addr: Some(snat_address(pool)),
+            family: Some(match pool[0] {
                 IpAddr::V4(_) => NATFamily::IP,
                 IpAddr::V6(_) => NATFamily::IP6,
             }),
@@ -272,4 +283,32 @@ fn verdict(verdict: &Verdict) -> Vec<Statement<'static>> {
             flags: fully_random,
         })),
     }]
+}
+
+/// The address of a `snat`: the pool's only address, or `jhash ip saddr mod N seed SEED map
+/// { 0 : A, 1 : B, … }` (the pod's address picks, see [`crate::pool`]).
+fn snat_address(addresses: &[IpAddr]) -> Expression<'static> {
+    if let [only] = addresses {
+        return Expression::String(only.to_string().into());
+    }
+    let family = Family::of_addr(&addresses[0]);
+    let elements = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            SetItem::Mapping(
+                Expression::Number(i as u32),
+                Expression::String(addr.to_string().into()),
+            )
+        })
+        .collect();
+    Expression::Named(NamedExpression::Map(Box::new(Map {
+        key: Expression::Named(NamedExpression::JHash(JHash {
+            hash_mod: addresses.len() as u32,
+            offset: None,
+            expr: Box::new(payload(family, "saddr")),
+            seed: Some(pool::HASH_SEED),
+        })),
+        data: Expression::Named(NamedExpression::Set(elements)),
+    })))
 }

@@ -129,6 +129,16 @@ pub enum Cond {
     Nfproto(Family),
     /// `meta l4proto { tcp, udp }`: only these carry ports a port range can apply to.
     TcpOrUdp,
+    /// `numgen random mod OF < SIZE`: true for `SIZE` of every `OF` new connections, at
+    /// random. Netfilter NAT takes one port range per rule, so a port list is one rule per
+    /// range, each taking its share of what the rules before it left (as the iptables
+    /// `statistic` match does for ip-masq-agent's `--to-ports`): every port equally likely.
+    PortShare {
+        /// Ports of this rule's range.
+        size: u32,
+        /// Ports of this range and the ranges after it.
+        of: u32,
+    },
     /// `ct mark & MARK == MARK`: the connection was marked for egress routing.
     CtMarkHas(u32),
     /// `ct state != new`: not the first packet of its connection.
@@ -145,10 +155,11 @@ pub enum Verdict {
         /// Translated source ports.
         ports: Option<PortRange>,
     },
-    /// Translate to a fixed address (`--snat-ip`).
+    /// Translate to an address of the SNAT pool (`--snat-ip`, `--snat-ips-from-interface`):
+    /// the only one, or the one `jhash` of the pod's address picks (see [`crate::pool`]).
     Snat {
-        /// The address.
-        addr: IpAddr,
+        /// The pool, in order, one family, never empty.
+        pool: Vec<IpAddr>,
         /// Translated source ports.
         ports: Option<PortRange>,
     },
@@ -213,6 +224,8 @@ impl Ruleset {
             Cond::Nfproto(f) => *f == family,
             // The walk is for TCP and UDP packets.
             Cond::TcpOrUdp => true,
+            // Every rule of a port list translates alike; the walk takes the first.
+            Cond::PortShare { .. } => true,
             // … that open a connection.
             Cond::CtMarkHas(_) | Cond::CtStateNotNew => false,
         };

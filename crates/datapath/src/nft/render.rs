@@ -4,8 +4,10 @@
 use std::fmt::Write;
 
 use super::model::{Cond, Family, NftFamily, RuleSpec, Ruleset, Verdict, CHAIN, MARK_CHAIN};
+use std::net::IpAddr;
+
 use crate::names::NFT_TABLE;
-use crate::PortRange;
+use crate::{pool, PortRange};
 
 /// The whole table as text.
 pub fn ruleset_text(ruleset: &Ruleset) -> String {
@@ -73,6 +75,7 @@ fn cond_text(cond: &Cond) -> String {
         Cond::DaddrLocal => "fib daddr type local".into(),
         Cond::Nfproto(family) => format!("meta nfproto {}", family.nfproto()),
         Cond::TcpOrUdp => "meta l4proto { tcp, udp }".into(),
+        Cond::PortShare { size, of } => format!("numgen random mod {of} < {size}"),
         Cond::CtMarkHas(mark) => format!("ct mark & {mark:#010x} == {mark:#010x}"),
         Cond::CtStateNotNew => "ct state != new".into(),
     }
@@ -91,14 +94,28 @@ fn verdict_text(verdict: &Verdict) -> String {
         }
         Verdict::Masquerade { ports: None } => "masquerade fully-random".into(),
         Verdict::Masquerade { ports: p } => format!("masquerade to {} fully-random", ports(p)),
-        Verdict::Snat { addr, ports: p } => {
-            let (family, addr) = match addr {
-                std::net::IpAddr::V4(a) => ("ip", a.to_string()),
+        Verdict::Snat { pool, ports: p } => {
+            let family = Family::of_addr(&pool[0]).payload();
+            let to = match pool.as_slice() {
+                [IpAddr::V4(a)] => a.to_string(),
                 // An IPv6 address followed by a port needs brackets.
-                std::net::IpAddr::V6(a) if p.is_some() => ("ip6", format!("[{a}]")),
-                std::net::IpAddr::V6(a) => ("ip6", a.to_string()),
+                [IpAddr::V6(a)] if p.is_some() => format!("[{a}]"),
+                [IpAddr::V6(a)] => a.to_string(),
+                _ => {
+                    let elements: Vec<String> = pool
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| format!("{i} : {a}"))
+                        .collect();
+                    format!(
+                        "jhash {family} saddr mod {} seed {:#x} map {{ {} }}",
+                        pool.len(),
+                        pool::HASH_SEED,
+                        elements.join(", ")
+                    )
+                }
             };
-            format!("snat {family} to {addr}{} fully-random", ports(p))
+            format!("snat {family} to {to}{} fully-random", ports(p))
         }
     }
 }

@@ -186,7 +186,7 @@ fn port_exhaustion_drops_cleanly_and_recovers_body() {
         first: 40000,
         last: 40003,
     };
-    desired.node.port_range = Some(range);
+    desired.node.port_ranges = vec![range];
     let mut agent = t.agent();
     t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
     let answered: Vec<u16> = std::thread::scope(|s| {

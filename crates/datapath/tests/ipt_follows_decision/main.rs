@@ -22,7 +22,7 @@ use masq_config::Config;
 use masq_datapath::ipt::render::{FORCED_MASQ_COMMENT, FORCED_SNAT_COMMENT};
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::names::{IPT_CHAIN, IPT_EGRESS_CHAIN};
-use masq_datapath::{Datapath, Desired, Interface, NodeSettings, PortRange};
+use masq_datapath::{pool, Datapath, Desired, Family, Interface, NodeSettings, PortRange};
 use masq_decision::{Action, NodeContext, Policy};
 use proptest::prelude::*;
 use walk::{Packet, Rules};
@@ -32,7 +32,6 @@ use walk::{Packet, Rules};
 struct Case {
     config: Config,
     node: NodeSettings,
-    port_ranges: Option<Vec<PortRange>>,
     local: Vec<IpAddr>,
     src: IpAddr,
     dst: IpAddr,
@@ -41,12 +40,12 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     let ports = prop_oneof![
-        Just(None),
-        Just(Some(vec![PortRange {
+        Just(Vec::new()),
+        Just(vec![PortRange {
             first: 32768,
             last: 65535
-        }])),
-        Just(Some(vec![
+        }]),
+        Just(vec![
             PortRange {
                 first: 1024,
                 last: 29999
@@ -55,48 +54,66 @@ fn case() -> impl Strategy<Value = Case> {
                 first: 32768,
                 last: 65535
             },
-        ])),
+        ]),
     ];
+    // A pool of 0 to 3 addresses of one family (several: a `cluster` match per address).
+    let pool = prop_oneof![
+        prop::collection::vec(v4(), 0..4),
+        prop::collection::vec(v6(), 1..3),
+    ]
+    .prop_map(|mut pool| {
+        let mut seen = Vec::new();
+        pool.retain(|addr| {
+            !seen.contains(addr) && {
+                seen.push(*addr);
+                true
+            }
+        });
+        pool
+    });
+    let reserved = prop::collection::btree_set(1024u16..65535, 0..3);
     let node = (
         cidrs(),
         prop::option::of(v4_cidr()),
-        prop::option::of(prop_oneof![v4(), v6()]),
+        pool,
         any::<bool>(),
+        ports,
+        reserved,
     )
         .prop_map(
-            |(pod_cidrs, native_routing_cidr, snat_ip, egress)| NodeSettings {
-                pod_cidrs,
-                native_routing_cidr,
-                snat_ip,
-                enable_ipv6: true,
-                interfaces: vec![Interface {
-                    name: "eth0".into(),
-                    index: 2,
-                    addrs: Vec::new(),
-                }],
-                egress_interface: egress.then(|| "eth0".to_string()),
-                egress_routing: egress.then(masq_datapath::EgressRouting::default),
-                ..NodeSettings::default()
+            |(pod_cidrs, native_routing_cidr, snat_ips, egress, port_ranges, reserved_ports)| {
+                NodeSettings {
+                    pod_cidrs,
+                    native_routing_cidr,
+                    snat_ips,
+                    port_ranges,
+                    reserved_ports,
+                    enable_ipv6: true,
+                    interfaces: vec![Interface {
+                        name: "eth0".into(),
+                        index: 2,
+                        addrs: Vec::new(),
+                    }],
+                    egress_interface: egress.then(|| "eth0".to_string()),
+                    egress_routing: egress.then(masq_datapath::EgressRouting::default),
+                    ..NodeSettings::default()
+                }
             },
         );
     (
         config(),
         node,
-        ports,
         packet(),
         prop::sample::select(vec!["tcp", "udp", "icmp"]),
     )
-        .prop_map(
-            |(config, node, port_ranges, (src, dst, local), protocol)| Case {
-                config,
-                node,
-                port_ranges,
-                local,
-                src,
-                dst,
-                protocol,
-            },
-        )
+        .prop_map(|(config, node, (src, dst, local), protocol)| Case {
+            config,
+            node,
+            local,
+            src,
+            dst,
+            protocol,
+        })
 }
 
 /// The rendering with one exemption taken out, to show the property notices.
@@ -192,11 +209,7 @@ fn check(case: &Case, drop: Option<(Drop, &str)>) -> Result<(), TestCaseError> {
         config: case.config.clone(),
         node: case.node.clone(),
     };
-    let mut iptables = Iptables::new(Backend::Nft);
-    if let Some(ranges) = &case.port_ranges {
-        iptables = iptables.with_port_ranges(ranges.clone());
-    }
-    let mut text = iptables.render(&desired);
+    let mut text = Iptables::new(Backend::Nft).render(&desired);
     if let Some((drop, chain)) = drop {
         text = drop.apply(&text, chain);
     }
@@ -235,6 +248,21 @@ fn check(case: &Case, drop: Option<(Drop, &str)>) -> Result<(), TestCaseError> {
             "keeps"
         },
         want
+    );
+    // The pod's address of the pool: the one `masq explain` names (`pool::address_for`).
+    let pool = case.node.snat_pool(Family::of_addr(&case.dst));
+    let want_source = masquerade
+        .then(|| pool::address_for(&pool, case.src))
+        .flatten();
+    prop_assert_eq!(
+        nat[0].to_source,
+        want_source,
+        "disagreement: {} -> {}: SNAT to {:?}, the pool {:?} says {:?}",
+        case.src,
+        case.dst,
+        nat[0].to_source,
+        pool,
+        want_source
     );
     let mangle = rules.walk("mangle", "PREROUTING", &packet);
     prop_assert_eq!(

@@ -6,13 +6,14 @@
 //! pass by using something the walk ignores.
 //!
 //! `-m statistic` draws at random: the walk follows both branches and returns every outcome.
+//! `-m cluster` is computed as the kernel does (`jhash` of the source, scaled to the total).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use masq_datapath::ipt::save::rule_words;
-use masq_datapath::Family;
+use masq_datapath::{pool, Family};
 
 /// One packet opening a connection.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +31,8 @@ pub struct Packet<'a> {
 pub struct Outcome {
     /// `MASQUERADE` or `SNAT` ran.
     pub translated: bool,
+    /// The address `SNAT --to-source` gave (None: MASQUERADE, or no translation).
+    pub to_source: Option<IpAddr>,
     /// The packet mark when the walk ended.
     pub mark: u32,
 }
@@ -40,15 +43,24 @@ enum Match {
     Destination(bool, IpNet),
     Protocol(String),
     Random,
+    /// `-m cluster`: the source's bucket is in the mask.
+    Cluster {
+        total: u32,
+        mask: u32,
+        seed: u32,
+    },
     DestinationLocal(bool),
-    ConnMark { value: u32, mask: u32 },
+    ConnMark {
+        value: u32,
+        mask: u32,
+    },
     StateNew(bool),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Target {
     Return,
-    Translate,
+    Translate(Option<IpAddr>),
     Mark { value: u32, mask: u32 },
     ConnMark { value: u32, mask: u32 },
     Jump(String),
@@ -106,6 +118,7 @@ impl Rules {
         let family = Family::of_addr(&packet.dst);
         let start = Outcome {
             translated: false,
+            to_source: None,
             mark: 0,
         };
         let mut ends: Vec<Outcome> = self
@@ -156,9 +169,10 @@ impl Rules {
             }
             match &rule.target {
                 Target::Return => ends.push((state, false)),
-                Target::Translate => ends.push((
+                Target::Translate(to_source) => ends.push((
                     Outcome {
                         translated: true,
+                        to_source: *to_source,
                         ..state
                     },
                     true,
@@ -206,6 +220,14 @@ fn matches(m: &Match, packet: &Packet) -> Option<bool> {
         Match::Destination(negate, net) => net.contains(&packet.dst) != *negate,
         Match::Protocol(protocol) => protocol == packet.protocol,
         Match::Random => return None,
+        Match::Cluster { total, mask, seed } => {
+            let bytes = match packet.src {
+                IpAddr::V4(v4) => v4.octets().to_vec(),
+                IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            let bucket = pool::reciprocal_scale(pool::jhash(&bytes, *seed), *total);
+            mask & (1 << bucket) != 0
+        }
         Match::DestinationLocal(negate) => packet.local.contains(&packet.dst) != *negate,
         // A new connection carries no connection mark yet.
         Match::ConnMark { value, .. } => *value == 0,
@@ -239,8 +261,15 @@ fn parse_rule(spec: &str, line: &str) -> Rule {
             "-m" => {
                 let module = next(&mut i).to_string();
                 assert!(
-                    ["comment", "statistic", "addrtype", "connmark", "conntrack"]
-                        .contains(&module.as_str()),
+                    [
+                        "comment",
+                        "statistic",
+                        "addrtype",
+                        "connmark",
+                        "conntrack",
+                        "cluster"
+                    ]
+                    .contains(&module.as_str()),
                     "{line}: unknown match module {module}"
                 );
             }
@@ -251,6 +280,14 @@ fn parse_rule(spec: &str, line: &str) -> Rule {
             "--probability" => {
                 next(&mut i);
                 matches.push(Match::Random);
+            }
+            "--cluster-local-nodemask" => {
+                let mask = hex(next(&mut i), line);
+                let total = number_after(&words, i, "--cluster-total-nodes", line);
+                let seed = hex(&words[i + 4], line);
+                assert_eq!(words[i + 3], "--cluster-hash-seed", "{line}");
+                matches.push(Match::Cluster { total, mask, seed });
+                i += 4;
             }
             "--dst-type" => {
                 assert_eq!(next(&mut i), "LOCAL", "{line}");
@@ -268,7 +305,11 @@ fn parse_rule(spec: &str, line: &str) -> Rule {
                 let name = next(&mut i).to_string();
                 target = Some(match name.as_str() {
                     "RETURN" => Target::Return,
-                    "MASQUERADE" | "SNAT" => Target::Translate,
+                    "MASQUERADE" => Target::Translate(None),
+                    "SNAT" => {
+                        assert_eq!(next(&mut i), "--to-source", "{line}");
+                        Target::Translate(Some(to_source(next(&mut i), line)))
+                    }
                     "MARK" | "CONNMARK" => {
                         assert_eq!(next(&mut i), "--set-xmark", "{line}");
                         let (value, mask) = mark(next(&mut i), line);
@@ -285,10 +326,10 @@ fn parse_rule(spec: &str, line: &str) -> Rule {
                 });
             }
             // Options of the translation targets: where to, not whether.
-            "--to-ports" | "--to-source" if target == Some(Target::Translate) => {
+            "--to-ports" if target == Some(Target::Translate(None)) => {
                 next(&mut i);
             }
-            "--random-fully" if target == Some(Target::Translate) => {}
+            "--random-fully" if matches!(target, Some(Target::Translate(_))) => {}
             other => panic!("{line}: unknown word {other:?}"),
         }
         negate = false;
@@ -312,4 +353,31 @@ fn mark(text: &str, line: &str) -> (u32, u32) {
         .split_once('/')
         .unwrap_or_else(|| panic!("{line}: mark {text:?} is not VALUE/MASK"));
     (hex(value), hex(mask))
+}
+
+fn hex(text: &str, line: &str) -> u32 {
+    let digits = text
+        .strip_prefix("0x")
+        .unwrap_or_else(|| panic!("{line}: {text} not hex"));
+    u32::from_str_radix(digits, 16).unwrap_or_else(|_| panic!("{line}: {text} not hex"))
+}
+
+/// The number after `option`, which must follow the word at `at` (`iptables-save` prints the
+/// cluster options in one order).
+fn number_after(words: &[String], at: usize, option: &str, line: &str) -> u32 {
+    assert_eq!(words[at + 1], option, "{line}");
+    words[at + 2]
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}: bad {option}"))
+}
+
+/// The address of `--to-source ADDR[:PORTS]` (`[V6]:PORTS` with a port).
+fn to_source(text: &str, line: &str) -> IpAddr {
+    let addr = match text.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None if text.matches(':').count() == 1 => text.split(':').next().unwrap_or_default(),
+        None => text,
+    };
+    addr.parse()
+        .unwrap_or_else(|_| panic!("{line}: --to-source {text}"))
 }

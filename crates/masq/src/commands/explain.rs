@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use masq_config::{CidrList, Merged, Source};
+use masq_datapath::{pool, Family};
 use masq_decision::{Action, Policy, Reason, Verdict};
 use serde::Serialize;
 
@@ -28,6 +29,10 @@ struct Explanation {
     /// Absent otherwise, so the documented fields are unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     egress_interface: Option<String>,
+    /// With a `--snat-ip` pool and `--src`: the pool's address this source's masqueraded flows
+    /// take (docs/snat-pools.md). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snat_ip: Option<IpAddr>,
 }
 
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -83,25 +88,36 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         .node
         .active_egress_routing()
         .and(settings.node.egress_interface.clone());
+    if settings.node.snat_ips_from_interface {
+        eprintln!(
+            "masq: note: --snat-ips-from-interface: the pool is the egress interface's addresses, \
+             which the agent learns on the node (see `masq status`)"
+        );
+    }
+    let with_pool = !settings.node.snat_ips.is_empty();
     let explanations: Vec<Explanation> = destinations
         .into_iter()
         .map(|destination| {
             let verdict = policy.decide(source, destination);
-            let egress_interface = egress
-                .clone()
-                .filter(|_| verdict.action == Action::Masquerade);
+            let masquerade = verdict.action == Action::Masquerade;
+            let egress_interface = egress.clone().filter(|_| masquerade);
+            let pool = settings.node.snat_pool(Family::of_addr(&destination));
+            let snat_ip = source
+                .filter(|_| masquerade)
+                .and_then(|src| pool::address_for(&pool, src));
             Explanation {
                 destination,
                 source,
                 config_file: from_dir.then(|| deciding_file(&loaded, &verdict)),
                 verdict,
                 egress_interface,
+                snat_ip,
             }
         })
         .collect();
     let text = match args.output {
         OutputFormat::Json => serde_json::to_string_pretty(&explanations)? + "\n",
-        OutputFormat::Text => table(&explanations, egress.is_some()),
+        OutputFormat::Text => table(&explanations, egress.is_some(), with_pool),
     };
     super::print(&text)?;
     Ok(ExitCode::SUCCESS)
@@ -141,8 +157,8 @@ fn destination(text: &str, source: Option<IpAddr>, enable_ipv6: bool) -> Result<
 }
 
 /// Aligned columns, like `kubectl get`; the FILE column only with `--config-dir`, the EGRESS
-/// column only with `--egress-interface`.
-fn table(explanations: &[Explanation], with_egress: bool) -> String {
+/// column only with `--egress-interface`, the SNAT column only with `--snat-ip`.
+fn table(explanations: &[Explanation], with_egress: bool, with_pool: bool) -> String {
     let with_file = explanations.iter().any(|e| e.config_file.is_some());
     let mut header = vec!["DESTINATION", "SOURCE", "ACTION", "REASON", "MATCHED"];
     if with_file {
@@ -150,6 +166,9 @@ fn table(explanations: &[Explanation], with_egress: bool) -> String {
     }
     if with_egress {
         header.push("EGRESS");
+    }
+    if with_pool {
+        header.push("SNAT");
     }
     let rows: Vec<Vec<String>> = explanations
         .iter()
@@ -171,6 +190,9 @@ fn table(explanations: &[Explanation], with_egress: bool) -> String {
             }
             if with_egress {
                 row.push(e.egress_interface.clone().unwrap_or_else(|| "-".into()));
+            }
+            if with_pool {
+                row.push(e.snat_ip.map_or("-".to_string(), |ip| ip.to_string()));
             }
             row
         })

@@ -26,8 +26,10 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
             ..settings.node
         },
     };
-    let ruleset =
-        super::wiring::render(args.datapath.kind(), &desired, settings.iptables_to_ports)?;
+    for warning in &settings.warnings {
+        eprintln!("masq: warning: {warning}");
+    }
+    let ruleset = super::wiring::render(args.datapath.kind(), &desired)?;
     super::print(&ruleset)?;
     Ok(ExitCode::SUCCESS)
 }

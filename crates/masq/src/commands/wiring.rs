@@ -18,14 +18,13 @@ pub fn agent(settings: AgentSettings) -> anyhow::Result<ExitCode> {
     // Before the probes and the runtime start any thread.
     masq_agent::memory::limit_retention();
     init_logging(settings.log_format);
+    for warning in &settings.config.warnings {
+        tracing::warn!("{warning}");
+    }
     let node = settings.config.node.clone();
     let chosen = select::select(
         settings.datapath.kind(),
-        datapaths::candidates(
-            &node,
-            &settings.bpf_pin_dir,
-            settings.config.iptables_to_ports.clone(),
-        ),
+        datapaths::candidates(&node, &settings.bpf_pin_dir),
     )
     .context("choosing the datapath")?;
     tracing::info!(datapath = chosen.datapath.kind().as_str(), reason = %chosen.reason, "datapath chosen");
@@ -67,12 +66,8 @@ fn init_logging(format: LogFormat) {
 }
 
 /// The ruleset `kind` would install for `desired`, as `masq render` prints it.
-pub fn render(
-    kind: Kind,
-    desired: &Desired,
-    iptables_to_ports: Option<Vec<masq_datapath::PortRange>>,
-) -> anyhow::Result<String> {
-    datapaths::render(kind, desired, iptables_to_ports)
+pub fn render(kind: Kind, desired: &Desired) -> anyhow::Result<String> {
+    datapaths::render(kind, desired)
 }
 
 /// `masq status`; `metrics_addr` is the agent's `--metrics-addr`.
