@@ -25,6 +25,9 @@ struct egress_to {
 	__be16 port;
 };
 
+/* IPv6: the same functions on the IPv6 engine, after the definitions above. */
+#include "masq6.h"
+
 /*
  * A fragment after the first follows the first one's fate: translated alike, passed, dropped
  * or redirected. Unseen firsts fall back to the address-only decision (ports play no part in it).
@@ -239,15 +242,21 @@ __always_inline_fn int egress(struct __sk_buff *skb, const int steer)
 	return action == EGRESS_STEER ? steer_redirect(skb, &route) : MASQ_CONTINUE;
 }
 
+/* Each program dispatches on the frame's protocol: IPv6 to masq6.h, the rest to the IPv4 path
+ * (which passes anything but IPv4). */
 SEC("classifier")
 int masq_egress(struct __sk_buff *skb)
 {
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return egress6(skb, 0);
 	return egress(skb, 0);
 }
 
 SEC("classifier")
 int masq_steer(struct __sk_buff *skb)
 {
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return egress6(skb, 1);
 	return egress(skb, 1);
 }
 
@@ -283,8 +292,8 @@ __always_inline_fn int ingress_untracked(const struct pkt *p, const struct nat_t
 	return MASQ_CONTINUE;
 }
 
-SEC("classifier")
-int masq_ingress(struct __sk_buff *skb)
+/* The IPv4 ingress program (masq_ingress dispatches). */
+__always_inline_fn int ingress(struct __sk_buff *skb)
 {
 	struct frag_value *seen;
 	struct nat_tuple rev;
@@ -335,4 +344,12 @@ int masq_ingress(struct __sk_buff *skb)
 		return drop(MASQ_DROP_REWRITE);
 	count(MASQ_TRANSLATED_INGRESS);
 	return MASQ_CONTINUE;
+}
+
+SEC("classifier")
+int masq_ingress(struct __sk_buff *skb)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return ingress6(skb);
+	return ingress(skb);
 }

@@ -133,32 +133,39 @@ __always_inline_fn __u64 nat_now(void)
  * Writes happen only when something changes, so established packets touch no cache line but
  * once per NAT_TOUCH_JIFFIES.
  */
-__always_inline_fn int nat_touch(struct nat_entry *e, const struct pkt *p, int reply)
+__always_inline_fn int nat_touch_state(__u8 *entry_flags, __u64 *last_seen, __u8 proto,
+					__u8 tcp_flags, int reply)
 {
 	__u64 now = nat_now();
-	__u8 flags = e->flags;
+	__u8 flags = *entry_flags;
 	int touched = 0;
 
-	if (now - e->last_seen >= NAT_TOUCH_JIFFIES) {
-		e->last_seen = now;
+	if (now - *last_seen >= NAT_TOUCH_JIFFIES) {
+		*last_seen = now;
 		touched |= TOUCH_REFRESHED;
 	}
-	if (p->proto == IPPROTO_TCP) {
-		if (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
+	if (proto == IPPROTO_TCP) {
+		if (tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
 			if (!(flags & NAT_F_CLOSING))
-				e->flags = flags | NAT_F_CLOSING;
+				*entry_flags = flags | NAT_F_CLOSING;
 			return touched;
 		}
 		if (!reply && (flags & NAT_F_CLOSING) &&
-		    (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
-			e->flags = flags & ~(NAT_F_CLOSING | NAT_F_REPLIED);
-			e->last_seen = now;
+		    (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
+			*entry_flags = flags & ~(NAT_F_CLOSING | NAT_F_REPLIED);
+			*last_seen = now;
 			return touched | TOUCH_REOPENED;
 		}
 	}
 	if (reply && !(flags & NAT_F_REPLIED))
-		e->flags = flags | NAT_F_REPLIED;
+		*entry_flags = flags | NAT_F_REPLIED;
 	return touched;
+}
+
+/* nat_touch_state on an IPv4 entry (IPv6: nat6_touch, lib/nat6.h). */
+__always_inline_fn int nat_touch(struct nat_entry *e, const struct pkt *p, int reply)
+{
+	return nat_touch_state(&e->flags, &e->last_seen, p->proto, p->tcp_flags, reply);
 }
 
 /*

@@ -19,10 +19,12 @@ pub mod carry;
 pub mod clock;
 #[cfg(feature = "test-programs")]
 pub mod cni_like;
+pub mod family;
 pub mod gc;
 pub mod hooks;
 pub mod kfunc;
 pub mod maps;
+pub mod maps6;
 pub mod nat;
 mod tc_dump;
 pub mod types;
@@ -36,6 +38,7 @@ use aya::EbpfLoader;
 
 pub use attach::{AttachMode, Direction};
 pub use clock::KernelClock;
+pub use family::Flow;
 pub use gc::{FlowKind, FlowState, GcReport, GcTotals, NatTimeouts};
 pub use hooks::{HookOrder, HookedProgram};
 pub use kfunc::KernCtx;
@@ -205,9 +208,11 @@ pub fn load_unpinned_flavor(flavor: Flavor, nat_capacity: u32) -> Result<aya::Eb
         PortSearch::Complete => OBJECT,
         PortSearch::Bounded => BOUNDED_OBJECT,
     };
-    let mut bpf = EbpfLoader::new()
-        .map_max_entries(maps::name::NAT_EGRESS, nat_capacity)
-        .map_max_entries(maps::name::NAT_INGRESS, nat_capacity)
+    let mut loader = EbpfLoader::new();
+    for half in maps::name::NAT_HALVES {
+        loader.map_max_entries(half, nat_capacity);
+    }
+    let mut bpf = loader
         .load(kfunc::patched(object, flavor.kern_ctx).bytes())
         .map_err(kernel_err("loading the masq eBPF object"))?;
     load_programs(&mut bpf)?;
@@ -309,9 +314,9 @@ impl Ebpf {
                     // Opens the pin when it exists (adoption), creates and pins the map otherwise.
                     loader.map_pin_path(name, path.as_path());
                 }
-                loader
-                    .map_max_entries(maps::name::NAT_EGRESS, capacity)
-                    .map_max_entries(maps::name::NAT_INGRESS, capacity);
+                for half in maps::name::NAT_HALVES {
+                    loader.map_max_entries(half, capacity);
+                }
                 loader.load(object)
             })?;
             let mut maps = Maps::take_from(&mut bpf)?;
@@ -397,12 +402,16 @@ impl Ebpf {
             .unwrap_or_default()
     }
 
-    /// Whether these node settings are within what the programs translate (IPv4 only); known
-    /// from the flags alone, so `--datapath auto` can pass eBPF over before starting it.
+    /// Whether these node settings are within what the programs translate; known without
+    /// loading anything, so `--datapath auto` can pass eBPF over before starting it. Both
+    /// families run in the same programs, so a node that asks for IPv6 where the kernel has
+    /// none is refused whole (never eBPF for IPv4 and nothing for IPv6).
     pub fn supports(node: &NodeSettings) -> Result<(), Error> {
-        if node.enable_ipv6 {
+        if node.enable_ipv6 && !kernel_has_ipv6() {
             return Err(Error::Unsupported(
-                "the ebpf datapath masquerades IPv4 only; --enable-ipv6 needs nftables or iptables"
+                "--enable-ipv6: this kernel runs without IPv6 (no /proc/net/if_inet6: built \
+                 without it, or booted with ipv6.disable=1), so the ebpf datapath cannot \
+                 masquerade IPv6 here"
                     .to_string(),
             ));
         }
@@ -418,6 +427,12 @@ impl Ebpf {
         }
         Ok(())
     }
+}
+
+/// Does the kernel (in this network namespace) have IPv6? `/proc/net/if_inet6` exists exactly
+/// when the IPv6 stack is there.
+fn kernel_has_ipv6() -> bool {
+    std::path::Path::new("/proc/net/if_inet6").exists()
 }
 
 impl Datapath for Ebpf {

@@ -7,12 +7,11 @@ use crate::traffic::*;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use masq_datapath::ebpf::types::NatTuple;
-use masq_datapath::ebpf::{Ebpf, NatDirection, MAPS_SUBDIR};
+use masq_datapath::ebpf::{Ebpf, Flow, NatDirection, MAPS_SUBDIR};
 use masq_datapath::Datapath;
 
 /// Every translation in the table: (direction, original tuple, translated tuple).
-fn translations(agent: &Ebpf) -> BTreeSet<(bool, NatTuple, NatTuple)> {
+fn translations(agent: &Ebpf) -> BTreeSet<(bool, Flow, Flow)> {
     agent
         .nat_entries()
         .unwrap()

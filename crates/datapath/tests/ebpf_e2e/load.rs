@@ -210,7 +210,7 @@ fn port_exhaustion_drops_cleanly_and_recovers_body() {
     let pool = agent.pressure(range).unwrap().busiest_pool.unwrap();
     assert_eq!(
         (pool.dst_addr, pool.dst_port, pool.used),
-        (INTERNET, 5353, 4)
+        (INTERNET.into(), 5353, 4)
     );
 
     // Two minutes later (UDP idle timeout 60 s) the GC frees the pool.

@@ -34,7 +34,7 @@ fn state_of(h: &Harness) -> FlowState {
     let entries = list(&h.maps);
     let forward = entries
         .iter()
-        .find(|e| e.original == forward_key(40000))
+        .find(|e| e.original == forward_key(40000).into())
         .expect("the forward half");
     forward.state
 }
