@@ -99,9 +99,10 @@ __always_inline_fn __u32 l4_len_needed6(__u8 proto)
 
 /*
  * Walks the extension headers from the fixed header's next-header field. Sets p->proto,
- * p->l4_off, p->frag and p->frag_id; returns PARSE_OK, PARSE_UNSUPPORTED (ESP, no next header,
- * an unknown header, a routing header with segments left: the final destination is elsewhere
- * and the transport checksum covers that one) or PARSE_PASS_COUNTED (past the bound).
+ * p->l4_off, p->frag and p->frag_id; returns PARSE_OK, PARSE_UNSUPPORTED (ESP and AH, which a
+ * translation would break as IPv4's masq leaves them; no next header; an unknown header; a
+ * routing header with segments left: the final destination is elsewhere and the transport
+ * checksum covers that one) or PARSE_PASS_COUNTED (past the bound).
  */
 __always_inline_fn int ipv6_walk(struct __sk_buff *skb, struct pkt6 *p, __u8 nexthdr)
 {
@@ -113,7 +114,8 @@ __always_inline_fn int ipv6_walk(struct __sk_buff *skb, struct pkt6 *p, __u8 nex
 	p->frag_id = 0;
 	p->proto = 0;
 	p->l4_off = 0;
-	for (int i = 0; i < MASQ_IPV6_EXT_MAX; i++) {
+	/* One more round than headers: the last can only find the transport header. */
+	for (int i = 0; i <= MASQ_IPV6_EXT_MAX; i++) {
 		if (off > MASQ_IPV6_L4_MAX_OFF)
 			break;
 		switch (nexthdr) {
@@ -123,6 +125,10 @@ __always_inline_fn int ipv6_walk(struct __sk_buff *skb, struct pkt6 *p, __u8 nex
 			p->proto = nexthdr;
 			p->l4_off = off;
 			return PARSE_OK;
+		}
+		if (i == MASQ_IPV6_EXT_MAX)
+			break;
+		switch (nexthdr) {
 		case IPPROTO_HOPOPTS:
 		case IPPROTO_DSTOPTS:
 		case IPPROTO_ROUTING:
@@ -132,12 +138,6 @@ __always_inline_fn int ipv6_walk(struct __sk_buff *skb, struct pkt6 *p, __u8 nex
 				return PARSE_UNSUPPORTED;
 			nexthdr = hdr[0];
 			off += ((__u32)hdr[1] + 1) * 8;
-			break;
-		case IPPROTO_AH:
-			if (bpf_skb_load_bytes(skb, off, hdr, 2) < 0)
-				return -MASQ_DROP_TRUNCATED;
-			nexthdr = hdr[0];
-			off += ((__u32)hdr[1] + 2) * 4;
 			break;
 		case IPPROTO_FRAGMENT:
 			if (bpf_skb_load_bytes(skb, off, hdr, 8) < 0)
