@@ -193,9 +193,9 @@ impl PortPool {
 /// How full the NAT table is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pressure {
-    /// Forward halves, kept and inbound flows included (the fuller family's map).
+    /// Forward halves, kept and inbound flows included (both families).
     pub egress_entries: u32,
-    /// Reverse halves, including host reservations (the fuller family's map).
+    /// Reverse halves, including host reservations (both families).
     pub ingress_entries: u32,
     /// Entries of each family's maps: (family, forward halves, reverse halves).
     pub by_family: Vec<(&'static str, u32, u32)>,
@@ -226,9 +226,15 @@ impl FailedPool {
 }
 
 impl Pressure {
-    /// Fill ratio of the fullest map, 0.0 to 1.0.
+    /// Fill ratio of the fullest map (each family has its own two), 0.0 to 1.0.
     pub fn ratio(&self) -> f64 {
-        f64::from(self.egress_entries.max(self.ingress_entries)) / f64::from(self.capacity)
+        let fullest = self
+            .by_family
+            .iter()
+            .map(|(_, forward, reverse)| *forward.max(reverse))
+            .max()
+            .unwrap_or(0);
+        f64::from(fullest) / f64::from(self.capacity)
     }
 }
 
@@ -258,7 +264,7 @@ pub fn pressure(maps: &Maps, range: PortRange) -> Result<Pressure, Error> {
         );
         (key, f.span, f.when)
     });
-    let failed: Option<((u8, IpAddr, IpAddr, u16), u32, u64)> =
+    let failed: Option<(PoolKey, u32, u64)> =
         v4.into_iter().chain(v6).max_by_key(|(_, _, when)| *when);
     let by_family = vec![
         count_pools::<NatTuple>(maps, range, &mut pools)?,
@@ -286,8 +292,8 @@ pub fn pressure(maps: &Maps, range: PortRange) -> Result<Pressure, Error> {
             used,
         });
     Ok(Pressure {
-        egress_entries: by_family.iter().map(|f| f.1).max().unwrap_or(0),
-        ingress_entries: by_family.iter().map(|f| f.2).max().unwrap_or(0),
+        egress_entries: by_family.iter().map(|f| f.1).sum(),
+        ingress_entries: by_family.iter().map(|f| f.2).sum(),
         by_family,
         capacity: maps.nat_capacity(),
         busiest_pool,
