@@ -387,7 +387,7 @@ impl Ebpf {
     /// Every hook masq's programs belong on ([`hooks::wanted`]).
     fn hooks(&self, node: &NodeSettings) -> Result<Vec<(String, Direction)>, Error> {
         let uplinks = if node.active_egress_routing().is_some() {
-            self.rules.default_route_interfaces()?
+            self.rules.default_route_interfaces(node.enable_ipv6)?
         } else {
             BTreeSet::new()
         };

@@ -120,11 +120,13 @@ pub fn an_inbound_ipv6_flow_keeps_the_pod_address(datapath: Datapath) -> Result<
 }
 
 /// `kill -9` and a restart under an open IPv6 connection: it keeps its translation, new IPv6
-/// connections are masqueraded at every moment.
+/// connections are masqueraded at every moment. The connection's source port (1234) is one
+/// the translation changes, so a table lost in the restart would show as another port.
 pub fn kill9_and_restart_under_an_ipv6_connection(datapath: Datapath) -> Result<()> {
     let mut bed = dual_ready(datapath)?;
     let server = bed.probes.tcp_addr(v6(addr6::INTERNET));
-    let mut session = TcpSession::connect(&bed.topology.pod, server)?;
+    let local = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 1234);
+    let mut session = TcpSession::connect_from(&bed.topology.pod, local, server)?;
     let before = session.observed_source()?;
     assert_eq!(before.ip(), v6(addr6::NODE));
     let crashed = bed.take_agent();
