@@ -34,6 +34,26 @@ const READABLE_VERSIONS: [&str; 2] = ["maps-v2", MAPS_SUBDIR];
 /// No dot: bpffs refuses names with one.
 const RESIZED_SUBDIR: &str = "maps-v3-resized";
 
+/// The capacity of each family's NAT halves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// `--nat-table-size`.
+    pub ipv4: u32,
+    /// `--nat-table-size` with `--enable-ipv6`, else 1: the maps are preallocated, and an
+    /// IPv4-only node should not pay for an IPv6 table.
+    pub ipv6: u32,
+}
+
+impl Capacities {
+    /// For a table of `size` entries a half, IPv6 `enabled` or not.
+    pub fn new(size: u32, ipv6: bool) -> Capacities {
+        Capacities {
+            ipv4: size,
+            ipv6: if ipv6 { size } else { 1 },
+        }
+    }
+}
+
 /// The flow table a previous run left behind, to be copied into the new maps.
 pub struct OldTable {
     dirs: Vec<PathBuf>,
@@ -58,17 +78,20 @@ pub struct CarryReport {
 }
 
 /// `max_entries` of the forward half pinned in `dir`, if there is one.
-fn pinned_capacity(dir: &Path) -> Option<u32> {
-    let data = MapData::from_pin(dir.join(name::NAT_EGRESS)).ok()?;
+fn pinned_capacity(dir: &Path, map: &str) -> Option<u32> {
+    let data = MapData::from_pin(dir.join(map)).ok()?;
     data.info().ok().map(|info| info.max_entries())
 }
 
 /// Finds what the new maps replace, before they are created: map directories of other layout
-/// versions, and the current one when its flow table has another size than `want_capacity`
-/// (moved aside, so the loader creates new maps). `None` when there is nothing to carry.
-pub fn stage(pin_dir: &Path, want_capacity: u32) -> Result<Option<OldTable>, Error> {
+/// versions, and the current one when a flow table has another size than wanted (`want`: the
+/// IPv4 and the IPv6 capacity; moved aside, so the loader creates new maps). `None` when there
+/// is nothing to carry.
+pub fn stage(pin_dir: &Path, want: Capacities) -> Result<Option<OldTable>, Error> {
     let current = pin_dir.join(MAPS_SUBDIR);
-    if pinned_capacity(&current).is_some_and(|have| have != want_capacity) {
+    let v4 = pinned_capacity(&current, name::NAT_EGRESS).is_some_and(|have| have != want.ipv4);
+    let v6 = pinned_capacity(&current, name::NAT6_EGRESS).is_some_and(|have| have != want.ipv6);
+    if v4 || v6 {
         let aside = pin_dir.join(RESIZED_SUBDIR);
         let _ = std::fs::remove_dir_all(&aside);
         std::fs::rename(&current, &aside).map_err(kernel_err(format!(

@@ -243,6 +243,8 @@ pub struct Ebpf {
     rules: IpRules,
     /// The flow table's size and lifetimes, from the last sync (the defaults before one).
     nat: NatSettings,
+    /// `--enable-ipv6` at the last sync: the IPv6 flow table gets its size only then.
+    ipv6: bool,
     /// Where this process mounted the bpffs, when the pin directory had none.
     mounted_bpffs: Option<PathBuf>,
 }
@@ -262,6 +264,7 @@ impl Ebpf {
             loaded: None,
             rules: IpRules::new(),
             nat: NatSettings::default(),
+            ipv6: false,
             mounted_bpffs: None,
         }
     }
@@ -276,7 +279,14 @@ impl Ebpf {
     /// attaching or pinning anything, then makes sure the pin directory is on a bpf filesystem,
     /// mounting one where it is not ([`bpffs`]). For `--datapath auto`.
     pub fn probe(&mut self) -> Result<(), Error> {
-        load_unpinned()?;
+        // The verifier's verdict only: the smallest flow tables (they are preallocated).
+        load_object(KernCtx::detect(), |object| {
+            let mut loader = EbpfLoader::new();
+            for half in maps::name::NAT_HALVES {
+                loader.map_max_entries(half, 1);
+            }
+            loader.load(object)
+        })?;
         self.ensure_bpffs()
     }
 
@@ -299,7 +309,7 @@ impl Ebpf {
     fn load(&mut self) -> Result<&mut Loaded, Error> {
         if self.loaded.is_none() {
             let maps_dir = self.maps_dir();
-            let capacity = self.nat.table_size;
+            let capacity = carry::Capacities::new(self.nat.table_size, self.ipv6);
             self.ensure_bpffs()?;
             let old = carry::stage(&self.pin_dir, capacity)?;
             std::fs::create_dir_all(&maps_dir)
@@ -314,9 +324,11 @@ impl Ebpf {
                     // Opens the pin when it exists (adoption), creates and pins the map otherwise.
                     loader.map_pin_path(name, path.as_path());
                 }
-                for half in maps::name::NAT_HALVES {
-                    loader.map_max_entries(half, capacity);
-                }
+                loader
+                    .map_max_entries(maps::name::NAT_EGRESS, capacity.ipv4)
+                    .map_max_entries(maps::name::NAT_INGRESS, capacity.ipv4)
+                    .map_max_entries(maps::name::NAT6_EGRESS, capacity.ipv6)
+                    .map_max_entries(maps::name::NAT6_INGRESS, capacity.ipv6);
                 loader.load(object)
             })?;
             let mut maps = Maps::take_from(&mut bpf)?;
@@ -502,6 +514,7 @@ impl Datapath for Ebpf {
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
         Ebpf::check_supported(desired)?;
         self.nat = desired.node.nat;
+        self.ipv6 = desired.node.enable_ipv6;
         let pin_dir = self.pin_dir.clone();
         let mode = self.mode;
         let want = Contents::for_desired(desired);

@@ -249,6 +249,27 @@ fn ndp_mld_and_router_advertisements_are_never_touched() {
     }
     assert!(list(&h.maps).is_empty());
     assert_eq!(h.count(Reason::TranslatedEgress), 0);
+
+    // Not even one whose body looks like an error quoting a translated flow.
+    let (_, sent) = h.egress(&udp6(POD6, 1234, EXTERNAL6, 53, b""));
+    let error_like = |icmp_type: u8| {
+        let mut body = vec![0u8; 4];
+        body.extend_from_slice(&sent[14..]);
+        icmp6_raw(EXTERNAL6, NODE6, icmp_type, 0, &body)
+    };
+    assert_eq!(
+        inspect6(&h.ingress(&error_like(1)).1).dst,
+        POD6,
+        "a real error"
+    );
+    for icmp_type in [133, 134, 135, 136, 137, 130, 143] {
+        let frame = error_like(icmp_type);
+        assert_eq!(
+            h.ingress(&frame),
+            (CONTINUE, frame.clone()),
+            "type {icmp_type}"
+        );
+    }
 }
 
 #[test]

@@ -175,7 +175,8 @@ fn a_reply_restores_a_missing_forward_half() {
     );
 }
 
-/// A reset 4-tuple reused at once, then idle past the closing grace: still translated.
+/// A 4-tuple reset by the remote side (so both halves are closing), reused at once by the pod,
+/// then idle past the closing grace: the SYN reopened both halves, the pair lives on.
 #[test]
 fn a_syn_reopens_a_pair_closed_by_rst() {
     let Some(mut h) = Harness::new(&base_contents6()) else {
@@ -183,6 +184,7 @@ fn a_syn_reopens_a_pair_closed_by_rst() {
     };
     translated(&h, &tcp6(POD6, 40000, EXTERNAL6, 80, "S", b""));
     h.ingress(&tcp6(EXTERNAL6, 80, NODE6, 40000, "SA", b""));
+    h.ingress(&tcp6(EXTERNAL6, 80, NODE6, 40000, "R", b""));
     translated(&h, &tcp6(POD6, 40000, EXTERNAL6, 80, "R", b""));
     translated(&h, &tcp6(POD6, 40000, EXTERNAL6, 80, "S", b""));
     h.ingress(&tcp6(EXTERNAL6, 80, NODE6, 40000, "SA", b""));
