@@ -49,6 +49,18 @@ fn carried_over_to(before_second: impl FnOnce(&Topology), second_size: u32, ipv6
     assert!(table.len() >= 8, "{table:?}");
     drop(first);
 
+    let v6_capacity = || {
+        let pin = t
+            .pin_dir
+            .join(MAPS_SUBDIR)
+            .join(masq_datapath::ebpf::maps::name::NAT6_EGRESS);
+        aya::maps::MapData::from_pin(pin)
+            .unwrap()
+            .info()
+            .unwrap()
+            .max_entries()
+    };
+    assert_eq!(v6_capacity(), 1, "no IPv6 table without --enable-ipv6");
     before_second(&t);
     let mut resized = desired.clone();
     resized.node.nat.table_size = second_size;
@@ -56,6 +68,9 @@ fn carried_over_to(before_second: impl FnOnce(&Topology), second_size: u32, ipv6
     let mut second = t.agent();
     t.node.enter(|| second.sync(&resized)).unwrap().unwrap();
     assert_eq!(translations(&second), table, "the flows did not come over");
+    if ipv6 {
+        assert_eq!(v6_capacity(), second_size, "the IPv6 table got its size");
+    }
     let pressure = second
         .pressure(masq_datapath::ebpf::DEFAULT_PORT_RANGE)
         .unwrap();
