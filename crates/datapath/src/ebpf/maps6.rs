@@ -325,7 +325,112 @@ impl Contents6 {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use masq_config::Config;
+
     use super::*;
+    use crate::{Interface, NodeSettings};
+
+    fn desired(ipv6: bool) -> Desired {
+        Desired {
+            config: Config {
+                non_masquerade_cidrs: ["10.0.0.0/8", "fd00::/8", "fd00::/8"]
+                    .iter()
+                    .map(|c| c.parse().unwrap())
+                    .collect(),
+                masq_link_local: false,
+                masq_link_local_ipv6: true,
+                resync_interval: Duration::from_secs(60),
+                cidr_limit: 16384,
+                non_masquerade_src_cidrs: vec!["fd00:9::/64".parse().unwrap()],
+            },
+            node: NodeSettings {
+                interfaces: vec![Interface {
+                    name: "eth0".into(),
+                    index: 4,
+                    addrs: ["172.18.0.2", "fe80::1", "2001:db8::2", "2001:db8::3"]
+                        .iter()
+                        .map(|a| a.parse().unwrap())
+                        .collect(),
+                }],
+                pod_cidrs: vec![
+                    "10.244.0.0/16".parse().unwrap(),
+                    "fd00:10:244::/56".parse().unwrap(),
+                ],
+                local_addrs: vec!["fd00:1::9".parse().unwrap()],
+                enable_ipv6: ipv6,
+                ..NodeSettings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn ipv6_contents_take_the_first_global_address_and_the_ipv6_cidrs() {
+        let c = Contents6::for_desired(&desired(true));
+        let v6 = |a: &str| a.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(c.snat_addrs, BTreeMap::from([(4, v6("2001:db8::2"))]));
+        let local: Vec<String> = c.local_addrs.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            local,
+            ["2001:db8::2", "2001:db8::3", "fd00:1::9", "fe80::1"]
+        );
+        let dst: Vec<String> = c.nonmasq_dst.iter().map(|n| n.to_string()).collect();
+        assert_eq!(dst, ["fd00::/8"]);
+        assert_eq!(c.pod_cidrs.len(), 1);
+        assert_eq!(c.nonmasq_src.len(), 1);
+        assert!(
+            Contents6::for_desired(&desired(false)).is_empty(),
+            "IPv6 off: nothing"
+        );
+    }
+
+    /// An IPv6 --snat-ip replaces the IPv6 address only; an IPv4 one leaves IPv6 alone.
+    #[test]
+    fn a_snat_ip_belongs_to_its_own_family() {
+        let mut d = desired(true);
+        d.node.snat_ip = Some("2001:db8:ff::7".parse().unwrap());
+        let both = super::super::maps::Contents::for_desired(&d);
+        assert_eq!(
+            both.v6.snat_addrs,
+            BTreeMap::from([(0, "2001:db8:ff::7".parse().unwrap())])
+        );
+        assert!(both
+            .v6
+            .local_addrs
+            .contains(&"2001:db8:ff::7".parse().unwrap()));
+        assert_eq!(
+            both.snat_addrs.get(&4),
+            Some(&"172.18.0.2".parse().unwrap())
+        );
+        d.node.snat_ip = Some("192.0.2.7".parse().unwrap());
+        let both = super::super::maps::Contents::for_desired(&d);
+        assert_eq!(
+            both.v6.snat_addrs.get(&4),
+            Some(&"2001:db8::2".parse().unwrap())
+        );
+        assert_eq!(both.snat_addrs.get(&0), Some(&"192.0.2.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn render_shows_the_ipv6_maps_only_with_ipv6() {
+        use super::super::maps::Contents;
+        let on = Contents::for_desired(&desired(true)).render();
+        assert!(
+            on.contains("ipv6 true\nmasq_link_local_ipv6 true\nsrc_cidrs_ipv6 true\n"),
+            "{on}"
+        );
+        assert!(
+            on.contains("# map masq_snat_addrs6\nifindex 4 2001:db8::2\n"),
+            "{on}"
+        );
+        assert!(on.contains("# map masq_nonmasq_dst6\nfd00::/8\n"), "{on}");
+        let off = Contents::for_desired(&desired(false)).render();
+        assert!(
+            !off.contains("ipv6") && !off.contains("masq_snat_addrs6"),
+            "{off}"
+        );
+    }
 
     #[test]
     fn only_global_unicast_addresses_are_snat_sources() {

@@ -120,15 +120,21 @@ pub fn an_inbound_ipv6_flow_keeps_the_pod_address(datapath: Datapath) -> Result<
 }
 
 /// `kill -9` and a restart under an open IPv6 connection: it keeps its translation, new IPv6
-/// connections are masqueraded at every moment. The connection's source port (1234) is one
-/// the translation changes, so a table lost in the restart would show as another port.
+/// connections are masqueraded at every moment. The connection's source port (1234) lies
+/// outside `--port-range`, so the translation changes it: a table lost in the restart would
+/// show as another port.
 pub fn kill9_and_restart_under_an_ipv6_connection(datapath: Datapath) -> Result<()> {
-    let mut bed = dual_ready(datapath)?;
+    let mut bed = dual_bed(datapath, Topology::builder())?;
+    bed.agent_args
+        .extend(["--port-range".to_string(), "40000-40999".to_string()]);
+    bed.start_agent()?;
+    bed.wait_ready()?;
     let server = bed.probes.tcp_addr(v6(addr6::INTERNET));
     let local = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 1234);
     let mut session = TcpSession::connect_from(&bed.topology.pod, local, server)?;
     let before = session.observed_source()?;
     assert_eq!(before.ip(), v6(addr6::NODE));
+    assert!((40000..=40999).contains(&before.port()), "{before}");
     let crashed = bed.take_agent();
     let (restarted, seen) = probing_while(&bed.topology.pod, server, || {
         crashed.kill9();
