@@ -195,7 +195,7 @@ fn contents6(count: usize) -> Contents {
     c.v6.nonmasq_dst.insert("fd00::/8".parse().unwrap());
     while c.v6.nonmasq_dst.len() < count {
         let low: u128 = rng.random::<u128>() >> 36;
-        let addr = Ipv6Addr::from((0x2001_0db8_1u128 << 92) | low);
+        let addr = Ipv6Addr::from((0x2_0010_db81_u128 << 92) | low);
         c.v6.nonmasq_dst.insert(
             Ipv6Net::new(addr, rng.random_range(48..=128))
                 .unwrap()

@@ -132,8 +132,8 @@ pub struct Maps {
     /// Second descriptors of the NAT halves for batch reads (aya keeps its own private).
     nat_egress_fd: OwnedFd,
     nat_ingress_fd: OwnedFd,
-    nat6_egress_fd: OwnedFd,
-    nat6_ingress_fd: OwnedFd,
+    pub(crate) nat6_egress_fd: OwnedFd,
+    pub(crate) nat6_ingress_fd: OwnedFd,
     /// `max_entries` of each NAT half.
     nat_capacity: u32,
 }
@@ -245,36 +245,6 @@ impl Maps {
     /// Every reverse NAT half (host reservations included), read in batches.
     pub fn nat_ingress_entries(&self) -> Result<Vec<(NatTuple, NatEntry)>, Error> {
         batch::read_all(self.nat_ingress_fd.as_fd()).map_err(kernel_err("reading masq_nat_ingress"))
-    }
-
-    /// The pool of the last IPv6 flow refused for want of a port, if one was.
-    pub fn last_alloc_failure6(&self) -> Result<Option<AllocFailure6>, Error> {
-        let last = self
-            .alloc_failure6
-            .get(&0, 0)
-            .map_err(kernel_err("reading masq_alloc_failure6"))?;
-        Ok((last.when != 0).then_some(last))
-    }
-
-    /// Every IPv6 forward NAT half, read in batches.
-    pub fn nat6_egress_entries(&self) -> Result<Vec<(NatTuple6, NatEntry6)>, Error> {
-        batch::read_all(self.nat6_egress_fd.as_fd()).map_err(kernel_err("reading masq_nat6_egress"))
-    }
-
-    /// Every IPv6 reverse NAT half, read in batches.
-    pub fn nat6_ingress_entries(&self) -> Result<Vec<(NatTuple6, NatEntry6)>, Error> {
-        batch::read_all(self.nat6_ingress_fd.as_fd())
-            .map_err(kernel_err("reading masq_nat6_ingress"))
-    }
-
-    /// Raw access to the IPv6 forward NAT halves, for tests that stage or remove entries.
-    pub fn nat6_egress_mut(&mut self) -> &mut HashMap<MapData, NatTuple6, NatEntry6> {
-        &mut self.nat6_egress
-    }
-
-    /// Raw access to the IPv6 reverse NAT halves, for tests that stage or remove entries.
-    pub fn nat6_ingress_mut(&mut self) -> &mut HashMap<MapData, NatTuple6, NatEntry6> {
-        &mut self.nat6_ingress
     }
 
     /// Raw access to the forward NAT halves, for tests and benchmarks that stage entries.

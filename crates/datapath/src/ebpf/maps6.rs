@@ -11,8 +11,11 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData};
 use ipnet::{IpNet, Ipv6Net};
 
-use super::kernel_err;
-use super::maps::name;
+use std::os::fd::AsFd;
+
+use super::maps::{name, Maps};
+use super::types::{AllocFailure6, NatEntry6, NatTuple6};
+use super::{batch, kernel_err};
 use crate::{Desired, Error};
 
 type Trie6 = LpmTrie<MapData, [u8; 16], u8>;
@@ -178,6 +181,40 @@ impl AgentMaps6 {
             }
         }
         Ok(writes)
+    }
+}
+
+/// The IPv6 flow table's halves (the programs fill them; the GC, `masq nat list` and tests read
+/// them).
+impl Maps {
+    /// The pool of the last IPv6 flow refused for want of a port, if one was.
+    pub fn last_alloc_failure6(&self) -> Result<Option<AllocFailure6>, Error> {
+        let last = self
+            .alloc_failure6
+            .get(&0, 0)
+            .map_err(kernel_err("reading masq_alloc_failure6"))?;
+        Ok((last.when != 0).then_some(last))
+    }
+
+    /// Every IPv6 forward NAT half, read in batches.
+    pub fn nat6_egress_entries(&self) -> Result<Vec<(NatTuple6, NatEntry6)>, Error> {
+        batch::read_all(self.nat6_egress_fd.as_fd()).map_err(kernel_err("reading masq_nat6_egress"))
+    }
+
+    /// Every IPv6 reverse NAT half, read in batches.
+    pub fn nat6_ingress_entries(&self) -> Result<Vec<(NatTuple6, NatEntry6)>, Error> {
+        batch::read_all(self.nat6_ingress_fd.as_fd())
+            .map_err(kernel_err("reading masq_nat6_ingress"))
+    }
+
+    /// Raw access to the IPv6 forward NAT halves, for tests that stage or remove entries.
+    pub fn nat6_egress_mut(&mut self) -> &mut HashMap<MapData, NatTuple6, NatEntry6> {
+        &mut self.nat6_egress
+    }
+
+    /// Raw access to the IPv6 reverse NAT halves, for tests that stage or remove entries.
+    pub fn nat6_ingress_mut(&mut self) -> &mut HashMap<MapData, NatTuple6, NatEntry6> {
+        &mut self.nat6_ingress
     }
 }
 
