@@ -13,7 +13,7 @@
 
 /* masq_config.flags */
 #define MASQ_CFG_MASQ_LINK_LOCAL (1U << 0) /* masqLinkLocal: 169.254.0.0/16 is masqueraded */
-#define MASQ_CFG_POD_CIDRS (1U << 1)       /* --pod-cidr given: only sources in masq_pod_cidrs are pods */
+#define MASQ_CFG_POD_CIDRS (1U << 1)       /* --pod-cidr given: only sources in masq_pod_cidrs(6) are pods */
 #define MASQ_CFG_SRC_CIDRS (1U << 2)       /* masq_nonmasq_src is not empty (spares an LPM lookup) */
 #define MASQ_CFG_KEEP_ANY_PORT (1U << 3)   /* no --port-range: a free original port is kept wherever it lies */
 #define MASQ_CFG_IPV6 (1U << 4)            /* --enable-ipv6: IPv6 is translated; without it, it passes untouched */
