@@ -17,11 +17,15 @@
 //! - new flow, single shot: distinct packets run once each (the timer and cold caches of a run
 //!   included).
 //!
-//! Then the port search at 0 %, 50 %, 90 % and 99 % fill of one destination's 1,000-port pool
-//! (single shots, the fill restored after each), and one GC pass over a full table.
+//! Then the IPv6 rows (`ebpf_test_run6.rs`), the port search at 0 %, 50 %, 90 % and 99 % fill of
+//! one destination's 1,000-port pool (single shots, the fill restored after each), and one GC
+//! pass over a full table.
 //!
 //! Run as root: `cargo bench -p masq-datapath --bench ebpf_test_run`; `-- --json` prints the
 //! figures as one JSON object instead of tables. Results: bench/ebpf.md.
+
+#[path = "ebpf_test_run6.rs"]
+mod ipv6;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -43,9 +47,9 @@ const NODE: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
 const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
 const EXTERNAL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const KEPT: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
-const REPEAT: u32 = 1_000_000;
-const NEW_FLOWS: u32 = 20_000;
-const AMORTIZED_FLOWS: u32 = 4_000;
+pub(crate) const REPEAT: u32 = 1_000_000;
+pub(crate) const NEW_FLOWS: u32 = 20_000;
+pub(crate) const AMORTIZED_FLOWS: u32 = 4_000;
 const POOL_FIRST: u16 = 40000;
 const POOL_SIZE: u16 = 1000;
 const FILL_SAMPLES: u32 = 300;
@@ -77,7 +81,7 @@ fn cidrs(count: usize) -> Vec<Ipv4Net> {
     out
 }
 
-fn contents(count: usize) -> Contents {
+pub(crate) fn contents(count: usize) -> Contents {
     let mut c = Contents {
         config: MasqConfig::default(),
         ..Contents::default()
@@ -89,7 +93,7 @@ fn contents(count: usize) -> Contents {
     c
 }
 
-fn run(prog: &SchedClassifier, frame: &[u8], repeat: u32) -> Duration {
+pub(crate) fn run(prog: &SchedClassifier, frame: &[u8], repeat: u32) -> Duration {
     let mut out = vec![0u8; frame.len() + 64];
     prog.test_run(TestRunOptions {
         data_in: Some(frame),
@@ -101,7 +105,7 @@ fn run(prog: &SchedClassifier, frame: &[u8], repeat: u32) -> Duration {
     .duration
 }
 
-fn ns(d: Duration) -> f64 {
+pub(crate) fn ns(d: Duration) -> f64 {
     d.as_nanos() as f64
 }
 
@@ -145,7 +149,7 @@ fn new_flows(prog: &SchedClassifier) -> f64 {
 }
 
 /// The harness object: masq's programs plus `bench_new_flow` and `bench_new_inbound`.
-static HARNESS: &[u8] =
+pub(crate) static HARNESS: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_new_flows.bpf.o"));
 
 /// `AMORTIZED_FLOWS` new flows back to back through the harness program `harness`, starting
@@ -318,7 +322,18 @@ fn main() {
             println!("| {count} | {} |", cells.join(" | "));
         }
     }
+    let row6 = ipv6::row(1_000);
+    for (column, value) in ipv6::COLUMNS.iter().zip(row6) {
+        figures.insert(format!("IPv6, 1000 CIDRs: {column}"), value);
+    }
     if !json {
+        println!(
+            "\nIPv6 (--enable-ipv6), 1000 CIDRs of each family:\n| {} |\n|{}",
+            ipv6::COLUMNS.join(" | "),
+            "---:|".repeat(ipv6::COLUMNS.len())
+        );
+        let cells: Vec<String> = row6.iter().map(|v| format!("{v:.0}")).collect();
+        println!("| {} |", cells.join(" | "));
         println!("\n| pool fill | new flow, single shot (ns) |\n|---:|---:|");
     }
     for fill in [0, 50, 90, 99] {

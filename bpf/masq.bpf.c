@@ -17,6 +17,7 @@ enum egress_action {
 	EGRESS_PASS = 0,       /* leaves untranslated */
 	EGRESS_TRANSLATE = 1,  /* source rewritten in place */
 	EGRESS_STEER = 2,      /* source rewritten, then redirected to the egress interface */
+	EGRESS_REMAP = 3,      /* the flow's port is another flow's now: map it anew */
 };
 
 /* The translation a packet gets. */
@@ -24,6 +25,9 @@ struct egress_to {
 	__be32 addr;
 	__be16 port;
 };
+
+/* IPv6: the same functions on the IPv6 engine, after the definitions above. */
+#include "masq6.h"
 
 /*
  * A fragment after the first follows the first one's fate: translated alike, passed, dropped
@@ -80,10 +84,12 @@ __always_inline_fn int egress_known_flow(struct __sk_buff *skb, const struct pkt
 		count(MASQ_PASS_TRACKED);
 		return EGRESS_PASS;
 	}
-	if (touched & TOUCH_REOPENED)
-		nat_reopen_reverse(fwd, e);
-	else if (touched & TOUCH_REFRESHED)
-		nat_restore_reverse(fwd, e);
+	if (((touched & TOUCH_REOPENED) && nat_reopen_reverse(fwd, e) < 0) ||
+	    ((touched & TOUCH_REFRESHED) && nat_restore_reverse(fwd, e) < 0)) {
+		bpf_map_delete_elem(&masq_nat_egress, fwd);
+		count(MASQ_NAT_REMAPPED);
+		return EGRESS_REMAP;
+	}
 	to->addr = e->to_addr;
 	to->port = e->to_port;
 	if (steer && steer_lookup(skb, p->daddr, route) == 0)
@@ -219,9 +225,8 @@ __always_inline_fn int egress(struct __sk_buff *skb, const int steer)
 	/* Flows in the table first: they never pay for the CIDR lookups. */
 	tuple_from_pkt(&fwd, &p);
 	e = bpf_map_lookup_elem(&masq_nat_egress, &fwd);
-	if (e)
-		action = egress_known_flow(skb, &p, &fwd, e, steer, &route, &to);
-	else
+	action = e ? egress_known_flow(skb, &p, &fwd, e, steer, &route, &to) : EGRESS_REMAP;
+	if (action == EGRESS_REMAP)
 		action = egress_new_flow(skb, &p, &fwd, steer, &route, &to);
 
 	/* Every outcome, in one place, so the later fragments cannot diverge from this one. */
@@ -239,15 +244,21 @@ __always_inline_fn int egress(struct __sk_buff *skb, const int steer)
 	return action == EGRESS_STEER ? steer_redirect(skb, &route) : MASQ_CONTINUE;
 }
 
+/* Each program dispatches on the frame's protocol: IPv6 to masq6.h, the rest to the IPv4 path
+ * (which passes anything but IPv4). */
 SEC("classifier")
 int masq_egress(struct __sk_buff *skb)
 {
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return egress6(skb, 0);
 	return egress(skb, 0);
 }
 
 SEC("classifier")
 int masq_steer(struct __sk_buff *skb)
 {
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return egress6(skb, 1);
 	return egress(skb, 1);
 }
 
@@ -283,7 +294,8 @@ __always_inline_fn int ingress_untracked(const struct pkt *p, const struct nat_t
 	return MASQ_CONTINUE;
 }
 
-/* Reverse SNAT of a packet arriving, and the record of flows that begin outside. */
+/* Reverse SNAT of an IPv4 packet arriving, and the record of flows that begin outside
+ * (masq_ingress dispatches). */
 __always_inline_fn int ingress(struct __sk_buff *skb)
 {
 	struct frag_value *seen;
@@ -340,5 +352,7 @@ __always_inline_fn int ingress(struct __sk_buff *skb)
 SEC("classifier")
 int masq_ingress(struct __sk_buff *skb)
 {
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return ingress6(skb);
 	return ingress(skb);
 }

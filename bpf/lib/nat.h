@@ -120,54 +120,66 @@ __always_inline_fn __u64 nat_now(void)
 
 /* nat_touch's answer, a bit set. */
 #define TOUCH_REFRESHED 1 /* the timestamp moved: a cheap moment for rarer checks */
-#define TOUCH_REOPENED 2  /* a SYN reused a closing flow: its partner must reopen too */
+#define TOUCH_REOPENED 2  /* a new SYN: the flow starts over, its partner must too */
 
 /*
  * Keeps an entry alive for the GC and follows the flow's state the way conntrack does: the
  * first packet of the reply direction (reply = 1) marks it replied; a TCP FIN or RST marks it
- * closing; a new SYN (no ACK) on a closing flow in the original direction reopens it, since the
- * 4-tuple is being reused by a new connection (conntrack: TCP_CONNTRACK_CLOSE → SYN_SENT).
+ * closing; a new SYN (no ACK) in the original direction starts it over, closing or not (the
+ * partner half may be the one a reset closed), since the 4-tuple is being reused by a new
+ * connection (conntrack: TCP_CONNTRACK_CLOSE → SYN_SENT). SYNs are rare on known flows, so the
+ * partner's lookup this costs is too.
  * Writes happen only when something changes, so established packets touch no cache line but
  * once per NAT_TOUCH_JIFFIES.
  */
-__always_inline_fn int nat_touch(struct nat_entry *e, const struct pkt *p, int reply)
+__always_inline_fn int nat_touch_state(__u8 *entry_flags, __u64 *last_seen, __u8 proto,
+					__u8 tcp_flags, int reply)
 {
 	__u64 now = nat_now();
-	__u8 flags = e->flags;
+	__u8 flags = *entry_flags;
 	int touched = 0;
 
-	if (now - e->last_seen >= NAT_TOUCH_JIFFIES) {
-		e->last_seen = now;
+	if (now - *last_seen >= NAT_TOUCH_JIFFIES) {
+		*last_seen = now;
 		touched |= TOUCH_REFRESHED;
 	}
-	if (p->proto == IPPROTO_TCP) {
-		if (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
+	if (proto == IPPROTO_TCP) {
+		if (tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
 			if (!(flags & NAT_F_CLOSING))
-				e->flags = flags | NAT_F_CLOSING;
+				*entry_flags = flags | NAT_F_CLOSING;
 			return touched;
 		}
-		if (!reply && (flags & NAT_F_CLOSING) &&
-		    (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
-			e->flags = flags & ~(NAT_F_CLOSING | NAT_F_REPLIED);
-			e->last_seen = now;
+		/* Whichever side closed it: the partner half may be the closing one. */
+		if (!reply && (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
+			if (flags & (NAT_F_CLOSING | NAT_F_REPLIED))
+				*entry_flags = flags & ~(NAT_F_CLOSING | NAT_F_REPLIED);
+			*last_seen = now;
 			return touched | TOUCH_REOPENED;
 		}
 	}
 	if (reply && !(flags & NAT_F_REPLIED))
-		e->flags = flags | NAT_F_REPLIED;
+		*entry_flags = flags | NAT_F_REPLIED;
 	return touched;
+}
+
+/* nat_touch_state on an IPv4 entry (IPv6: nat6_touch, lib/nat6.h). */
+__always_inline_fn int nat_touch(struct nat_entry *e, const struct pkt *p, int reply)
+{
+	return nat_touch_state(&e->flags, &e->last_seen, p->proto, p->tcp_flags, reply);
 }
 
 /*
  * The two halves of a pair are separate entries. Only the GC deletes, but a half can still go
  * missing (an entry deleted by hand, an upgrade that carried one map over and not the other);
  * whenever a flow's timestamp is refreshed the program puts the other half back, so neither
- * direction ever stops being translated. NOEXIST: if the port went to another flow meanwhile,
- * that flow keeps it and the GC settles the rest.
+ * direction ever stops being translated. Returns -1 when the port went to another flow (or the
+ * node) while the reverse half was missing: the replies are that flow's now, and this flow
+ * must be mapped anew (its caller drops the forward half and starts over).
  */
-__always_inline_fn void nat_restore_reverse(const struct nat_tuple *fwd, const struct nat_entry *e)
+__always_inline_fn int nat_restore_reverse(const struct nat_tuple *fwd, const struct nat_entry *e)
 {
 	struct nat_tuple rev;
+	struct nat_entry *r;
 	struct nat_entry val = {
 		.to_addr = fwd->saddr,
 		.to_port = fwd->sport,
@@ -177,10 +189,13 @@ __always_inline_fn void nat_restore_reverse(const struct nat_tuple *fwd, const s
 	};
 
 	reverse_of(&rev, fwd, e);
-	if (bpf_map_lookup_elem(&masq_nat_ingress, &rev))
-		return;
+	r = bpf_map_lookup_elem(&masq_nat_ingress, &rev);
+	if (r)
+		return (r->flags & NAT_F_HOST) || r->to_addr != fwd->saddr ||
+			       r->to_port != fwd->sport ? -1 : 0;
 	if (bpf_map_update_elem(&masq_nat_ingress, &rev, &val, BPF_NOEXIST) == 0)
 		count(MASQ_NAT_REVERSE_RESTORED);
+	return 0;
 }
 
 /* The same from the reply side: a missing forward half would let the pod's next packet leave
@@ -203,20 +218,20 @@ __always_inline_fn void nat_restore_forward(const struct nat_tuple *rev, const s
 		count(MASQ_NAT_FORWARD_RESTORED);
 }
 
-/* A reused 4-tuple reopened the forward half: the reverse half starts over too (or comes back). */
-__always_inline_fn void nat_reopen_reverse(const struct nat_tuple *fwd, const struct nat_entry *e)
+/* A reused 4-tuple reopened the forward half: the reverse half starts over too (or comes back).
+ * -1 as nat_restore_reverse. */
+__always_inline_fn int nat_reopen_reverse(const struct nat_tuple *fwd, const struct nat_entry *e)
 {
 	struct nat_tuple rev;
 	struct nat_entry *r;
 
 	reverse_of(&rev, fwd, e);
 	r = bpf_map_lookup_elem(&masq_nat_ingress, &rev);
-	if (!r) {
-		nat_restore_reverse(fwd, e);
-		return;
-	}
+	if (!r || (r->flags & NAT_F_HOST) || r->to_addr != fwd->saddr || r->to_port != fwd->sport)
+		return nat_restore_reverse(fwd, e);
 	r->flags &= ~(NAT_F_CLOSING | NAT_F_REPLIED);
 	r->last_seen = e->last_seen;
+	return 0;
 }
 
 __always_inline_fn int is_local_addr(__be32 addr)

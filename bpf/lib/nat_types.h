@@ -13,8 +13,12 @@
 
 /* masq_config.flags */
 #define MASQ_CFG_MASQ_LINK_LOCAL (1U << 0) /* masqLinkLocal: 169.254.0.0/16 is masqueraded */
-#define MASQ_CFG_POD_CIDRS (1U << 1)       /* --pod-cidr given: only sources in masq_pod_cidrs are pods */
+#define MASQ_CFG_POD_CIDRS (1U << 1)       /* --pod-cidr given: only sources in masq_pod_cidrs(6) are pods */
 #define MASQ_CFG_SRC_CIDRS (1U << 2)       /* masq_nonmasq_src is not empty (spares an LPM lookup) */
+/* (1U << 3) retired: the original port is no longer preferred */
+#define MASQ_CFG_IPV6 (1U << 4)            /* --enable-ipv6: IPv6 is translated; without it, it passes untouched */
+#define MASQ_CFG_MASQ_LINK_LOCAL6 (1U << 5) /* masqLinkLocalIPv6: fe80::/10 is masqueraded */
+#define MASQ_CFG_SRC_CIDRS6 (1U << 6)      /* masq_nonmasq_src6 is not empty (spares an LPM lookup) */
 
 struct masq_config {
 	__u32 port_count; /* valid entries of masq_ports */
@@ -113,5 +117,71 @@ struct frag_value {
 	__u32 flags;
 };
 build_bug_on(sizeof(struct frag_value) != 8);
+
+/*
+ * IPv6: the same structs with 16-byte addresses (four words in network order), kept in maps of
+ * their own (masq_nat6_*, lib/nat6.h) so the IPv4 entries stay small. The flags and the
+ * meaning of every field are those of the IPv4 structs above.
+ */
+
+struct lpm_v6_key {
+	__u32 prefixlen;
+	__be32 addr[4];
+};
+build_bug_on(sizeof(struct lpm_v6_key) != 20);
+
+/* A map key or value holding one IPv6 address (masq_snat_addrs6, masq_local_addrs6). */
+struct v6_addr {
+	__be32 a[4];
+};
+build_bug_on(sizeof(struct v6_addr) != 16);
+
+struct nat_tuple6 {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+build_bug_on(sizeof(struct nat_tuple6) != 40);
+
+struct nat_entry6 {
+	__be32 to_addr[4];
+	__be16 to_port;
+	__u8 flags;
+	__u8 pad[5];
+	__u64 created;   /* jiffies (nat_now) */
+	__u64 last_seen; /* jiffies */
+};
+build_bug_on(sizeof(struct nat_entry6) != 40);
+
+struct alloc_failure6 {
+	__be32 snat_addr[4];
+	__be32 daddr[4];
+	__be16 dport;
+	__u8 proto;
+	__u8 pad;
+	__u32 span;
+	__u64 when; /* jiffies; 0: never */
+};
+build_bug_on(sizeof(struct alloc_failure6) != 48);
+
+/* IPv6 fragments carry a 32-bit identification in their fragment header. */
+struct frag_key6 {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be32 id;
+	__u8 proto;
+	__u8 ingress;
+	__u8 pad[2];
+};
+build_bug_on(sizeof(struct frag_key6) != 40);
+
+struct frag_value6 {
+	__be32 to_addr[4]; /* all zero: the first fragment was left untouched */
+	__u32 flags;       /* FRAG_F_* */
+};
+build_bug_on(sizeof(struct frag_value6) != 20);
 
 #endif /* MASQ_LIB_NAT_TYPES_H */

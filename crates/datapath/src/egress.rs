@@ -144,15 +144,24 @@ impl IpRules {
         }
     }
 
-    /// Interfaces holding an IPv4 unicast default route in any routing table: a VPC-native
-    /// node's uplinks (the primary in `main`, each ENI in its own table).
-    pub fn default_route_interfaces(&self) -> Result<BTreeSet<String>, Error> {
+    /// Interfaces holding an IPv4 unicast default route in any routing table (and, with
+    /// `ipv6`, an IPv6 one): a VPC-native node's uplinks (the primary in `main`, each ENI in its
+    /// own table).
+    pub fn default_route_interfaces(&self, ipv6: bool) -> Result<BTreeSet<String>, Error> {
+        let mut uplinks = self.default_routes_of("-4")?;
+        if ipv6 {
+            uplinks.extend(self.default_routes_of("-6")?);
+        }
+        Ok(uplinks)
+    }
+
+    fn default_routes_of(&self, family: &str) -> Result<BTreeSet<String>, Error> {
         let text = self.run(&[
-            "-4", "-j", "route", "show", "table", "all", "type", "unicast",
+            family, "-j", "route", "show", "table", "all", "type", "unicast",
         ])?;
         let routes: Value = serde_json::from_str(text.trim()).map_err(|e| Error::Command {
             program: self.program.clone(),
-            message: format!("reading `ip -4 -j route show table all`: {e}"),
+            message: format!("reading `ip {family} -j route show table all`: {e}"),
         })?;
         Ok(routes
             .as_array()

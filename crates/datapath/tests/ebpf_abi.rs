@@ -84,6 +84,24 @@ fn shared_structs_have_the_rust_layout() {
             "alloc_failure",
             [snat_addr, daddr, dport, proto, pad, span, when]
         );
+        same_layout!(
+            &btf,
+            NatTuple6,
+            "nat_tuple6",
+            [saddr, daddr, sport, dport, proto, pad]
+        );
+        same_layout!(
+            &btf,
+            NatEntry6,
+            "nat_entry6",
+            [to_addr, to_port, flags, pad, created, last_seen]
+        );
+        same_layout!(
+            &btf,
+            AllocFailure6,
+            "alloc_failure6",
+            [snat_addr, daddr, dport, proto, pad, span, when]
+        );
     }
 }
 
@@ -97,7 +115,7 @@ fn maps_have_the_sizes_the_rust_side_uses() {
             .unwrap_or_else(|| panic!("map {n} is not in the object"))
     };
     // (map, key size, value size): the Rust types `Maps` reads and writes them with.
-    let checks: [(&str, usize, usize); 9] = [
+    let checks: [(&str, usize, usize); 17] = [
         (name::CONFIG, 4, size_of::<MasqConfig>()),
         (name::STEER, 4, size_of::<MasqSteer>()),
         (name::SNAT_ADDRS, 4, 4),
@@ -115,13 +133,30 @@ fn maps_have_the_sizes_the_rust_side_uses() {
         (name::COUNTERS, 4, 8),
         (name::ALLOC_FAILURE, 4, size_of::<AllocFailure>()),
         (name::PORTS, 4, 2),
+        (name::SNAT_ADDRS6, 4, 16),
+        (name::LOCAL_ADDRS6, 16, 1),
+        // LPM keys: the prefix length, then the address (aya's `Key<[u8; 16]>`).
+        (name::NONMASQ_DST6, 20, 1),
+        (name::NONMASQ_SRC6, 20, 1),
+        (name::POD_CIDRS6, 20, 1),
+        (
+            name::NAT6_EGRESS,
+            size_of::<NatTuple6>(),
+            size_of::<NatEntry6>(),
+        ),
+        (
+            name::NAT6_INGRESS,
+            size_of::<NatTuple6>(),
+            size_of::<NatEntry6>(),
+        ),
+        (name::ALLOC_FAILURE6, 4, size_of::<AllocFailure6>()),
     ];
     for (n, key, value) in checks {
         let m = map(n);
         assert_eq!(m.key_size() as usize, key, "key size of {n}");
         assert_eq!(m.value_size() as usize, value, "value size of {n}");
     }
-    for n in [name::NAT_EGRESS, name::NAT_INGRESS] {
+    for n in name::NAT_HALVES {
         assert_eq!(
             map(n).max_entries(),
             DEFAULT_NAT_CAPACITY,
@@ -192,6 +227,9 @@ fn constants_are_the_same_numbers_on_both_sides() {
     expect("NAT_F_REPLIED", NAT_F_REPLIED.into());
     expect("NAT_F_PASS", NAT_F_PASS.into());
     expect("NAT_F_INBOUND", NAT_F_INBOUND.into());
+    expect("MASQ_CFG_IPV6", CFG_IPV6.into());
+    expect("MASQ_CFG_MASQ_LINK_LOCAL6", CFG_MASQ_LINK_LOCAL6.into());
+    expect("MASQ_CFG_SRC_CIDRS6", CFG_SRC_CIDRS6.into());
     expect("MASQ_NAT_MAX", DEFAULT_NAT_CAPACITY.into());
     expect("MASQ_PORTS_MAX", PORTS_MAX.into());
     expect(
@@ -202,5 +240,5 @@ fn constants_are_the_same_numbers_on_both_sides() {
     let flags = c.keys().filter(|k| k.starts_with("NAT_F_")).count();
     assert_eq!(flags, 6, "a NAT_F_ flag the Rust side does not know");
     let cfg = c.keys().filter(|k| k.starts_with("MASQ_CFG_")).count();
-    assert_eq!(cfg, 3, "a MASQ_CFG_ flag the Rust side does not know");
+    assert_eq!(cfg, 6, "a MASQ_CFG_ flag the Rust side does not know");
 }

@@ -4,14 +4,26 @@
 
 #[path = "ebpf_test_run/cases.rs"]
 mod cases;
+#[path = "ebpf_test_run/cases6.rs"]
+mod cases6;
 #[path = "ebpf_test_run/direction.rs"]
 mod direction;
+#[path = "ebpf_test_run/ext6.rs"]
+mod ext6;
+#[path = "ebpf_test_run/flows6.rs"]
+mod flows6;
 #[path = "ebpf_test_run/harness.rs"]
 mod harness;
+#[path = "ebpf_test_run/harness6.rs"]
+mod harness6;
+#[path = "ebpf_test_run/icmp6.rs"]
+mod icmp6;
 #[path = "ebpf_test_run/lifecycle.rs"]
 mod lifecycle;
 #[path = "ebpf_test_run/model.rs"]
 mod model;
+#[path = "ebpf_test_run/model6.rs"]
+mod model6;
 #[path = "ebpf_test_run/ports.rs"]
 mod ports;
 #[path = "ebpf_test_run/steer.rs"]

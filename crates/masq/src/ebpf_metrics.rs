@@ -1,7 +1,8 @@
 //! The eBPF datapath's metrics (README: Observability), read from the pinned maps at each scrape so they
 //! are never stale and cost nothing between scrapes: packets by reason, drops by reason,
 //! translations, NAT entries and pressure, port-allocation retries and failures, and the most
-//! saturated (SNAT address, destination) port pool.
+//! saturated (SNAT address, destination) port pool. Both address families: the counters are
+//! shared, the entries also come by family.
 
 use std::path::{Path, PathBuf};
 
@@ -124,7 +125,7 @@ impl Collector for EbpfCollector {
             {
                 let mut family = encoder.encode_descriptor(
                     "ebpf_nat_entries",
-                    "NAT table entries, by half",
+                    "NAT table entries, by half (both address families)",
                     None,
                     MetricType::Gauge,
                 )?;
@@ -136,15 +137,31 @@ impl Collector for EbpfCollector {
                     ConstGauge::new(i64::from(value)).encode(family.encode_family(&labels)?)?;
                 }
             }
+            {
+                let mut family = encoder.encode_descriptor(
+                    "ebpf_nat_entries_by_family",
+                    "NAT table entries, by address family (each has its own maps) and half",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for (address_family, forward, reverse) in &pressure.by_family {
+                    for (direction, value) in [("egress", forward), ("ingress", reverse)] {
+                        let labels = [("family", *address_family), ("direction", direction)];
+                        ConstGauge::new(i64::from(*value))
+                            .encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
             gauge(
                 &mut encoder,
                 "ebpf_nat_pressure",
-                "Fullness of the NAT table, 0 to 1",
+                "Fullness of the fullest NAT map (either family), 0 to 1",
                 pressure.ratio(),
             )?;
             if let Some(pool) = &pressure.busiest_pool {
                 let snat = pool.snat_addr.to_string();
-                let destination = format!("{}:{}", pool.dst_addr, pool.dst_port);
+                let destination =
+                    std::net::SocketAddr::new(pool.dst_addr, pool.dst_port).to_string();
                 let protocol = masq_datapath::ebpf::nat::proto_name(pool.proto);
                 let mut family = encoder.encode_descriptor(
                     "ebpf_port_pool_saturation",
@@ -163,7 +180,8 @@ impl Collector for EbpfCollector {
             if let Some(failed) = &pressure.last_failure {
                 let pool = &failed.pool;
                 let snat = pool.snat_addr.to_string();
-                let destination = format!("{}:{}", pool.dst_addr, pool.dst_port);
+                let destination =
+                    std::net::SocketAddr::new(pool.dst_addr, pool.dst_port).to_string();
                 let protocol = masq_datapath::ebpf::nat::proto_name(pool.proto);
                 let mut family = encoder.encode_descriptor(
                     "ebpf_port_pool_fill_at_last_failure",

@@ -11,7 +11,10 @@
 //! test's thread, plus its own scenarios in `ebpf_scenarios` (module `ebpf_only` below):
 //! floods, shared source ports, `kill -9` under traffic, the NAT table, `auto`, port exhaustion,
 //! a CNI's program on the same hooks and the bpffs the agent mounts itself.
+//!
+//! Dual stack (`--enable-ipv6`, issue 17): module `dual_stack`, every datapath again.
 
+mod dual_stack;
 mod ebpf_scenarios;
 mod harness;
 

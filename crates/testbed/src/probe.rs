@@ -281,15 +281,20 @@ impl UdpEchoServer {
 /// Sends a datagram from `ns` to `server` (retrying, as the first one can be lost while
 /// neighbours are resolved) and returns the source address the server saw.
 pub fn udp_source(ns: &Netns, server: SocketAddr) -> Result<IpAddr> {
+    let any: IpAddr = match server {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    udp_source_from(ns, SocketAddr::new(any, 0), server)
+}
+
+/// [`udp_source`] from a socket bound to `local`. The answer counts only when it comes from
+/// `server` itself: a reply translated on its way (another source address or port) is no
+/// answer, as for a connected client.
+pub fn udp_source_from(ns: &Netns, local: SocketAddr, server: SocketAddr) -> Result<IpAddr> {
     let socket = ns
-        .enter(|| {
-            let any: IpAddr = match server {
-                SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-                SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-            };
-            UdpSocket::bind((any, 0))
-        })?
-        .with_context(|| format!("in {}: binding a udp client", ns.name()))?;
+        .enter(|| UdpSocket::bind(local))?
+        .with_context(|| format!("in {}: binding a udp client to {local}", ns.name()))?;
     let attempts = 3;
     socket.set_read_timeout(Some(PROBE_TIMEOUT / attempts))?;
     let mut buf = [0u8; 256];

@@ -12,16 +12,18 @@
 //! | ICMP echo | 30 s | `--nat-timeout-icmp` |
 //!
 //! A flow expires when it has been idle longer than its state allows; the idle time of a pair
-//! is that of its most recently used half, and its state combines both halves' flags.
+//! is that of its most recently used half, and its state combines both halves' flags. Both
+//! families' tables are collected in each pass, by the same code ([`super::family`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::clock::KernelClock;
+use super::family::{NatKey, NatValue};
 use super::maps::Maps;
 use super::types::{
-    NatEntry, NatTuple, NAT_F_CLOSING, NAT_F_HOST, NAT_F_INBOUND, NAT_F_PASS, NAT_F_REPLIED,
-    PROTO_TCP, PROTO_UDP,
+    NatEntry, NatTuple, NatTuple6, NAT_F_CLOSING, NAT_F_HOST, NAT_F_INBOUND, NAT_F_PASS,
+    NAT_F_REPLIED, PROTO_TCP, PROTO_UDP,
 };
 use crate::Error;
 
@@ -231,45 +233,17 @@ impl GcTotals {
     }
 }
 
-/// The reverse key of a forward half.
+/// The reverse key of an IPv4 forward half.
 pub fn reverse_of(fwd: &NatTuple, entry: &NatEntry) -> NatTuple {
-    NatTuple {
-        saddr: fwd.daddr,
-        daddr: entry.to_addr,
-        sport: fwd.dport,
-        dport: entry.to_port,
-        proto: fwd.proto,
-        pad: [0; 3],
-    }
+    fwd.reverse_of(entry)
 }
 
-/// The forward key of a reverse half.
+/// The forward key of an IPv4 reverse half.
 pub fn forward_of(rev: &NatTuple, entry: &NatEntry) -> NatTuple {
-    NatTuple {
-        saddr: entry.to_addr,
-        daddr: rev.saddr,
-        sport: entry.to_port,
-        dport: rev.sport,
-        proto: rev.proto,
-        pad: [0; 3],
-    }
+    rev.forward_of(entry)
 }
 
-/// The other half of `half`, as the programs would write it (same flags and times).
-fn partner_entry(key: &NatTuple, half: &NatEntry, other_key_is_reverse: bool) -> NatEntry {
-    let (to_addr, to_port) = if other_key_is_reverse {
-        (key.saddr, key.sport)
-    } else {
-        (key.daddr, key.dport)
-    };
-    NatEntry {
-        to_addr,
-        to_port,
-        ..*half
-    }
-}
-
-/// One GC pass at `now`, in jiffies (`clock.now()` in production).
+/// One GC pass at `now`, in jiffies (`clock.now()` in production), over both families.
 pub fn gc(
     maps: &mut Maps,
     clock: &KernelClock,
@@ -277,39 +251,49 @@ pub fn gc(
     timeouts: &NatTimeouts,
 ) -> Result<GcReport, Error> {
     let started = Instant::now();
-    let idle = |since: u64| clock.between(since, now);
     let mut report = GcReport::default();
-    let forward = maps.nat_egress_entries()?;
-    let reverse: HashMap<NatTuple, NatEntry> = maps.nat_ingress_entries()?.into_iter().collect();
-    let mut paired: HashSet<NatTuple> = HashSet::new();
-    let forward_keys: HashMap<NatTuple, NatEntry> = forward.iter().copied().collect();
+    gc_family::<NatTuple>(maps, clock, now, timeouts, &mut report)?;
+    gc_family::<NatTuple6>(maps, clock, now, timeouts, &mut report)?;
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// One family's part of a pass.
+fn gc_family<K: NatKey>(
+    maps: &mut Maps,
+    clock: &KernelClock,
+    now: u64,
+    timeouts: &NatTimeouts,
+    report: &mut GcReport,
+) -> Result<(), Error> {
+    let idle = |since: u64| clock.between(since, now);
+    let forward = K::forward_entries(maps)?;
+    let reverse: HashMap<K, K::Entry> = K::reverse_entries(maps)?.into_iter().collect();
+    let mut paired: HashSet<K> = HashSet::new();
+    let forward_keys: HashMap<K, K::Entry> = forward.iter().copied().collect();
 
     for (fkey, fval) in &forward {
-        let kind = FlowKind::of_forward(fval.flags);
+        let kind = FlowKind::of_forward(fval.flags());
         if kind != FlowKind::Translated {
-            let state = FlowState::of(fkey.proto, fval.flags);
-            if idle(fval.last_seen) > state.timeout(timeouts) {
-                let _ = maps.nat_egress.remove(fkey);
+            let state = FlowState::of(fkey.proto(), fval.flags());
+            if idle(fval.last_seen()) > state.timeout(timeouts) {
+                let _ = K::forward_map(maps).remove(fkey);
                 report.expired_passes += 1;
             } else {
                 *report.flows.entry((kind, state)).or_default() += 1;
             }
             continue;
         }
-        let rkey = reverse_of(fkey, fval);
+        let rkey = fkey.reverse_of(fval);
         match reverse.get(&rkey) {
             // A reverse half of this reply tuple that points back at this flow is its partner.
-            Some(rval)
-                if rval.flags & NAT_F_HOST == 0
-                    && rval.to_addr == fkey.saddr
-                    && rval.to_port == fkey.sport =>
-            {
+            Some(rval) if rval.flags() & NAT_F_HOST == 0 && K::points_back_to(rval, fkey) => {
                 paired.insert(rkey);
-                let state = FlowState::of(fkey.proto, fval.flags | rval.flags);
-                if idle(fval.last_seen.max(rval.last_seen)) > state.timeout(timeouts) {
+                let state = FlowState::of(fkey.proto(), fval.flags() | rval.flags());
+                if idle(fval.last_seen().max(rval.last_seen())) > state.timeout(timeouts) {
                     // The reverse half first: its port is free only once nothing translates to it.
-                    let _ = maps.nat_ingress.remove(&rkey);
-                    let _ = maps.nat_egress.remove(fkey);
+                    let _ = K::reverse_map(maps).remove(&rkey);
+                    let _ = K::forward_map(maps).remove(fkey);
                     report.expired_pairs += 1;
                 } else {
                     *report.flows.entry((kind, state)).or_default() += 1;
@@ -318,17 +302,16 @@ pub fn gc(
             // The port went to another flow (or the node): this flow cannot keep it. Its next
             // packet gets a new mapping; it never leaves untranslated.
             Some(_) => {
-                let _ = maps.nat_egress.remove(fkey);
+                let _ = K::forward_map(maps).remove(fkey);
                 report.superseded += 1;
             }
             None => {
-                let state = FlowState::of(fkey.proto, fval.flags);
-                if idle(fval.last_seen) > state.timeout(timeouts) {
-                    let _ = maps.nat_egress.remove(fkey);
+                let state = FlowState::of(fkey.proto(), fval.flags());
+                if idle(fval.last_seen()) > state.timeout(timeouts) {
+                    let _ = K::forward_map(maps).remove(fkey);
                     report.expired_pairs += 1;
-                } else if maps
-                    .nat_ingress
-                    .insert(rkey, partner_entry(fkey, fval, true), BPF_NOEXIST)
+                } else if K::reverse_map(maps)
+                    .insert(rkey, fkey.partner_entry(fval, true), BPF_NOEXIST)
                     .is_ok()
                 {
                     report.restored_reverse += 1;
@@ -342,38 +325,37 @@ pub fn gc(
         if paired.contains(rkey) {
             continue;
         }
-        let state = FlowState::of(rkey.proto, rval.flags);
-        let expired = idle(rval.last_seen) > state.timeout(timeouts);
-        if rval.flags & NAT_F_HOST != 0 {
+        let state = FlowState::of(rkey.proto(), rval.flags());
+        let expired = idle(rval.last_seen()) > state.timeout(timeouts);
+        if rval.flags() & NAT_F_HOST != 0 {
             if expired {
-                let _ = maps.nat_ingress.remove(rkey);
+                let _ = K::reverse_map(maps).remove(rkey);
                 report.host_reservations += 1;
             } else {
                 *report.flows.entry((FlowKind::Host, state)).or_default() += 1;
             }
             continue;
         }
-        let fkey = forward_of(rkey, rval);
+        let fkey = rkey.forward_of(rval);
         match forward_keys.get(&fkey) {
             // The pod's tuple is another flow's now (kept, or translated to another port).
             Some(_) => {
-                let _ = maps.nat_ingress.remove(rkey);
+                let _ = K::reverse_map(maps).remove(rkey);
                 report.superseded += 1;
             }
             None if expired => {
-                let _ = maps.nat_ingress.remove(rkey);
+                let _ = K::reverse_map(maps).remove(rkey);
                 report.expired_pairs += 1;
             }
-            None if idle(rval.created) < FORWARD_GRACE => {
+            None if idle(rval.created()) < FORWARD_GRACE => {
                 *report
                     .flows
                     .entry((FlowKind::Translated, state))
                     .or_default() += 1;
             }
             None => {
-                if maps
-                    .nat_egress
-                    .insert(fkey, partner_entry(rkey, rval, false), BPF_NOEXIST)
+                if K::forward_map(maps)
+                    .insert(fkey, rkey.partner_entry(rval, false), BPF_NOEXIST)
                     .is_ok()
                 {
                     report.restored_forward += 1;
@@ -385,8 +367,7 @@ pub fn gc(
             }
         }
     }
-    report.duration = started.elapsed();
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -439,7 +420,7 @@ mod tests {
             last_seen: 9,
         };
         let rev = reverse_of(&fwd, &entry);
-        let back = partner_entry(&fwd, &entry, true);
+        let back = fwd.partner_entry(&entry, true);
         assert_eq!(forward_of(&rev, &back), fwd);
         assert_eq!(
             (back.flags, back.created, back.last_seen),

@@ -12,9 +12,11 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipnet::{IpNet, Ipv4Net};
 
+use super::maps6::{AgentMaps6, Contents6};
 use super::types::{
-    AllocFailure, MasqConfig, MasqSteer, NatEntry, NatTuple, CFG_MASQ_LINK_LOCAL, CFG_POD_CIDRS,
-    CFG_SRC_CIDRS,
+    AllocFailure, AllocFailure6, MasqConfig, MasqSteer, NatEntry, NatEntry6, NatTuple, NatTuple6,
+    CFG_IPV6, CFG_MASQ_LINK_LOCAL, CFG_MASQ_LINK_LOCAL6, CFG_POD_CIDRS, CFG_SRC_CIDRS,
+    CFG_SRC_CIDRS6,
 };
 use super::{batch, kernel_err, PortRange};
 use crate::{Desired, Error};
@@ -69,8 +71,33 @@ pub mod name {
     pub const ALLOC_FAILURE: &str = "masq_alloc_failure";
     /// The port table: index → port (network order).
     pub const PORTS: &str = "masq_ports";
+
+    /// ifindex → IPv6 SNAT address (0: every interface).
+    pub const SNAT_ADDRS6: &str = "masq_snat_addrs6";
+    /// The node's own IPv6 addresses.
+    pub const LOCAL_ADDRS6: &str = "masq_local_addrs6";
+    /// nonMasqueradeCIDRs (+ native-routing CIDR), IPv6.
+    pub const NONMASQ_DST6: &str = "masq_nonmasq_dst6";
+    /// nonMasqueradeSrcCIDRs, IPv6.
+    pub const NONMASQ_SRC6: &str = "masq_nonmasq_src6";
+    /// --pod-cidr, IPv6.
+    pub const POD_CIDRS6: &str = "masq_pod_cidrs6";
+    /// Forward NAT halves, IPv6.
+    pub const NAT6_EGRESS: &str = "masq_nat6_egress";
+    /// Reverse NAT halves, IPv6.
+    pub const NAT6_INGRESS: &str = "masq_nat6_ingress";
+    /// Fragment tracking, IPv6.
+    pub const FRAGS6: &str = "masq_frags6";
+    /// `struct alloc_failure6`, one entry.
+    pub const ALLOC_FAILURE6: &str = "masq_alloc_failure6";
+    /// Per-CPU scratch of the IPv6 port search (programs only; nothing to read).
+    pub const PORT_SEARCH6: &str = "masq_port_search6";
+    /// Per-CPU scratch the IPv6 parser makes the verifier forget a range with (programs only).
+    pub const SCRATCH6: &str = "masq_scratch6";
+    /// The NAT halves whose size `--nat-table-size` sets.
+    pub const NAT_HALVES: [&str; 4] = [NAT_EGRESS, NAT_INGRESS, NAT6_EGRESS, NAT6_INGRESS];
     /// Every map, in the order they are pinned.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 24] = [
         CONFIG,
         SNAT_ADDRS,
         LOCAL_ADDRS,
@@ -84,6 +111,17 @@ pub mod name {
         STEER,
         ALLOC_FAILURE,
         PORTS,
+        SNAT_ADDRS6,
+        LOCAL_ADDRS6,
+        NONMASQ_DST6,
+        NONMASQ_SRC6,
+        POD_CIDRS6,
+        NAT6_EGRESS,
+        NAT6_INGRESS,
+        FRAGS6,
+        ALLOC_FAILURE6,
+        PORT_SEARCH6,
+        SCRATCH6,
     ];
 }
 
@@ -108,17 +146,24 @@ pub struct Maps {
     ports_fd: OwnedFd,
     pub(crate) nat_egress: HashMap<MapData, NatTuple, NatEntry>,
     pub(crate) nat_ingress: HashMap<MapData, NatTuple, NatEntry>,
+    /// The IPv6 maps the agent fills.
+    pub(crate) v6: AgentMaps6,
+    pub(crate) alloc_failure6: Array<MapData, AllocFailure6>,
+    pub(crate) nat6_egress: HashMap<MapData, NatTuple6, NatEntry6>,
+    pub(crate) nat6_ingress: HashMap<MapData, NatTuple6, NatEntry6>,
     /// Second descriptors of the NAT halves for batch reads (aya keeps its own private).
     nat_egress_fd: OwnedFd,
     nat_ingress_fd: OwnedFd,
+    pub(crate) nat6_egress_fd: OwnedFd,
+    pub(crate) nat6_ingress_fd: OwnedFd,
     /// `max_entries` of each NAT half.
     nat_capacity: u32,
 }
 
 /// A NAT half, typed, a descriptor of it for [`batch::read_all`], and its capacity.
-type NatHalf = (HashMap<MapData, NatTuple, NatEntry>, OwnedFd, u32);
+type NatHalf<K, V> = (HashMap<MapData, K, V>, OwnedFd, u32);
 
-fn nat_half(map: Map, name: &str) -> Result<NatHalf, Error> {
+fn nat_half<K: aya::Pod, V: aya::Pod>(map: Map, name: &str) -> Result<NatHalf<K, V>, Error> {
     let (fd, capacity) = match &map {
         Map::LruHashMap(data) | Map::HashMap(data) => (
             data.fd()
@@ -172,6 +217,10 @@ impl Maps {
             nat_half(get(name::NAT_EGRESS)?, name::NAT_EGRESS)?;
         let (nat_ingress, nat_ingress_fd, _) =
             nat_half(get(name::NAT_INGRESS)?, name::NAT_INGRESS)?;
+        let (nat6_egress, nat6_egress_fd, _) =
+            nat_half(get(name::NAT6_EGRESS)?, name::NAT6_EGRESS)?;
+        let (nat6_ingress, nat6_ingress_fd, _) =
+            nat_half(get(name::NAT6_INGRESS)?, name::NAT6_INGRESS)?;
         let ports_map = get(name::PORTS)?;
         let ports_fd = match &ports_map {
             Map::Array(data) => data
@@ -182,6 +231,12 @@ impl Maps {
             _ => return Err(Error::Unsupported("map masq_ports is not an array".into())),
         };
         Ok(Maps {
+            v6: AgentMaps6::build(&mut get)?,
+            alloc_failure6: typed!(name::ALLOC_FAILURE6),
+            nat6_egress,
+            nat6_ingress,
+            nat6_egress_fd,
+            nat6_ingress_fd,
             config: typed!(name::CONFIG),
             steer: typed!(name::STEER),
             snat_addrs: typed!(name::SNAT_ADDRS),
@@ -275,6 +330,7 @@ impl Maps {
             nonmasq_dst: read_trie(&self.nonmasq_dst, name::NONMASQ_DST)?,
             nonmasq_src: read_trie(&self.nonmasq_src, name::NONMASQ_SRC)?,
             pod_cidrs: read_trie(&self.pod_cidrs, name::POD_CIDRS)?,
+            v6: self.v6.read()?,
         })
     }
 
@@ -332,13 +388,18 @@ impl Maps {
                 writes += 1;
             }
         }
+        writes += self.v6.add_missing(&have.v6, &want.v6)?;
         // The config last among additions: the pod-CIDR flag must not switch on before the
-        // pod trie holds the CIDRs (every source would stop being a pod for a moment).
-        // CFG_SRC_CIDRS only spares a lookup in an empty trie: derive it, never trust it.
+        // pod trie holds the CIDRs (every source would stop being a pod for a moment), nor
+        // IPv6 before its maps are filled.
+        // CFG_SRC_CIDRS* only spare a lookup in an empty trie: derive them, never trust them.
         let mut config = want.config;
-        config.flags &= !CFG_SRC_CIDRS;
+        config.flags &= !(CFG_SRC_CIDRS | CFG_SRC_CIDRS6);
         if !want.nonmasq_src.is_empty() {
             config.flags |= CFG_SRC_CIDRS;
+        }
+        if !want.v6.nonmasq_src.is_empty() {
+            config.flags |= CFG_SRC_CIDRS6;
         }
         if have.config != config {
             self.config
@@ -386,6 +447,7 @@ impl Maps {
             &want.pod_cidrs,
             name::POD_CIDRS,
         )?;
+        writes += self.v6.remove_stale(&have.v6, &want.v6)?;
         Ok(writes)
     }
 }
@@ -470,6 +532,8 @@ pub struct Contents {
     pub nonmasq_src: BTreeSet<Ipv4Net>,
     /// --pod-cidr, IPv4 only.
     pub pod_cidrs: BTreeSet<Ipv4Net>,
+    /// The IPv6 maps (empty without `--enable-ipv6`).
+    pub v6: Contents6,
 }
 
 fn v4_nets<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> BTreeSet<Ipv4Net> {
@@ -497,8 +561,19 @@ impl Contents {
         if config.masq_link_local {
             flags |= CFG_MASQ_LINK_LOCAL;
         }
+        let v6 = Contents6::for_desired(desired);
+        if node.enable_ipv6 {
+            flags |= CFG_IPV6;
+            if config.masq_link_local_ipv6 {
+                flags |= CFG_MASQ_LINK_LOCAL6;
+            }
+            if !v6.nonmasq_src.is_empty() {
+                flags |= CFG_SRC_CIDRS6;
+            }
+        }
         let pod_cidrs = v4_nets(&node.pod_cidrs);
-        if !pod_cidrs.is_empty() {
+        // docs/decision.md: with --pod-cidr of either family, a pod is a source inside one.
+        if !node.pod_cidrs.is_empty() {
             flags |= CFG_POD_CIDRS;
         }
         let nonmasq_src = v4_nets(&config.non_masquerade_src_cidrs);
@@ -559,6 +634,7 @@ impl Contents {
             nonmasq_dst,
             nonmasq_src,
             pod_cidrs,
+            v6,
         }
     }
 
@@ -569,6 +645,7 @@ impl Contents {
             + self.nonmasq_dst.len()
             + self.nonmasq_src.len()
             + self.pod_cidrs.len()
+            + self.v6.len()
     }
 
     /// Always false: the config entry is always there.
@@ -589,6 +666,15 @@ impl Contents {
         );
         let _ = writeln!(out, "pod_cidrs_only {}", c.flags & CFG_POD_CIDRS != 0);
         let _ = writeln!(out, "src_cidrs {}", c.flags & CFG_SRC_CIDRS != 0);
+        if c.flags & CFG_IPV6 != 0 {
+            let _ = writeln!(out, "ipv6 true");
+            let _ = writeln!(
+                out,
+                "masq_link_local_ipv6 {}",
+                c.flags & CFG_MASQ_LINK_LOCAL6 != 0
+            );
+            let _ = writeln!(out, "src_cidrs_ipv6 {}", c.flags & CFG_SRC_CIDRS6 != 0);
+        }
         let _ = writeln!(out, "# map {}", name::STEER);
         let _ = writeln!(
             out,
@@ -619,6 +705,10 @@ impl Contents {
             for net in nets {
                 let _ = writeln!(out, "{net}");
             }
+        }
+        // IPv6 only where it is on: an IPv4-only node's output stays as it was.
+        if c.flags & CFG_IPV6 != 0 {
+            self.v6.render(&mut out);
         }
         out
     }

@@ -19,10 +19,12 @@ pub mod carry;
 pub mod clock;
 #[cfg(feature = "test-programs")]
 pub mod cni_like;
+pub mod family;
 pub mod gc;
 pub mod hooks;
 pub mod kfunc;
 pub mod maps;
+pub mod maps6;
 pub mod nat;
 mod tc_dump;
 pub mod types;
@@ -36,6 +38,7 @@ use aya::EbpfLoader;
 
 pub use attach::{AttachMode, Direction};
 pub use clock::KernelClock;
+pub use family::Flow;
 pub use gc::{FlowKind, FlowState, GcReport, GcTotals, NatTimeouts};
 pub use hooks::{HookOrder, HookedProgram};
 pub use kfunc::KernCtx;
@@ -205,9 +208,11 @@ pub fn load_unpinned_flavor(flavor: Flavor, nat_capacity: u32) -> Result<aya::Eb
         PortSearch::Complete => OBJECT,
         PortSearch::Bounded => BOUNDED_OBJECT,
     };
-    let mut bpf = EbpfLoader::new()
-        .map_max_entries(maps::name::NAT_EGRESS, nat_capacity)
-        .map_max_entries(maps::name::NAT_INGRESS, nat_capacity)
+    let mut loader = EbpfLoader::new();
+    for half in maps::name::NAT_HALVES {
+        loader.map_max_entries(half, nat_capacity);
+    }
+    let mut bpf = loader
         .load(kfunc::patched(object, flavor.kern_ctx).bytes())
         .map_err(kernel_err("loading the masq eBPF object"))?;
     load_programs(&mut bpf)?;
@@ -238,6 +243,8 @@ pub struct Ebpf {
     rules: IpRules,
     /// The flow table's size and lifetimes, from the last sync (the defaults before one).
     nat: NatSettings,
+    /// `--enable-ipv6` at the last sync: the IPv6 flow table gets its size only then.
+    ipv6: bool,
     /// Where this process mounted the bpffs, when the pin directory had none.
     mounted_bpffs: Option<PathBuf>,
 }
@@ -257,6 +264,7 @@ impl Ebpf {
             loaded: None,
             rules: IpRules::new(),
             nat: NatSettings::default(),
+            ipv6: false,
             mounted_bpffs: None,
         }
     }
@@ -271,7 +279,14 @@ impl Ebpf {
     /// attaching or pinning anything, then makes sure the pin directory is on a bpf filesystem,
     /// mounting one where it is not ([`bpffs`]). For `--datapath auto`.
     pub fn probe(&mut self) -> Result<(), Error> {
-        load_unpinned()?;
+        // The verifier's verdict only: the smallest flow tables (they are preallocated).
+        load_object(KernCtx::detect(), |object| {
+            let mut loader = EbpfLoader::new();
+            for half in maps::name::NAT_HALVES {
+                loader.map_max_entries(half, 1);
+            }
+            loader.load(object)
+        })?;
         self.ensure_bpffs()
     }
 
@@ -294,7 +309,7 @@ impl Ebpf {
     fn load(&mut self) -> Result<&mut Loaded, Error> {
         if self.loaded.is_none() {
             let maps_dir = self.maps_dir();
-            let capacity = self.nat.table_size;
+            let capacity = carry::Capacities::new(self.nat.table_size, self.ipv6);
             self.ensure_bpffs()?;
             let old = carry::stage(&self.pin_dir, capacity)?;
             std::fs::create_dir_all(&maps_dir)
@@ -310,8 +325,10 @@ impl Ebpf {
                     loader.map_pin_path(name, path.as_path());
                 }
                 loader
-                    .map_max_entries(maps::name::NAT_EGRESS, capacity)
-                    .map_max_entries(maps::name::NAT_INGRESS, capacity);
+                    .map_max_entries(maps::name::NAT_EGRESS, capacity.ipv4)
+                    .map_max_entries(maps::name::NAT_INGRESS, capacity.ipv4)
+                    .map_max_entries(maps::name::NAT6_EGRESS, capacity.ipv6)
+                    .map_max_entries(maps::name::NAT6_INGRESS, capacity.ipv6);
                 loader.load(object)
             })?;
             let mut maps = Maps::take_from(&mut bpf)?;
@@ -381,7 +398,7 @@ impl Ebpf {
     /// Every hook masq's programs belong on ([`hooks::wanted`]).
     fn hooks(&self, node: &NodeSettings) -> Result<Vec<(String, Direction)>, Error> {
         let uplinks = if node.active_egress_routing().is_some() {
-            self.rules.default_route_interfaces()?
+            self.rules.default_route_interfaces(node.enable_ipv6)?
         } else {
             BTreeSet::new()
         };
@@ -396,12 +413,21 @@ impl Ebpf {
             .unwrap_or_default()
     }
 
-    /// Whether these node settings are within what the programs translate (IPv4 only); known
-    /// from the flags alone, so `--datapath auto` can pass eBPF over before starting it.
+    /// Whether these node settings are within what the programs translate; known without
+    /// loading anything, so `--datapath auto` can pass eBPF over before starting it. Both
+    /// families run in the same programs, so a node that asks for IPv6 where the kernel has
+    /// none is refused whole (never eBPF for IPv4 and nothing for IPv6).
     pub fn supports(node: &NodeSettings) -> Result<(), Error> {
-        if node.enable_ipv6 {
+        Ebpf::supports_on(node, kernel_has_ipv6())
+    }
+
+    /// [`Ebpf::supports`] on a kernel with IPv6 or without.
+    fn supports_on(node: &NodeSettings, kernel_ipv6: bool) -> Result<(), Error> {
+        if node.enable_ipv6 && !kernel_ipv6 {
             return Err(Error::Unsupported(
-                "the ebpf datapath masquerades IPv4 only; --enable-ipv6 needs nftables or iptables"
+                "--enable-ipv6: this kernel runs without IPv6 (no /proc/net/if_inet6: built \
+                 without it, or booted with ipv6.disable=1), so the ebpf datapath cannot \
+                 masquerade IPv6 here"
                     .to_string(),
             ));
         }
@@ -417,6 +443,12 @@ impl Ebpf {
         }
         Ok(())
     }
+}
+
+/// Does the kernel (in this network namespace) have IPv6? `/proc/net/if_inet6` exists exactly
+/// when the IPv6 stack is there.
+fn kernel_has_ipv6() -> bool {
+    std::path::Path::new("/proc/net/if_inet6").exists()
 }
 
 impl Datapath for Ebpf {
@@ -486,6 +518,7 @@ impl Datapath for Ebpf {
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
         Ebpf::check_supported(desired)?;
         self.nat = desired.node.nat;
+        self.ipv6 = desired.node.enable_ipv6;
         let pin_dir = self.pin_dir.clone();
         let mode = self.mode;
         let want = Contents::for_desired(desired);
@@ -600,6 +633,20 @@ mod tests {
         });
         assert_eq!(bounded.len(), 2);
         assert!(bounded.iter().all(|f| !f.contains('\n')));
+    }
+
+    /// `--enable-ipv6` on a kernel without IPv6 is refused whole, naming why; IPv4 alone is not.
+    #[test]
+    fn ipv6_on_a_kernel_without_it_is_refused_with_the_reason() {
+        let mut node = NodeSettings::default();
+        assert!(Ebpf::supports_on(&node, false).is_ok());
+        node.enable_ipv6 = true;
+        assert!(Ebpf::supports_on(&node, true).is_ok());
+        let refused = Ebpf::supports_on(&node, false).unwrap_err().to_string();
+        assert!(
+            refused.contains("--enable-ipv6") && refused.contains("ipv6.disable=1"),
+            "{refused}"
+        );
     }
 
     /// The kfunc refused by the verifier (BTF id 1 is no function): the instance loaded says

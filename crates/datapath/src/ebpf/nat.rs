@@ -1,18 +1,19 @@
-//! Reading the NAT table: `masq nat list`, counters by reason and table pressure. Ageing it is
-//! [`super::gc`]'s.
+//! Reading the NAT table: `masq nat list`, counters by reason and table pressure, both
+//! families. Ageing it is [`super::gc`]'s.
 
 use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::clock::KernelClock;
-use super::gc::{forward_of, reverse_of, FlowState};
+use super::family::{Flow, NatKey, NatValue};
+use super::gc::FlowState;
 use super::kernel_err;
 use super::maps::Maps;
 use super::types::{
-    NatTuple, Reason, NAT_F_HOST, NAT_F_INBOUND, NAT_F_PASS, NAT_F_STEERED, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP,
+    NatTuple, NatTuple6, Reason, NAT_F_HOST, NAT_F_INBOUND, NAT_F_PASS, NAT_F_STEERED, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 use crate::Error;
 
@@ -31,9 +32,9 @@ pub struct NatListEntry {
     /// Which half.
     pub direction: NatDirection,
     /// The tuple as the packet arrives at the program.
-    pub original: NatTuple,
+    pub original: Flow,
     /// The tuple after translation.
-    pub translated: NatTuple,
+    pub translated: Flow,
     /// Time since the pair was created.
     pub age: Duration,
     /// Time since a packet last used this half.
@@ -56,6 +57,7 @@ pub fn proto_name(proto: u8) -> &'static str {
         PROTO_TCP => "TCP",
         PROTO_UDP => "UDP",
         PROTO_ICMP => "ICMP",
+        PROTO_ICMPV6 => "ICMPv6",
         _ => "?",
     }
 }
@@ -65,19 +67,17 @@ impl fmt::Display for NatListEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let o = &self.original;
         let t = &self.translated;
-        let (dir, what, addr, port) = match self.direction {
-            NatDirection::Egress if self.pass => ("OUT", "PASS", t.src(), t.src_port()),
-            NatDirection::Egress => ("OUT", "XLATE_SRC", t.src(), t.src_port()),
-            NatDirection::Ingress => ("IN", "XLATE_DST", t.dst(), t.dst_port()),
+        let (dir, what, to) = match self.direction {
+            NatDirection::Egress if self.pass => ("OUT", "PASS", t.source()),
+            NatDirection::Egress => ("OUT", "XLATE_SRC", t.source()),
+            NatDirection::Ingress => ("IN", "XLATE_DST", t.destination()),
         };
         write!(
             f,
-            "{} {dir} {}:{} -> {}:{} {what} {addr}:{port} age={}s idle={}s {}",
+            "{} {dir} {} -> {} {what} {to} age={}s idle={}s {}",
             proto_name(o.proto),
-            o.src(),
-            o.src_port(),
-            o.dst(),
-            o.dst_port(),
+            o.source(),
+            o.destination(),
             self.age.as_secs(),
             self.idle.as_secs(),
             self.state.label(),
@@ -95,16 +95,21 @@ impl fmt::Display for NatListEntry {
     }
 }
 
-/// Every entry of both halves, egress first, each sorted by tuple. A translated pair's state
-/// is the flow's: both halves' flags together, as the GC sees them.
+/// Every entry of both halves, IPv4 first, then IPv6; in each family egress first, each half
+/// sorted by tuple. A translated pair's state is the flow's: both halves' flags together, as
+/// the GC sees them.
 pub fn list(maps: &Maps, clock: &KernelClock) -> Result<Vec<NatListEntry>, Error> {
+    let mut out = list_family::<NatTuple>(maps, clock)?;
+    out.extend(list_family::<NatTuple6>(maps, clock)?);
+    Ok(out)
+}
+
+fn list_family<K: NatKey>(maps: &Maps, clock: &KernelClock) -> Result<Vec<NatListEntry>, Error> {
     let now = clock.now();
-    let forward = maps.nat_egress_entries()?;
-    let reverse = maps.nat_ingress_entries()?;
-    let forward_flags: StdHashMap<NatTuple, u8> =
-        forward.iter().map(|(k, e)| (*k, e.flags)).collect();
-    let reverse_flags: StdHashMap<NatTuple, u8> =
-        reverse.iter().map(|(k, e)| (*k, e.flags)).collect();
+    let forward = K::forward_entries(maps)?;
+    let reverse = K::reverse_entries(maps)?;
+    let forward_flags: StdHashMap<K, u8> = forward.iter().map(|(k, e)| (*k, e.flags())).collect();
+    let reverse_flags: StdHashMap<K, u8> = reverse.iter().map(|(k, e)| (*k, e.flags())).collect();
     let mut out = Vec::new();
     for (direction, entries) in [
         (NatDirection::Egress, forward),
@@ -113,33 +118,34 @@ pub fn list(maps: &Maps, clock: &KernelClock) -> Result<Vec<NatListEntry>, Error
         let mut half = Vec::new();
         for (key, entry) in entries {
             let partner = match direction {
-                _ if entry.flags & (NAT_F_PASS | NAT_F_HOST) != 0 => None,
-                NatDirection::Egress => reverse_flags.get(&reverse_of(&key, &entry)),
-                NatDirection::Ingress => forward_flags.get(&forward_of(&key, &entry)),
+                _ if entry.flags() & (NAT_F_PASS | NAT_F_HOST) != 0 => None,
+                NatDirection::Egress => reverse_flags.get(&key.reverse_of(&entry)),
+                NatDirection::Ingress => forward_flags.get(&key.forward_of(&entry)),
             };
-            let flags = entry.flags | partner.copied().unwrap_or(0);
-            let mut translated = key;
+            let flags = entry.flags() | partner.copied().unwrap_or(0);
+            let original = key.flow();
+            let mut translated = original;
             match direction {
                 NatDirection::Egress => {
-                    translated.saddr = entry.to_addr;
-                    translated.sport = entry.to_port;
+                    translated.src = entry.to_ip();
+                    translated.sport = entry.to_port();
                 }
                 NatDirection::Ingress => {
-                    translated.daddr = entry.to_addr;
-                    translated.dport = entry.to_port;
+                    translated.dst = entry.to_ip();
+                    translated.dport = entry.to_port();
                 }
             }
             half.push(NatListEntry {
                 direction,
-                original: key,
+                original,
                 translated,
-                age: clock.between(entry.created, now),
-                idle: clock.between(entry.last_seen, now),
-                state: FlowState::of(key.proto, flags),
-                host: entry.flags & NAT_F_HOST != 0,
-                pass: entry.flags & NAT_F_PASS != 0,
-                inbound: entry.flags & NAT_F_INBOUND != 0,
-                steered: entry.flags & NAT_F_STEERED != 0,
+                age: clock.between(entry.created(), now),
+                idle: clock.between(entry.last_seen(), now),
+                state: FlowState::of(key.proto(), flags),
+                host: entry.flags() & NAT_F_HOST != 0,
+                pass: entry.flags() & NAT_F_PASS != 0,
+                inbound: entry.flags() & NAT_F_INBOUND != 0,
+                steered: entry.flags() & NAT_F_STEERED != 0,
             });
         }
         half.sort_by_key(|e| e.original);
@@ -167,9 +173,9 @@ pub struct PortPool {
     /// IP protocol.
     pub proto: u8,
     /// The SNAT address.
-    pub snat_addr: Ipv4Addr,
+    pub snat_addr: IpAddr,
     /// The destination address.
-    pub dst_addr: Ipv4Addr,
+    pub dst_addr: IpAddr,
     /// The destination port (0 for ICMP).
     pub dst_port: u16,
     /// Ports in use towards it.
@@ -186,11 +192,13 @@ impl PortPool {
 /// How full the NAT table is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pressure {
-    /// Forward halves, kept and inbound flows included.
+    /// Forward halves, kept and inbound flows included (both families).
     pub egress_entries: u32,
-    /// Reverse halves (including host reservations).
+    /// Reverse halves, including host reservations (both families).
     pub ingress_entries: u32,
-    /// Capacity of each map (`--nat-table-size`).
+    /// Entries of each family's maps: (family, forward halves, reverse halves).
+    pub by_family: Vec<(&'static str, u32, u32)>,
+    /// Capacity of each map (`--nat-table-size`; each family has its own pair of maps).
     pub capacity: u32,
     /// Ports in the port table: the size of every (SNAT address, destination) pool.
     pub pool_size: u32,
@@ -219,67 +227,103 @@ impl FailedPool {
 }
 
 impl Pressure {
-    /// Fill ratio of the fuller half, 0.0 to 1.0.
+    /// Fill ratio of the fullest map (each family has its own two), 0.0 to 1.0.
     pub fn ratio(&self) -> f64 {
-        f64::from(self.egress_entries.max(self.ingress_entries)) / f64::from(self.capacity)
+        let fullest = self
+            .by_family
+            .iter()
+            .map(|(_, forward, reverse)| *forward.max(reverse))
+            .max()
+            .unwrap_or(0);
+        f64::from(fullest) / f64::from(self.capacity)
     }
 }
 
-/// (protocol, SNAT address, destination address, destination port) as stored in a reverse key.
-type PoolKey = (u8, [u8; 4], [u8; 4], [u8; 2]);
+/// (protocol, SNAT address, destination address, destination port): a port pool.
+type PoolKey = (u8, IpAddr, IpAddr, u16);
 
-/// Counts entries and finds the busiest port pool. A pool counts the ports of the port table in
-/// use (the node's own flows on other ports take nothing from it).
+/// Counts entries and finds the busiest port pool of both families. A pool counts the ports of
+/// the port table in use (the node's own flows on other ports take nothing from it). The last
+/// refusal is the later of the two families'.
 pub fn pressure(maps: &Maps) -> Result<Pressure, Error> {
-    let egress_entries = count_u32(maps.nat_egress_entries()?.len());
-    let reverse = maps.nat_ingress_entries()?;
     let contents = maps.read()?;
     let table: HashSet<u16> = contents.ports.iter().copied().collect();
-    let ingress_entries = count_u32(reverse.len());
     let mut pools: StdHashMap<PoolKey, u32> = StdHashMap::new();
-    let failed = maps.last_alloc_failure()?;
-    let failed_key = failed.map(|f| (f.proto, f.snat_addr, f.daddr, f.dport));
-    let mut failed_used = 0;
-    for (key, _) in reverse {
-        if !table.contains(&u16::from_be_bytes(key.dport)) {
-            continue;
-        }
-        let pool = (key.proto, key.daddr, key.saddr, key.sport);
-        if Some(pool) == failed_key {
-            failed_used += 1;
-        }
-        // Host reservations take ports from the same pool, so they count too.
-        *pools.entry(pool).or_default() += 1;
-    }
-    let last_failure = failed.map(|f| FailedPool {
+    let v4 = maps.last_alloc_failure()?.map(|f| {
+        let key = (
+            f.proto,
+            f.snat_addr.into(),
+            f.daddr.into(),
+            u16::from_be_bytes(f.dport),
+        );
+        (key, f.span, f.when)
+    });
+    let v6 = maps.last_alloc_failure6()?.map(|f| {
+        let key = (
+            f.proto,
+            f.snat_addr.into(),
+            f.daddr.into(),
+            u16::from_be_bytes(f.dport),
+        );
+        (key, f.span, f.when)
+    });
+    let failed: Option<(PoolKey, u32, u64)> =
+        v4.into_iter().chain(v6).max_by_key(|(_, _, when)| *when);
+    let by_family = vec![
+        count_pools::<NatTuple>(maps, &table, &mut pools)?,
+        count_pools::<NatTuple6>(maps, &table, &mut pools)?,
+    ];
+    let last_failure = failed.map(|(key, span, when)| FailedPool {
         pool: PortPool {
-            proto: f.proto,
-            snat_addr: Ipv4Addr::from(f.snat_addr),
-            dst_addr: Ipv4Addr::from(f.daddr),
-            dst_port: u16::from_be_bytes(f.dport),
-            used: failed_used,
+            proto: key.0,
+            snat_addr: key.1,
+            dst_addr: key.2,
+            dst_port: key.3,
+            used: pools.get(&key).copied().unwrap_or(0),
         },
-        range_size: f.span,
-        when: f.when,
+        range_size: span,
+        when,
     });
     let busiest_pool = pools
         .into_iter()
         .max_by_key(|(k, used)| (*used, std::cmp::Reverse(*k)))
-        .map(|((proto, snat, dst, dport), used)| PortPool {
+        .map(|((proto, snat_addr, dst_addr, dst_port), used)| PortPool {
             proto,
-            snat_addr: Ipv4Addr::from(snat),
-            dst_addr: Ipv4Addr::from(dst),
-            dst_port: u16::from_be_bytes(dport),
+            snat_addr,
+            dst_addr,
+            dst_port,
             used,
         });
     Ok(Pressure {
-        egress_entries,
-        ingress_entries,
+        egress_entries: by_family.iter().map(|f| f.1).sum(),
+        ingress_entries: by_family.iter().map(|f| f.2).sum(),
+        by_family,
         capacity: maps.nat_capacity(),
         pool_size: contents.config.port_count,
         busiest_pool,
         last_failure,
     })
+}
+
+/// Adds one family's reverse halves to `pools`; returns (family, forward, reverse) counts.
+fn count_pools<K: NatKey>(
+    maps: &Maps,
+    table: &HashSet<u16>,
+    pools: &mut StdHashMap<PoolKey, u32>,
+) -> Result<(&'static str, u32, u32), Error> {
+    let forward = count_u32(K::forward_entries(maps)?.len());
+    let reverse = K::reverse_entries(maps)?;
+    let reverse_count = count_u32(reverse.len());
+    for (key, _) in reverse {
+        let flow = key.flow();
+        if !table.contains(&flow.dport) {
+            continue;
+        }
+        let (snat, dst, dport) = key.pool();
+        // Host reservations take ports from the same pool, so they count too.
+        *pools.entry((flow.proto, snat, dst, dport)).or_default() += 1;
+    }
+    Ok((K::FAMILY, forward, reverse_count))
 }
 
 /// Entry counts are bounded by the map size.

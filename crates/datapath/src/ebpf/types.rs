@@ -1,8 +1,9 @@
 //! `#[repr(C)]` copies of the structs and the reason list in `bpf/lib/nat_types.h` and
 //! `bpf/lib/drop_reasons.h`. Sizes are checked at compile time here and with `build_bug_on` in C;
 //! addresses and ports are byte arrays in network order, exactly as the programs store them.
+//! The IPv6 structs (`*6`) are the IPv4 ones with 16-byte addresses.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// IP protocol numbers masq translates.
 pub const PROTO_TCP: u8 = 6;
@@ -17,6 +18,15 @@ pub const CFG_MASQ_LINK_LOCAL: u32 = 1 << 0;
 pub const CFG_POD_CIDRS: u32 = 1 << 1;
 /// `masq_config.flags`: the source-exemption trie is not empty.
 pub const CFG_SRC_CIDRS: u32 = 1 << 2;
+/// `masq_config.flags`: `--enable-ipv6`; without it IPv6 passes untouched.
+pub const CFG_IPV6: u32 = 1 << 4;
+/// `masq_config.flags`: `masqLinkLocalIPv6` is true.
+pub const CFG_MASQ_LINK_LOCAL6: u32 = 1 << 5;
+/// `masq_config.flags`: the IPv6 source-exemption trie is not empty.
+pub const CFG_SRC_CIDRS6: u32 = 1 << 6;
+
+/// IPv6's next-header number of ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// `nat_entry.flags`: TCP FIN or RST seen.
 pub const NAT_F_CLOSING: u8 = 1 << 0;
@@ -109,7 +119,66 @@ pub struct AllocFailure {
     pub when: u64,
 }
 
+/// `struct nat_tuple6`: [`NatTuple`] with IPv6 addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NatTuple6 {
+    /// Source address, network order.
+    pub saddr: [u8; 16],
+    /// Destination address, network order.
+    pub daddr: [u8; 16],
+    /// Source port (or echo identifier), network order.
+    pub sport: [u8; 2],
+    /// Destination port (or echo identifier of a reply), network order.
+    pub dport: [u8; 2],
+    /// Next-header number of the transport protocol.
+    pub proto: u8,
+    /// Always zero.
+    pub pad: [u8; 3],
+}
+
+/// `struct nat_entry6`: [`NatEntry`] with an IPv6 address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatEntry6 {
+    /// Address written into the packet, network order.
+    pub to_addr: [u8; 16],
+    /// Port written into the packet, network order.
+    pub to_port: [u8; 2],
+    /// `NAT_F_*` bits.
+    pub flags: u8,
+    /// Always zero.
+    pub pad: [u8; 5],
+    /// Jiffies at creation.
+    pub created: u64,
+    /// Jiffies of the last packet.
+    pub last_seen: u64,
+}
+
+/// `struct alloc_failure6`: [`AllocFailure`] with IPv6 addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocFailure6 {
+    /// The SNAT address, network order.
+    pub snat_addr: [u8; 16],
+    /// The destination address, network order.
+    pub daddr: [u8; 16],
+    /// The destination port, network order.
+    pub dport: [u8; 2],
+    /// Next-header number.
+    pub proto: u8,
+    /// Always zero.
+    pub pad: u8,
+    /// Ports in the range that was searched.
+    pub span: u32,
+    /// Jiffies of the failure; 0: none yet.
+    pub when: u64,
+}
+
 const _: () = assert!(std::mem::size_of::<AllocFailure>() == 24);
+const _: () = assert!(std::mem::size_of::<NatTuple6>() == 40);
+const _: () = assert!(std::mem::size_of::<NatEntry6>() == 40);
+const _: () = assert!(std::mem::size_of::<AllocFailure6>() == 48);
 const _: () = assert!(std::mem::size_of::<MasqConfig>() == 8);
 const _: () = assert!(std::mem::size_of::<MasqSteer>() == 8);
 const _: () = assert!(std::mem::size_of::<NatTuple>() == 16);
@@ -126,6 +195,12 @@ unsafe impl aya::Pod for NatEntry {}
 // SAFETY: as above; `pad` covers the byte before `span`, and `span` ends at 16, where `when`
 // starts.
 unsafe impl aya::Pod for AllocFailure {}
+// SAFETY: plain #[repr(C)] data; `pad` covers the only gap (the 3 bytes after `proto`).
+unsafe impl aya::Pod for NatTuple6 {}
+// SAFETY: as above; `pad` fills the 5 bytes up to `created` at offset 24.
+unsafe impl aya::Pod for NatEntry6 {}
+// SAFETY: as above; `pad` covers the byte before `span` (offset 36), `when` starts at 40.
+unsafe impl aya::Pod for AllocFailure6 {}
 
 impl NatTuple {
     /// Builds a tuple from host-order values.
@@ -154,6 +229,47 @@ impl NatTuple {
     /// Destination port, host order.
     pub fn dst_port(&self) -> u16 {
         u16::from_be_bytes(self.dport)
+    }
+}
+
+impl NatTuple6 {
+    /// Builds a tuple from host-order values.
+    pub fn new(proto: u8, saddr: Ipv6Addr, sport: u16, daddr: Ipv6Addr, dport: u16) -> Self {
+        NatTuple6 {
+            saddr: saddr.octets(),
+            daddr: daddr.octets(),
+            sport: sport.to_be_bytes(),
+            dport: dport.to_be_bytes(),
+            proto,
+            pad: [0; 3],
+        }
+    }
+    /// Source address.
+    pub fn src(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.saddr)
+    }
+    /// Destination address.
+    pub fn dst(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.daddr)
+    }
+    /// Source port, host order.
+    pub fn src_port(&self) -> u16 {
+        u16::from_be_bytes(self.sport)
+    }
+    /// Destination port, host order.
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes(self.dport)
+    }
+}
+
+impl NatEntry6 {
+    /// Translated address.
+    pub fn addr(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.to_addr)
+    }
+    /// Translated port, host order.
+    pub fn port(&self) -> u16 {
+        u16::from_be_bytes(self.to_port)
     }
 }
 
@@ -190,7 +306,7 @@ pub enum Reason {
     KeepNonMasqDst = 7,
     /// New flow kept: destination is a node address.
     KeepLocal = 8,
-    /// Not IPv4, or a protocol masq does not translate.
+    /// Not IP (or IPv6 without `--enable-ipv6`), or a protocol masq does not translate.
     PassUnsupported = 9,
     /// Would be masqueraded but no SNAT address is configured.
     PassNoSnatAddr = 10,
@@ -214,12 +330,17 @@ pub enum Reason {
     InboundTracked = 19,
     /// A missing forward half was put back from its reverse half.
     NatForwardRestored = 20,
-    /// An IPv4 GSO packet over 64 KiB (BIG TCP, `tot_len` 0).
+    /// A GSO packet over 64 KiB (BIG TCP: IPv4 `tot_len` 0, IPv6 payload length 0).
     BigPacket = 21,
     /// A kept or inbound flow could not be recorded: the table is full.
     TrackFull = 22,
     /// A pod's SYN-ACK without an entry: recorded as an inbound connection and passed.
     PassInboundReply = 23,
+    /// IPv6 extension headers past the walked bound: passed untouched.
+    PassExtHeaders = 24,
+    /// A flow found its port taken by another flow (its reverse half had gone missing
+    /// meanwhile) and got a new one.
+    NatRemapped = 25,
     /// Dropped: bad IPv4 header length.
     DropBadIhl = 64,
     /// Dropped: truncated transport header.
@@ -239,7 +360,7 @@ pub const REASON_SLOTS: u32 = 72;
 
 impl Reason {
     /// Every reason, in number order.
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 32] = [
         Reason::TranslatedEgress,
         Reason::TranslatedIngress,
         Reason::NatCreated,
@@ -264,6 +385,8 @@ impl Reason {
         Reason::BigPacket,
         Reason::TrackFull,
         Reason::PassInboundReply,
+        Reason::PassExtHeaders,
+        Reason::NatRemapped,
         Reason::DropBadIhl,
         Reason::DropTruncated,
         Reason::DropPortExhausted,
@@ -304,6 +427,8 @@ impl Reason {
             Reason::BigPacket => "big-packet",
             Reason::TrackFull => "track-full",
             Reason::PassInboundReply => "pass-inbound-reply",
+            Reason::PassExtHeaders => "pass-ipv6-extension-headers",
+            Reason::NatRemapped => "nat-remapped",
             Reason::DropBadIhl => "bad-ihl",
             Reason::DropTruncated => "truncated",
             Reason::DropPortExhausted => "port-exhausted",

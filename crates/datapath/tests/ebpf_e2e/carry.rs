@@ -7,12 +7,11 @@ use crate::traffic::*;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use masq_datapath::ebpf::types::NatTuple;
-use masq_datapath::ebpf::{Ebpf, NatDirection, MAPS_SUBDIR};
+use masq_datapath::ebpf::{Ebpf, Flow, NatDirection, MAPS_SUBDIR};
 use masq_datapath::Datapath;
 
 /// Every translation in the table: (direction, original tuple, translated tuple).
-fn translations(agent: &Ebpf) -> BTreeSet<(bool, NatTuple, NatTuple)> {
+fn translations(agent: &Ebpf) -> BTreeSet<(bool, Flow, Flow)> {
     agent
         .nat_entries()
         .unwrap()
@@ -30,6 +29,11 @@ fn translations(agent: &Ebpf) -> BTreeSet<(bool, NatTuple, NatTuple)> {
 /// Flows through the first agent, then the second agent (built by `second`) takes over; the
 /// table must hold the same translations, and traffic must still be translated.
 fn carried_over(before_second: impl FnOnce(&Topology), second_size: u32) {
+    carried_over_to(before_second, second_size, false);
+}
+
+/// [`carried_over`], the second agent with `--enable-ipv6` when `ipv6`.
+fn carried_over_to(before_second: impl FnOnce(&Topology), second_size: u32, ipv6: bool) {
     let Some(t) = topology() else { return };
     let desired = t.desired();
     let mut first = t.agent();
@@ -45,12 +49,28 @@ fn carried_over(before_second: impl FnOnce(&Topology), second_size: u32) {
     assert!(table.len() >= 8, "{table:?}");
     drop(first);
 
+    let v6_capacity = || {
+        let pin = t
+            .pin_dir
+            .join(MAPS_SUBDIR)
+            .join(masq_datapath::ebpf::maps::name::NAT6_EGRESS);
+        aya::maps::MapData::from_pin(pin)
+            .unwrap()
+            .info()
+            .unwrap()
+            .max_entries()
+    };
+    assert_eq!(v6_capacity(), 1, "no IPv6 table without --enable-ipv6");
     before_second(&t);
     let mut resized = desired.clone();
     resized.node.nat.table_size = second_size;
+    resized.node.enable_ipv6 = ipv6;
     let mut second = t.agent();
     t.node.enter(|| second.sync(&resized)).unwrap().unwrap();
     assert_eq!(translations(&second), table, "the flows did not come over");
+    if ipv6 {
+        assert_eq!(v6_capacity(), second_size, "the IPv6 table got its size");
+    }
     let pressure = second.pressure().unwrap();
     assert_eq!(pressure.capacity, second_size);
     let leftovers: Vec<_> = std::fs::read_dir(&t.pin_dir)
@@ -68,6 +88,13 @@ fn carried_over(before_second: impl FnOnce(&Topology), second_size: u32) {
 #[test]
 fn a_new_table_size_carries_the_flows_over() {
     with_private_bpffs(|| carried_over(|_| {}, 4096));
+}
+
+/// Without `--enable-ipv6` the IPv6 flow table is one entry (the maps are preallocated);
+/// turning IPv6 on gives it its size, in new maps, and the IPv4 flows come over.
+#[test]
+fn turning_ipv6_on_sizes_its_table_and_carries_the_flows_over() {
+    with_private_bpffs(|| carried_over_to(|_| {}, masq_datapath::ebpf::DEFAULT_NAT_CAPACITY, true));
 }
 
 /// The `maps-v2` directory of an older agent (the same entry layout): its table comes over,

@@ -206,7 +206,7 @@ fn port_exhaustion_drops_cleanly_and_recovers_body() {
     let pool = agent.pressure().unwrap().busiest_pool.unwrap();
     assert_eq!(
         (pool.dst_addr, pool.dst_port, pool.used),
-        (INTERNET, 5353, 4)
+        (INTERNET.into(), 5353, 4)
     );
 
     // Two minutes later (UDP idle lifetime 120 s once replied) the GC frees the pool.

@@ -566,7 +566,7 @@ fn port_exhaustion_drops_with_a_count_and_recovers_after_gc() {
     let busiest = pressure.busiest_pool.unwrap();
     assert_eq!(
         (busiest.dst_addr, busiest.dst_port, busiest.used),
-        (EXTERNAL, 53, 4)
+        (EXTERNAL.into(), 53, 4)
     );
 
     let report = gc_after(&mut h.maps, 120);

@@ -34,7 +34,7 @@ fn state_of(h: &Harness) -> FlowState {
     let entries = list(&h.maps);
     let forward = entries
         .iter()
-        .find(|e| e.original == forward_key(40000))
+        .find(|e| e.original == forward_key(40000).into())
         .expect("the forward half");
     forward.state
 }
@@ -42,17 +42,23 @@ fn state_of(h: &Harness) -> FlowState {
 /// A client with a fixed source port resets a connection and opens the next one at once on
 /// the same 4-tuple, then goes quiet past the closing grace: the new connection is alive
 /// (reopened by its SYN), so the GC keeps it and its packets stay translated.
+/// The remote side resets: the reverse half closes, and the pod's SYN must reopen it too.
 #[test]
 fn a_syn_reopens_a_pair_closed_by_rst() {
-    reuse_after("R");
+    reuse_after(Teardown::RemoteRst);
 }
 
 #[test]
 fn a_syn_reopens_a_pair_closed_by_fin() {
-    reuse_after("FA");
+    reuse_after(Teardown::PodFin);
 }
 
-fn reuse_after(teardown: &str) {
+enum Teardown {
+    RemoteRst,
+    PodFin,
+}
+
+fn reuse_after(teardown: Teardown) {
     let Some(mut h) = Harness::new(&base_contents()) else {
         return;
     };
@@ -61,7 +67,14 @@ fn reuse_after(teardown: &str) {
     let port = first.sport;
     h.ingress(&tcp_segment(EXTERNAL, 80, NODE, port, "SA", b""));
     assert_eq!(state_of(&h), FlowState::TcpEstablished);
-    out(&h, teardown);
+    match teardown {
+        Teardown::RemoteRst => {
+            h.ingress(&tcp_segment(EXTERNAL, 80, NODE, port, "R", b""));
+        }
+        Teardown::PodFin => {
+            out(&h, "FA");
+        }
+    }
     assert_eq!(state_of(&h), FlowState::TcpClosing);
 
     assert_eq!(
@@ -218,4 +231,42 @@ fn later_fragments_follow_a_dropped_first_fragment() {
     assert_eq!(h.egress(&first).0, SHOT);
     assert_eq!(h.egress(&later).0, SHOT);
     assert_eq!(h.count(Reason::DropFragOfDropped), 1);
+}
+
+/// A flow's reverse half goes missing and another flow takes its port meanwhile: at the first
+/// flow's next timestamp refresh it finds its port taken and gets a new one, so each flow gets
+/// its own replies again (rather than until the GC notices).
+#[test]
+fn a_flow_whose_port_went_to_another_flow_is_mapped_anew() {
+    let mut contents = base_contents();
+    contents.set_ports(&[masq_datapath::PortRange {
+        first: 41000,
+        last: 41001,
+    }]);
+    let Some(mut h) = Harness::new(&contents) else {
+        return;
+    };
+    let a = h.port_of(&tcp_segment(POD, 40000, EXTERNAL, 80, "S", b""));
+    let c = h.port_of(&tcp_segment(POD, 40009, EXTERNAL, 80, "S", b""));
+    h.maps
+        .nat_ingress_mut()
+        .remove(&NatTuple::new(TCP, EXTERNAL, 80, NODE, a))
+        .unwrap();
+    // The only free port is A's: B takes it.
+    let b = h.port_of(&tcp_segment(POD2, 40000, EXTERNAL, 80, "S", b""));
+    assert_eq!(b, a);
+    // C leaves, and A's next packet comes after a refresh.
+    h.maps
+        .nat_ingress_mut()
+        .remove(&NatTuple::new(TCP, EXTERNAL, 80, NODE, c))
+        .unwrap();
+    h.maps.nat_egress_mut().remove(&forward_key(40009)).unwrap();
+    age(&mut h, true, forward_key(40000));
+    let moved = h.port_of(&tcp_segment(POD, 40000, EXTERNAL, 80, "A", b"again"));
+    assert_eq!(moved, c, "A takes the port left free");
+    assert_eq!(h.count(Reason::NatRemapped), 1);
+    for (port, pod) in [(a, POD2), (moved, POD)] {
+        let (_, back) = h.ingress(&tcp_segment(EXTERNAL, 80, NODE, port, "A", b""));
+        assert_eq!((inspect(&back).dst, inspect(&back).dport), (pod, 40000));
+    }
 }

@@ -126,3 +126,79 @@ fn without_egress_routing_the_steering_program_leaves_everything() {
     })
     .unwrap();
 }
+
+/// The egress interface's IPv6 address in the namespace of [`node_with_uplink6`].
+const UPLINK6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x31, 0, 0, 0, 0, 0, 1);
+
+/// [`node_with_uplink`] with IPv6 too: the uplink holds [`UPLINK6`] and the main table an IPv6
+/// default route (forwarding on, which the FIB lookup needs).
+fn node_with_uplink6() -> (Netns, u32) {
+    let (ns, ifindex) = node_with_uplink();
+    set_sysctl(&ns, "net/ipv6/conf/all/disable_ipv6", "0").unwrap();
+    set_sysctl(&ns, "net/ipv6/conf/all/forwarding", "1").unwrap();
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{UPLINK6}/64"),
+        "dev",
+        "uplink",
+        "nodad",
+    ])
+    .unwrap();
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "fd00:31::2",
+        "dev",
+        "uplink",
+    ])
+    .unwrap();
+    (ns, ifindex)
+}
+
+/// IPv6 steering (issue 17): the FIB lookup in the egress table finds the uplink, the flow is
+/// translated to the uplink's IPv6 address, marked and redirected; its reply and an ICMPv6
+/// error about it are marked; a kept destination keeps the pod's route.
+#[test]
+fn ipv6_flows_are_steered_with_the_fib_lookup() {
+    use crate::harness6::*;
+    use etherparse::Icmpv6Type;
+    if !is_root() {
+        eprintln!("skipping: not root");
+        return;
+    }
+    let (ns, ifindex) = node_with_uplink6();
+    ns.enter(|| {
+        let mut contents = steering_contents(ifindex, MARK);
+        contents.config.flags |= masq_datapath::ebpf::types::CFG_IPV6;
+        contents.v6.snat_addrs.insert(ifindex, UPLINK6);
+        contents.v6.local_addrs.insert(UPLINK6);
+        contents.v6.nonmasq_dst.insert("fd00::/8".parse().unwrap());
+        let Some(h) = Harness::new(&contents) else {
+            return;
+        };
+        let (rc, out, mark) = h.steer(&tcp6(POD6, 40000, EXTERNAL6, 80, "S", b"hello"));
+        assert_eq!(rc, REDIRECT, "handed to the egress interface");
+        assert_eq!(inspect6(&out).src, UPLINK6);
+        assert_eq!(mark & MARK, MARK);
+        let entries = list(&h.maps);
+        assert!(entries.iter().all(|e| e.steered), "{entries:?}");
+
+        let port = inspect6(&out).sport;
+        let (rc, back, mark) = h.ingress_marked(&tcp6(EXTERNAL6, 80, UPLINK6, port, "SA", b""));
+        assert_eq!((rc, inspect6(&back).dst), (CONTINUE, POD6));
+        assert_eq!(mark & MARK, MARK);
+        let error = icmp6_error_about(&out, Icmpv6Type::PacketTooBig { mtu: 1280 });
+        let (_, back, mark) = h.ingress_marked(&error);
+        assert_eq!((inspect6(&back).dst, mark & MARK), (POD6, MARK));
+
+        let kept = tcp6(POD6, 40001, KEPT6, 80, "S", b"vpc");
+        let (rc, out, mark) = h.steer(&kept);
+        assert_eq!((rc, out, mark), (CONTINUE, kept, 0));
+    })
+    .unwrap();
+}

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use masq_agent::status::Status;
 use masq_testbed::probe::tcp_source;
 use masq_testbed::{
-    addr, agent, AgentProcess, ConfigMapDir, Netns, PrivateBpffs, Probes, Topology,
+    addr, agent, AgentProcess, ConfigMapDir, Netns, PrivateBpffs, Probes, Topology, TopologyBuilder,
 };
 
 mod ebpf;
@@ -287,9 +287,15 @@ impl Bed {
     /// The topology and probes, the config volume holding `config` (None: no file), and the
     /// datapath's host prepared; no agent yet.
     pub fn new(datapath: Datapath, config: Option<&str>) -> Result<Bed> {
-        let topology = Topology::new()?;
+        Bed::on(Topology::builder(), datapath, config)
+    }
+
+    /// [`Bed::new`] on a topology built by `topology` (IPv6 too, say): probes on every
+    /// external host it has.
+    pub fn on(topology: TopologyBuilder, datapath: Datapath, config: Option<&str>) -> Result<Bed> {
+        let topology = topology.build()?;
         let bpffs = datapath.prepare(&topology.node)?;
-        let hosts: Vec<IpAddr> = addr::EXTERNAL_HOSTS.iter().map(|&h| h.into()).collect();
+        let hosts: Vec<IpAddr> = topology.external_hosts();
         let probes = Probes::start(&topology.external, &hosts, 8080)?;
         let config = match config {
             Some(text) => ConfigMapDir::with(text)?,

@@ -1,0 +1,84 @@
+/* The IPv6 maps the userspace agent fills: SNAT addresses, CIDR tries, node addresses. */
+#ifndef MASQ_LIB_MAPS6_H
+#define MASQ_LIB_MAPS6_H
+
+#include "addr6.h"
+#include "common.h"
+#include "maps.h"
+#include "nat_types.h"
+
+/* ifindex → the interface's IPv6 SNAT address (its primary global one); key 0: --snat-ip. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct v6_addr);
+	__uint(max_entries, 256);
+} masq_snat_addrs6 SEC(".maps");
+
+/* IPv6 addresses of the node (as masq_local_addrs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct v6_addr);
+	__type(value, __u8);
+	__uint(max_entries, 4096);
+} masq_local_addrs6 SEC(".maps");
+
+/* nonMasqueradeCIDRs plus --native-routing-cidr, IPv6. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_v6_key);
+	__type(value, __u8);
+	__uint(max_entries, MASQ_CIDR_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} masq_nonmasq_dst6 SEC(".maps");
+
+/* nonMasqueradeSrcCIDRs, IPv6. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_v6_key);
+	__type(value, __u8);
+	__uint(max_entries, MASQ_CIDR_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} masq_nonmasq_src6 SEC(".maps");
+
+/* --pod-cidr, IPv6; consulted when MASQ_CFG_POD_CIDRS is set (then a source of neither
+ * family's pod CIDRs is no pod, as docs/decision.md says). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_v6_key);
+	__type(value, __u8);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} masq_pod_cidrs6 SEC(".maps");
+
+__always_inline_fn int lpm6_contains(void *trie, const __be32 *addr)
+{
+	struct lpm_v6_key key = { .prefixlen = 128 };
+
+	v6_copy(key.addr, addr);
+	return bpf_map_lookup_elem(trie, &key) != NULL;
+}
+
+/* The interface's IPv6 SNAT address (or --snat-ip's) into *out; 0 when there is none. */
+__always_inline_fn int snat6_addr_for(__u32 ifindex, __be32 *out)
+{
+	__u32 any = 0;
+	struct v6_addr *addr = bpf_map_lookup_elem(&masq_snat_addrs6, &ifindex);
+
+	if (!addr)
+		addr = bpf_map_lookup_elem(&masq_snat_addrs6, &any);
+	if (!addr)
+		return 0;
+	v6_copy(out, addr->a);
+	return 1;
+}
+
+__always_inline_fn int is_local_addr6(const __be32 *addr)
+{
+	struct v6_addr key;
+
+	v6_copy(key.a, addr);
+	return bpf_map_lookup_elem(&masq_local_addrs6, &key) != NULL;
+}
+
+#endif /* MASQ_LIB_MAPS6_H */

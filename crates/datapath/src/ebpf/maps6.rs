@@ -1,0 +1,489 @@
+//! The IPv6 maps the agent fills (`bpf/lib/maps6.h`) and what they should hold for a
+//! [`Desired`] state: the IPv6 half of [`super::maps`], written in the same order (additions
+//! before the config switches IPv6 on, deletions after), so a packet never meets a partial
+//! table. Their config flags (`CFG_IPV6` and friends) live in the shared `masq_config`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv6Addr};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{HashMap, MapData};
+use ipnet::{IpNet, Ipv6Net};
+
+use std::os::fd::AsFd;
+
+use super::maps::{name, Maps};
+use super::types::{AllocFailure6, NatEntry6, NatTuple6};
+use super::{batch, kernel_err};
+use crate::{Desired, Error};
+
+type Trie6 = LpmTrie<MapData, [u8; 16], u8>;
+
+/// Typed handles on the IPv6 maps the agent fills.
+pub struct AgentMaps6 {
+    pub(crate) snat_addrs: HashMap<MapData, u32, [u8; 16]>,
+    pub(crate) local_addrs: HashMap<MapData, [u8; 16], u8>,
+    pub(crate) nonmasq_dst: Trie6,
+    pub(crate) nonmasq_src: Trie6,
+    pub(crate) pod_cidrs: Trie6,
+}
+
+impl AgentMaps6 {
+    /// Takes the maps by name from `get` (a loaded object or pins).
+    pub(crate) fn build(
+        mut get: impl FnMut(&str) -> Result<aya::maps::Map, Error>,
+    ) -> Result<AgentMaps6, Error> {
+        macro_rules! typed {
+            ($name:expr) => {{
+                get($name)?.try_into().map_err(kernel_err(format!(
+                    "map {} has an unexpected layout",
+                    $name
+                )))?
+            }};
+        }
+        Ok(AgentMaps6 {
+            snat_addrs: typed!(name::SNAT_ADDRS6),
+            local_addrs: typed!(name::LOCAL_ADDRS6),
+            nonmasq_dst: typed!(name::NONMASQ_DST6),
+            nonmasq_src: typed!(name::NONMASQ_SRC6),
+            pod_cidrs: typed!(name::POD_CIDRS6),
+        })
+    }
+
+    /// What the maps hold now.
+    pub fn read(&self) -> Result<Contents6, Error> {
+        let mut snat_addrs = BTreeMap::new();
+        for item in self.snat_addrs.iter() {
+            let (ifindex, addr) =
+                item.map_err(kernel_err(format!("reading {}", name::SNAT_ADDRS6)))?;
+            snat_addrs.insert(ifindex, Ipv6Addr::from(addr));
+        }
+        let mut local_addrs = BTreeSet::new();
+        for key in self.local_addrs.keys() {
+            let key = key.map_err(kernel_err(format!("reading {}", name::LOCAL_ADDRS6)))?;
+            local_addrs.insert(Ipv6Addr::from(key));
+        }
+        Ok(Contents6 {
+            snat_addrs,
+            local_addrs,
+            nonmasq_dst: read_trie(&self.nonmasq_dst, name::NONMASQ_DST6)?,
+            nonmasq_src: read_trie(&self.nonmasq_src, name::NONMASQ_SRC6)?,
+            pod_cidrs: read_trie(&self.pod_cidrs, name::POD_CIDRS6)?,
+        })
+    }
+
+    /// The additions from `have` to `want`: before the config is written.
+    pub(crate) fn add_missing(
+        &mut self,
+        have: &Contents6,
+        want: &Contents6,
+    ) -> Result<usize, Error> {
+        let mut writes = 0;
+        for (trie, have, want, map) in [
+            (
+                &mut self.nonmasq_dst,
+                &have.nonmasq_dst,
+                &want.nonmasq_dst,
+                name::NONMASQ_DST6,
+            ),
+            (
+                &mut self.nonmasq_src,
+                &have.nonmasq_src,
+                &want.nonmasq_src,
+                name::NONMASQ_SRC6,
+            ),
+            (
+                &mut self.pod_cidrs,
+                &have.pod_cidrs,
+                &want.pod_cidrs,
+                name::POD_CIDRS6,
+            ),
+        ] {
+            for net in want.difference(have) {
+                trie.insert(&trie_key(net), 1, 0)
+                    .map_err(kernel_err(format!("adding {net} to {map}")))?;
+                writes += 1;
+            }
+        }
+        for addr in want.local_addrs.difference(&have.local_addrs) {
+            self.local_addrs
+                .insert(addr.octets(), 1, 0)
+                .map_err(kernel_err(format!(
+                    "adding {addr} to {}",
+                    name::LOCAL_ADDRS6
+                )))?;
+            writes += 1;
+        }
+        for (ifindex, addr) in &want.snat_addrs {
+            if have.snat_addrs.get(ifindex) != Some(addr) {
+                self.snat_addrs
+                    .insert(ifindex, addr.octets(), 0)
+                    .map_err(kernel_err(format!(
+                        "setting the IPv6 SNAT address of ifindex {ifindex}"
+                    )))?;
+                writes += 1;
+            }
+        }
+        Ok(writes)
+    }
+
+    /// The deletions from `have` to `want`: after the config is written.
+    pub(crate) fn remove_stale(
+        &mut self,
+        have: &Contents6,
+        want: &Contents6,
+    ) -> Result<usize, Error> {
+        let mut writes = 0;
+        for ifindex in have
+            .snat_addrs
+            .keys()
+            .filter(|k| !want.snat_addrs.contains_key(k))
+        {
+            self.snat_addrs.remove(ifindex).map_err(kernel_err(format!(
+                "removing the IPv6 SNAT address of ifindex {ifindex}"
+            )))?;
+            writes += 1;
+        }
+        for addr in have.local_addrs.difference(&want.local_addrs) {
+            self.local_addrs
+                .remove(&addr.octets())
+                .map_err(kernel_err(format!(
+                    "removing {addr} from {}",
+                    name::LOCAL_ADDRS6
+                )))?;
+            writes += 1;
+        }
+        for (trie, have, want, map) in [
+            (
+                &mut self.nonmasq_dst,
+                &have.nonmasq_dst,
+                &want.nonmasq_dst,
+                name::NONMASQ_DST6,
+            ),
+            (
+                &mut self.nonmasq_src,
+                &have.nonmasq_src,
+                &want.nonmasq_src,
+                name::NONMASQ_SRC6,
+            ),
+            (
+                &mut self.pod_cidrs,
+                &have.pod_cidrs,
+                &want.pod_cidrs,
+                name::POD_CIDRS6,
+            ),
+        ] {
+            for net in have.difference(want) {
+                trie.remove(&trie_key(net))
+                    .map_err(kernel_err(format!("removing {net} from {map}")))?;
+                writes += 1;
+            }
+        }
+        Ok(writes)
+    }
+}
+
+/// The IPv6 flow table's halves (the programs fill them; the GC, `masq nat list` and tests read
+/// them).
+impl Maps {
+    /// The pool of the last IPv6 flow refused for want of a port, if one was.
+    pub fn last_alloc_failure6(&self) -> Result<Option<AllocFailure6>, Error> {
+        let last = self
+            .alloc_failure6
+            .get(&0, 0)
+            .map_err(kernel_err("reading masq_alloc_failure6"))?;
+        Ok((last.when != 0).then_some(last))
+    }
+
+    /// Every IPv6 forward NAT half, read in batches.
+    pub fn nat6_egress_entries(&self) -> Result<Vec<(NatTuple6, NatEntry6)>, Error> {
+        batch::read_all(self.nat6_egress_fd.as_fd()).map_err(kernel_err("reading masq_nat6_egress"))
+    }
+
+    /// Every IPv6 reverse NAT half, read in batches.
+    pub fn nat6_ingress_entries(&self) -> Result<Vec<(NatTuple6, NatEntry6)>, Error> {
+        batch::read_all(self.nat6_ingress_fd.as_fd())
+            .map_err(kernel_err("reading masq_nat6_ingress"))
+    }
+
+    /// Raw access to the IPv6 forward NAT halves, for tests that stage or remove entries.
+    pub fn nat6_egress_mut(&mut self) -> &mut HashMap<MapData, NatTuple6, NatEntry6> {
+        &mut self.nat6_egress
+    }
+
+    /// Raw access to the IPv6 reverse NAT halves, for tests that stage or remove entries.
+    pub fn nat6_ingress_mut(&mut self) -> &mut HashMap<MapData, NatTuple6, NatEntry6> {
+        &mut self.nat6_ingress
+    }
+}
+
+fn trie_key(net: &Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(u32::from(net.prefix_len()), net.network().octets())
+}
+
+fn read_trie(trie: &Trie6, map: &str) -> Result<BTreeSet<Ipv6Net>, Error> {
+    let mut out = BTreeSet::new();
+    for key in trie.keys() {
+        let key = key.map_err(kernel_err(format!("reading {map}")))?;
+        let net = Ipv6Net::new(Ipv6Addr::from(key.data()), key.prefix_len() as u8)
+            .map_err(|e| Error::Unsupported(format!("{map} holds an invalid prefix: {e}")))?;
+        out.insert(net);
+    }
+    Ok(out)
+}
+
+/// What the IPv6 maps hold (or should hold). All empty without `--enable-ipv6`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contents6 {
+    /// ifindex → IPv6 SNAT address; 0 means every interface (an IPv6 `--snat-ip`).
+    pub snat_addrs: BTreeMap<u32, Ipv6Addr>,
+    /// The node's IPv6 addresses.
+    pub local_addrs: BTreeSet<Ipv6Addr>,
+    /// nonMasqueradeCIDRs plus the native-routing CIDR, IPv6 only.
+    pub nonmasq_dst: BTreeSet<Ipv6Net>,
+    /// nonMasqueradeSrcCIDRs, IPv6 only.
+    pub nonmasq_src: BTreeSet<Ipv6Net>,
+    /// --pod-cidr, IPv6 only.
+    pub pod_cidrs: BTreeSet<Ipv6Net>,
+}
+
+fn v6_nets<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> BTreeSet<Ipv6Net> {
+    nets.into_iter()
+        .filter_map(|net| match net {
+            IpNet::V6(v6) => Some(v6.trunc()),
+            IpNet::V4(_) => None,
+        })
+        .collect()
+}
+
+/// Can `addr` be the source a masqueraded packet leaves with? A global unicast address (unique
+/// local ones included), never link-local, loopback, multicast or unspecified. The agent also
+/// leaves out tentative, deprecated and temporary addresses (it knows their flags).
+pub fn usable_snat6(addr: &Ipv6Addr) -> bool {
+    !(addr.is_unspecified()
+        || addr.is_loopback()
+        || addr.is_multicast()
+        || addr.is_unicast_link_local())
+}
+
+impl Contents6 {
+    /// The IPv6 map contents for `desired` (empty without `--enable-ipv6`).
+    pub fn for_desired(desired: &Desired) -> Contents6 {
+        let node = &desired.node;
+        let config = &desired.config;
+        if !node.enable_ipv6 {
+            return Contents6::default();
+        }
+        let mut snat_addrs = BTreeMap::new();
+        // The pool's first IPv6 address until the programs take the whole pool (issue 16).
+        match node.snat_ips.iter().find(|ip| ip.is_ipv6()) {
+            Some(IpAddr::V6(fixed)) => {
+                snat_addrs.insert(0, *fixed);
+            }
+            _ => {
+                for iface in &node.interfaces {
+                    // The first usable one: the agent lists the primary address first.
+                    if let Some(addr) = iface.addrs.iter().find_map(|a| match a {
+                        IpAddr::V6(v6) if usable_snat6(v6) => Some(*v6),
+                        _ => None,
+                    }) {
+                        snat_addrs.insert(iface.index, addr);
+                    }
+                }
+            }
+        }
+        let mut local_addrs: BTreeSet<Ipv6Addr> = node
+            .interfaces
+            .iter()
+            .flat_map(|iface| iface.addrs.iter())
+            .chain(&node.local_addrs)
+            .filter_map(|a| match a {
+                IpAddr::V6(v6) => Some(*v6),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        for ip in &node.snat_ips {
+            if let IpAddr::V6(fixed) = ip {
+                local_addrs.insert(*fixed);
+            }
+        }
+        let mut nonmasq_dst = v6_nets(&config.non_masquerade_cidrs);
+        nonmasq_dst.extend(v6_nets(node.native_routing_cidr.as_ref()));
+        Contents6 {
+            snat_addrs,
+            local_addrs,
+            nonmasq_dst,
+            nonmasq_src: v6_nets(&config.non_masquerade_src_cidrs),
+            pod_cidrs: v6_nets(&node.pod_cidrs),
+        }
+    }
+
+    /// Entries across the IPv6 maps.
+    pub fn len(&self) -> usize {
+        self.snat_addrs.len()
+            + self.local_addrs.len()
+            + self.nonmasq_dst.len()
+            + self.nonmasq_src.len()
+            + self.pod_cidrs.len()
+    }
+
+    /// No entry in any IPv6 map.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The IPv6 maps' sections of `masq render --datapath ebpf`.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# map {}", name::SNAT_ADDRS6);
+        for (ifindex, addr) in &self.snat_addrs {
+            match ifindex {
+                0 => {
+                    let _ = writeln!(out, "any {addr}");
+                }
+                n => {
+                    let _ = writeln!(out, "ifindex {n} {addr}");
+                }
+            }
+        }
+        let _ = writeln!(out, "# map {}", name::LOCAL_ADDRS6);
+        for addr in &self.local_addrs {
+            let _ = writeln!(out, "{addr}");
+        }
+        for (map, nets) in [
+            (name::NONMASQ_DST6, &self.nonmasq_dst),
+            (name::NONMASQ_SRC6, &self.nonmasq_src),
+            (name::POD_CIDRS6, &self.pod_cidrs),
+        ] {
+            let _ = writeln!(out, "# map {map}");
+            for net in nets {
+                let _ = writeln!(out, "{net}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use masq_config::Config;
+
+    use super::*;
+    use crate::{Interface, NodeSettings};
+
+    fn desired(ipv6: bool) -> Desired {
+        Desired {
+            config: Config {
+                non_masquerade_cidrs: ["10.0.0.0/8", "fd00::/8", "fd00::/8"]
+                    .iter()
+                    .map(|c| c.parse().unwrap())
+                    .collect(),
+                masq_link_local: false,
+                masq_link_local_ipv6: true,
+                resync_interval: Duration::from_secs(60),
+                cidr_limit: 16384,
+                non_masquerade_src_cidrs: vec!["fd00:9::/64".parse().unwrap()],
+                masquerade_cidrs: Vec::new(),
+            },
+            node: NodeSettings {
+                interfaces: vec![Interface {
+                    name: "eth0".into(),
+                    index: 4,
+                    addrs: ["172.18.0.2", "fe80::1", "2001:db8::2", "2001:db8::3"]
+                        .iter()
+                        .map(|a| a.parse().unwrap())
+                        .collect(),
+                }],
+                pod_cidrs: vec![
+                    "10.244.0.0/16".parse().unwrap(),
+                    "fd00:10:244::/56".parse().unwrap(),
+                ],
+                local_addrs: vec!["fd00:1::9".parse().unwrap()],
+                enable_ipv6: ipv6,
+                ..NodeSettings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn ipv6_contents_take_the_first_global_address_and_the_ipv6_cidrs() {
+        let c = Contents6::for_desired(&desired(true));
+        let v6 = |a: &str| a.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(c.snat_addrs, BTreeMap::from([(4, v6("2001:db8::2"))]));
+        let local: Vec<String> = c.local_addrs.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            local,
+            ["2001:db8::2", "2001:db8::3", "fd00:1::9", "fe80::1"]
+        );
+        let dst: Vec<String> = c.nonmasq_dst.iter().map(|n| n.to_string()).collect();
+        assert_eq!(dst, ["fd00::/8"]);
+        assert_eq!(c.pod_cidrs.len(), 1);
+        assert_eq!(c.nonmasq_src.len(), 1);
+        assert!(
+            Contents6::for_desired(&desired(false)).is_empty(),
+            "IPv6 off: nothing"
+        );
+    }
+
+    /// An IPv6 --snat-ip replaces the IPv6 address only; an IPv4 one leaves IPv6 alone.
+    #[test]
+    fn a_snat_ip_belongs_to_its_own_family() {
+        let mut d = desired(true);
+        d.node.snat_ips = vec!["2001:db8:ff::7".parse().unwrap()];
+        let both = super::super::maps::Contents::for_desired(&d);
+        assert_eq!(
+            both.v6.snat_addrs,
+            BTreeMap::from([(0, "2001:db8:ff::7".parse().unwrap())])
+        );
+        assert!(both
+            .v6
+            .local_addrs
+            .contains(&"2001:db8:ff::7".parse().unwrap()));
+        assert_eq!(
+            both.snat_addrs.get(&4),
+            Some(&"172.18.0.2".parse().unwrap())
+        );
+        d.node.snat_ips = vec!["192.0.2.7".parse().unwrap()];
+        let both = super::super::maps::Contents::for_desired(&d);
+        assert_eq!(
+            both.v6.snat_addrs.get(&4),
+            Some(&"2001:db8::2".parse().unwrap())
+        );
+        assert_eq!(both.snat_addrs.get(&0), Some(&"192.0.2.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn render_shows_the_ipv6_maps_only_with_ipv6() {
+        use super::super::maps::Contents;
+        let on = Contents::for_desired(&desired(true)).render();
+        assert!(
+            on.contains("ipv6 true\nmasq_link_local_ipv6 true\nsrc_cidrs_ipv6 true\n"),
+            "{on}"
+        );
+        assert!(
+            on.contains("# map masq_snat_addrs6\nifindex 4 2001:db8::2\n"),
+            "{on}"
+        );
+        assert!(on.contains("# map masq_nonmasq_dst6\nfd00::/8\n"), "{on}");
+        let off = Contents::for_desired(&desired(false)).render();
+        assert!(
+            !off.contains("ipv6") && !off.contains("masq_snat_addrs6"),
+            "{off}"
+        );
+    }
+
+    #[test]
+    fn only_global_unicast_addresses_are_snat_sources() {
+        for (addr, usable) in [
+            ("2001:db8::1", true),
+            ("fd00:172:30::1", true),
+            ("fe80::1", false),
+            ("::1", false),
+            ("ff02::1", false),
+            ("::", false),
+        ] {
+            assert_eq!(usable_snat6(&addr.parse().unwrap()), usable, "{addr}");
+        }
+    }
+}
