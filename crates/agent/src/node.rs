@@ -1,16 +1,19 @@
 //! What the node contributes, learnt from netlink: the egress interfaces (those of the default
-//! routes in the main table, unless `--interfaces` names them) with their addresses, and every
-//! local address. Link, address and route changes are watched so the datapath follows them.
+//! routes in the main table, unless `--interfaces` names them) with their addresses, every local
+//! address, and the uplinks (the interfaces with an IPv4 default route in any table, with those
+//! tables: a VPC-native node's ENIs and their policy routes). Link, address and route changes
+//! are watched so the datapath follows them; the datapaths discover nothing themselves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
-use masq_datapath::Interface;
+use masq_datapath::{Interface, Uplink};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
 use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteType};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use tokio::sync::mpsc;
 
@@ -21,6 +24,8 @@ pub struct NodeFacts {
     pub egress: Vec<Interface>,
     /// Every address of the node (destinations that stay local).
     pub local_addrs: Vec<IpAddr>,
+    /// The interfaces with an IPv4 default route in any table, by interface index.
+    pub uplinks: Vec<Uplink>,
 }
 
 /// Reads links, addresses and default routes. `wanted` is `--interfaces` when given.
@@ -78,25 +83,26 @@ async fn discover_with(
         .collect();
 
     let mut egress_indexes = Vec::new();
+    // Interface index → the tables of its IPv4 default routes.
+    let mut uplink_tables: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
     let mut families = vec![RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()];
     if ipv6 {
         families.push(RouteMessageBuilder::<std::net::Ipv6Addr>::new().build());
     }
     for request in families {
+        // Without strict checking the kernel ignores the request's table: every table comes.
         let mut routes = handle.route().get(request).execute();
         while let Some(route) = routes.try_next().await.context("listing routes")? {
-            if route.header.destination_prefix_length != 0 || !in_main_table(&route) {
+            let Some((table, oifs)) = default_route(&route) else {
                 continue;
+            };
+            if route.header.address_family == AddressFamily::Inet {
+                for &index in &oifs {
+                    uplink_tables.entry(index).or_default().insert(table);
+                }
             }
-            for attr in &route.attributes {
-                let oif = match attr {
-                    RouteAttribute::Oif(index) => vec![*index],
-                    RouteAttribute::MultiPath(hops) => {
-                        hops.iter().map(|h| h.interface_index).collect()
-                    }
-                    _ => continue,
-                };
-                for index in oif {
+            if table == u32::from(RouteHeader::RT_TABLE_MAIN) {
+                for index in oifs {
                     if !egress_indexes.contains(&index) {
                         egress_indexes.push(index);
                     }
@@ -123,22 +129,38 @@ async fn discover_with(
             .collect(),
     };
     let local_addrs = addrs.values().flatten().copied().collect();
+    let uplinks = uplink_tables
+        .into_iter()
+        .map(|(index, tables)| Uplink {
+            name: interface(index, &names, &addrs).name,
+            tables: tables.into_iter().collect(),
+        })
+        .collect();
     Ok(NodeFacts {
         egress,
         local_addrs,
+        uplinks,
     })
 }
 
-fn in_main_table(route: &rtnetlink::packet_route::route::RouteMessage) -> bool {
-    let table = route
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(route.header.table as u32);
-    table == RouteHeader::RT_TABLE_MAIN as u32
+/// A unicast default route's table and the interfaces it leaves through (several for a
+/// multipath route); `None` for any other route.
+fn default_route(route: &RouteMessage) -> Option<(u32, Vec<u32>)> {
+    if route.header.destination_prefix_length != 0 || route.header.kind != RouteType::Unicast {
+        return None;
+    }
+    // Tables past 255 come as an attribute (the header then says 252, "compat").
+    let mut table = u32::from(route.header.table);
+    let mut oifs = Vec::new();
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Oif(index) => oifs.push(*index),
+            RouteAttribute::MultiPath(hops) => oifs.extend(hops.iter().map(|h| h.interface_index)),
+            _ => {}
+        }
+    }
+    Some((table, oifs))
 }
 
 fn interface(
@@ -175,4 +197,94 @@ pub fn watch(changes: mpsc::UnboundedSender<()>) -> Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use masq_testbed::Netns;
+
+    /// A node with a default route through eth0 in `main`, eth1 in table 2, eth2 in tables 3
+    /// and 1000 (past 255: an attribute, not the header), an unreachable default in table 4
+    /// and eth3 with no default route at all.
+    fn vpc_like_node() -> Netns {
+        let ns = Netns::new("uplinks").unwrap();
+        for (i, name) in ["eth0", "eth1", "eth2", "eth3"].iter().enumerate() {
+            // A veth pair inside the namespace (no dummy module on every kernel).
+            let peer = format!("{name}p");
+            ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &peer])
+                .unwrap();
+            ns.ip(&["link", "set", name, "up"]).unwrap();
+            ns.ip(&["link", "set", &peer, "up"]).unwrap();
+            let addr = format!("10.0.{i}.10/24");
+            ns.ip(&["addr", "add", &addr, "dev", name]).unwrap();
+        }
+        for route in [
+            "default dev eth0",
+            "default dev eth1 table 2",
+            "default dev eth2 table 3",
+            "default dev eth2 table 1000",
+            "unreachable default table 4",
+            "198.51.100.0/24 dev eth3",
+        ] {
+            let mut args = vec!["route", "add"];
+            args.extend(route.split(' '));
+            ns.ip(&args).unwrap();
+        }
+        ns
+    }
+
+    fn discover_in(ns: &Netns, wanted: Option<&[String]>) -> NodeFacts {
+        ns.enter(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(discover(wanted, false))
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    fn uplinks_are_the_default_routes_of_every_table() {
+        if let Some(reason) = masq_testbed::skip_reason(&[]) {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+        let ns = vpc_like_node();
+        let facts = discover_in(&ns, None);
+        let names = |list: &[Interface]| list.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&facts.egress),
+            ["eth0"],
+            "the main table's default route"
+        );
+        assert_eq!(facts.egress[0].addrs[0], IpAddr::from([10, 0, 0, 10]));
+        let uplinks: Vec<(String, Vec<u32>)> = facts
+            .uplinks
+            .iter()
+            .map(|u| (u.name.clone(), u.tables.clone()))
+            .collect();
+        assert_eq!(
+            uplinks,
+            [
+                ("eth0".to_string(), vec![254]),
+                ("eth1".to_string(), vec![2]),
+                ("eth2".to_string(), vec![3, 1000]),
+            ]
+        );
+        assert!(facts.local_addrs.contains(&IpAddr::from([10, 0, 3, 10])));
+
+        // --interfaces names the egress interfaces; the uplinks stay what the routes say.
+        let listed = discover_in(&ns, Some(&["eth3".to_string()]));
+        assert_eq!(names(&listed.egress), ["eth3"]);
+        assert_eq!(listed.uplinks, facts.uplinks);
+
+        // A route change is a fact change (the watch then reconciles).
+        ns.ip(&["route", "del", "default", "dev", "eth1", "table", "2"])
+            .unwrap();
+        let after = discover_in(&ns, None);
+        assert!(after.uplinks.iter().all(|u| u.name != "eth1"), "{after:?}");
+    }
 }

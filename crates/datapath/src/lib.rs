@@ -9,6 +9,8 @@
 pub mod egress;
 pub mod ipt;
 
+pub use egress::Routed;
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -83,6 +85,17 @@ pub struct Interface {
     pub addrs: Vec<IpAddr>,
 }
 
+/// An interface holding an IPv4 unicast default route in some routing table: one of a
+/// VPC-native node's uplinks (the primary in `main`, each ENI in its own table). The agent
+/// learns them over netlink; the eBPF datapath steers from every one but the egress interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uplink {
+    /// Interface name, e.g. `eth1`.
+    pub name: String,
+    /// The tables whose default route leaves through it, ascending (254 is `main`).
+    pub tables: Vec<u32>,
+}
+
 /// An inclusive range of source ports for translated connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {
@@ -117,6 +130,8 @@ pub struct NodeSettings {
     /// Every address of the node, from netlink and kept current: without `--pod-cidr` these
     /// are the sources that are not pods, and local destinations are kept.
     pub local_addrs: Vec<IpAddr>,
+    /// The interfaces with a default route in any table, from netlink and kept current.
+    pub uplinks: Vec<Uplink>,
     /// The eBPF datapath's flow table: its size and per-state lifetimes.
     pub nat: ebpf::NatSettings,
     /// `--egress-interface`: masqueraded traffic always leaves through this one. `None`: the
@@ -139,6 +154,7 @@ impl Default for NodeSettings {
             enable_ipv6: false,
             interfaces: Vec::new(),
             local_addrs: Vec::new(),
+            uplinks: Vec::new(),
             nat: ebpf::NatSettings::default(),
             egress_interface: None,
             egress_routing: Some(EgressRouting::default()),
@@ -319,5 +335,37 @@ pub trait Datapath: Send {
     /// kernel runs them, masq's marked (eBPF: the tc hooks), for `masq status`. Read-only.
     fn hook_order(&self) -> Vec<ebpf::HookOrder> {
         Vec::new()
+    }
+}
+
+/// A boxed datapath is one too: the agent chooses its backend at run time and wraps it
+/// ([`egress::Routed`]).
+impl<T: Datapath + ?Sized> Datapath for Box<T> {
+    fn kind(&self) -> Kind {
+        (**self).kind()
+    }
+    fn render(&self, desired: &Desired) -> String {
+        (**self).render(desired)
+    }
+    fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
+        (**self).sync(desired)
+    }
+    fn matches(&self, desired: &Desired) -> Result<bool, Error> {
+        (**self).matches(desired)
+    }
+    fn cleanup(&mut self) -> Result<(), Error> {
+        (**self).cleanup()
+    }
+    fn housekeeping(&mut self) -> Result<Option<String>, Error> {
+        (**self).housekeeping()
+    }
+    fn intact(&self) -> Result<bool, Error> {
+        (**self).intact()
+    }
+    fn findings(&self, desired: &Desired) -> Vec<String> {
+        (**self).findings(desired)
+    }
+    fn hook_order(&self) -> Vec<ebpf::HookOrder> {
+        (**self).hook_order()
     }
 }

@@ -127,7 +127,11 @@ impl Reconciler {
         if facts == self.node {
             return false;
         }
-        tracing::info!(interfaces = ?facts.egress.iter().map(|i| &i.name).collect::<Vec<_>>(), "node interfaces or addresses changed");
+        tracing::info!(
+            interfaces = ?facts.egress.iter().map(|i| &i.name).collect::<Vec<_>>(),
+            uplinks = ?facts.uplinks.iter().map(|u| format!("{} (tables {:?})", u.name, u.tables)).collect::<Vec<_>>(),
+            "node interfaces, addresses or routes changed"
+        );
         self.shared.update(|s| {
             s.interfaces = facts
                 .egress
@@ -160,6 +164,7 @@ impl Reconciler {
             node: NodeSettings {
                 interfaces: self.node.egress.clone(),
                 local_addrs: self.node.local_addrs.clone(),
+                uplinks: self.node.uplinks.clone(),
                 ..self.settings.node.clone()
             },
             config,
