@@ -308,7 +308,8 @@ pub trait Datapath: Send {
     fn render(&self, desired: &Desired) -> String;
     /// Make the kernel match `desired`: adopt what is there, change only what differs, atomically.
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error>;
-    /// Does the kernel match `desired` right now? (Readiness and `masq status`.)
+    /// Does the kernel match `desired` right now? The agent asks after every sync: `/readyz`
+    /// and `masq status` say ready only while the answer is yes.
     fn matches(&self, desired: &Desired) -> Result<bool, Error>;
     /// Remove everything this backend owns. Works without a config; absent objects are success.
     fn cleanup(&mut self) -> Result<(), Error>;
