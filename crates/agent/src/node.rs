@@ -247,11 +247,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn uplinks_are_the_default_routes_of_every_table() {
-        if let Some(reason) = masq_testbed::skip_reason(&[]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        masq_testbed::require(&[]);
         let ns = vpc_like_node();
         let facts = discover_in(&ns, None);
         let names = |list: &[Interface]| list.iter().map(|i| i.name.clone()).collect::<Vec<_>>();

@@ -1,8 +1,8 @@
 //! Kernel tests of egress routing (docs/vpc-native.md, issue 8) for the netfilter datapaths (and the
 //! eBPF one through its clsact fallback), on the VPC-native topology of masq-testbed: the pod's
 //! address lives on the node's secondary interface and its policy route leaves there, while
-//! masqueraded traffic must leave through the primary interface with the primary address. Needs root, `nft`, `iptables` and `ping`; skips
-//! with a printed reason otherwise. Everything happens inside the test's namespaces.
+//! masqueraded traffic must leave through the primary interface with the primary address. Needs root, `nft`, `iptables` and `ping`
+//! (`masq_testbed::require`). Everything happens inside the test's namespaces.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -19,14 +19,8 @@ const PORT: u16 = 8080;
 const PRIMARY: IpAddr = IpAddr::V4(vpc_addr::PRIMARY);
 const POD: IpAddr = IpAddr::V4(vpc_addr::POD);
 
-macro_rules! require_kernel {
-    () => {
-        if let Some(reason) = masq_testbed::skip_reason(&["nft", "iptables-nft", "ping"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
-    };
-}
+/// What every test here needs besides root.
+const NEEDS: &[&str] = &["nft", "iptables-nft", "ping"];
 
 /// The VPC is kept; everything else (TEST-NET included) is masqueraded.
 fn desired(topology: &VpcTopology) -> Desired {
@@ -152,8 +146,9 @@ fn datapaths() -> [(&'static str, Open); 2] {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn masqueraded_traffic_leaves_through_the_primary_interface() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     for (name, open) in datapaths() {
         let bed = Bed::new();
         bed.topology.allow_marked_replies().unwrap();
@@ -204,8 +199,9 @@ fn masqueraded_traffic_leaves_through_the_primary_interface() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_removed_rule_or_chain_is_repaired_and_counted_as_drift() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     for (name, open) in datapaths() {
         let bed = Bed::new();
         bed.topology.allow_marked_replies().unwrap();
@@ -269,8 +265,9 @@ fn a_removed_rule_or_chain_is_repaired_and_counted_as_drift() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn strict_reverse_path_filtering_drops_replies_unless_the_mark_counts() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let bed = Bed::new();
     let want = desired(&bed.topology);
     let mut datapath = Routed::new(Nftables::new());
@@ -287,8 +284,9 @@ fn strict_reverse_path_filtering_drops_replies_unless_the_mark_counts() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn without_an_egress_interface_nothing_is_marked_or_routed() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let bed = Bed::new();
     let mut want = desired(&bed.topology);
     want.node.interfaces.clear();
@@ -320,8 +318,9 @@ fn without_an_egress_interface_nothing_is_marked_or_routed() {
 /// DNAT; docs/vpc-native.md says to keep the service range in `nonMasqueradeCIDRs`, which the
 /// default set does.)
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn nftables_decides_on_the_destination_after_service_dnat() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let bed = Bed::new();
     bed.topology.allow_marked_replies().unwrap();
     let want = desired(&bed.topology);
@@ -352,15 +351,10 @@ fn nftables_decides_on_the_destination_after_service_dnat() {
 /// The eBPF datapath on kernels without TCX: every hook, the steering program on the
 /// secondary interface included, is a clsact filter, and steering works the same.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ebpf_steering_works_through_the_clsact_fallback() {
-    require_kernel!();
-    let bpffs = match masq_testbed::PrivateBpffs::mount() {
-        Ok(fs) => fs,
-        Err(e) => {
-            eprintln!("skipped: no private bpffs: {e:#}");
-            return;
-        }
-    };
+    masq_testbed::require(NEEDS);
+    let bpffs = masq_testbed::PrivateBpffs::mount().expect("a private bpffs");
     let bed = Bed::new();
     bed.topology.allow_marked_replies().unwrap();
     let want = desired(&bed.topology);

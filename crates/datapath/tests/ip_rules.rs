@@ -42,11 +42,9 @@ fn wanted(priority: u32, ipv6: bool) -> PolicyRule {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn adopts_masqs_rules_removes_stale_ones_and_leaves_the_rest() {
-    if let Some(reason) = masq_testbed::skip_reason(&[]) {
-        eprintln!("skipped: {reason}");
-        return;
-    }
+    masq_testbed::require(&[]);
     let ns = Netns::new("rules").unwrap();
     // Someone else's: another mark, and a CNI's per-pod rule.
     ip_rule(&ns, "priority 1001 fwmark 0x80 lookup main");
@@ -178,11 +176,9 @@ fn desired(priority: u32) -> Desired {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn rules_are_added_before_the_datapath_syncs_and_removed_after() {
-    if let Some(reason) = masq_testbed::skip_reason(&[]) {
-        eprintln!("skipped: {reason}");
-        return;
-    }
+    masq_testbed::require(&[]);
     let ns = Netns::new("routed").unwrap();
     let witness = Witness::default();
     let mut routed = Routed::new(witness.clone());

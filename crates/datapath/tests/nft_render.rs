@@ -110,11 +110,9 @@ fn render_matches_the_golden_files() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn golden_files_load_and_match_in_a_namespace() {
-    if let Some(reason) = masq_testbed::skip_reason(&["nft"]) {
-        eprintln!("skipped: {reason}");
-        return;
-    }
+    masq_testbed::require(&["nft"]);
     for (name, desired) in cases() {
         let ns = masq_testbed::Netns::new("render").unwrap();
         let text = std::fs::read_to_string(golden(name)).unwrap();

@@ -349,11 +349,9 @@ mod tests {
 
     /// Without NAT every exchange from outside reaches the pod and is answered by it.
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn without_nat_the_pod_answers_every_protocol() {
-        if let Some(reason) = crate::skip_reason(&[]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        crate::require(&[]);
         let topology = Topology::new().unwrap();
         let (pod, client) = (addr::POD, addr::CLIENT);
         let server = SocketAddr::new(pod.into(), 5353);

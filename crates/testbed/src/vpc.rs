@@ -210,11 +210,9 @@ mod tests {
     use crate::probe::{ping_source, tcp_source, IcmpObserver, Probes};
 
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn without_masq_the_pod_reaches_the_vpc_but_not_the_internet() {
-        if let Some(reason) = crate::skip_reason(&["ping"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        crate::require(&["ping"]);
         let topology = VpcTopology::new().unwrap();
         let vpc = Probes::start(&topology.vpc, &[vpc_addr::VPC_PEER.into()], 8080).unwrap();
         for (pod, ip) in [

@@ -581,12 +581,9 @@ mod tests {
     /// The kfunc refused by the verifier (BTF id 1 is no function): the instance loaded says
     /// the helpers are in use.
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn a_refused_kfunc_is_reported_as_the_helper_path() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipping: loading programs needs root");
-            return;
-        }
+        masq_testbed::require(&[]);
         let (_, used) =
             load_object(KernCtx::Kfunc(1), |object| EbpfLoader::new().load(object)).unwrap();
         assert_eq!(used.kern_ctx, KernCtx::Absent);

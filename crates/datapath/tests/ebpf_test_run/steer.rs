@@ -49,22 +49,13 @@ fn steering_contents(uplink_ifindex: u32, mark: u32) -> Contents {
     c
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn masqueraded_flows_are_translated_to_the_egress_address_and_redirected() {
-    if !is_root() {
-        eprintln!("skipping: not root");
-        return;
-    }
+    masq_testbed::require(&[]);
     let (ns, ifindex) = node_with_uplink();
     ns.enter(|| {
-        let Some(h) = Harness::new(&steering_contents(ifindex, MARK)) else {
-            return;
-        };
+        let h = Harness::new(&steering_contents(ifindex, MARK));
         let (rc, out, mark) = h.steer(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
         assert_eq!(rc, REDIRECT, "handed to the egress interface");
         assert_eq!(inspect(&out).src, UPLINK, "the egress interface's address");
@@ -102,19 +93,15 @@ fn masqueraded_flows_are_translated_to_the_egress_address_and_redirected() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn without_egress_routing_the_steering_program_leaves_everything() {
-    if !is_root() {
-        eprintln!("skipping: not root");
-        return;
-    }
+    masq_testbed::require(&[]);
     let (ns, ifindex) = node_with_uplink();
     ns.enter(|| {
         let mut contents = steering_contents(ifindex, 0);
         // A test run's packet is on lo (ifindex 1): let the egress program translate there.
         contents.snat_addrs.insert(1, UPLINK);
-        let Some(h) = Harness::new(&contents) else {
-            return;
-        };
+        let h = Harness::new(&contents);
         let (rc, out, mark) = h.steer(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
         assert_eq!((rc, inspect(&out).src, mark), (CONTINUE, POD, 0));
         // Replies of flows the egress interface translated itself are not marked either.
