@@ -136,8 +136,8 @@ mod scenarios {
     }
 
     /// A masqueraded connection open across a config change keeps its translation after its
-    /// destination becomes non-masquerade (SPEC section 3); new connections follow the new
-    /// config.
+    /// destination becomes non-masquerade (docs/decision.md: the new config applies to new
+    /// connections); new connections follow the new config.
     pub fn masqueraded_connection_keeps_its_translation_across_a_reload(
         datapath: Datapath,
     ) -> Result<()> {
@@ -154,7 +154,7 @@ mod scenarios {
     }
 
     /// A kept connection open across a config change keeps the pod source after its
-    /// destination becomes masqueraded (SPEC section 3: the new config applies to new
+    /// destination becomes masqueraded (docs/decision.md: the new config applies to new
     /// connections); rewriting it mid-stream would reset it.
     pub fn kept_connection_stays_kept_across_a_reload(datapath: Datapath) -> Result<()> {
         let mut bed = Bed::ready(datapath, VPC_ONLY)?;

@@ -1,4 +1,4 @@
-//! A VPC-native node (SPEC section 4): the pod's IP is a VPC address on the node's secondary
+//! A VPC-native node (docs/vpc-native.md): the pod's IP is a VPC address on the node's secondary
 //! interface, and policy routing sends the pod's traffic out of that interface, while the node's
 //! public side (the default route of the main table) is the primary interface.
 //!
