@@ -7,15 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::{poll_reads, Seen, Shared, Threads, PROBE_TIMEOUT};
+use crate::netns::Netns;
 use anyhow::{anyhow, Context, Result};
 use nix::sys::socket::{
     recv, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
     SockFlag, SockProtocol, SockType, SockaddrIn6,
 };
-use nix::sys::time::TimeVal;
-
-use super::{Seen, Shared, Threads, POLL, PROBE_TIMEOUT};
-use crate::netns::Netns;
 
 /// Records the source and destination of every ICMP (and ICMPv6) echo request arriving in a
 /// namespace (a raw socket sees a copy; the kernel still answers the ping).
@@ -72,14 +70,7 @@ impl IcmpObserver {
 
 pub(crate) fn raw_socket(family: AddressFamily, protocol: SockProtocol) -> Result<OwnedFd> {
     let socket = socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC, protocol)?;
-    setsockopt(
-        &socket,
-        sockopt::ReceiveTimeout,
-        &TimeVal::from(libc::timeval {
-            tv_sec: 0,
-            tv_usec: libc::suseconds_t::try_from(POLL.as_micros()).expect("small"),
-        }),
-    )?;
+    poll_reads(&socket)?;
     Ok(socket)
 }
 

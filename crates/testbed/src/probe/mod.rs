@@ -16,12 +16,15 @@ mod tcp;
 mod udp;
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Result;
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
 
 use crate::netns::Netns;
 pub(crate) use icmp::raw_socket;
@@ -34,6 +37,17 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often server threads look at their stop flag.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
+
+/// Makes a blocking read on `socket` give up after [`POLL`], so that a server thread looks at its
+/// stop flag that often.
+pub(crate) fn poll_reads(socket: &OwnedFd) -> Result<()> {
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: libc::suseconds_t::try_from(POLL.as_micros()).expect("small"),
+    };
+    setsockopt(socket, sockopt::ReceiveTimeout, &TimeVal::from(timeout))?;
+    Ok(())
+}
 
 /// One thing a server saw: who sent it, to which of its addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
