@@ -278,9 +278,8 @@ fn gc_full_table() -> (f64, f64) {
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("BPF_PROG_TEST_RUN needs root");
+    if let Some(reason) = masq_testbed::unmet(&[]) {
+        eprintln!("BPF_PROG_TEST_RUN {reason}");
         std::process::exit(1);
     }
     // The programs look up the node's sockets; the host's must not pick the ports.

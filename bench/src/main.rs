@@ -126,7 +126,7 @@ fn run() -> Result<()> {
     if args.rounds == 0 || args.sizes.is_empty() || args.control_sizes.is_empty() {
         bail!("--rounds, --sizes and --control-sizes need at least one value");
     }
-    if let Some(reason) = masq_testbed::skip_reason(&["nft", "iptables", "iptables-restore"]) {
+    if let Some(reason) = masq_testbed::unmet(&["nft", "iptables", "iptables-restore"]) {
         bail!("cannot run: {reason}");
     }
     masq_testbed::netns::sweep_stale();

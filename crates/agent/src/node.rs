@@ -1,6 +1,9 @@
 //! What the node contributes, learnt from netlink: the egress interfaces (those of the default
-//! routes in the main table, unless `--interfaces` names them) with their addresses, and every
-//! local address. Link, address and route changes are watched so the datapath follows them.
+//! routes in the main table, unless `--interfaces` names them) with their addresses, every local
+//! address, and the uplinks (the interfaces with a default route in any table, with those
+//! tables: a VPC-native node's ENIs and their policy routes; IPv6 ones too with
+//! `--enable-ipv6`). Link, address and route changes are watched so the datapath follows them;
+//! the datapaths discover nothing themselves.
 //!
 //! An interface's addresses are those a masqueraded packet may leave with, the primary of each
 //! family first (what the datapaths take as the SNAT address): IPv4's primaries before its
@@ -10,17 +13,17 @@
 //! (DAD completes, a lifetime runs out): the kernel announces each change and the agent reads
 //! the addresses again. Every address, usable or not, is a local address.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
-use masq_datapath::Interface;
+use masq_datapath::{Interface, Uplink};
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteType};
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use tokio::sync::mpsc;
 
@@ -31,6 +34,8 @@ pub struct NodeFacts {
     pub egress: Vec<Interface>,
     /// Every address of the node (destinations that stay local).
     pub local_addrs: Vec<IpAddr>,
+    /// The interfaces with a default route in any table (IPv6 ones only with `--enable-ipv6`).
+    pub uplinks: Vec<Uplink>,
 }
 
 /// Reads links, addresses and default routes. `wanted` is `--interfaces` when given.
@@ -72,25 +77,24 @@ async fn discover_with(
         .collect();
 
     let mut egress_indexes = Vec::new();
+    // Interface index → the tables of its default routes.
+    let mut uplink_tables: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
     let mut families = vec![RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()];
     if ipv6 {
         families.push(RouteMessageBuilder::<std::net::Ipv6Addr>::new().build());
     }
     for request in families {
+        // Without strict checking the kernel ignores the request's table: every table comes.
         let mut routes = handle.route().get(request).execute();
         while let Some(route) = routes.try_next().await.context("listing routes")? {
-            if route.header.destination_prefix_length != 0 || !in_main_table(&route) {
+            let Some((table, oifs)) = default_route(&route) else {
                 continue;
+            };
+            for &index in &oifs {
+                uplink_tables.entry(index).or_default().insert(table);
             }
-            for attr in &route.attributes {
-                let oif = match attr {
-                    RouteAttribute::Oif(index) => vec![*index],
-                    RouteAttribute::MultiPath(hops) => {
-                        hops.iter().map(|h| h.interface_index).collect()
-                    }
-                    _ => continue,
-                };
-                for index in oif {
+            if table == u32::from(RouteHeader::RT_TABLE_MAIN) {
+                for index in oifs {
                     if !egress_indexes.contains(&index) {
                         egress_indexes.push(index);
                     }
@@ -116,9 +120,17 @@ async fn discover_with(
             .map(|i| interface(i, &names, &addrs))
             .collect(),
     };
+    let uplinks = uplink_tables
+        .into_iter()
+        .map(|(index, tables)| Uplink {
+            name: interface(index, &names, &addrs).name,
+            tables: tables.into_iter().collect(),
+        })
+        .collect();
     Ok(NodeFacts {
         egress,
         local_addrs,
+        uplinks,
     })
 }
 
@@ -179,16 +191,24 @@ fn snat_candidates(mut list: Vec<AddrFacts>) -> Vec<IpAddr> {
     list.into_iter().map(|f| f.addr).collect()
 }
 
-fn in_main_table(route: &rtnetlink::packet_route::route::RouteMessage) -> bool {
-    let table = route
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(route.header.table as u32);
-    table == RouteHeader::RT_TABLE_MAIN as u32
+/// A unicast default route's table and the interfaces it leaves through (several for a
+/// multipath route); `None` for any other route.
+fn default_route(route: &RouteMessage) -> Option<(u32, Vec<u32>)> {
+    if route.header.destination_prefix_length != 0 || route.header.kind != RouteType::Unicast {
+        return None;
+    }
+    // Tables past 255 come as an attribute (the header then says 252, "compat").
+    let mut table = u32::from(route.header.table);
+    let mut oifs = Vec::new();
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Oif(index) => oifs.push(*index),
+            RouteAttribute::MultiPath(hops) => oifs.extend(hops.iter().map(|h| h.interface_index)),
+            _ => {}
+        }
+    }
+    Some((table, oifs))
 }
 
 fn interface(
@@ -230,6 +250,7 @@ pub fn watch(changes: mpsc::UnboundedSender<()>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use masq_testbed::Netns;
 
     fn facts(addr: &str, secondary: bool, snat_usable: bool) -> AddrFacts {
         AddrFacts {
@@ -291,5 +312,98 @@ mod tests {
             message("10.0.0.1", global, AddressFlags::Secondary),
             "IPv4 secondaries stay"
         );
+    }
+
+    /// A node with a default route through eth0 in `main`, eth1 in table 2, eth2 in tables 3
+    /// and 1000 (past 255: an attribute, not the header), an unreachable default in table 4
+    /// and eth3 with no IPv4 default route, only an IPv6 one in table 7.
+    fn vpc_like_node() -> Netns {
+        let ns = Netns::new("uplinks").unwrap();
+        for (i, name) in ["eth0", "eth1", "eth2", "eth3"].iter().enumerate() {
+            // A veth pair inside the namespace (no dummy module on every kernel).
+            let peer = format!("{name}p");
+            ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &peer])
+                .unwrap();
+            ns.ip(&["link", "set", name, "up"]).unwrap();
+            ns.ip(&["link", "set", &peer, "up"]).unwrap();
+            let addr = format!("10.0.{i}.10/24");
+            ns.ip(&["addr", "add", &addr, "dev", name]).unwrap();
+        }
+        for route in [
+            "default dev eth0",
+            "default dev eth1 table 2",
+            "default dev eth2 table 3",
+            "default dev eth2 table 1000",
+            "unreachable default table 4",
+            "198.51.100.0/24 dev eth3",
+        ] {
+            let mut args = vec!["route", "add"];
+            args.extend(route.split(' '));
+            ns.ip(&args).unwrap();
+        }
+        ns.ip(&["-6", "route", "add", "default", "dev", "eth3", "table", "7"])
+            .unwrap();
+        ns
+    }
+
+    fn discover_in(ns: &Netns, wanted: Option<&[String]>) -> NodeFacts {
+        discover_family_in(ns, wanted, false)
+    }
+
+    fn discover_family_in(ns: &Netns, wanted: Option<&[String]>, ipv6: bool) -> NodeFacts {
+        ns.enter(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(discover(wanted, ipv6))
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+    fn uplinks_are_the_default_routes_of_every_table() {
+        masq_testbed::require(&[]);
+        let ns = vpc_like_node();
+        let facts = discover_in(&ns, None);
+        let names = |list: &[Interface]| list.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&facts.egress),
+            ["eth0"],
+            "the main table's default route"
+        );
+        assert_eq!(facts.egress[0].addrs[0], IpAddr::from([10, 0, 0, 10]));
+        let uplinks: Vec<(String, Vec<u32>)> = facts
+            .uplinks
+            .iter()
+            .map(|u| (u.name.clone(), u.tables.clone()))
+            .collect();
+        assert_eq!(
+            uplinks,
+            [
+                ("eth0".to_string(), vec![254]),
+                ("eth1".to_string(), vec![2]),
+                ("eth2".to_string(), vec![3, 1000]),
+            ]
+        );
+        assert!(facts.local_addrs.contains(&IpAddr::from([10, 0, 3, 10])));
+
+        // --interfaces names the egress interfaces; the uplinks stay what the routes say.
+        let listed = discover_in(&ns, Some(&["eth3".to_string()]));
+        assert_eq!(names(&listed.egress), ["eth3"]);
+        assert_eq!(listed.uplinks, facts.uplinks);
+
+        // With IPv6, its default routes make uplinks too.
+        let dual = discover_family_in(&ns, None, true);
+        let eth3 = dual.uplinks.iter().find(|u| u.name == "eth3");
+        assert_eq!(eth3.map(|u| u.tables.clone()), Some(vec![7]), "{dual:?}");
+
+        // A route change is a fact change (the watch then reconciles).
+        ns.ip(&["route", "del", "default", "dev", "eth1", "table", "2"])
+            .unwrap();
+        let after = discover_in(&ns, None);
+        assert!(after.uplinks.iter().all(|u| u.name != "eth1"), "{after:?}");
     }
 }

@@ -1,8 +1,9 @@
 //! `--datapath auto|ebpf|nftables|iptables`: which backend runs, and why (README: Datapaths).
 //! `auto` tries eBPF, then nftables, then iptables, and keeps the first that can run here; the
-//! reason for skipping each one is kept for the log and `masq status`.
+//! reason for skipping each one is kept for the log and `masq status`. The chosen one comes
+//! wrapped in [`Routed`]: masq's `ip rule`s are kept around it, whichever it is.
 
-use masq_datapath::{Datapath, Error, Kind};
+use masq_datapath::{Datapath, Error, Kind, Routed};
 
 /// A backend that may be able to run: its kind and how to open it (probing the kernel).
 pub struct Candidate {
@@ -14,7 +15,7 @@ pub struct Candidate {
 
 /// The chosen backend and the sentence explaining the choice.
 pub struct Chosen {
-    /// The backend, ready to sync.
+    /// The backend with masq's policy-routing rules around it, ready to sync.
     pub datapath: Box<dyn Datapath>,
     /// Why this one, e.g. `auto: ebpf unavailable (…); nftables works`.
     pub reason: String,
@@ -31,7 +32,7 @@ pub fn select(requested: Option<Kind>, candidates: Vec<Candidate>) -> Result<Cho
             })?;
         let datapath = (candidate.open)()?;
         return Ok(Chosen {
-            datapath,
+            datapath: Box::new(Routed::new(datapath)),
             reason: "requested with --datapath".into(),
         });
     }
@@ -45,7 +46,10 @@ pub fn select(requested: Option<Kind>, candidates: Vec<Candidate>) -> Result<Cho
                 } else {
                     format!("auto: {}; {name} works", skipped.join("; "))
                 };
-                return Ok(Chosen { datapath, reason });
+                return Ok(Chosen {
+                    datapath: Box::new(Routed::new(datapath)),
+                    reason,
+                });
             }
             Err(e) => skipped.push(format!("{name} unavailable ({e})")),
         }

@@ -87,7 +87,7 @@ pub struct InterfaceSummary {
     pub addresses: Vec<String>,
 }
 
-/// Egress routing (SPEC section 4): the interface masqueraded flows leave through.
+/// Egress routing (docs/vpc-native.md): the interface masqueraded flows leave through.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EgressSummary {
     /// The egress interface.

@@ -11,6 +11,8 @@ pub mod ipt;
 pub mod pool;
 pub mod ports;
 
+pub use egress::Routed;
+
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -87,6 +89,17 @@ pub struct Interface {
     pub addrs: Vec<IpAddr>,
 }
 
+/// An interface holding an IPv4 unicast default route in some routing table: one of a
+/// VPC-native node's uplinks (the primary in `main`, each ENI in its own table). The agent
+/// learns them over netlink; the eBPF datapath steers from every one but the egress interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uplink {
+    /// Interface name, e.g. `eth1`.
+    pub name: String,
+    /// The tables whose default route leaves through it, ascending (254 is `main`).
+    pub tables: Vec<u32>,
+}
+
 /// What the node contributes to the desired state: flags and netlink facts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSettings {
@@ -118,6 +131,8 @@ pub struct NodeSettings {
     /// Every address of the node, from netlink and kept current: without `--pod-cidr` these
     /// are the sources that are not pods, and local destinations are kept.
     pub local_addrs: Vec<IpAddr>,
+    /// The interfaces with a default route in any table, from netlink and kept current.
+    pub uplinks: Vec<Uplink>,
     /// The eBPF datapath's flow table: its size and per-state lifetimes.
     pub nat: ebpf::NatSettings,
     /// `--egress-interface`: masqueraded traffic always leaves through this one. `None`: the
@@ -143,6 +158,7 @@ impl Default for NodeSettings {
             enable_ipv6: false,
             interfaces: Vec::new(),
             local_addrs: Vec::new(),
+            uplinks: Vec::new(),
             nat: ebpf::NatSettings::default(),
             egress_interface: None,
             egress_routing: Some(EgressRouting::default()),
@@ -352,7 +368,8 @@ pub trait Datapath: Send {
     fn render(&self, desired: &Desired) -> String;
     /// Make the kernel match `desired`: adopt what is there, change only what differs, atomically.
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error>;
-    /// Does the kernel match `desired` right now? (Readiness and `masq status`.)
+    /// Does the kernel match `desired` right now? The agent asks after every sync: `/readyz`
+    /// and `masq status` say ready only while the answer is yes.
     fn matches(&self, desired: &Desired) -> Result<bool, Error>;
     /// Remove everything this backend owns. Works without a config; absent objects are success.
     fn cleanup(&mut self) -> Result<(), Error>;
@@ -379,5 +396,37 @@ pub trait Datapath: Send {
     /// kernel runs them, masq's marked (eBPF: the tc hooks), for `masq status`. Read-only.
     fn hook_order(&self) -> Vec<ebpf::HookOrder> {
         Vec::new()
+    }
+}
+
+/// A boxed datapath is one too: the agent chooses its backend at run time and wraps it
+/// ([`egress::Routed`]).
+impl<T: Datapath + ?Sized> Datapath for Box<T> {
+    fn kind(&self) -> Kind {
+        (**self).kind()
+    }
+    fn render(&self, desired: &Desired) -> String {
+        (**self).render(desired)
+    }
+    fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
+        (**self).sync(desired)
+    }
+    fn matches(&self, desired: &Desired) -> Result<bool, Error> {
+        (**self).matches(desired)
+    }
+    fn cleanup(&mut self) -> Result<(), Error> {
+        (**self).cleanup()
+    }
+    fn housekeeping(&mut self) -> Result<Option<String>, Error> {
+        (**self).housekeeping()
+    }
+    fn intact(&self) -> Result<bool, Error> {
+        (**self).intact()
+    }
+    fn findings(&self, desired: &Desired) -> Vec<String> {
+        (**self).findings(desired)
+    }
+    fn hook_order(&self) -> Vec<ebpf::HookOrder> {
+        (**self).hook_order()
     }
 }

@@ -1,8 +1,8 @@
 //! Kernel tests of egress routing (docs/vpc-native.md, issue 8) for the netfilter datapaths (and the
 //! eBPF one through its clsact fallback), on the VPC-native topology of masq-testbed: the pod's
 //! address lives on the node's secondary interface and its policy route leaves there, while
-//! masqueraded traffic must leave through the primary interface with the primary address. Needs root, `nft`, `iptables` and `ping`; skips
-//! with a printed reason otherwise. Everything happens inside the test's namespaces.
+//! masqueraded traffic must leave through the primary interface with the primary address. Needs root, `nft`, `iptables` and `ping`
+//! (`masq_testbed::require`). Everything happens inside the test's namespaces.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -11,22 +11,16 @@ use masq_config::Config;
 use masq_datapath::ebpf::{AttachMode, Ebpf};
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::nft::Nftables;
-use masq_datapath::{Datapath, Desired, Interface, NodeSettings};
-use masq_testbed::vpc::{PRIMARY_IF, SECONDARY_IF};
+use masq_datapath::{Datapath, Desired, Interface, NodeSettings, Routed, Uplink};
+use masq_testbed::vpc::{PRIMARY_IF, SECONDARY2_IF, SECONDARY_IF};
 use masq_testbed::{vpc_addr, Netns, Probes, VpcTopology};
 
 const PORT: u16 = 8080;
 const PRIMARY: IpAddr = IpAddr::V4(vpc_addr::PRIMARY);
 const POD: IpAddr = IpAddr::V4(vpc_addr::POD);
 
-macro_rules! require_kernel {
-    () => {
-        if let Some(reason) = masq_testbed::skip_reason(&["nft", "iptables-nft", "ping"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
-    };
-}
+/// What every test here needs besides root.
+const NEEDS: &[&str] = &["nft", "iptables-nft", "ping"];
 
 /// The VPC is kept; everything else (TEST-NET included) is masqueraded.
 fn desired(topology: &VpcTopology) -> Desired {
@@ -42,8 +36,14 @@ fn desired(topology: &VpcTopology) -> Desired {
         },
         node: NodeSettings {
             pod_cidrs: vec![vpc_addr::POD_CIDR.parse().unwrap()],
-            // What the agent learns from netlink: the main table's default route is eth0.
+            // What the agent learns from netlink: the main table's default route is eth0, the
+            // ENIs' tables 2 and 3 hold eth1's and eth2's.
             interfaces: vec![primary_interface(&topology.node)],
+            uplinks: vec![
+                uplink(PRIMARY_IF, 254),
+                uplink(SECONDARY_IF, 2),
+                uplink(SECONDARY2_IF, 3),
+            ],
             ..NodeSettings::default()
         },
     }
@@ -55,6 +55,13 @@ fn link(node: &Netns, name: &str) -> serde_json::Value {
     let text = node.ip(&["-s", "-j", "link", "show", "dev", name]).unwrap();
     let links: serde_json::Value = serde_json::from_str(&text).unwrap();
     links[0].clone()
+}
+
+fn uplink(name: &str, table: u32) -> Uplink {
+    Uplink {
+        name: name.into(),
+        tables: vec![table],
+    }
 }
 
 fn primary_interface(node: &Netns) -> Interface {
@@ -125,19 +132,23 @@ impl Bed {
     }
 }
 
-/// Opens a fresh datapath (a new one stands for a restarted agent).
+/// Opens a fresh datapath with masq's `ip rule`s around it, as the agent does (a new one stands
+/// for a restarted agent).
 type Open = fn() -> Box<dyn Datapath>;
 
 fn datapaths() -> [(&'static str, Open); 2] {
     [
-        ("nftables", || Box::new(Nftables::new())),
-        ("iptables", || Box::new(Iptables::new(Backend::Nft))),
+        ("nftables", || Box::new(Routed::new(Nftables::new()))),
+        ("iptables", || {
+            Box::new(Routed::new(Iptables::new(Backend::Nft)))
+        }),
     ]
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn masqueraded_traffic_leaves_through_the_primary_interface() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     for (name, open) in datapaths() {
         let bed = Bed::new();
         bed.topology.allow_marked_replies().unwrap();
@@ -188,8 +199,9 @@ fn masqueraded_traffic_leaves_through_the_primary_interface() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_removed_rule_or_chain_is_repaired_and_counted_as_drift() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     for (name, open) in datapaths() {
         let bed = Bed::new();
         bed.topology.allow_marked_replies().unwrap();
@@ -253,11 +265,12 @@ fn a_removed_rule_or_chain_is_repaired_and_counted_as_drift() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn strict_reverse_path_filtering_drops_replies_unless_the_mark_counts() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let bed = Bed::new();
     let want = desired(&bed.topology);
-    let mut datapath = Nftables::new();
+    let mut datapath = Routed::new(Nftables::new());
     bed.in_node(|| datapath.sync(&want)).unwrap();
     // The reply's reverse-path lookup (from the pod to the internet host) hits the pod's own
     // rule, which points at eth1, not eth0 where the reply arrived.
@@ -271,14 +284,15 @@ fn strict_reverse_path_filtering_drops_replies_unless_the_mark_counts() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn without_an_egress_interface_nothing_is_marked_or_routed() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let bed = Bed::new();
     let mut want = desired(&bed.topology);
     want.node.interfaces.clear();
-    let mut nft = Nftables::new();
+    let mut nft = Routed::new(Nftables::new());
     bed.in_node(|| nft.sync(&want)).unwrap();
-    let mut ipt = Iptables::new(Backend::Nft);
+    let mut ipt = Routed::new(Iptables::new(Backend::Nft));
     bed.in_node(|| ipt.sync(&want)).unwrap();
     assert!(bed.masq_rules().is_empty());
     let listing = bed
@@ -304,12 +318,13 @@ fn without_an_egress_interface_nothing_is_marked_or_routed() {
 /// DNAT; docs/vpc-native.md says to keep the service range in `nonMasqueradeCIDRs`, which the
 /// default set does.)
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn nftables_decides_on_the_destination_after_service_dnat() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let bed = Bed::new();
     bed.topology.allow_marked_replies().unwrap();
     let want = desired(&bed.topology);
-    let mut nft = Nftables::new();
+    let mut nft = Routed::new(Nftables::new());
     bed.in_node(|| nft.sync(&want)).unwrap();
     let service = "table ip svc {
         chain prerouting {
@@ -336,19 +351,14 @@ fn nftables_decides_on_the_destination_after_service_dnat() {
 /// The eBPF datapath on kernels without TCX: every hook, the steering program on the
 /// secondary interface included, is a clsact filter, and steering works the same.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ebpf_steering_works_through_the_clsact_fallback() {
-    require_kernel!();
-    let bpffs = match masq_testbed::PrivateBpffs::mount() {
-        Ok(fs) => fs,
-        Err(e) => {
-            eprintln!("skipped: no private bpffs: {e:#}");
-            return;
-        }
-    };
+    masq_testbed::require(NEEDS);
+    let bpffs = masq_testbed::PrivateBpffs::mount().expect("a private bpffs");
     let bed = Bed::new();
     bed.topology.allow_marked_replies().unwrap();
     let want = desired(&bed.topology);
-    let mut datapath = Ebpf::new(bpffs.pin_dir()).with_attach_mode(AttachMode::Clsact);
+    let mut datapath = Routed::new(Ebpf::new(bpffs.pin_dir()).with_attach_mode(AttachMode::Clsact));
     let report = bed.in_node(|| datapath.sync(&want)).unwrap();
     assert!(report.changed);
     let filters = |iface: &str, dir: &str| {
@@ -360,6 +370,8 @@ fn ebpf_steering_works_through_the_clsact_fallback() {
     assert!(filters(PRIMARY_IF, "egress").contains("masq_egress"));
     assert!(filters(PRIMARY_IF, "ingress").contains("masq_ingress"));
     assert!(filters(SECONDARY_IF, "egress").contains("masq_steer"));
+    assert!(filters(SECONDARY2_IF, "egress").contains("masq_steer"));
+    assert_eq!(bed.masq_rules().len(), 1, "the rule for steered replies");
 
     assert_eq!(bed.to_internet(), PRIMARY, "TCP, UDP and ping");
     assert_eq!(bed.to_vpc(), POD, "the VPC keeps seeing the pod");
@@ -369,6 +381,7 @@ fn ebpf_steering_works_through_the_clsact_fallback() {
         (PRIMARY_IF, "egress"),
         (PRIMARY_IF, "ingress"),
         (SECONDARY_IF, "egress"),
+        (SECONDARY2_IF, "egress"),
     ] {
         assert!(
             !filters(iface, dir).contains("masq_"),
@@ -376,4 +389,5 @@ fn ebpf_steering_works_through_the_clsact_fallback() {
         );
     }
     assert!(!bpffs.pin_dir().exists(), "cleanup left the pins");
+    assert!(bed.masq_rules().is_empty(), "cleanup left the rule");
 }

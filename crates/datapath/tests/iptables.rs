@@ -1,5 +1,5 @@
-//! Kernel tests of the iptables datapath, each inside its own network namespace, on every backend
-//! (iptables-nft, iptables-legacy) whose programs are installed. What the kernel holds is read
+//! Kernel tests of the iptables datapath, each inside its own network namespace, on both backends
+//! (iptables-nft, iptables-legacy). What the kernel holds is read
 //! back with `iptables-save` and compared with `render`'s rules line by line.
 
 mod ipt_support;
@@ -16,19 +16,10 @@ const JUMP: &str = "-A POSTROUTING -m comment --comment \"ip-masq-agent: ensure 
                     directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain\" \
                     -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT";
 
-/// The backends whose restore program runs here (Debian's iptables package ships both).
+/// Both backends (Debian's iptables package ships both); a test fails where one is missing.
 fn backends() -> Vec<Backend> {
-    let found: Vec<Backend> = [Backend::Nft, Backend::Legacy]
-        .into_iter()
-        .filter(|b| {
-            std::process::Command::new(format!("iptables-{b}-restore"))
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    assert!(!found.is_empty(), "no iptables backend installed");
-    found
+    masq_testbed::require(&["iptables-nft-restore", "iptables-legacy-restore"]);
+    vec![Backend::Nft, Backend::Legacy]
 }
 
 fn program(backend: Backend, family: Family, tool: &str) -> String {
@@ -97,6 +88,7 @@ fn assert_installed(ns: &Netns, backend: Backend, datapath: &Iptables, d: &Desir
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn installs_what_render_prints_adopts_and_follows_changes() {
     each_backend("install", |ns, backend| {
         let first = desired(masq_config::Config::default());
@@ -131,6 +123,7 @@ fn installs_what_render_prints_adopts_and_follows_changes() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn drift_is_detected_and_repaired() {
     each_backend("drift", |ns, backend| {
         let d = desired(config(&RFC1918));
@@ -248,6 +241,7 @@ fn install_like_upstream(ns: &Netns, backend: Backend, chain: &str, quoted_jump:
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn takes_over_a_chain_written_by_upstream() {
     for quoted_jump in [true, false] {
         each_backend("migrate", |ns, backend| {
@@ -302,6 +296,7 @@ fn migrate_from_upstream(ns: &Netns, backend: Backend, quoted_jump: bool) {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn reports_and_keeps_a_chain_left_under_another_name() {
     each_backend("leftover", |ns, backend| {
         install_like_upstream(ns, backend, "IP-MASQ", true);
@@ -347,6 +342,7 @@ fn reports_and_keeps_a_chain_left_under_another_name() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ipv6_rules_follow_the_flag_and_cleanup_removes_everything() {
     each_backend("ipv6", |ns, backend| {
         let mut cfg = config(&["10.0.0.0/8", "fd00::/8"]);
@@ -378,6 +374,7 @@ fn ipv6_rules_follow_the_flag_and_cleanup_removes_everything() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn every_rule_kind_reads_back_as_rendered() {
     each_backend("kinds", |ns, backend| {
         let mut cfg = config(&["10.0.0.0/8", "fd00::/8"]);
@@ -423,7 +420,9 @@ fn every_rule_kind_reads_back_as_rendered() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn refuses_a_chain_name_iptables_cannot_hold() {
+    masq_testbed::require(&[]);
     let ns = Netns::new("badchain").unwrap();
     let mut d = desired(config(&RFC1918));
     d.node.iptables_chain = "A-CHAIN-NAME-LONGER-THAN-28-BYTES".to_string();
@@ -434,6 +433,7 @@ fn refuses_a_chain_name_iptables_cannot_hold() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn detects_the_backend_that_holds_the_rules() {
     each_backend("detect", |ns, backend| {
         let iptables = program(backend, Family::V4, "");
@@ -450,11 +450,10 @@ fn detects_the_backend_that_holds_the_rules() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn waits_out_the_xtables_lock_then_reports_it() {
-    if !backends().contains(&Backend::Legacy) {
-        eprintln!("iptables-legacy not installed: nothing holds an xtables lock");
-        return;
-    }
+    // iptables-legacy holds the xtables lock.
+    backends();
     let ns = Netns::new("lock").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lock_path = dir.path().join("xtables.lock");
@@ -548,6 +547,7 @@ fn peer_seen_from_pod(backend: Backend, d: &Desired) -> std::net::SocketAddr {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn pod_traffic_leaves_with_the_node_address_unless_exempt() {
     for backend in backends() {
         // TEST-NET-2 is in the default exemptions; list the CIDRs so it is masqueraded.

@@ -8,7 +8,12 @@ use std::path::PathBuf;
 
 use ipt_support::{config, desired, nets, RFC1918};
 use masq_datapath::ipt::{Backend, Iptables};
-use masq_datapath::{Datapath, PortRange};
+use masq_datapath::{Datapath, Desired, PortRange, Routed};
+
+/// As `masq render --datapath iptables` prints it: masq's `ip rule`s follow as comments.
+fn rendered(iptables: Iptables, desired: &Desired) -> String {
+    Routed::new(iptables).render(desired)
+}
 
 fn check_golden(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,16 +34,20 @@ fn check_golden(name: &str, actual: &str) {
 
 #[test]
 fn default_config() {
-    let text = Iptables::new(Backend::Nft).render(&desired(masq_config::Config::default()));
+    let text = rendered(
+        Iptables::new(Backend::Nft),
+        &desired(masq_config::Config::default()),
+    );
     check_golden("default", &text);
 }
 
 #[test]
 fn upstream_default_config_without_random_fully() {
     // What kubernetes-sigs/ip-masq-agent writes with its defaults on an iptables before 1.6.2.
-    let text = Iptables::new(Backend::Legacy)
-        .with_random_fully(false)
-        .render(&desired(config(&RFC1918)));
+    let text = rendered(
+        Iptables::new(Backend::Legacy).with_random_fully(false),
+        &desired(config(&RFC1918)),
+    );
     check_golden("rfc1918-no-random-fully", &text);
 }
 
@@ -52,7 +61,7 @@ fn custom_config_with_every_option() {
     d.node.pod_cidrs = nets(&["10.244.0.0/16", "10.245.0.0/16", "fd20::/64"]);
     d.node.snat_ips = vec!["192.0.2.10".parse().unwrap()];
     d.node.native_routing_cidr = Some("10.96.0.0/12".parse().unwrap());
-    let text = Iptables::new(Backend::Nft).render(&d);
+    let text = rendered(Iptables::new(Backend::Nft), &d);
     check_golden("custom", &text);
 }
 
@@ -66,7 +75,7 @@ fn masquerade_cidrs_come_before_the_return_rules() {
     let mut d = desired(cfg);
     d.node.pod_cidrs = nets(&["10.244.0.0/16", "10.245.0.0/16"]);
     d.node.egress_interface = Some("eth0".into());
-    let text = Iptables::new(Backend::Nft).render(&d);
+    let text = rendered(Iptables::new(Backend::Nft), &d);
     check_golden("masquerade-cidrs", &text);
 }
 
@@ -74,7 +83,7 @@ fn masquerade_cidrs_come_before_the_return_rules() {
 fn custom_chain_name() {
     let mut d = desired(config(&RFC1918));
     d.node.iptables_chain = "IP-MASQ".to_string();
-    let text = Iptables::new(Backend::Nft).render(&d);
+    let text = rendered(Iptables::new(Backend::Nft), &d);
     check_golden("chain-name", &text);
     assert!(!text.contains("IP-MASQ-AGENT"), "{text}");
 }
@@ -93,7 +102,7 @@ fn port_range_split_per_protocol() {
     ];
     let mut d = desired(config(&RFC1918));
     d.node.port_ranges = ranges;
-    let text = Iptables::new(Backend::Nft).render(&d);
+    let text = rendered(Iptables::new(Backend::Nft), &d);
     check_golden("port-split", &text);
 }
 
@@ -104,7 +113,7 @@ fn single_port_range_from_node_settings_needs_no_statistic() {
         first: 32768,
         last: 65535,
     }];
-    let text = Iptables::new(Backend::Nft).render(&d);
+    let text = rendered(Iptables::new(Backend::Nft), &d);
     check_golden("port-range", &text);
     assert!(!text.contains("statistic"), "{text}");
 }
@@ -145,9 +154,9 @@ fn egress_routing_adds_the_mangle_chain_and_the_rule() {
     d.node.enable_ipv6 = true;
     d.node.pod_cidrs = nets(&["10.0.1.0/24", "fd20::/64"]);
     d.node.egress_interface = Some("eth0".into());
-    let text = Iptables::new(Backend::Nft).render(&d);
+    let text = rendered(Iptables::new(Backend::Nft), &d);
     check_golden("egress", &text);
     // Without an egress interface (the other goldens) there is none of it.
     d.node.egress_interface = None;
-    assert!(!Iptables::new(Backend::Nft).render(&d).contains("EGRESS"));
+    assert!(!rendered(Iptables::new(Backend::Nft), &d).contains("EGRESS"));
 }

@@ -39,14 +39,8 @@ fn desired(config: Config) -> Desired {
     }
 }
 
-macro_rules! require_kernel {
-    () => {
-        if let Some(reason) = masq_testbed::skip_reason(&["nft", "ping"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
-    };
-}
+/// What every test here needs besides root.
+const NEEDS: &[&str] = &["nft", "ping"];
 
 /// A topology with probes on every external host, and an nftables backend for its node.
 struct Bed {
@@ -188,8 +182,9 @@ const POD2: IpAddr = IpAddr::V4(addr::POD2);
 const NODE: IpAddr = IpAddr::V4(addr::NODE);
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn masquerades_all_but_non_masquerade_and_link_local_destinations() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     let want = desired(config(&["10.0.0.0/8"]));
     let report = bed.sync(&want);
@@ -225,8 +220,9 @@ fn masquerades_all_but_non_masquerade_and_link_local_destinations() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn masq_link_local_masquerades_the_metadata_server() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     let mut cfg = config(&["10.0.0.0/8"]);
     cfg.masq_link_local = true;
@@ -236,8 +232,9 @@ fn masq_link_local_masquerades_the_metadata_server() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn non_masquerade_sources_keep_their_address() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     let mut cfg = config(&[]);
     cfg.non_masquerade_src_cidrs = nets(&["10.244.1.3/32"]);
@@ -249,8 +246,9 @@ fn non_masquerade_sources_keep_their_address() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn with_pod_cidrs_only_pods_are_masqueraded() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     let mut want = desired(config(&[]));
     // Pretend only the first pod's address is a pod: the second is then "not a pod".
@@ -271,8 +269,9 @@ fn with_pod_cidrs_only_pods_are_masqueraded() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn native_routing_cidr_is_never_masqueraded() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     let mut want = desired(config(&[]));
     want.node.native_routing_cidr = Some("10.200.0.0/16".parse().unwrap());
@@ -282,8 +281,9 @@ fn native_routing_cidr_is_never_masqueraded() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn snat_ip_and_port_range_are_used() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     let node = &bed.topology.node;
     node.ip(&["addr", "add", "172.30.0.100/24", "dev", "eth0"])
@@ -308,8 +308,9 @@ fn snat_ip_and_port_range_are_used() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_second_instance_adopts_without_duplicates_or_changes() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     let want = desired(config(&["10.0.0.0/8", "10.1.0.0/16", "192.168.0.0/16"]));
     bed.sync(&want);
@@ -340,8 +341,9 @@ fn a_second_instance_adopts_without_duplicates_or_changes() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_cidr_change_edits_the_set_in_place() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     bed.sync(&desired(config(&["10.0.0.0/8"])));
     assert_eq!(bed.pod_source(addr::PRIVATE), POD);
@@ -398,8 +400,9 @@ fn a_cidr_change_edits_the_set_in_place() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn drift_is_detected_and_repaired() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     let want = desired(config(&["10.0.0.0/8"]));
     bed.sync(&want);
@@ -512,8 +515,9 @@ fn drift_is_detected_and_repaired() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn cleanup_removes_the_table_and_nothing_else() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     load(
         &bed.topology.node,
@@ -540,8 +544,9 @@ fn cleanup_removes_the_table_and_nothing_else() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn the_rendered_text_is_what_sync_installs() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let bed = Bed::new();
     let mut want = desired(config(&["10.0.0.0/8", "192.168.0.0/16"]));
     want.node.pod_cidrs = nets(&[addr::POD_CIDR]);
@@ -564,8 +569,9 @@ fn the_rendered_text_is_what_sync_installs() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ipv6_is_masqueraded_when_enabled() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::with(Topology::builder().ipv6(true));
     let mut want = desired(config(&["10.0.0.0/8", "fd00::/8"]));
     // Without --enable-ipv6 IPv6 passes untouched.
@@ -583,16 +589,18 @@ fn ipv6_is_masqueraded_when_enabled() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn probe_checks_support_without_installing_anything() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let ns = masq_testbed::Netns::new("probe").unwrap();
     ns.enter(|| Nftables::new().probe()).unwrap().unwrap();
     assert_eq!(ns.exec("nft", &["list", "tables"]).unwrap().trim(), "");
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_large_set_is_edited_by_difference() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let ns = masq_testbed::Netns::new("large").unwrap();
     // 8192 prefixes that cannot merge (every other /24).
     let cidrs: Vec<String> = (0..64)
@@ -629,8 +637,9 @@ fn a_large_set_is_edited_by_difference() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn existing_connections_keep_their_translation_across_a_change() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::new();
     bed.sync(&desired(config(&[])));
     let server = SocketAddr::new(addr::INTERNET.into(), PORT);
@@ -646,8 +655,9 @@ fn existing_connections_keep_their_translation_across_a_change() {
 /// (the end of one is the start of the next), the top and bottom of both address spaces, and
 /// a foreign commit in between (another table) that makes the backend read the table again.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn element_changes_at_neighbours_and_edges_list_back_as_written() {
-    require_kernel!();
+    masq_testbed::require(NEEDS);
     let mut bed = Bed::with(Topology::builder().ipv6(true));
     let with_ipv6 = |cidrs: &[&str]| {
         let mut want = desired(config(cidrs));

@@ -6,9 +6,10 @@ use anyhow::Context;
 
 use masq_agent::select::Candidate;
 use masq_datapath::ebpf::Ebpf;
+use masq_datapath::egress::IpRules;
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::nft::Nftables;
-use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
+use masq_datapath::{Datapath, Desired, Kind, NodeSettings, Routed};
 use prometheus_client::registry::Registry;
 
 use crate::ebpf_metrics::EbpfCollector;
@@ -58,13 +59,15 @@ pub fn register_metrics(kind: Kind, pin_dir: &Path, registry: &mut Registry) {
     }
 }
 
-/// What `kind` would install for `desired`. Needs no kernel and no installed binary.
+/// What `kind` would install for `desired`, masq's `ip rule`s included, as the agent wraps it
+/// (`select`). Needs no kernel and no installed binary.
 pub fn render(kind: Kind, desired: &Desired) -> anyhow::Result<String> {
-    Ok(match kind {
-        Kind::Nftables => Nftables::new().render(desired),
-        Kind::Iptables => Iptables::new(Backend::Nft).render(desired),
-        Kind::Ebpf => Ebpf::default().render(desired),
-    })
+    let datapath: Box<dyn Datapath> = match kind {
+        Kind::Nftables => Box::new(Nftables::new()),
+        Kind::Iptables => Box::new(Iptables::new(Backend::Nft)),
+        Kind::Ebpf => Box::new(Ebpf::default()),
+    };
+    Ok(Routed::new(datapath).render(desired))
 }
 
 /// The eBPF NAT table, read from the pinned maps (the agent need not run).
@@ -108,20 +111,28 @@ pub fn nat_list(output: OutputFormat, pin_dir: &Path) -> anyhow::Result<String> 
     })
 }
 
-/// Removes what every datapath owns; each result says how that one went. A datapath whose
-/// tools are absent here cannot have installed anything, and is skipped.
+/// Removes what every datapath owns, then masq's `ip rule`s, once, when nothing marks packets
+/// any more; each result names what it removed and says how that went. A datapath whose tools
+/// are absent here cannot have installed anything, and is skipped.
 pub fn cleanup_all(
     iptables_chain: &str,
     pin_dir: &Path,
-) -> Vec<(Kind, Result<(), masq_datapath::Error>)> {
-    let mut done = vec![(Kind::Ebpf, Ebpf::new(pin_dir.to_path_buf()).cleanup())];
+) -> Vec<(&'static str, Result<(), masq_datapath::Error>)> {
+    let mut done = vec![(
+        Kind::Ebpf.as_str(),
+        Ebpf::new(pin_dir.to_path_buf()).cleanup(),
+    )];
     let nft = Nftables::new();
     if nft.probe().is_ok() {
-        done.push((Kind::Nftables, Nftables::new().cleanup()));
+        done.push((Kind::Nftables.as_str(), Nftables::new().cleanup()));
     }
     if let Ok(ipt) = Iptables::detect() {
-        done.push((Kind::Iptables, ipt.with_chain(iptables_chain).cleanup()));
+        done.push((
+            Kind::Iptables.as_str(),
+            ipt.with_chain(iptables_chain).cleanup(),
+        ));
     }
+    done.push(("ip rules", IpRules.remove_stale(&[]).map(drop)));
     done
 }
 

@@ -34,7 +34,7 @@ const DESTINATIONS: [(IpAddr, &str); 3] = [
 
 /// Runs the demo; exit 0 when every destination was treated as the config says.
 pub fn run(datapath: DatapathChoice) -> Result<ExitCode> {
-    if let Some(reason) = masq_testbed::skip_reason(&["nft"]) {
+    if let Some(reason) = masq_testbed::unmet(&["nft"]) {
         bail!("masq demo {reason}");
     }
     netns::sweep_stale();

@@ -153,6 +153,7 @@ impl ConfigArgs {
             enable_ipv6: ipv6,
             interfaces: Vec::new(),
             local_addrs: Vec::new(),
+            uplinks: Vec::new(),
             nat: nat?,
             egress_interface: self.egress_interface.clone(),
             egress_routing,

@@ -139,8 +139,8 @@ mod scenarios {
     }
 
     /// A masqueraded connection open across a config change keeps its translation after its
-    /// destination becomes non-masquerade (SPEC section 3); new connections follow the new
-    /// config.
+    /// destination becomes non-masquerade (docs/decision.md: the new config applies to new
+    /// connections); new connections follow the new config.
     pub fn masqueraded_connection_keeps_its_translation_across_a_reload(
         datapath: Datapath,
     ) -> Result<()> {
@@ -157,7 +157,7 @@ mod scenarios {
     }
 
     /// A kept connection open across a config change keeps the pod source after its
-    /// destination becomes masqueraded (SPEC section 3: the new config applies to new
+    /// destination becomes masqueraded (docs/decision.md: the new config applies to new
     /// connections); rewriting it mid-stream would reset it.
     pub fn kept_connection_stays_kept_across_a_reload(datapath: Datapath) -> Result<()> {
         let mut bed = Bed::ready(datapath, VPC_ONLY)?;
@@ -547,22 +547,27 @@ macro_rules! tests_for {
             use super::{run, scenarios, Datapath};
 
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn decision_reasons() {
                 run($datapath, scenarios::decision_reasons)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn link_local_masqueraded_when_asked() {
                 run($datapath, scenarios::link_local_masqueraded_when_asked)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn not_a_pod() {
                 run($datapath, scenarios::not_a_pod)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn live_reload() {
                 run($datapath, scenarios::live_reload)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn masqueraded_connection_keeps_its_translation_across_a_reload() {
                 run(
                     $datapath,
@@ -570,6 +575,7 @@ macro_rules! tests_for {
                 )
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kept_connection_stays_kept_across_a_reload() {
                 run(
                     $datapath,
@@ -577,18 +583,22 @@ macro_rules! tests_for {
                 )
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn config_file_created_and_deleted() {
                 run($datapath, scenarios::config_file_created_and_deleted)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn invalid_config_keeps_the_last_good_one() {
                 run($datapath, scenarios::invalid_config_keeps_the_last_good_one)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn invalid_first_config_installs_nothing() {
                 run($datapath, scenarios::invalid_first_config_installs_nothing)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn restart_with_an_invalid_config_keeps_the_rules() {
                 run(
                     $datapath,
@@ -596,34 +606,42 @@ macro_rules! tests_for {
                 )
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kill9_and_restart_keep_connections() {
                 run($datapath, scenarios::kill9_and_restart_keep_connections)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn sigterm_leaves_the_datapath() {
                 run($datapath, scenarios::sigterm_leaves_the_datapath)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn early_sigterm_is_graceful() {
                 run($datapath, scenarios::early_sigterm_is_graceful)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn repaired_between_resyncs() {
                 run($datapath, scenarios::repaired_between_resyncs)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn drift_repaired_within_resync() {
                 run($datapath, scenarios::drift_repaired_within_resync)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn node_address_change_is_followed() {
                 run($datapath, scenarios::node_address_change_is_followed)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn egress_interface_recreated() {
                 run($datapath, scenarios::egress_interface_recreated)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn cleanup_leaves_nothing() {
                 run($datapath, scenarios::cleanup_leaves_nothing)
             }
@@ -642,14 +660,17 @@ mod ebpf_only {
     use super::{ebpf_scenarios as scenarios, run, Datapath};
 
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn floods_reach_the_right_pod() {
         run(Datapath::Ebpf, scenarios::floods_reach_the_right_pod)
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn same_source_port_from_two_pods() {
         run(Datapath::Ebpf, scenarios::same_source_port_from_two_pods)
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn kill9_under_traffic_breaks_nothing() {
         run(
             Datapath::Ebpf,
@@ -657,18 +678,22 @@ mod ebpf_only {
         )
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn nat_table_in_metrics_and_nat_list() {
         run(Datapath::Ebpf, scenarios::nat_table_in_metrics_and_nat_list)
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn auto_prefers_ebpf_and_says_why() {
         run(Datapath::Ebpf, scenarios::auto_prefers_ebpf_and_says_why)
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn loading_memory_is_given_back() {
         run(Datapath::Ebpf, scenarios::loading_memory_is_given_back)
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn status_shows_a_cni_program_behind_masq() {
         run(
             Datapath::Ebpf,
@@ -676,6 +701,7 @@ mod ebpf_only {
         )
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn mounts_a_bpffs_where_there_is_none() {
         run(
             Datapath::Ebpf,
@@ -683,6 +709,7 @@ mod ebpf_only {
         )
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn port_exhaustion_is_counted_and_recovers() {
         run(
             Datapath::Ebpf,
@@ -690,6 +717,7 @@ mod ebpf_only {
         )
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn reset_then_reuse_then_idle_stays_translated() {
         run(
             Datapath::Ebpf,
@@ -697,6 +725,7 @@ mod ebpf_only {
         )
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn unanswered_syns_leave_after_their_lifetime() {
         run(
             Datapath::Ebpf,
@@ -704,6 +733,7 @@ mod ebpf_only {
         )
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn a_port_pool_is_used_to_the_last_port() {
         run(
             Datapath::Ebpf,
@@ -711,6 +741,7 @@ mod ebpf_only {
         )
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn a_flood_that_fills_the_table_spares_idle_connections() {
         run(
             Datapath::Ebpf,
@@ -718,6 +749,7 @@ mod ebpf_only {
         )
     }
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn big_tcp_is_translated() {
         run(Datapath::Ebpf, scenarios::engine::big_tcp_is_translated)
     }

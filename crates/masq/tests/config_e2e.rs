@@ -183,10 +183,12 @@ macro_rules! tests_for {
             use super::*;
 
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn forced_range_inside_an_exempt_range() {
                 run($datapath, scenarios::forced_range_inside_an_exempt_range)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn a_second_config_map_comes_breaks_and_goes() {
                 run(
                     $datapath,
@@ -202,6 +204,7 @@ tests_for!(iptables_nft, Datapath::IptablesNft);
 tests_for!(iptables_legacy, Datapath::IptablesLegacy);
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ebpf_refuses_masquerade_cidrs() {
     run(Datapath::Ebpf, scenarios::ebpf_refuses_masquerade_cidrs)
 }

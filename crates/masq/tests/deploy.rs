@@ -94,16 +94,12 @@ fn render(dir: &str) -> Vec<Value> {
         .unwrap_or_else(|e| panic!("deploy/{dir}: rendered YAML does not parse: {e}"))
 }
 
-/// Every kustomization rendered once, or `None` (after saying why) when kubectl cannot run.
-fn renders() -> Option<&'static (Vec<Rendered>, Rendered)> {
-    static RENDERS: OnceLock<Result<(Vec<Rendered>, Rendered), String>> = OnceLock::new();
-    let renders = RENDERS.get_or_init(|| {
-        Command::new("kubectl")
-            .args(["version", "--client"])
-            .output()
-            .map_err(|e| {
-                format!("kubectl cannot run ({e}); it renders deploy/ (`kubectl kustomize`)")
-            })?;
+/// Every kustomization rendered once; the test fails when kubectl cannot run (it renders
+/// deploy/ with `kubectl kustomize`, as scripts/check-deploy does).
+fn renders() -> &'static (Vec<Rendered>, Rendered) {
+    masq_testbed::require_programs(&["kubectl"]);
+    static RENDERS: OnceLock<(Vec<Rendered>, Rendered)> = OnceLock::new();
+    RENDERS.get_or_init(|| {
         let agents = AGENT_KUSTOMIZATIONS
             .iter()
             .map(|&(dir, datapath)| Rendered {
@@ -117,15 +113,8 @@ fn renders() -> Option<&'static (Vec<Rendered>, Rendered)> {
             datapath: "any",
             resources: render(CLEANUP_KUSTOMIZATION),
         };
-        Ok((agents, cleanup))
-    });
-    match renders {
-        Ok(renders) => Some(renders),
-        Err(reason) => {
-            eprintln!("skipped: {reason}");
-            None
-        }
-    }
+        (agents, cleanup)
+    })
 }
 
 /// The flags `masq <subcommand> --help` lists.
@@ -212,9 +201,7 @@ fn split_addr(addr: &str) -> (&str, u64) {
 
 #[test]
 fn every_flag_passed_exists_in_masq_help() {
-    let Some((agents, cleanup)) = renders() else {
-        return;
-    };
+    let (agents, cleanup) = renders();
     let agent_help = help_flags("agent");
     for r in agents {
         for (flag, _) in flags(r.agent(), "agent") {
@@ -238,7 +225,7 @@ fn every_flag_passed_exists_in_masq_help() {
 
 #[test]
 fn each_overlay_selects_its_datapath() {
-    let Some((agents, _)) = renders() else { return };
+    let (agents, _) = renders();
     for r in agents {
         let flags = flags(r.agent(), "agent");
         let datapath = flag_value(&flags, "--datapath").unwrap_or("auto");
@@ -275,7 +262,7 @@ fn key_file(source: &Value) -> &str {
 
 #[test]
 fn config_map_is_mounted_where_the_config_flag_reads() {
-    let Some((agents, _)) = renders() else { return };
+    let (agents, _) = renders();
     for r in agents {
         let flags = flags(r.agent(), "agent");
         // `--config-dir` reads every file named ip-masq* of the directory; `--config` one file.
@@ -326,7 +313,7 @@ fn config_map_is_mounted_where_the_config_flag_reads() {
 /// pass `masq validate --config-dir`; one bad entry in the second makes the merge fail.
 #[test]
 fn projected_config_maps_pass_masq_validate() {
-    let Some((agents, _)) = renders() else { return };
+    let (agents, _) = renders();
     let r = agents
         .iter()
         .find(|r| r.dir == "overlays/config-dir")
@@ -364,7 +351,7 @@ fn projected_config_maps_pass_masq_validate() {
 
 #[test]
 fn probes_hit_health_endpoints_on_the_metrics_address() {
-    let Some((agents, _)) = renders() else { return };
+    let (agents, _) = renders();
     for r in agents {
         let agent = r.agent();
         let flags = flags(agent, "agent");
@@ -417,7 +404,7 @@ fn probes_hit_health_endpoints_on_the_metrics_address() {
 
 #[test]
 fn variables_in_arguments_are_defined() {
-    let Some((agents, _)) = renders() else { return };
+    let (agents, _) = renders();
     for r in agents {
         let agent = r.agent();
         let defined: BTreeSet<&str> = items(&agent["env"])
@@ -440,7 +427,7 @@ fn variables_in_arguments_are_defined() {
 
 #[test]
 fn capabilities_are_the_least_each_datapath_needs() {
-    let Some((agents, _)) = renders() else { return };
+    let (agents, _) = renders();
     for r in agents {
         let security = &r.agent()["securityContext"];
         let added = string_set(&security["capabilities"]["add"]);
@@ -492,9 +479,7 @@ fn capabilities_are_the_least_each_datapath_needs() {
 
 #[test]
 fn no_container_is_privileged() {
-    let Some((agents, cleanup)) = renders() else {
-        return;
-    };
+    let (agents, cleanup) = renders();
     for r in agents.iter().chain([cleanup]) {
         for daemonset in r.resources.iter().filter(|d| d["kind"] == "DaemonSet") {
             let pod = &daemonset["spec"]["template"]["spec"];
@@ -514,7 +499,7 @@ fn no_container_is_privileged() {
 
 #[test]
 fn only_ebpf_mounts_the_host_bpffs_and_the_pins_live_inside_it() {
-    let Some((agents, _)) = renders() else { return };
+    let (agents, _) = renders();
     for r in agents {
         let pod = r.pod_spec("masq");
         let bpffs_volumes: Vec<&str> = items(&pod["volumes"])
@@ -542,7 +527,7 @@ fn only_ebpf_mounts_the_host_bpffs_and_the_pins_live_inside_it() {
 
 #[test]
 fn agent_runs_on_every_node_without_api_access() {
-    let Some((agents, _)) = renders() else { return };
+    let (agents, _) = renders();
     for r in agents {
         let daemonset = r.find("DaemonSet", "masq");
         let pod = r.pod_spec("masq");
@@ -580,7 +565,7 @@ fn agent_runs_on_every_node_without_api_access() {
 
 #[test]
 fn metrics_service_and_pod_monitor_reach_the_agent_port() {
-    let Some((agents, _)) = renders() else { return };
+    let (agents, _) = renders();
     let r = agents.iter().find(|r| r.dir == "overlays/metrics").unwrap();
     let agent = r.agent();
     let flags = flags(agent, "agent");
@@ -607,7 +592,7 @@ fn metrics_service_and_pod_monitor_reach_the_agent_port() {
 
 #[test]
 fn shipped_config_map_passes_masq_validate() {
-    let Some((agents, _)) = renders() else { return };
+    let (agents, _) = renders();
     let config = agents[0].find("ConfigMap", CONFIG_MAP)["data"][CONFIG_KEY]
         .as_str()
         .unwrap();
@@ -634,9 +619,7 @@ fn shipped_config_map_passes_masq_validate() {
 
 #[test]
 fn cleanup_holds_what_every_datapath_installs() {
-    let Some((_, cleanup)) = renders() else {
-        return;
-    };
+    let (_, cleanup) = renders();
     let pod = cleanup.pod_spec("masq-cleanup");
     let init = container(pod, "initContainers", "cleanup");
     let added = string_set(&init["securityContext"]["capabilities"]["add"]);

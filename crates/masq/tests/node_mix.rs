@@ -30,23 +30,28 @@ macro_rules! tests_for {
             use super::node_mix_scenarios::{host_flows, inbound};
 
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn tcp_to_a_pod() {
                 run($datapath, inbound::tcp_to_a_pod)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn udp_to_a_pod() {
                 run($datapath, inbound::udp_to_a_pod)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn ping_to_a_pod() {
                 run($datapath, inbound::ping_to_a_pod)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn other_protocol_to_a_pod() {
                 run($datapath, inbound::other_protocol_to_a_pod)
             }
 
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn udp_node_port_bound_before_the_pod_sends() {
                 run(
                     $datapath,
@@ -54,14 +59,17 @@ macro_rules! tests_for {
                 )
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn udp_pod_first_then_the_node() {
                 run($datapath, host_flows::udp_pod_first_then_the_node)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn udp_node_first_then_the_pod() {
                 run($datapath, host_flows::udp_node_first_then_the_pod)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn udp_node_address_in_non_masquerade_src() {
                 run(
                     $datapath,
@@ -69,63 +77,74 @@ macro_rules! tests_for {
                 )
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn tcp_node_first_then_the_pod() {
                 run($datapath, host_flows::tcp_node_first_then_the_pod)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn tcp_pod_first_then_the_node() {
                 run($datapath, host_flows::tcp_pod_first_then_the_node)
             }
 
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_iptables_cluster_ip_to_an_external_endpoint() {
                 run($datapath, |d| {
                     services::cluster_ip_to_an_external_endpoint(d, Proxy::Iptables)
                 })
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_nftables_cluster_ip_to_an_external_endpoint() {
                 run($datapath, |d| {
                     services::cluster_ip_to_an_external_endpoint(d, Proxy::Nftables)
                 })
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_iptables_cluster_ip_to_another_pod() {
                 run($datapath, |d| {
                     services::cluster_ip_to_another_pod(d, Proxy::Iptables)
                 })
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_nftables_cluster_ip_to_another_pod() {
                 run($datapath, |d| {
                     services::cluster_ip_to_another_pod(d, Proxy::Nftables)
                 })
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_iptables_node_port_with_local_policy() {
                 run($datapath, |d| {
                     services::node_port_with_local_policy(d, Proxy::Iptables)
                 })
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_nftables_node_port_with_local_policy() {
                 run($datapath, |d| {
                     services::node_port_with_local_policy(d, Proxy::Nftables)
                 })
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_iptables_node_port_with_cluster_policy() {
                 run($datapath, |d| {
                     services::node_port_with_cluster_policy(d, Proxy::Iptables)
                 })
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_nftables_node_port_with_cluster_policy() {
                 run($datapath, |d| {
                     services::node_port_with_cluster_policy(d, Proxy::Nftables)
                 })
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn portmap_host_port() {
                 run($datapath, services::host_port)
             }

@@ -180,10 +180,7 @@ const STEERED_HOOKS: [&str; 6] = [
 ];
 
 fn run(datapath: &str) {
-    if let Some(reason) = masq_testbed::skip_reason(&["nft", "iptables-nft", "ping"]) {
-        eprintln!("skipped: {reason}");
-        return;
-    }
+    masq_testbed::require(&["nft", "iptables-nft", "ping"]);
     // eBPF: the pins live on a bpffs of this thread's own (the agents inherit it).
     let bpffs = (datapath == "ebpf").then(|| PrivateBpffs::mount().unwrap());
     let bed = Bed::new(bpffs.as_ref());
@@ -292,16 +289,19 @@ fn run(datapath: &str) {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn nftables_routes_masqueraded_traffic_through_the_primary_interface() {
     run("nftables");
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn iptables_routes_masqueraded_traffic_through_the_primary_interface() {
     run("iptables");
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ebpf_steers_masqueraded_traffic_to_the_primary_interface() {
     run("ebpf");
 }
@@ -311,10 +311,7 @@ fn ebpf_steers_masqueraded_traffic_to_the_primary_interface() {
 /// translated to its address, not translated in place to eth1's address, where nothing leads to
 /// the internet.
 fn run_with_every_uplink_listed(datapath: &str) {
-    if let Some(reason) = masq_testbed::skip_reason(&["nft", "iptables-nft", "ping"]) {
-        eprintln!("skipped: {reason}");
-        return;
-    }
+    masq_testbed::require(&["nft", "iptables-nft", "ping"]);
     let bpffs = (datapath == "ebpf").then(|| PrivateBpffs::mount().unwrap());
     let bed = Bed::new(bpffs.as_ref());
     bed.topology.allow_marked_replies().unwrap();
@@ -355,16 +352,19 @@ fn run_with_every_uplink_listed(datapath: &str) {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn nftables_with_every_uplink_listed_routes_through_the_egress_interface() {
     run_with_every_uplink_listed("nftables");
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn iptables_with_every_uplink_listed_routes_through_the_egress_interface() {
     run_with_every_uplink_listed("iptables");
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ebpf_with_every_uplink_listed_steers_to_the_egress_interface() {
     run_with_every_uplink_listed("ebpf");
 }

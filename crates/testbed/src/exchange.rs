@@ -15,13 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use nix::sys::socket::{
-    bind, recvfrom, sendto, setsockopt, sockopt, AddressFamily, MsgFlags, SockProtocol, SockaddrIn,
-};
-use nix::sys::time::TimeVal;
+use nix::sys::socket::{bind, recvfrom, sendto, AddressFamily, MsgFlags, SockProtocol, SockaddrIn};
 
 use crate::netns::Netns;
-use crate::probe::{raw_socket, Seen, Shared, TcpSession, Threads, POLL, PROBE_TIMEOUT};
+use crate::probe::{poll_reads, raw_socket, Seen, Shared, TcpSession, Threads, PROBE_TIMEOUT};
 
 /// An IP protocol no kernel module handles (RFC 3692 experimentation): "another protocol",
 /// which no datapath can translate by ports.
@@ -146,7 +143,8 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// A raw IPv4 socket of `protocol` bound to `local` inside `ns`, reading with [`POLL`].
+/// A raw IPv4 socket of `protocol` bound to `local` inside `ns`, its reads bounded by the probes'
+/// poll interval.
 fn raw_bound(ns: &Netns, protocol: u8, local: Ipv4Addr) -> Result<OwnedFd> {
     let socket = ns
         .enter(|| -> Result<OwnedFd> {
@@ -164,14 +162,7 @@ fn raw_bound(ns: &Netns, protocol: u8, local: Ipv4Addr) -> Result<OwnedFd> {
                 anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
                 // SAFETY: fd is a fresh descriptor nobody else owns.
                 let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-                setsockopt(
-                    &socket,
-                    sockopt::ReceiveTimeout,
-                    &TimeVal::from(libc::timeval {
-                        tv_sec: 0,
-                        tv_usec: libc::suseconds_t::try_from(POLL.as_micros()).expect("small"),
-                    }),
-                )?;
+                poll_reads(&socket)?;
                 socket
             };
             bind(
@@ -349,11 +340,9 @@ mod tests {
 
     /// Without NAT every exchange from outside reaches the pod and is answered by it.
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn without_nat_the_pod_answers_every_protocol() {
-        if let Some(reason) = crate::skip_reason(&[]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        crate::require(&[]);
         let topology = Topology::new().unwrap();
         let (pod, client) = (addr::POD, addr::CLIENT);
         let server = SocketAddr::new(pod.into(), 5353);

@@ -49,21 +49,6 @@ pub use probe::{Probes, Sources};
 pub use topology::{addr, addr6, Topology, TopologyBuilder};
 pub use vpc::{vpc_addr, VpcTopology};
 
-/// Why kernel tests cannot run here, if they cannot: they need root (to create namespaces) and
-/// the given programs (besides `ip`). Tests print the reason and return early.
-pub fn skip_reason(programs: &[&str]) -> Option<String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root to create network namespaces".into());
-    }
-    for program in std::iter::once(&"ip").chain(programs) {
-        if std::process::Command::new(program)
-            .arg("-V")
-            .output()
-            .is_err()
-        {
-            return Some(format!("needs the {program} program"));
-        }
-    }
-    None
-}
+/// What a kernel test needs, checked in one place ([`masq_needs`]): [`require`] fails a test that
+/// cannot run here, with the reason; [`unmet`] only says what is missing.
+pub use masq_needs::{require, require_programs, unmet};

@@ -163,7 +163,9 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn namespaces_are_connected_and_removed() {
+        crate::require(&[]);
         let a = Netns::new("a").unwrap();
         let b = Netns::new("b").unwrap();
         veth(&a, "va", &b, "vb").unwrap();

@@ -314,11 +314,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn without_nat_every_host_sees_the_pod() {
-        if let Some(reason) = crate::skip_reason(&["ping"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        crate::require(&["ping"]);
         let topology = Topology::new().unwrap();
         let probes = Probes::start(&topology.external, &hosts(), 8080).unwrap();
         for host in hosts() {
@@ -338,11 +336,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn without_a_route_back_pod_sources_arrive_but_get_no_answer() {
-        if let Some(reason) = crate::skip_reason(&["ping"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        crate::require(&["ping"]);
         let topology = Topology::builder()
             .route_pods_from_external(false)
             .build()
@@ -357,11 +353,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn ipv6_hosts_see_the_pod_too() {
-        if let Some(reason) = crate::skip_reason(&["ping"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        crate::require(&["ping"]);
         let topology = Topology::builder().ipv6(true).build().unwrap();
         let probes = Probes::start(&topology.external, &topology.external_hosts(), 8080).unwrap();
         for host in addr6::EXTERNAL_HOSTS {

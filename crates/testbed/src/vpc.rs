@@ -1,4 +1,4 @@
-//! A VPC-native node (SPEC section 4): the pod's IP is a VPC address on the node's secondary
+//! A VPC-native node (docs/vpc-native.md): the pod's IP is a VPC address on the node's secondary
 //! interface, and policy routing sends the pod's traffic out of that interface, while the node's
 //! public side (the default route of the main table) is the primary interface.
 //!
@@ -210,11 +210,9 @@ mod tests {
     use crate::probe::{ping_source, tcp_source, IcmpObserver, Probes};
 
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn without_masq_the_pod_reaches_the_vpc_but_not_the_internet() {
-        if let Some(reason) = crate::skip_reason(&["ping"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        crate::require(&["ping"]);
         let topology = VpcTopology::new().unwrap();
         let vpc = Probes::start(&topology.vpc, &[vpc_addr::VPC_PEER.into()], 8080).unwrap();
         for (pod, ip) in [

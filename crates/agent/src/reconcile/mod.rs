@@ -157,7 +157,11 @@ impl Reconciler {
         if facts == self.node {
             return false;
         }
-        tracing::info!(interfaces = ?facts.egress.iter().map(|i| &i.name).collect::<Vec<_>>(), "node interfaces or addresses changed");
+        tracing::info!(
+            interfaces = ?facts.egress.iter().map(|i| &i.name).collect::<Vec<_>>(),
+            uplinks = ?facts.uplinks.iter().map(|u| format!("{} (tables {:?})", u.name, u.tables)).collect::<Vec<_>>(),
+            "node interfaces, addresses or routes changed"
+        );
         self.shared.update(|s| {
             s.interfaces = facts
                 .egress
@@ -207,6 +211,7 @@ impl Reconciler {
                 interfaces: self.node.egress.clone(),
                 local_addrs: self.node.local_addrs.clone(),
                 reserved_ports: self.reserved.clone(),
+                uplinks: self.node.uplinks.clone(),
                 ..self.settings.node.clone()
             },
             config,
@@ -357,10 +362,13 @@ impl Reconciler {
 
     async fn sync(&mut self, desired: Desired) {
         let started = Instant::now();
-        // Moved to the blocking thread and back: no second copy of a long list.
+        // Moved to the blocking thread and back: no second copy of a long list. Readiness is
+        // the kernel matching the desired state, asked right after the sync.
         let (desired, result) = self
             .on_datapath(move |datapath| {
-                let result = datapath.sync(&desired);
+                let result = datapath
+                    .sync(&desired)
+                    .map(|report| (report, datapath.matches(&desired)));
                 (desired, result)
             })
             .await;
@@ -368,7 +376,14 @@ impl Reconciler {
         let m = &self.shared.metrics;
         m.sync_duration.observe(elapsed.as_secs_f64());
         match result {
-            Ok(report) => {
+            Ok((report, matched)) => {
+                let mismatch = match matched {
+                    Ok(true) => None,
+                    Ok(false) => {
+                        Some("the kernel does not hold what the sync just installed".to_string())
+                    }
+                    Err(e) => Some(format!("reading the datapath back after the sync: {e}")),
+                };
                 if report.drift_repaired {
                     tracing::warn!("the datapath had been changed by someone else; repaired");
                     m.drift_repairs.inc();
@@ -400,35 +415,42 @@ impl Reconciler {
                         tracing::warn!("{warning}");
                     }
                 }
+                let matches = mismatch.is_none();
                 self.shared.update(|s| {
                     s.egress = egress;
                     s.snat = Some(snat);
-                    s.ready = true;
+                    s.ready = matches;
                     s.desired = Some(summary);
                     s.installed = Some(InstalledSummary {
-                        matches_desired: true,
+                        matches_desired: matches,
                         entries: report.installed_entries,
                         synced_at_unix: unix_now(),
                     });
-                    s.last_sync_error = None;
+                    s.last_sync_error = mismatch.clone();
                     s.counters.syncs += 1;
                     s.counters.drift_repairs += u64::from(report.drift_repaired);
                 });
-                self.retry = None;
-                self.schedule(desired.config.resync_interval);
+                match mismatch {
+                    None => {
+                        self.retry = None;
+                        self.schedule(desired.config.resync_interval);
+                    }
+                    Some(why) => {
+                        let retry = self.backoff(desired.config.resync_interval);
+                        tracing::error!(retry_in_s = retry.as_secs_f64(), "not ready: {why}");
+                    }
+                }
                 self.installed = Some(desired);
                 // What it held is installed now (the config only changes in this task).
                 self.pending_config = None;
             }
             Err(e) => {
-                let retry = self
-                    .retry
-                    .map_or(FIRST_RETRY, |r| (r * 2).min(desired.config.resync_interval));
+                let retry = self.backoff(desired.config.resync_interval);
                 tracing::error!(
                     retry_in_s = retry.as_secs_f64(),
                     "datapath sync failed: {e}"
                 );
-                m.sync_failures.inc();
+                self.shared.metrics.sync_failures.inc();
                 self.shared.update(|s| {
                     s.ready = false;
                     s.last_sync_error = Some(e.to_string());
@@ -438,10 +460,19 @@ impl Reconciler {
                         i.matches_desired = false;
                     }
                 });
-                self.retry = Some(retry);
-                self.schedule(retry);
             }
         }
+    }
+
+    /// Schedules a retry: soon after the first failure, then twice as late each time, up to
+    /// the resync interval. Returns the delay.
+    fn backoff(&mut self, resync_interval: Duration) -> Duration {
+        let retry = self
+            .retry
+            .map_or(FIRST_RETRY, |r| (r * 2).min(resync_interval));
+        self.retry = Some(retry);
+        self.schedule(retry);
+        retry
     }
 
     fn schedule(&mut self, after: Duration) {

@@ -25,6 +25,17 @@ async fn read_reserved() -> std::collections::BTreeSet<u16> {
         .unwrap_or_default()
 }
 
+/// Reads the node over netlink again; returns whether anything changed.
+async fn rediscover(reconciler: &mut Reconciler, wanted: Option<&[String]>, ipv6: bool) -> bool {
+    match node::discover(wanted, ipv6).await {
+        Ok(facts) => reconciler.set_node(facts),
+        Err(e) => {
+            tracing::error!("reading the node's interfaces and routes: {e:#}");
+            false
+        }
+    }
+}
+
 /// Runs the agent until SIGTERM or SIGINT. The datapath stays installed when it returns.
 pub async fn run(
     settings: AgentSettings,
@@ -73,14 +84,16 @@ pub async fn run(
             }
             Some(()) = node_rx.recv() => {
                 settle(&mut node_rx).await;
-                match node::discover(wanted.as_deref(), ipv6).await {
-                    Ok(facts) => if reconciler.set_node(facts) {
-                        reconciler.reconcile(Trigger::NodeChange).await;
-                    },
-                    Err(e) => tracing::error!("reading interfaces after a netlink change: {e:#}"),
+                if rediscover(&mut reconciler, wanted.as_deref(), ipv6).await {
+                    reconciler.reconcile(Trigger::NodeChange).await;
                 }
             }
-            () = resync => reconciler.reconcile(Trigger::Resync).await,
+            () = resync => {
+                // Also here: a notification lost to a full socket buffer must not leave a
+                // stale uplink until the next change.
+                rediscover(&mut reconciler, wanted.as_deref(), ipv6).await;
+                reconciler.reconcile(Trigger::Resync).await;
+            }
             _ = upkeep.tick() => {
                 reconciler.housekeeping().await;
                 // Listening sockets and hostPorts change without a netlink event: polled.

@@ -15,6 +15,9 @@ struct FakeState {
     installed: Option<Desired>,
     syncs: usize,
     fail: bool,
+    /// Reports success without installing anything (a datapath that writes what it does not
+    /// read back, or is undone at once).
+    lies: bool,
     unhooked: bool,
     /// Stands for the eBPF datapath (else nftables).
     ebpf: bool,
@@ -38,7 +41,9 @@ impl Datapath for Fake {
             return Err(Error::Unsupported("injected failure".into()));
         }
         let changed = s.installed.as_ref() != Some(d);
-        s.installed = Some(d.clone());
+        if !s.lies {
+            s.installed = Some(d.clone());
+        }
         s.unhooked = false;
         Ok(SyncReport {
             changed,
@@ -240,6 +245,28 @@ async fn a_failed_sync_is_not_ready_and_retried_soon() {
     assert!(b.rec.next_resync() > Instant::now() + Duration::from_secs(30));
 }
 
+#[tokio::test]
+async fn a_sync_the_kernel_does_not_match_is_not_ready_and_retried_soon() {
+    let mut b = bed();
+    b.fake.0.lock().unwrap().lies = true;
+    b.rec.reconcile(Trigger::Start).await;
+    let s = b.status();
+    assert!(
+        !s.ready,
+        "readiness follows Datapath::matches, not the sync's word"
+    );
+    assert_eq!(b.rec.shared.metrics.ready.get(), 0);
+    assert!(!s.installed.unwrap().matches_desired);
+    assert!(s.last_sync_error.unwrap().contains("does not hold"));
+    assert!(b.rec.next_resync() <= Instant::now() + FIRST_RETRY);
+    b.fake.0.lock().unwrap().lies = false;
+    b.rec.reconcile(Trigger::Resync).await;
+    let s = b.status();
+    assert!(s.ready && s.installed.unwrap().matches_desired);
+    assert_eq!(s.last_sync_error, None);
+    assert!(b.rec.next_resync() > Instant::now() + Duration::from_secs(30));
+}
+
 // === several files (`--config-dir`) ===
 
 fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
@@ -333,6 +360,7 @@ fn a_snat_ip_the_node_lacks_is_one_line_naming_flag_and_value() {
     let facts = crate::node::NodeFacts {
         egress: Vec::new(),
         local_addrs: vec!["172.30.0.1".parse().unwrap()],
+        uplinks: Vec::new(),
     };
     let mut node = NodeSettings::default();
     assert!(super::check_snat_ips(&node, &facts).is_ok());

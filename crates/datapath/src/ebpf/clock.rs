@@ -175,12 +175,9 @@ mod tests {
     /// Against the kernel: the calibrated HZ is a usual one and `now` agrees with a fresh
     /// reading of jiffies to a tick or two.
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn calibration_matches_the_running_kernel() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipping: BPF_PROG_TEST_RUN needs root");
-            return;
-        }
+        masq_testbed::require(&[]);
         let clock = KernelClock::get().unwrap();
         assert!(COMMON_HZ.contains(&clock.hz()), "HZ {}", clock.hz());
         let mut bpf = EbpfLoader::new().load(CLOCK_OBJECT).unwrap();

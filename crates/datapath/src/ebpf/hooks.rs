@@ -25,10 +25,10 @@ use crate::{egress, Error, NodeSettings};
 /// program and the ingress program on every secondary uplink (an interface with a default route
 /// in some table, other than the egress interface), listed in `--interfaces` or not. A listed
 /// secondary uplink is steered, never translated in place to its own address: the egress
-/// interface wins (SPEC section 4). No interface gets both the egress and the steering program.
-/// `uplinks` are the interfaces with a default route in any table.
-pub fn wanted(node: &NodeSettings, uplinks: &BTreeSet<String>) -> Vec<(String, Direction)> {
-    let steered = egress::secondary_uplinks(node, uplinks);
+/// interface wins (README, "Datapaths"). No interface gets both the egress and the steering
+/// program.
+pub fn wanted(node: &NodeSettings) -> Vec<(String, Direction)> {
+    let steered = egress::secondary_uplinks(node);
     let mut hooks = Vec::new();
     for iface in &node.interfaces {
         if !steered.contains(&iface.name) && !hooks.iter().any(|(name, _)| name == &iface.name) {
@@ -265,10 +265,17 @@ pub fn clsact_priority(filters: &[ClsactFilter], handle: u32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Interface;
+    use crate::{Interface, Uplink};
 
+    /// A node with default routes through eth0 (main), eth1 and eth2 (their own tables).
     fn node(listed: &[&str], egress: Option<&str>) -> NodeSettings {
         NodeSettings {
+            uplinks: [("eth0", 254), ("eth1", 2), ("eth2", 3)]
+                .map(|(name, table)| Uplink {
+                    name: name.into(),
+                    tables: vec![table],
+                })
+                .into(),
             interfaces: listed
                 .iter()
                 .enumerate()
@@ -292,9 +299,8 @@ mod tests {
 
     #[test]
     fn a_listed_secondary_uplink_is_steered_not_translated_in_place() {
-        let uplinks: BTreeSet<String> = ["eth0", "eth1", "eth2"].map(String::from).into();
         // --egress-interface eth0 --interfaces eth0,eth1 (issue 13, item 7).
-        let hooks = wanted(&node(&["eth0", "eth1"], Some("eth0")), &uplinks);
+        let hooks = wanted(&node(&["eth0", "eth1"], Some("eth0")));
         assert_eq!(
             names(&hooks),
             [
@@ -310,12 +316,12 @@ mod tests {
         let mut off = node(&["eth0", "eth1"], Some("eth0"));
         off.egress_routing = None;
         assert_eq!(
-            names(&wanted(&off, &uplinks)),
+            names(&wanted(&off)),
             ["eth0 egress", "eth0 ingress", "eth1 egress", "eth1 ingress"]
         );
         // A listed interface without a default route is translated in place, as netfilter does
         // where the main table routes there.
-        let hooks = wanted(&node(&["eth0", "eth9"], None), &uplinks);
+        let hooks = wanted(&node(&["eth0", "eth9"], None));
         assert_eq!(
             names(&hooks)[..4],
             ["eth0 egress", "eth0 ingress", "eth9 egress", "eth9 ingress"]

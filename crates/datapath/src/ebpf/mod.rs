@@ -46,7 +46,6 @@ pub use maps::{port_table, Contents, Maps, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RA
 pub use nat::{NatDirection, NatListEntry, Pressure};
 pub use types::Reason;
 
-use crate::egress::{self, IpRules};
 use crate::{names, Datapath, Desired, Error, Kind, NodeSettings, PortRange, SyncReport};
 
 /// The compiled programs, built from `bpf/` by `build.rs`; loaded through [`kfunc::patched`].
@@ -239,8 +238,6 @@ pub struct Ebpf {
     pin_dir: PathBuf,
     mode: AttachMode,
     loaded: Option<Loaded>,
-    /// masq's `ip rule` for the replies of steered flows (shared with the netfilter datapaths).
-    rules: IpRules,
     /// The flow table's size and lifetimes, from the last sync (the defaults before one).
     nat: NatSettings,
     /// `--enable-ipv6` at the last sync: the IPv6 flow table gets its size only then.
@@ -262,7 +259,6 @@ impl Ebpf {
             pin_dir,
             mode: AttachMode::Auto,
             loaded: None,
-            rules: IpRules::new(),
             nat: NatSettings::default(),
             ipv6: false,
             mounted_bpffs: None,
@@ -395,16 +391,6 @@ impl Ebpf {
         Ok(report)
     }
 
-    /// Every hook masq's programs belong on ([`hooks::wanted`]).
-    fn hooks(&self, node: &NodeSettings) -> Result<Vec<(String, Direction)>, Error> {
-        let uplinks = if node.active_egress_routing().is_some() {
-            self.rules.default_route_interfaces(node.enable_ipv6)?
-        } else {
-            BTreeSet::new()
-        };
-        Ok(hooks::wanted(node, &uplinks))
-    }
-
     /// What runs on each tc hook masq is on, in the kernel's order (`masq status`).
     fn hook_orders(&self) -> Vec<HookOrder> {
         self.loaded
@@ -511,7 +497,6 @@ impl Datapath for Ebpf {
             self.pin_dir.display()
         );
         out.push_str(&hooks::render(&desired.node));
-        out.push_str(&egress::render_rules(&desired.node));
         out
     }
 
@@ -522,10 +507,7 @@ impl Datapath for Ebpf {
         let pin_dir = self.pin_dir.clone();
         let mode = self.mode;
         let want = Contents::for_desired(desired);
-        let hooks = self.hooks(&desired.node)?;
-        // The rule first: a steered reply is marked as soon as the maps say so.
-        let policy_rules = egress::desired_rules(&desired.node);
-        let rules_added = self.rules.add_missing(&policy_rules)?.changed;
+        let hooks = hooks::wanted(&desired.node);
         let loaded = self.load()?;
         let have = loaded.maps.read()?;
         let drift_maps = loaded.last_written.as_ref().is_some_and(|w| *w != have);
@@ -567,10 +549,8 @@ impl Datapath for Ebpf {
             tracing::info!(copied = report.copied, "carried the last flows over");
             old.retire()?;
         }
-        let rules_removed = self.rules.remove_stale(&policy_rules)?.changed;
-
         Ok(SyncReport {
-            changed: writes > 0 || relinked || rules_added || rules_removed,
+            changed: writes > 0 || relinked,
             drift_repaired: drift_maps || repaired,
             installed_entries,
         })
@@ -585,18 +565,14 @@ impl Datapath for Ebpf {
         if have != want {
             return Ok(false);
         }
-        let attached = self
-            .hooks(&desired.node)?
+        Ok(hooks::wanted(&desired.node)
             .iter()
-            .all(|(iface, dir)| attach::is_attached(iface, *dir));
-        Ok(attached && self.rules.matches(&egress::desired_rules(&desired.node))?)
+            .all(|(iface, dir)| attach::is_attached(iface, *dir)))
     }
 
     fn cleanup(&mut self) -> Result<(), Error> {
         self.loaded = None;
         attach::detach_all(&self.pin_dir)?;
-        // After the programs: nothing marks replies any more.
-        self.rules.remove_stale(&[])?;
         match std::fs::remove_dir_all(&self.pin_dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -652,12 +628,9 @@ mod tests {
     /// The kfunc refused by the verifier (BTF id 1 is no function): the instance loaded says
     /// the helpers are in use.
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn a_refused_kfunc_is_reported_as_the_helper_path() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipping: loading programs needs root");
-            return;
-        }
+        masq_testbed::require(&[]);
         let (_, used) =
             load_object(KernCtx::Kfunc(1), |object| EbpfLoader::new().load(object)).unwrap();
         assert_eq!(used.kern_ctx, KernCtx::Absent);

@@ -30,7 +30,6 @@ pub use exec::{is_lock_contention, LockRetry};
 pub use leftover::Leftover;
 pub use render::{Family, IptFamily, RenderOptions};
 
-use crate::egress::{desired_rules, IpRules, PolicyRule};
 use crate::names::IPT_EGRESS_CHAIN;
 use crate::{Datapath, Desired, Error, Kind, SyncReport};
 use backend::{Evidence, Tool};
@@ -47,8 +46,6 @@ pub struct Iptables {
     last_written: BTreeMap<Family, u64>,
     /// The egress chain last written per family (empty: removed), as a fingerprint (`chains::fingerprint`).
     last_egress: BTreeMap<Family, u64>,
-    ip_rules: IpRules,
-    last_policy_rules: Option<Vec<PolicyRule>>,
 }
 
 impl Iptables {
@@ -61,8 +58,6 @@ impl Iptables {
             runner: Runner::default(),
             last_written: BTreeMap::new(),
             last_egress: BTreeMap::new(),
-            ip_rules: IpRules::new(),
-            last_policy_rules: None,
         }
     }
 
@@ -165,7 +160,6 @@ impl Datapath for Iptables {
                 egress::jump_rule()
             ));
         }
-        text.push_str(&crate::egress::render_rules(&desired.node));
         text
     }
 
@@ -178,13 +172,6 @@ impl Datapath for Iptables {
             self.chain = chain.clone();
         }
         let mut report = SyncReport::default();
-        // The policy rules first: until the egress chain marks packets they route nothing.
-        let policy_rules = desired_rules(&desired.node);
-        let added = self.ip_rules.add_missing(&policy_rules)?;
-        report.changed |= added.changed;
-        report.drift_repaired |=
-            added.changed && self.last_policy_rules.as_ref() == Some(&policy_rules);
-        report.installed_entries += policy_rules.len();
         let policy = desired.policy();
         for family in Family::ALL {
             let wanted = desired.node.families().contains(&family);
@@ -213,9 +200,6 @@ impl Datapath for Iptables {
             report.changed |= changed;
             report.drift_repaired |= drift;
         }
-        // Stale rules last: nothing carries their mark any more.
-        report.changed |= self.ip_rules.remove_stale(&policy_rules)?.changed;
-        self.last_policy_rules = Some(policy_rules);
         Ok(report)
     }
 
@@ -244,7 +228,7 @@ impl Datapath for Iptables {
                 return Ok(false);
             }
         }
-        self.ip_rules.matches(&desired_rules(&desired.node))
+        Ok(true)
     }
 
     fn cleanup(&mut self) -> Result<(), Error> {
@@ -253,9 +237,7 @@ impl Datapath for Iptables {
             self.remove_family(family, &chain)?;
             self.sync_egress(family, Vec::new())?;
         }
-        self.last_policy_rules = None;
-        // After the chains: nothing is marked any more, so the rules route nothing.
-        self.ip_rules.remove_stale(&[]).map(drop)
+        Ok(())
     }
 
     fn findings(&self, desired: &Desired) -> Vec<String> {

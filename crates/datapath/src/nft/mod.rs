@@ -52,7 +52,6 @@ pub use model::{
     MARK_PRIORITY, SRCNAT_PRIORITY,
 };
 
-use crate::egress::{self, IpRules};
 use crate::names::NFT_TABLE;
 use crate::{Datapath, Desired, Error, Kind, SyncReport};
 use live::{Live, Shape};
@@ -83,8 +82,6 @@ fn outline_of(shape: &Shape) -> netlink::Outline {
 pub struct Nftables {
     program: String,
     last_written: Option<Shape>,
-    rules: IpRules,
-    last_rules: Option<Vec<egress::PolicyRule>>,
     /// The kernel lists back what this process writes (checked once, when a read first shows
     /// the chains: a full read of a large set costs hundreds of milliseconds, and the answer
     /// does not change within a process).
@@ -111,8 +108,6 @@ impl Nftables {
         Nftables {
             program: program.into(),
             last_written: None,
-            rules: IpRules::new(),
-            last_rules: None,
             listing_verified: false,
             known_generation: None,
         }
@@ -261,9 +256,7 @@ impl Datapath for Nftables {
     }
 
     fn render(&self, desired: &Desired) -> String {
-        let mut text = render::ruleset_text(&Ruleset::build(desired));
-        text.push_str(&egress::render_rules(&desired.node));
-        text
+        render::ruleset_text(&Ruleset::build(desired))
     }
 
     fn sync(&mut self, desired: &Desired) -> Result<SyncReport, Error> {
@@ -283,16 +276,10 @@ impl Datapath for Nftables {
         {
             self.listing_verified = true;
         }
-        let policy_rules = egress::desired_rules(&desired.node);
         let mut report = SyncReport {
-            installed_entries: want.entries() + policy_rules.len(),
+            installed_entries: want.entries(),
             ..SyncReport::default()
         };
-        // The rule first: until the batch marks packets it routes nothing.
-        let added = self.rules.add_missing(&policy_rules)?;
-        // A rule this process wrote and still wants was removed by someone else.
-        report.drift_repaired = added.changed && self.last_rules.as_ref() == Some(&policy_rules);
-        report.changed |= added.changed;
         let mut change = plan::plan(&ruleset, &want, installed.as_ref());
         let mut committed = None;
         if matches!(change, Some(Change::Elements(_))) {
@@ -346,9 +333,6 @@ impl Datapath for Nftables {
             }
             None => self.known_generation = generation,
         }
-        // Stale rules last: nothing carries their mark any more.
-        report.changed |= self.rules.remove_stale(&policy_rules)?.changed;
-        self.last_rules = Some(policy_rules);
         Ok(report)
     }
 
@@ -367,10 +351,13 @@ impl Datapath for Nftables {
         Ok(outline == outline_of(written))
     }
 
+    /// The table compared with `desired`'s. The agent asks after every sync, so the read is
+    /// skipped while nothing was committed since this process wrote or read the table (the
+    /// shortcut of `sync`): a large set costs hundreds of milliseconds to read.
     fn matches(&self, desired: &Desired) -> Result<bool, Error> {
         let want = Shape::expected(&Ruleset::build(desired));
-        let table_ok = self.read()?.is_some_and(|live| live.shape == want);
-        Ok(table_ok && self.rules.matches(&egress::desired_rules(&desired.node))?)
+        let (installed, _) = self.installed()?;
+        Ok(installed.is_some_and(|have| have == want))
     }
 
     fn cleanup(&mut self) -> Result<(), Error> {
@@ -378,14 +365,11 @@ impl Datapath for Nftables {
         batch.delete(NfListObject::Table(json::table()));
         self.last_written = None;
         self.known_generation = None;
-        self.last_rules = None;
         match self.apply(batch, &[]) {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(self.error(e, "deleting the table")),
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(self.error(e, "deleting the table")),
         }
-        // After the table: the marks are gone, so the rules route nothing.
-        self.rules.remove_stale(&[]).map(drop)
     }
 }
 

@@ -11,12 +11,13 @@ use masq_datapath::Datapath;
 use masq_testbed::{veth, Netns};
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn pod_traffic_leaves_with_the_node_address_and_replies_come_back() {
     with_private_bpffs(pod_traffic_leaves_with_the_node_address_and_replies_come_back_body);
 }
 
 fn pod_traffic_leaves_with_the_node_address_and_replies_come_back_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let desired = t.desired();
     let mut agent = t.agent();
     let report = t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
@@ -54,12 +55,13 @@ fn pod_traffic_leaves_with_the_node_address_and_replies_come_back_body() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn config_changes_update_the_cidr_trie_in_place() {
     with_private_bpffs(config_changes_update_the_cidr_trie_in_place_body);
 }
 
 fn config_changes_update_the_cidr_trie_in_place_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let mut desired = t.desired();
     let mut agent = t.agent();
     t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
@@ -79,6 +81,7 @@ fn config_changes_update_the_cidr_trie_in_place_body() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn probe_mounts_a_bpffs_where_the_pin_dir_has_none_and_says_why_when_it_cannot() {
     with_private_bpffs(|| {
         use masq_datapath::ebpf::bpffs::is_bpffs;
@@ -169,6 +172,7 @@ fn get_int_option(sock: &UdpSocket, level: i32, name: i32) -> i32 {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn path_mtu_discovery_and_traceroute_errors_reach_the_pod() {
     with_private_bpffs(path_mtu_discovery_and_traceroute_errors_reach_the_pod_body);
 }
@@ -176,7 +180,7 @@ fn path_mtu_discovery_and_traceroute_errors_reach_the_pod() {
 /// The pod's kernel validates the ICMP checksum and matches the quoted header against its
 /// socket: the errors arrive only if masq translated them back correctly.
 fn path_mtu_discovery_and_traceroute_errors_reach_the_pod_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let _far = add_far_host(&t);
     let mut agent = t.agent();
     t.node.enter(|| agent.sync(&t.desired())).unwrap().unwrap();

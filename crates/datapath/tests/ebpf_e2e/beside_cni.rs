@@ -87,12 +87,13 @@ fn translated_beside(t: &Topology, cni: &CniLike, when: &str) {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_cni_program_attached_by_tcx_before_masq_runs_after_it() {
     with_private_bpffs(a_cni_program_attached_by_tcx_before_masq_runs_after_it_body);
 }
 
 fn a_cni_program_attached_by_tcx_before_masq_runs_after_it_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let cni = cni_by_tcx(&t, false);
     let desired = t.desired();
     let mut agent = t.agent();
@@ -108,6 +109,7 @@ fn a_cni_program_attached_by_tcx_before_masq_runs_after_it_body() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_cni_program_attached_by_tcx_after_masq_stays_behind_it_across_restart_and_repair() {
     with_private_bpffs(
         a_cni_program_attached_by_tcx_after_masq_stays_behind_it_across_restart_and_repair_body,
@@ -115,7 +117,7 @@ fn a_cni_program_attached_by_tcx_after_masq_stays_behind_it_across_restart_and_r
 }
 
 fn a_cni_program_attached_by_tcx_after_masq_stays_behind_it_across_restart_and_repair_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let desired = t.desired();
     let mut agent = t.agent();
     t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
@@ -160,6 +162,7 @@ fn a_cni_program_attached_by_tcx_after_masq_stays_behind_it_across_restart_and_r
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_cni_filter_at_priority_1_before_masq_runs_after_it_on_clsact() {
     with_private_bpffs(a_cni_filter_at_priority_1_before_masq_runs_after_it_on_clsact_body);
 }
@@ -168,7 +171,7 @@ fn a_cni_filter_at_priority_1_before_masq_runs_after_it_on_clsact() {
 /// priority 1 and, added later, runs first (the kernel puts a new filter at the head of its
 /// priority).
 fn a_cni_filter_at_priority_1_before_masq_runs_after_it_on_clsact_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let cni = cni_by_clsact(&t, 1);
     let desired = t.desired();
     let clsact = || t.agent().with_attach_mode(AttachMode::Clsact);
@@ -192,6 +195,7 @@ fn a_cni_filter_at_priority_1_before_masq_runs_after_it_on_clsact_body() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_cni_filter_added_after_masq_on_clsact() {
     with_private_bpffs(a_cni_filter_added_after_masq_on_clsact_body);
 }
@@ -200,7 +204,7 @@ fn a_cni_filter_added_after_masq_on_clsact() {
 /// runs behind masq. Added later at masq's own priority 1 it runs first (the kernel's order
 /// within a priority is newest first): the limit of the clsact fallback, which masq reports.
 fn a_cni_filter_added_after_masq_on_clsact_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let desired = t.desired();
     let mut agent = t.agent().with_attach_mode(AttachMode::Clsact);
     t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();

@@ -13,12 +13,13 @@ use masq_datapath::ebpf::{attach, AttachMode, Direction, Ebpf, Maps, MAPS_SUBDIR
 use masq_datapath::Datapath;
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_restarted_agent_adopts_links_and_maps_without_breaking_a_connection() {
     with_private_bpffs(a_restarted_agent_adopts_links_and_maps_without_breaking_a_connection_body);
 }
 
 fn a_restarted_agent_adopts_links_and_maps_without_breaking_a_connection_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let desired = t.desired();
     let mut first = t.agent();
     t.node.enter(|| first.sync(&desired)).unwrap().unwrap();
@@ -142,12 +143,13 @@ fn start_child_agent(t: &Topology) -> std::process::Child {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn maps_of_another_layout_version_are_unpinned() {
     with_private_bpffs(maps_of_another_layout_version_are_unpinned_body);
 }
 
 fn maps_of_another_layout_version_are_unpinned_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     // What an agent of an older layout left: a directory of pinned maps (one suffices).
     let old = t.pin_dir.join("maps-v1");
     std::fs::create_dir_all(&old).unwrap();
@@ -165,12 +167,13 @@ fn maps_of_another_layout_version_are_unpinned_body() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn kill_9_under_traffic_breaks_no_connection() {
     with_private_bpffs(kill_9_under_traffic_breaks_no_connection_body);
 }
 
 fn kill_9_under_traffic_breaks_no_connection_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let mut child = start_child_agent(&t);
     const ROUNDS: u32 = 300;
 
@@ -221,12 +224,13 @@ fn kill_9_under_traffic_breaks_no_connection_body() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn drift_in_maps_and_links_is_repaired_by_the_next_sync() {
     with_private_bpffs(drift_in_maps_and_links_is_repaired_by_the_next_sync_body);
 }
 
 fn drift_in_maps_and_links_is_repaired_by_the_next_sync_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let desired = t.desired();
     let mut agent = t.agent();
     t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
@@ -254,12 +258,13 @@ fn drift_in_maps_and_links_is_repaired_by_the_next_sync_body() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn the_clsact_fallback_translates_restarts_in_place_and_cleans_up() {
     with_private_bpffs(the_clsact_fallback_translates_restarts_in_place_and_cleans_up_body);
 }
 
 fn the_clsact_fallback_translates_restarts_in_place_and_cleans_up_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let desired = t.desired();
     let clsact = || t.agent().with_attach_mode(AttachMode::Clsact);
     let mut first = clsact();
@@ -305,6 +310,7 @@ fn the_clsact_fallback_translates_restarts_in_place_and_cleans_up_body() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn program_swaps_under_a_flood_leave_no_packet_untranslated() {
     with_private_bpffs(program_swaps_under_a_flood_leave_no_packet_untranslated_body);
 }
@@ -314,7 +320,7 @@ fn program_swaps_under_a_flood_leave_no_packet_untranslated() {
 /// the node address, none from the pod.
 fn program_swaps_under_a_flood_leave_no_packet_untranslated_body() {
     use std::net::UdpSocket;
-    let Some(t) = topology() else { return };
+    let t = topology();
     let desired = t.desired();
     let mut agent = t.agent();
     t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
@@ -401,12 +407,13 @@ fn udp_receive_buffer_errors() -> u32 {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn an_interface_dropped_from_the_desired_state_loses_the_programs() {
     with_private_bpffs(an_interface_dropped_from_the_desired_state_loses_the_programs_body);
 }
 
 fn an_interface_dropped_from_the_desired_state_loses_the_programs_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     // A veth pair inside the node.
     t.node
         .ip(&[

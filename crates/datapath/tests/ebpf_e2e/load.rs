@@ -71,12 +71,13 @@ fn udp_burst(ns: &Netns, src: Ipv4Addr, sport: u16, tag: u8, count: u16) -> u16 
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn two_pods_with_the_same_source_port_each_get_all_their_replies() {
     with_private_bpffs(two_pods_with_the_same_source_port_each_get_all_their_replies_body);
 }
 
 fn two_pods_with_the_same_source_port_each_get_all_their_replies_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let mut agent = t.agent();
     t.node.enter(|| agent.sync(&t.desired())).unwrap().unwrap();
     const EACH: u16 = 300;
@@ -95,12 +96,13 @@ fn two_pods_with_the_same_source_port_each_get_all_their_replies_body() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_bounded_tcp_flood_from_two_pods_is_fully_echoed() {
     with_private_bpffs(a_bounded_tcp_flood_from_two_pods_is_fully_echoed_body);
 }
 
 fn a_bounded_tcp_flood_from_two_pods_is_fully_echoed_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let mut agent = t.agent();
     t.node.enter(|| agent.sync(&t.desired())).unwrap().unwrap();
     const CONNECTIONS: usize = 8; // per pod
@@ -175,12 +177,13 @@ fn a_bounded_tcp_flood_from_two_pods_is_fully_echoed_body() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn port_exhaustion_drops_cleanly_and_recovers() {
     with_private_bpffs(port_exhaustion_drops_cleanly_and_recovers_body);
 }
 
 fn port_exhaustion_drops_cleanly_and_recovers_body() {
-    let Some(t) = topology() else { return };
+    let t = topology();
     let mut desired = t.desired();
     let range = PortRange {
         first: 40000,

@@ -44,6 +44,7 @@ thread_local! {
 /// (`Netns::enter`) inherit that namespace, and the bpffs, with every pin and pinned link in it,
 /// goes away when the thread ends.
 pub fn with_private_bpffs<R: Send>(body: impl FnOnce() -> R + Send) -> R {
+    masq_testbed::require(&[]);
     std::thread::scope(|s| {
         s.spawn(|| {
             let bpffs = masq_testbed::PrivateBpffs::mount().unwrap();
@@ -69,12 +70,8 @@ pub fn unique_pin_dir() -> PathBuf {
     ))
 }
 
-pub fn topology() -> Option<Topology> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root for namespaces and eBPF");
-        return None;
-    }
+pub fn topology() -> Topology {
+    masq_testbed::require(&[]);
     masq_testbed::netns::sweep_stale();
     let pod = Netns::new("pod").unwrap();
     let pod2 = Netns::new("pod2").unwrap();
@@ -117,13 +114,13 @@ pub fn topology() -> Option<Topology> {
     external
         .ip(&["addr", "add", "10.9.9.9/32", "dev", "lo"])
         .unwrap();
-    Some(Topology {
+    Topology {
         pod,
         pod2,
         node,
         external,
         pin_dir: unique_pin_dir(),
-    })
+    }
 }
 
 impl Topology {

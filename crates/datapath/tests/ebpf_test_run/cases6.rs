@@ -26,10 +26,9 @@ fn untouched(h: &Harness, frame: &[u8]) {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn tcp6_is_masqueraded_and_the_reply_comes_back() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let seen = translated(&h, &tcp6(POD6, 40000, EXTERNAL6, 80, "S", b"hello"));
     assert_eq!((seen.src, seen.dst, seen.dport), (NODE6, EXTERNAL6, 80));
     assert!(in_default_ports(seen.sport), "port {}", seen.sport);
@@ -53,10 +52,9 @@ fn tcp6_is_masqueraded_and_the_reply_comes_back() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn udp6_port_outside_the_range_is_replaced_and_restored() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let seen = translated(&h, &udp6(POD6, 53, EXTERNAL6, 5353, b"query"));
     assert!(
         in_default_ports(seen.sport),
@@ -82,10 +80,9 @@ fn udp6_port_outside_the_range_is_replaced_and_restored() {
 /// ICMPv6 echo: the identifier is the port, and the checksum (which covers a pseudo-header in
 /// IPv6, unlike ICMPv4's) follows both the address and the identifier.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn icmpv6_echo_uses_the_identifier_as_port() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let seen = translated(&h, &echo6_request(POD6, EXTERNAL6, 0x1234, 1));
     assert!(in_default_ports(seen.sport));
     let (_, back) = h.ingress(&echo6_reply(EXTERNAL6, NODE6, seen.sport, 1));
@@ -107,10 +104,9 @@ fn icmpv6_echo_uses_the_identifier_as_port() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn two_pods_with_the_same_port_get_distinct_ports() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let a = translated(&h, &tcp6(POD6, 40000, EXTERNAL6, 80, "S", b""));
     let b = translated(&h, &tcp6(POD6_2, 40000, EXTERNAL6, 80, "S", b""));
     assert_ne!(a.sport, b.sport);
@@ -124,6 +120,7 @@ fn two_pods_with_the_same_port_get_distinct_ports() {
 /// Every keep reason of docs/decision.md, with IPv6 addresses; fe80::/10 follows
 /// masqLinkLocalIPv6 (not masqLinkLocal).
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn kept_destinations_and_sources_leave_untouched() {
     let mut contents = base_contents6();
     contents
@@ -131,9 +128,7 @@ fn kept_destinations_and_sources_leave_untouched() {
         .nonmasq_src
         .insert("fd00:10:244:9::/64".parse::<Ipv6Net>().unwrap());
     contents.config.flags |= masq_datapath::ebpf::types::CFG_SRC_CIDRS6;
-    let Some(mut h) = Harness::new(&contents) else {
-        return;
-    };
+    let mut h = Harness::new(&contents);
     let link_local: Ipv6Addr = "fe80::1".parse().unwrap();
     let cases = [
         (
@@ -172,13 +167,12 @@ fn kept_destinations_and_sources_leave_untouched() {
 
 /// --pod-cidr of one family only: a source of the other family is no pod (docs/decision.md).
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn pod_cidrs_of_either_family_decide_who_is_a_pod() {
     let mut contents = base_contents6();
     contents.pod_cidrs.insert("10.244.1.0/24".parse().unwrap());
     contents.config.flags |= CFG_POD_CIDRS;
-    let Some(mut h) = Harness::new(&contents) else {
-        return;
-    };
+    let mut h = Harness::new(&contents);
     untouched(&h, &tcp6(POD6, 1000, EXTERNAL6, 80, "S", b""));
     assert_eq!(h.count(Reason::KeepNotAPod), 1);
     let mut c = h.maps.read().unwrap();
@@ -193,31 +187,27 @@ fn pod_cidrs_of_either_family_decide_who_is_a_pod() {
 
 /// Without --enable-ipv6 every IPv6 packet passes as it did before IPv6 existed in masq.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn without_ipv6_enabled_ipv6_passes_untouched_and_unrecorded() {
     let mut contents = base_contents6();
     contents.config.flags &= !CFG_IPV6;
-    let Some(h) = Harness::new(&contents) else {
-        return;
-    };
+    let h = Harness::new(&contents);
     untouched(&h, &tcp6(POD6, 40000, EXTERNAL6, 80, "S", b""));
     let inbound = udp6(EXTERNAL6, 5000, POD6, 53, b"q");
     assert_eq!(h.ingress(&inbound), (CONTINUE, inbound.clone()));
     assert_eq!(h.count(Reason::PassUnsupported), 1);
     assert!(list(&h.maps).is_empty());
     // The counterfactual: the same packet with IPv6 on.
-    let Some(on) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let on = Harness::new(&base_contents6());
     translated(&on, &tcp6(POD6, 40000, EXTERNAL6, 80, "S", b""));
 }
 
 /// Neighbour discovery, router advertisements and MLD are never touched, either way, and
 /// leave nothing in the table; the pod's own messages included.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ndp_mld_and_router_advertisements_are_never_touched() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let solicited: Ipv6Addr = "ff02::1:ff00:10".parse().unwrap();
     let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
     let mld: Ipv6Addr = "ff02::16".parse().unwrap();
@@ -269,10 +259,9 @@ fn ndp_mld_and_router_advertisements_are_never_touched() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn the_node_own_flow_reserves_its_port_and_a_collision_moves_it() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let own = udp6(NODE6, 40000, EXTERNAL6, 53, b"node");
     untouched(&h, &own);
     assert_eq!(h.count(Reason::HostPortReserved), 1);
@@ -297,10 +286,9 @@ fn the_node_own_flow_reserves_its_port_and_a_collision_moves_it() {
 
 /// A UDP checksum of 0 is invalid in IPv6; masq never turns it into a valid-looking one.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_udp6_datagram_with_a_zero_checksum_keeps_it() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let mut frame = udp6(POD6, 53, EXTERNAL6, 5353, b"zero");
     frame[14 + 40 + 6] = 0;
     frame[14 + 40 + 7] = 0;
@@ -310,10 +298,9 @@ fn a_udp6_datagram_with_a_zero_checksum_keeps_it() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn truncated_headers_are_dropped_and_counted() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let frame = tcp6(POD6, 40000, EXTERNAL6, 80, "S", b"");
     assert_eq!(h.egress(&frame[..14 + 40 + 10]).0, SHOT);
     // A fragment header cut short.
@@ -325,10 +312,9 @@ fn truncated_headers_are_dropped_and_counted() {
 
 /// The GC and `masq nat list` cover IPv6: lifetimes by state, as for IPv4.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn the_gc_ages_ipv6_pairs_by_state_and_nat_list_shows_them() {
-    let Some(mut h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents6());
     let port = translated(&h, &tcp6(POD6, 40000, EXTERNAL6, 80, "S", b"")).sport;
     h.ingress(&tcp6(EXTERNAL6, 80, NODE6, port, "SA", b""));
     translated(&h, &udp6(POD6, 40000, EXTERNAL6, 53, b""));

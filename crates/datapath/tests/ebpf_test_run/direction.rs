@@ -26,10 +26,9 @@ fn translated(h: &Harness, frame: &[u8]) -> Seen {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn an_inbound_udp_flow_is_answered_from_the_pod_address_and_port() {
-    let Some(h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents());
     let query = udp(CLIENT, 40000, POD, 5353, b"question");
     assert_eq!(h.ingress(&query), (CONTINUE, query.clone()));
     assert_eq!(h.count(Reason::InboundTracked), 1);
@@ -48,10 +47,9 @@ fn an_inbound_udp_flow_is_answered_from_the_pod_address_and_port() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn an_inbound_tcp_connection_keeps_the_pod_address() {
-    let Some(h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents());
     let syn = tcp_segment(CLIENT, 40000, POD, 8080, "S", b"");
     assert_eq!(h.ingress(&syn), (CONTINUE, syn.clone()));
     untouched(&h, &tcp_segment(POD, 8080, CLIENT, 40000, "SA", b""));
@@ -65,10 +63,9 @@ fn an_inbound_tcp_connection_keeps_the_pod_address() {
 /// The SYN came in where masq did not see it (another interface, or before masq started): the
 /// pod's SYN-ACK still tells the story, and the rest of the connection passes on its record.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_pod_syn_ack_without_a_record_is_passed_and_recorded() {
-    let Some(h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents());
     untouched(&h, &tcp_segment(POD, 8080, CLIENT, 40000, "SA", b""));
     assert_eq!(h.count(Reason::PassInboundReply), 1);
     untouched(&h, &tcp_segment(POD, 8080, CLIENT, 40000, "A", b"response"));
@@ -80,10 +77,9 @@ fn a_pod_syn_ack_without_a_record_is_passed_and_recorded() {
 /// A flow the pod started and masq translated stays translated, whatever arrives at the pod's
 /// own address with the mirrored tuple (a crafted packet, or a peer that also reaches pod IPs).
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_crafted_inbound_packet_cannot_unmask_a_translated_flow() {
-    let Some(h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents());
     let first = translated(&h, &udp(POD, 5353, CLIENT, 40000, b"mine"));
     let crafted = udp(CLIENT, 40000, POD, 5353, b"pretend you began it");
     assert_eq!(h.ingress(&crafted), (CONTINUE, crafted.clone()));
@@ -93,10 +89,9 @@ fn a_crafted_inbound_packet_cannot_unmask_a_translated_flow() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn an_inbound_ping_is_answered_by_the_pod_address() {
-    let Some(h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents());
     let request = echo_request(CLIENT, POD, 7, 1);
     assert_eq!(h.ingress(&request), (CONTINUE, request.clone()));
     // Echo replies leaving are never translated: only requests start ICMP flows.
@@ -110,10 +105,9 @@ fn an_inbound_ping_is_answered_by_the_pod_address() {
 
 /// Traffic to the node itself, to groups and to broadcast is nobody's pod: nothing is recorded.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn packets_to_the_node_and_to_groups_are_not_recorded() {
-    let Some(h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents());
     for dst in [
         NODE,
         Ipv4Addr::new(224, 0, 0, 251),
@@ -128,15 +122,14 @@ fn packets_to_the_node_and_to_groups_are_not_recorded() {
 
 /// With --pod-cidr, only addresses inside it are pods.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn with_pod_cidrs_only_pods_get_inbound_records() {
     let mut contents = base_contents();
     contents
         .pod_cidrs
         .insert("10.244.1.0/24".parse::<Ipv4Net>().unwrap());
     contents.config.flags |= CFG_POD_CIDRS;
-    let Some(h) = Harness::new(&contents) else {
-        return;
-    };
+    let h = Harness::new(&contents);
     h.ingress(&udp(CLIENT, 40000, Ipv4Addr::new(10, 250, 0, 9), 53, b""));
     assert_eq!(h.count(Reason::InboundTracked), 0);
     h.ingress(&udp(CLIENT, 40000, POD, 53, b""));
@@ -146,10 +139,9 @@ fn with_pod_cidrs_only_pods_get_inbound_records() {
 /// The reply of a kept flow (a pod talking to the VPC) marks the kept record replied, as
 /// conntrack's SEEN_REPLY: it then lives by the replied lifetime.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn the_reply_of_a_kept_flow_marks_its_record_replied() {
-    let Some(mut h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents());
     let vpc = Ipv4Addr::new(10, 9, 9, 9);
     untouched(&h, &udp(POD, 5000, vpc, 53, b"q"));
     assert_eq!(h.count(Reason::KeepNonMasqDst), 1);

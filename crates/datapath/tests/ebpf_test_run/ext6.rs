@@ -8,10 +8,9 @@ use crate::harness::*;
 use crate::harness6::*;
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn hop_by_hop_and_destination_options_are_walked_both_ways() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let frame = with_extensions(&tcp6(POD6, 1234, EXTERNAL6, 443, "S", b"x"), &hop_and_dst());
     let (rc, out) = h.egress(&frame);
     assert_eq!(rc, CONTINUE);
@@ -39,10 +38,9 @@ fn hop_by_hop_and_destination_options_are_walked_both_ways() {
 /// Eight headers are the bound: eight are walked, nine pass untouched (counted), in both
 /// directions (the pod's address leaves then: issue 17 has what is beyond the bound passed).
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_chain_longer_than_the_bound_passes_untouched_and_is_counted() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let within = with_extensions(&udp6(POD6, 5000, EXTERNAL6, 53, b"q"), &long_chain(8));
     assert_eq!(
         inspect6(&h.egress(&within).1).src,
@@ -66,10 +64,9 @@ fn a_chain_longer_than_the_bound_passes_untouched_and_is_counted() {
 /// A routing header with segments left sends the packet on to another final destination,
 /// which the transport checksum covers: not masq's to translate.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_routing_header_with_segments_left_is_left_alone() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let routed = with_extensions(&udp6(POD6, 5000, EXTERNAL6, 53, b"q"), &routing_chain(1));
     assert_eq!(h.egress(&routed), (CONTINUE, routed.clone()));
     let done = with_extensions(&udp6(POD6, 5001, EXTERNAL6, 53, b"q"), &routing_chain(0));
@@ -97,10 +94,9 @@ fn reassemble_udp6(first: &[u8], later: &[u8]) -> Seen6 {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn fragments_follow_the_first_fragment_both_ways() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let big = udp6(POD6, 53, EXTERNAL6, 9000, &[0x5a; 300]);
     let (first, later) = fragment6(&big, 104);
     let (rc1, first_out) = h.egress(&first);
@@ -122,10 +118,9 @@ fn fragments_follow_the_first_fragment_both_ways() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_kept_first_fragment_keeps_the_rest_and_a_stray_is_counted() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let kept = udp6(POD6, 53, KEPT6, 9000, &[1; 200]);
     let (first, later) = fragment6(&kept, 96);
     assert_eq!(h.egress(&first), (CONTINUE, first.clone()));
@@ -139,15 +134,14 @@ fn a_kept_first_fragment_keeps_the_rest_and_a_stray_is_counted() {
 
 /// The first fragment is dropped (no port left): the rest of the datagram is dropped too.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn later_fragments_follow_a_dropped_first_fragment() {
     let mut contents = base_contents6();
     contents.set_ports(&[masq_datapath::PortRange {
         first: 40000,
         last: 40000,
     }]);
-    let Some(h) = Harness::new(&contents) else {
-        return;
-    };
+    let h = Harness::new(&contents);
     assert_eq!(h.egress(&udp6(POD6, 1, EXTERNAL6, 9000, b"")).0, CONTINUE);
     let big = udp6(POD6, 2, EXTERNAL6, 9000, &[0x5a; 200]);
     let (first, later) = fragment6(&big, 96);
@@ -159,10 +153,9 @@ fn later_fragments_follow_a_dropped_first_fragment() {
 
 /// An atomic fragment (offset 0, no more fragments) is a whole packet: translated.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn an_atomic_fragment_is_translated_like_a_whole_packet() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let frame = udp6(POD6, 5000, EXTERNAL6, 53, b"atomic");
     let (first, _) = fragment6(&frame, frame.len() - 54);
     // Clear M: the only fragment.

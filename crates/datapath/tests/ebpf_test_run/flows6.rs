@@ -26,10 +26,9 @@ fn translated(h: &Harness, frame: &[u8]) -> Seen6 {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn an_inbound_udp6_flow_is_answered_from_the_pod_address_and_port() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let query = udp6(CLIENT6, 40000, POD6, 5353, b"question");
     assert_eq!(h.ingress(&query), (CONTINUE, query.clone()));
     assert_eq!(h.count(Reason::InboundTracked), 1);
@@ -44,10 +43,9 @@ fn an_inbound_udp6_flow_is_answered_from_the_pod_address_and_port() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn an_inbound_tcp6_connection_keeps_the_pod_address() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let syn = tcp6(CLIENT6, 40000, POD6, 8080, "S", b"");
     assert_eq!(h.ingress(&syn), (CONTINUE, syn.clone()));
     untouched(&h, &tcp6(POD6, 8080, CLIENT6, 40000, "SA", b""));
@@ -59,10 +57,9 @@ fn an_inbound_tcp6_connection_keeps_the_pod_address() {
 
 /// The SYN came in where masq did not see it: the pod's SYN-ACK tells the story.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_pod_syn_ack_without_a_record_is_passed_and_recorded() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     untouched(&h, &tcp6(POD6, 8080, CLIENT6, 40000, "SA", b""));
     assert_eq!(h.count(Reason::PassInboundReply), 1);
     untouched(&h, &tcp6(POD6, 8080, CLIENT6, 40000, "A", b"response"));
@@ -70,10 +67,9 @@ fn a_pod_syn_ack_without_a_record_is_passed_and_recorded() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_crafted_inbound_packet_cannot_unmask_a_translated_flow() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let first = translated(&h, &udp6(POD6, 5353, CLIENT6, 40000, b"mine"));
     let crafted = udp6(CLIENT6, 40000, POD6, 5353, b"pretend you began it");
     assert_eq!(h.ingress(&crafted), (CONTINUE, crafted.clone()));
@@ -87,10 +83,9 @@ fn a_crafted_inbound_packet_cannot_unmask_a_translated_flow() {
 /// Pings to a pod are answered by the pod's address; multicast, link-local and the node's own
 /// addresses are nobody's pod.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn inbound_pings_and_packets_to_no_pod_are_not_translated_or_recorded() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let request = echo6_request(CLIENT6, POD6, 7, 1);
     assert_eq!(h.ingress(&request), (CONTINUE, request.clone()));
     untouched(&h, &echo6_reply(POD6, CLIENT6, 7, 1));
@@ -113,14 +108,13 @@ fn inbound_pings_and_packets_to_no_pod_are_not_translated_or_recorded() {
 /// A kept flow is recorded and stays kept when its destination stops being kept; a new one to
 /// it is masqueraded. The reply of a kept flow marks its record replied.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_kept_flow_stays_kept_when_the_config_changes() {
     let mut kept = base_contents6();
     kept.v6
         .nonmasq_dst
         .insert(Ipv6Net::new(EXTERNAL6, 128).unwrap());
-    let Some(mut h) = Harness::new(&kept) else {
-        return;
-    };
+    let mut h = Harness::new(&kept);
     let flow = udp6(POD6, 5000, EXTERNAL6, 53, b"q");
     untouched(&h, &flow);
     h.ingress(&udp6(EXTERNAL6, 53, POD6, 5000, b"a"));
@@ -140,6 +134,7 @@ fn forward6(sport: u16) -> NatTuple6 {
 
 /// The forward half is gone; the next packet is a plain ACK: translated with its own port.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn an_ack_after_the_forward_half_is_lost_keeps_its_translation() {
     // One port: the search meets the flow's own reverse half and adopts it.
     let mut contents = base_contents6();
@@ -147,9 +142,7 @@ fn an_ack_after_the_forward_half_is_lost_keeps_its_translation() {
         first: 41000,
         last: 41000,
     }]);
-    let Some(mut h) = Harness::new(&contents) else {
-        return;
-    };
+    let mut h = Harness::new(&contents);
     translated(&h, &tcp6(POD6, 40000, EXTERNAL6, 80, "S", b""));
     h.maps.nat6_egress_mut().remove(&forward6(40000)).unwrap();
     let seen = translated(&h, &tcp6(POD6, 40000, EXTERNAL6, 80, "A", b"x"));
@@ -161,10 +154,9 @@ fn an_ack_after_the_forward_half_is_lost_keeps_its_translation() {
 /// A reply whose forward half is gone puts it back (at its timestamp refresh), so the pod's
 /// next packet keeps the changed port.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_reply_restores_a_missing_forward_half() {
-    let Some(mut h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents6());
     let port = translated(&h, &tcp6(POD6, 1234, EXTERNAL6, 80, "S", b"")).sport;
     assert_ne!(port, 1234);
     h.maps.nat6_egress_mut().remove(&forward6(1234)).unwrap();
@@ -184,10 +176,9 @@ fn a_reply_restores_a_missing_forward_half() {
 /// A 4-tuple reset by the remote side (so both halves are closing), reused at once by the pod,
 /// then idle past the closing grace: the SYN reopened both halves, the pair lives on.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_syn_reopens_a_pair_closed_by_rst() {
-    let Some(mut h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents6());
     let port = translated(&h, &tcp6(POD6, 40000, EXTERNAL6, 80, "S", b"")).sport;
     h.ingress(&tcp6(EXTERNAL6, 80, NODE6, port, "SA", b""));
     h.ingress(&tcp6(EXTERNAL6, 80, NODE6, port, "R", b""));
@@ -202,10 +193,9 @@ fn a_syn_reopens_a_pair_closed_by_rst() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn unanswered_syns_expire_after_the_syn_lifetime() {
-    let Some(mut h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents6());
     for port in 0..20 {
         translated(&h, &tcp6(POD6, 41000 + port, EXTERNAL6, 80, "S", b""));
     }
@@ -219,15 +209,14 @@ fn unanswered_syns_expire_after_the_syn_lifetime() {
 /// A pool of N ports serves N flows to one destination; flow N+1 is dropped and counted, and
 /// the pool shows up in the pressure report with IPv6 addresses.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_pool_of_n_ports_serves_n_ipv6_flows() {
     let mut contents = base_contents6();
     contents.set_ports(&[masq_datapath::PortRange {
         first: 40000,
         last: 40199,
     }]);
-    let Some(h) = Harness::new(&contents) else {
-        return;
-    };
+    let h = Harness::new(&contents);
     let mut ports = std::collections::HashSet::new();
     let mut dropped = 0;
     for i in 0..210u16 {
@@ -257,6 +246,7 @@ fn a_pool_of_n_ports_serves_n_ipv6_flows() {
 /// A node socket bound to a UDP port keeps it: a pod sending from it gets another one. The
 /// table holds only the node's port and one more, so the pod's flow must take the other.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_port_a_node_ipv6_socket_holds_is_not_given_to_a_pod() {
     let mut contents = base_contents6();
     contents.set_ports(&[
@@ -269,9 +259,7 @@ fn a_port_a_node_ipv6_socket_holds_is_not_given_to_a_pod() {
             last: 8444,
         },
     ]);
-    let Some(h) = Harness::new(&contents) else {
-        return;
-    };
+    let h = Harness::new(&contents);
     let _wireguard = std::net::UdpSocket::bind("[::]:51820").unwrap();
     assert_ne!(
         translated(&h, &udp6(POD6, 51820, EXTERNAL6, 51820, b"hs")).sport,

@@ -88,13 +88,13 @@ pub fn list(maps: &Maps) -> Vec<nat::NatListEntry> {
 }
 
 impl Harness {
-    /// None (with the reason printed) where the kernel refuses to load programs.
-    pub fn new(contents: &Contents) -> Option<Harness> {
+    /// The programs loaded with `contents` in their maps; fails the test without root.
+    pub fn new(contents: &Contents) -> Harness {
         Harness::loaded_with(contents, kern_ctx())
     }
 
     /// [`Harness::new`] with the kernel-context calls resolved as given.
-    pub fn loaded_with(contents: &Contents, kern_ctx: KernCtx) -> Option<Harness> {
+    pub fn loaded_with(contents: &Contents, kern_ctx: KernCtx) -> Harness {
         Harness::flavored(
             contents,
             Flavor {
@@ -110,30 +110,25 @@ impl Harness {
     /// look up the node's sockets (`bpf_sk_lookup_*`) in the namespace of the test run, and
     /// the host's sockets must not decide which ports the cases get. The namespace has no name
     /// and goes away with the thread.
-    pub fn flavored(contents: &Contents, flavor: Flavor, nat_capacity: u32) -> Option<Harness> {
+    pub fn flavored(contents: &Contents, flavor: Flavor, nat_capacity: u32) -> Harness {
+        masq_testbed::require(&[]);
         leave_the_host_namespace();
         let bpf = load_unpinned_flavor(flavor, nat_capacity);
         Harness::with(bpf, contents)
     }
 
     /// The programs as the agent loads them: the best build the kernel takes (`kern_ctx` first).
-    pub fn fallback(contents: &Contents, kern_ctx: KernCtx) -> Option<Harness> {
+    pub fn fallback(contents: &Contents, kern_ctx: KernCtx) -> Harness {
+        masq_testbed::require(&[]);
         leave_the_host_namespace();
         Harness::with(load_unpinned_with(kern_ctx), contents)
     }
 
-    fn with(bpf: Result<aya::Ebpf, masq_datapath::Error>, contents: &Contents) -> Option<Harness> {
-        let mut bpf = match bpf {
-            Ok(bpf) => bpf,
-            Err(e) if !nix_is_root() => {
-                eprintln!("skipping: not root, cannot load eBPF programs ({e})");
-                return None;
-            }
-            Err(e) => panic!("loading the programs: {e}"),
-        };
+    fn with(bpf: Result<aya::Ebpf, masq_datapath::Error>, contents: &Contents) -> Harness {
+        let mut bpf = bpf.unwrap_or_else(|e| panic!("loading the programs: {e}"));
         let mut maps = Maps::take_from(&mut bpf).unwrap();
         maps.apply(contents).unwrap();
-        Some(Harness { bpf, maps })
+        Harness { bpf, maps }
     }
 
     pub fn set_link_local(&mut self, masq: bool) {
@@ -210,19 +205,14 @@ impl Harness {
 }
 
 /// Moves the calling thread out of the host's network namespace (see [`Harness::flavored`]),
-/// unless a test put it in one of its own already.
+/// unless a test put it in one of its own already. Needs root ([`masq_testbed::require`]).
 fn leave_the_host_namespace() {
     let inode =
         |path: &str| std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-    if nix_is_root() && inode("/proc/thread-self/ns/net").ok() == inode("/proc/1/ns/net").ok() {
+    if inode("/proc/thread-self/ns/net").ok() == inode("/proc/1/ns/net").ok() {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .expect("a network namespace for the test's thread");
     }
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];

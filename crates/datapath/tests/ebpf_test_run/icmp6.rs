@@ -59,9 +59,7 @@ fn quoted6(frame: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16) {
 /// Sends `original` out, then the error a router returns about what left: it must reach the
 /// pod quoting exactly what the pod sent (every byte of the quoted transport header).
 fn error_back_to_the_pod(original: &[u8], icmp_type: Icmpv6Type) {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let (_, sent) = h.egress(original);
     assert_eq!(inspect6(&sent).src, NODE6);
     let error = icmp6_error_about(&sent, icmp_type);
@@ -81,6 +79,7 @@ fn error_back_to_the_pod(original: &[u8], icmp_type: Icmpv6Type) {
 
 /// Path-MTU discovery: Packet Too Big about a TCP segment whose port masq changed.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn packet_too_big_about_a_tcp_flow_goes_back_to_the_pod() {
     error_back_to_the_pod(
         &tcp6(POD6, 1234, EXTERNAL6, 443, "A", &[7; 64]),
@@ -89,6 +88,7 @@ fn packet_too_big_about_a_tcp_flow_goes_back_to_the_pod() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn destination_unreachable_about_a_udp_flow_fixes_the_quoted_udp_checksum() {
     error_back_to_the_pod(
         &udp6(POD6, 33434, EXTERNAL6, 33435, b"probe"),
@@ -99,6 +99,7 @@ fn destination_unreachable_about_a_udp_flow_fixes_the_quoted_udp_checksum() {
 /// traceroute6 with ICMPv6 echo: the quoted identifier and its checksum (pseudo-header
 /// included) go back to the pod's.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn time_exceeded_about_a_ping_restores_the_identifier() {
     error_back_to_the_pod(
         &echo6_request(POD6, EXTERNAL6, 77, 3),
@@ -107,6 +108,7 @@ fn time_exceeded_about_a_ping_restores_the_identifier() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn parameter_problem_about_a_tcp_flow_goes_back_to_the_pod() {
     error_back_to_the_pod(
         &tcp6(POD6, 40000, EXTERNAL6, 80, "S", b""),
@@ -120,10 +122,9 @@ fn parameter_problem_about_a_tcp_flow_goes_back_to_the_pod() {
 /// A pod's own error about a reply of a translated flow leaves translated, quoting the node's
 /// address and port (conntrack's RELATED); about a flow masq does not translate, untouched.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_pod_icmpv6_error_about_a_translated_flow_leaves_translated() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let (_, sent) = h.egress(&udp6(POD6, 1234, EXTERNAL6, 53, b""));
     let port = inspect6(&sent).sport;
     assert_ne!(port, 1234);
@@ -155,10 +156,9 @@ fn a_pod_icmpv6_error_about_a_translated_flow_leaves_translated() {
 /// An error whose quoted source is not the error's destination (a forged or misrouted one)
 /// is left alone.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn an_error_quoting_someone_else_is_left_alone() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let (_, sent) = h.egress(&tcp6(POD6, 1234, EXTERNAL6, 443, "S", b""));
     let mut error = icmp6_error_about(&sent, Icmpv6Type::PacketTooBig { mtu: 1280 });
     // The outer destination becomes another address; the quoted source stays the node's.

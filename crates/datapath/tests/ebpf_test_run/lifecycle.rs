@@ -44,11 +44,13 @@ fn state_of(h: &Harness) -> FlowState {
 /// (reopened by its SYN), so the GC keeps it and its packets stay translated.
 /// The remote side resets: the reverse half closes, and the pod's SYN must reopen it too.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_syn_reopens_a_pair_closed_by_rst() {
     reuse_after(Teardown::RemoteRst);
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_syn_reopens_a_pair_closed_by_fin() {
     reuse_after(Teardown::PodFin);
 }
@@ -59,9 +61,7 @@ enum Teardown {
 }
 
 fn reuse_after(teardown: Teardown) {
-    let Some(mut h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents());
     let first = out(&h, "S");
     assert_eq!(first.src, NODE);
     let port = first.sport;
@@ -95,15 +95,14 @@ fn reuse_after(teardown: Teardown) {
 /// bug): it is translated, never passed with the pod's address; and when the search meets the
 /// flow's own reverse half (here the only port there is) the flow keeps its port.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn an_ack_after_the_forward_half_is_lost_keeps_its_translation() {
     let mut contents = base_contents();
     contents.set_ports(&[masq_datapath::PortRange {
         first: 41000,
         last: 41000,
     }]);
-    let Some(mut h) = Harness::new(&contents) else {
-        return;
-    };
+    let mut h = Harness::new(&contents);
     out(&h, "S");
     h.maps.nat_egress_mut().remove(&forward_key(40000)).unwrap();
     let seen = out(&h, "A");
@@ -115,10 +114,9 @@ fn an_ack_after_the_forward_half_is_lost_keeps_its_translation() {
 /// The same with a changed port: the flow cannot find its reverse half from the pod's side, but
 /// it gets a mapping, so it never leaves untranslated.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_mid_stream_packet_without_any_entry_is_translated() {
-    let Some(h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents());
     let seen = translated_ack(&h, 1234);
     assert_eq!(seen.src, NODE);
     assert_eq!(h.count(Reason::NatMidstream), 1);
@@ -132,10 +130,9 @@ fn translated_ack(h: &Harness, sport: u16) -> Seen {
 
 /// A reply whose forward half is gone puts it back, so the pod's next packet keeps the port.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_reply_restores_a_missing_forward_half() {
-    let Some(mut h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents());
     // A changed port: restoring is the only way the flow keeps it.
     let (_, first) = h.egress(&tcp_segment(POD, 1234, EXTERNAL, 80, "S", b""));
     let port = inspect(&first).sport;
@@ -151,10 +148,9 @@ fn a_reply_restores_a_missing_forward_half() {
 
 /// The GC repairs a pair from its reverse half too.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn gc_restores_a_forward_half_that_went_missing() {
-    let Some(mut h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents());
     let (_, first) = h.egress(&tcp_segment(POD, 1234, EXTERNAL, 80, "S", b""));
     let port = inspect(&first).sport;
     h.maps.nat_egress_mut().remove(&forward_key(1234)).unwrap();
@@ -167,10 +163,9 @@ fn gc_restores_a_forward_half_that_went_missing() {
 /// Unanswered SYNs (a pod probing a dead service) are gone after the SYN lifetime, not 6 hours;
 /// an answered connection stays.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn unanswered_syns_expire_after_the_syn_lifetime() {
-    let Some(mut h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents());
     for port in 0..50 {
         h.egress(&tcp_segment(POD, 41000 + port, EXTERNAL, 80, "S", b""));
     }
@@ -183,10 +178,9 @@ fn unanswered_syns_expire_after_the_syn_lifetime() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn udp_lives_30_s_unanswered_and_120_s_answered() {
-    let Some(mut h) = Harness::new(&base_contents()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents());
     let (_, asked) = h.egress(&udp(POD, 40000, EXTERNAL, 53, b"q"));
     h.egress(&udp(POD, 40001, EXTERNAL, 53, b"q"));
     h.ingress(&udp(EXTERNAL, 53, NODE, inspect(&asked).sport, b"a"));
@@ -199,13 +193,12 @@ fn udp_lives_30_s_unanswered_and_120_s_answered() {
 /// A kept flow is recorded, passes on its record, and stays kept when its destination stops
 /// being kept; a new flow to that destination is masqueraded.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_kept_udp_flow_stays_kept_when_the_config_changes() {
     let mut kept = base_contents();
     kept.nonmasq_dst
         .insert(ipnet::Ipv4Net::new(EXTERNAL, 32).unwrap());
-    let Some(mut h) = Harness::new(&kept) else {
-        return;
-    };
+    let mut h = Harness::new(&kept);
     let flow = udp(POD, 5000, EXTERNAL, 53, b"q");
     assert_eq!(h.egress(&flow), (CONTINUE, flow.clone()));
     h.maps.apply(&base_contents()).unwrap();
@@ -216,15 +209,14 @@ fn a_kept_udp_flow_stays_kept_when_the_config_changes() {
 
 /// The first fragment is dropped (no port left): the rest of the datagram is dropped too.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn later_fragments_follow_a_dropped_first_fragment() {
     let mut contents = base_contents();
     contents.set_ports(&[masq_datapath::PortRange {
         first: 40000,
         last: 40000,
     }]);
-    let Some(h) = Harness::new(&contents) else {
-        return;
-    };
+    let h = Harness::new(&contents);
     assert_eq!(h.egress(&udp(POD, 1, EXTERNAL, 9000, b"")).0, CONTINUE);
     let big = udp(POD, 2, EXTERNAL, 9000, &[0x5a; 200]);
     let (first, later) = crate::cases::fragment(&big, 48);
@@ -237,15 +229,14 @@ fn later_fragments_follow_a_dropped_first_fragment() {
 /// flow's next timestamp refresh it finds its port taken and gets a new one, so each flow gets
 /// its own replies again (rather than until the GC notices).
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_flow_whose_port_went_to_another_flow_is_mapped_anew() {
     let mut contents = base_contents();
     contents.set_ports(&[masq_datapath::PortRange {
         first: 41000,
         last: 41001,
     }]);
-    let Some(mut h) = Harness::new(&contents) else {
-        return;
-    };
+    let mut h = Harness::new(&contents);
     let a = h.port_of(&tcp_segment(POD, 40000, EXTERNAL, 80, "S", b""));
     let c = h.port_of(&tcp_segment(POD, 40009, EXTERNAL, 80, "S", b""));
     h.maps

@@ -42,10 +42,9 @@ struct Model6 {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn random_ipv6_packets_agree_with_the_model() {
-    let Some(h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let h = Harness::new(&base_contents6());
     let mut rng = StdRng::seed_from_u64(0x6d61_7376);
     let pods = [POD6, POD6_2, "fd00:10:244:2::9".parse().unwrap()];
     let remotes = [EXTERNAL6, "2001:db8::7".parse().unwrap(), KEPT6];
@@ -162,10 +161,9 @@ fn random_ipv6_packets_agree_with_the_model() {
 /// timestamp refresh, under a second later, restores the half): another flow taking the port
 /// meanwhile is a race the GC settles, which this run does not model.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn no_pod_address_leaves_under_lost_ipv6_halves_and_gc() {
-    let Some(mut h) = Harness::new(&base_contents6()) else {
-        return;
-    };
+    let mut h = Harness::new(&base_contents6());
     let mut rng = StdRng::seed_from_u64(0x6c65_6136);
     let pods = [POD6, POD6_2];
     let remotes = [EXTERNAL6, "2001:db8::7".parse().unwrap()];
@@ -259,6 +257,7 @@ fn no_pod_address_leaves_under_lost_ipv6_halves_and_gc() {
 /// Both families side by side: the same pod ports towards the same remote ports keep their
 /// ports in each family (separate tables and pools), and each reply goes to its own family.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn both_families_keep_their_own_tables() {
     // Three ports: each family's three flows take all three, the other family's flows
     // notwithstanding.
@@ -267,9 +266,7 @@ fn both_families_keep_their_own_tables() {
         first: 41000,
         last: 41002,
     }]);
-    let Some(h) = Harness::new(&contents) else {
-        return;
-    };
+    let h = Harness::new(&contents);
     let (mut ports4, mut ports6) = (
         std::collections::BTreeSet::new(),
         std::collections::BTreeSet::new(),

@@ -49,22 +49,13 @@ fn steering_contents(uplink_ifindex: u32, mark: u32) -> Contents {
     c
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn masqueraded_flows_are_translated_to_the_egress_address_and_redirected() {
-    if !is_root() {
-        eprintln!("skipping: not root");
-        return;
-    }
+    masq_testbed::require(&[]);
     let (ns, ifindex) = node_with_uplink();
     ns.enter(|| {
-        let Some(h) = Harness::new(&steering_contents(ifindex, MARK)) else {
-            return;
-        };
+        let h = Harness::new(&steering_contents(ifindex, MARK));
         let (rc, out, mark) = h.steer(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
         assert_eq!(rc, REDIRECT, "handed to the egress interface");
         assert_eq!(inspect(&out).src, UPLINK, "the egress interface's address");
@@ -102,19 +93,15 @@ fn masqueraded_flows_are_translated_to_the_egress_address_and_redirected() {
 }
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn without_egress_routing_the_steering_program_leaves_everything() {
-    if !is_root() {
-        eprintln!("skipping: not root");
-        return;
-    }
+    masq_testbed::require(&[]);
     let (ns, ifindex) = node_with_uplink();
     ns.enter(|| {
         let mut contents = steering_contents(ifindex, 0);
         // A test run's packet is on lo (ifindex 1): let the egress program translate there.
         contents.snat_addrs.insert(1, UPLINK);
-        let Some(h) = Harness::new(&contents) else {
-            return;
-        };
+        let h = Harness::new(&contents);
         let (rc, out, mark) = h.steer(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
         assert_eq!((rc, inspect(&out).src, mark), (CONTINUE, POD, 0));
         // Replies of flows the egress interface translated itself are not marked either.
@@ -164,13 +151,11 @@ fn node_with_uplink6() -> (Netns, u32) {
 /// translated to the uplink's IPv6 address, marked and redirected; its reply and an ICMPv6
 /// error about it are marked; a kept destination keeps the pod's route.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ipv6_flows_are_steered_with_the_fib_lookup() {
     use crate::harness6::*;
     use etherparse::Icmpv6Type;
-    if !is_root() {
-        eprintln!("skipping: not root");
-        return;
-    }
+    masq_testbed::require(&[]);
     let (ns, ifindex) = node_with_uplink6();
     ns.enter(|| {
         let mut contents = steering_contents(ifindex, MARK);
@@ -178,9 +163,7 @@ fn ipv6_flows_are_steered_with_the_fib_lookup() {
         contents.v6.snat_addrs.insert(ifindex, UPLINK6);
         contents.v6.local_addrs.insert(UPLINK6);
         contents.v6.nonmasq_dst.insert("fd00::/8".parse().unwrap());
-        let Some(h) = Harness::new(&contents) else {
-            return;
-        };
+        let h = Harness::new(&contents);
         let (rc, out, mark) = h.steer(&tcp6(POD6, 40000, EXTERNAL6, 80, "S", b"hello"));
         assert_eq!(rc, REDIRECT, "handed to the egress interface");
         assert_eq!(inspect6(&out).src, UPLINK6);

@@ -89,10 +89,10 @@ pub fn nat_list(output: OutputFormat, pin_dir: &Path) -> anyhow::Result<ExitCode
 
 /// `masq cleanup`; `iptables_chain` is the (validated) `--masq-chain`.
 pub fn cleanup(iptables_chain: &str, pin_dir: &Path) -> anyhow::Result<ExitCode> {
-    for (kind, result) in datapaths::cleanup_all(iptables_chain, pin_dir) {
+    for (what, result) in datapaths::cleanup_all(iptables_chain, pin_dir) {
         match result {
-            Ok(()) => eprintln!("masq: cleanup: {} removed", kind.as_str()),
-            Err(e) => anyhow::bail!("cleanup of the {} datapath failed: {e}", kind.as_str()),
+            Ok(()) => eprintln!("masq: cleanup: {what} removed"),
+            Err(e) => anyhow::bail!("cleanup ({what}) failed: {e}"),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -639,10 +639,7 @@ pub fn masq_in_root_namespace(datapath: Datapath) -> Vec<String> {
 
 /// Runs one scenario on one datapath, between two checks of the root namespace.
 pub fn run(datapath: Datapath, scenario: fn(Datapath) -> Result<()>) {
-    if let Some(reason) = masq_testbed::skip_reason(datapath.programs()) {
-        eprintln!("skipped: {reason}");
-        return;
-    }
+    masq_testbed::require(datapath.programs());
     masq_testbed::netns::sweep_stale();
     let before = masq_in_root_namespace(datapath);
     assert!(

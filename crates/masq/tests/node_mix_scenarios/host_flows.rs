@@ -1,8 +1,8 @@
 //! Issue 13, item 4: the node's own flows beside pod flows from the same source port to the
 //! same destination and port (WireGuard's or IPsec NAT-T's fixed port, a client bound to a
 //! port). Both flows must work, each socket must get its own answers, and the node's flow
-//! must keep its port at the far side: SPEC section 3 hands pods "never a port the node itself
-//! has bound". netfilter's `fully-random` gives the pod a random port and conntrack keeps the
+//! must keep its port at the far side: a pod never gets a port the node itself has bound
+//! (docs/ebpf.md, "Port search"). netfilter's `fully-random` gives the pod a random port and conntrack keeps the
 //! node's; a datapath that keeps the pod's port makes the node's flow move (or break).
 //!
 //! Each scenario starts the two flows in one order, then asks on both three more times. The

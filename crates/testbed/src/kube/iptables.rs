@@ -237,11 +237,9 @@ mod tests {
     /// The payload loads (both backends where present) and the kernel holds the layout:
     /// every chain, jumps from the hooks, the mark rules and one DNAT per endpoint.
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn the_kernel_holds_kube_proxys_layout() {
-        if let Some(reason) = crate::skip_reason(&["iptables-nft-restore"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        crate::require(&["iptables-nft-restore"]);
         let services = standard_services();
         let ns = Netns::new("kubeipt").unwrap();
         super::super::restore(&ns, "nft", &ruleset(&services)).unwrap();

@@ -264,11 +264,9 @@ mod tests {
     /// The payload loads and the kernel holds the maps, the masquerade chains and one
     /// endpoint chain per endpoint.
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn the_kernel_holds_kube_proxys_table() {
-        if let Some(reason) = crate::skip_reason(&["nft"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        crate::require(&["nft"]);
         let services = standard_services();
         let ns = Netns::new("kubenft").unwrap();
         nft_load(&ns, &ruleset(&services, &[Ipv4Addr::new(172, 30, 0, 1)])).unwrap();

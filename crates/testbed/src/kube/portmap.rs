@@ -116,11 +116,9 @@ mod tests {
 
     /// The payload loads and the kernel holds the plugin's layout.
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn the_kernel_holds_the_portmap_layout() {
-        if let Some(reason) = crate::skip_reason(&["iptables-nft-restore"]) {
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        crate::require(&["iptables-nft-restore"]);
         let ns = Netns::new("portmap").unwrap();
         let payload = ruleset("cbr0", "abc", &standard_host_ports());
         restore(&ns, "nft", &payload).unwrap();

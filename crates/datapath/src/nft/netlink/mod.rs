@@ -162,27 +162,22 @@ pub fn edit_elements(generation: u32, edits: &[SetEdit]) -> io::Result<u32> {
 mod kernel_tests {
     use super::*;
 
-    /// A namespace holding masq's table with an empty interval set `s`; None (the reason
-    /// printed) without nft.
-    fn table_with_a_set(role: &str) -> Option<masq_testbed::Netns> {
-        if let Some(reason) = masq_testbed::skip_reason(&["nft"]) {
-            eprintln!("skipped: {reason}");
-            return None;
-        }
+    /// A namespace holding masq's table with an empty interval set `s`.
+    fn table_with_a_set(role: &str) -> masq_testbed::Netns {
+        masq_testbed::require(&["nft"]);
         let ns = masq_testbed::Netns::new(role).unwrap();
         let set = "{ type ipv4_addr; flags interval; }";
         ns.exec("nft", &["add", "table", "inet", NFT_TABLE])
             .unwrap();
         ns.exec("nft", &["add", "set", "inet", NFT_TABLE, "s", set])
             .unwrap();
-        Some(ns)
+        ns
     }
 
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn a_batch_planned_at_an_older_generation_is_refused() {
-        let Some(ns) = table_with_a_set("nlgen") else {
-            return;
-        };
+        let ns = table_with_a_set("nlgen");
         let nft = |args: &[&str]| ns.exec("nft", args).unwrap();
         let edit = |add: &str| SetEdit {
             set: "s".into(),
@@ -209,10 +204,9 @@ mod kernel_tests {
     }
 
     #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn the_outline_counts_chains_rules_and_named_sets_of_masqs_table_only() {
-        let Some(ns) = table_with_a_set("nlout") else {
-            return;
-        };
+        let ns = table_with_a_set("nlout");
         let nft = |args: &[&str]| ns.exec("nft", args).unwrap();
         let outline_now = || ns.enter(outline).unwrap().unwrap();
         nft(&["add", "element", "inet", NFT_TABLE, "s", "{ 10.0.0.0/8 }"]);
