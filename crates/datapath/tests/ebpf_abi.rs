@@ -13,9 +13,9 @@
 use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of};
 
+use masq_datapath::ebpf::contents::PORTS_MAX;
 use masq_datapath::ebpf::kfunc::CAST_TO_KERN_CTX_PLACEHOLDER;
 use masq_datapath::ebpf::maps::name;
-use masq_datapath::ebpf::maps::PORTS_MAX;
 use masq_datapath::ebpf::types::*;
 use masq_datapath::ebpf::{BOUNDED_OBJECT, DEFAULT_NAT_CAPACITY, OBJECT};
 

@@ -431,7 +431,7 @@ mod tests {
     fn a_snat_ip_belongs_to_its_own_family() {
         let mut d = desired(true);
         d.node.snat_ips = vec!["2001:db8:ff::7".parse().unwrap()];
-        let both = super::super::maps::Contents::for_desired(&d);
+        let both = super::super::contents::Contents::for_desired(&d);
         assert_eq!(
             both.v6.snat_addrs,
             BTreeMap::from([(0, "2001:db8:ff::7".parse().unwrap())])
@@ -445,7 +445,7 @@ mod tests {
             Some(&"172.18.0.2".parse().unwrap())
         );
         d.node.snat_ips = vec!["192.0.2.7".parse().unwrap()];
-        let both = super::super::maps::Contents::for_desired(&d);
+        let both = super::super::contents::Contents::for_desired(&d);
         assert_eq!(
             both.v6.snat_addrs.get(&4),
             Some(&"2001:db8::2".parse().unwrap())
@@ -455,7 +455,7 @@ mod tests {
 
     #[test]
     fn render_shows_the_ipv6_maps_only_with_ipv6() {
-        use super::super::maps::Contents;
+        use super::super::contents::Contents;
         let on = Contents::for_desired(&desired(true)).render();
         assert!(
             on.contains("ipv6 true\nmasq_link_local_ipv6 true\nsrc_cidrs_ipv6 true\n"),

@@ -19,6 +19,7 @@ pub mod carry;
 pub mod clock;
 #[cfg(feature = "test-programs")]
 pub mod cni_like;
+pub mod contents;
 pub mod family;
 pub mod gc;
 pub mod hooks;
@@ -38,11 +39,12 @@ use aya::EbpfLoader;
 
 pub use attach::{AttachMode, Direction};
 pub use clock::KernelClock;
+pub use contents::{port_table, Contents, DEFAULT_PORT_RANGES};
 pub use family::Flow;
 pub use gc::{FlowKind, FlowState, GcReport, GcTotals, NatTimeouts};
 pub use hooks::{HookOrder, HookedProgram};
 pub use kfunc::KernCtx;
-pub use maps::{port_table, Contents, Maps, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGES};
+pub use maps::{Maps, DEFAULT_NAT_CAPACITY};
 pub use nat::{NatDirection, NatListEntry, Pressure};
 pub use types::Reason;
 

@@ -1,0 +1,349 @@
+//! What the agent-filled maps should hold for a [`Desired`] state ([`Contents`]), with no
+//! kernel handle: `masq render --datapath ebpf` prints it, [`super::Maps`] reads and applies it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use super::maps::name;
+use super::maps6::Contents6;
+use super::types::{
+    MasqConfig, MasqSteer, CFG_IPV6, CFG_MASQ_LINK_LOCAL, CFG_MASQ_LINK_LOCAL6, CFG_POD_CIDRS,
+    CFG_SRC_CIDRS, CFG_SRC_CIDRS6,
+};
+use super::PortRange;
+use crate::Desired;
+
+/// The ports translated flows get without `--port-range`: netfilter's for a fully-random
+/// masquerade (1024–65535), less the Kubernetes NodePort range, which replies must never meet.
+pub const DEFAULT_PORT_RANGES: [PortRange; 2] = [
+    PortRange {
+        first: 1024,
+        last: 29999,
+    },
+    PortRange {
+        first: 32768,
+        last: 65535,
+    },
+];
+
+/// Entries of the port table (`MASQ_PORTS_MAX`): every port.
+pub const PORTS_MAX: u32 = 65536;
+
+/// The port table for `ranges`, in order, each port once.
+pub fn port_table(ranges: &[PortRange]) -> Vec<u16> {
+    let ports: BTreeSet<u16> = ranges.iter().flat_map(|r| r.first..=r.last).collect();
+    ports.into_iter().collect()
+}
+
+/// A port table as the ranges it covers: `1024-29999,32768-65535`.
+fn ranges_text(ports: &[u16]) -> String {
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for &port in ports {
+        match ranges.last_mut() {
+            Some((_, last)) if u32::from(*last) + 1 == u32::from(port) => *last = port,
+            _ => ranges.push((port, port)),
+        }
+    }
+    let text: Vec<String> = ranges
+        .iter()
+        .map(|(first, last)| format!("{first}-{last}"))
+        .collect();
+    text.join(",")
+}
+
+/// What the agent-filled maps hold (or should hold).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contents {
+    /// `masq_config[0]`.
+    pub config: MasqConfig,
+    /// `masq_steer_cfg[0]`: egress routing, all zero when it is off.
+    pub steer: MasqSteer,
+    /// `masq_ports`: the ports translated flows are given (`config.port_count` of them).
+    pub ports: Vec<u16>,
+    /// ifindex → SNAT address; 0 means every interface (`--snat-ip`).
+    pub snat_addrs: BTreeMap<u32, Ipv4Addr>,
+    /// The node's addresses.
+    pub local_addrs: BTreeSet<Ipv4Addr>,
+    /// nonMasqueradeCIDRs plus the native-routing CIDR, IPv4 only, collapsed to a set.
+    pub nonmasq_dst: BTreeSet<Ipv4Net>,
+    /// nonMasqueradeSrcCIDRs, IPv4 only.
+    pub nonmasq_src: BTreeSet<Ipv4Net>,
+    /// --pod-cidr, IPv4 only.
+    pub pod_cidrs: BTreeSet<Ipv4Net>,
+    /// The IPv6 maps (empty without `--enable-ipv6`).
+    pub v6: Contents6,
+}
+
+fn v4_nets<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> BTreeSet<Ipv4Net> {
+    nets.into_iter()
+        .filter_map(|net| match net {
+            IpNet::V4(v4) => Some(v4.trunc()),
+            IpNet::V6(_) => None,
+        })
+        .collect()
+}
+
+impl Contents {
+    /// Makes the port table hold `ranges` (tests and benchmarks staging contents by hand).
+    pub fn set_ports(&mut self, ranges: &[PortRange]) {
+        self.ports = port_table(ranges);
+        self.config.port_count = u32::try_from(self.ports.len()).expect("at most 65536 ports");
+    }
+
+    /// The map contents for `desired`.
+    pub fn for_desired(desired: &Desired) -> Contents {
+        let node = &desired.node;
+        let config = &desired.config;
+        let ports = port_table(&node.source_port_ranges());
+        let mut flags = 0;
+        if config.masq_link_local {
+            flags |= CFG_MASQ_LINK_LOCAL;
+        }
+        let v6 = Contents6::for_desired(desired);
+        if node.enable_ipv6 {
+            flags |= CFG_IPV6;
+            if config.masq_link_local_ipv6 {
+                flags |= CFG_MASQ_LINK_LOCAL6;
+            }
+            if !v6.nonmasq_src.is_empty() {
+                flags |= CFG_SRC_CIDRS6;
+            }
+        }
+        let pod_cidrs = v4_nets(&node.pod_cidrs);
+        // docs/decision.md: with --pod-cidr of either family, a pod is a source inside one.
+        if !node.pod_cidrs.is_empty() {
+            flags |= CFG_POD_CIDRS;
+        }
+        let nonmasq_src = v4_nets(&config.non_masquerade_src_cidrs);
+        if !nonmasq_src.is_empty() {
+            flags |= CFG_SRC_CIDRS;
+        }
+        let mut snat_addrs = BTreeMap::new();
+        // The pool's first address until the programs take the whole pool (issue 16).
+        match node.snat_ips.first() {
+            Some(IpAddr::V4(fixed)) => {
+                snat_addrs.insert(0, *fixed);
+            }
+            _ => {
+                for iface in &node.interfaces {
+                    if let Some(addr) = iface.addrs.iter().find_map(|a| match a {
+                        IpAddr::V4(v4) => Some(*v4),
+                        IpAddr::V6(_) => None,
+                    }) {
+                        snat_addrs.insert(iface.index, addr);
+                    }
+                }
+            }
+        }
+        // Every address of the node (netlink), and the interfaces' for callers that only
+        // know those (tests, `masq render`).
+        let mut local_addrs: BTreeSet<Ipv4Addr> = node
+            .interfaces
+            .iter()
+            .flat_map(|iface| iface.addrs.iter())
+            .chain(&node.local_addrs)
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        for ip in &node.snat_ips {
+            if let IpAddr::V4(fixed) = ip {
+                local_addrs.insert(*fixed);
+            }
+        }
+        let mut nonmasq_dst = v4_nets(&config.non_masquerade_cidrs);
+        nonmasq_dst.extend(v4_nets(node.native_routing_cidr.as_ref()));
+        Contents {
+            config: MasqConfig {
+                port_count: u32::try_from(ports.len()).expect("at most 65536 ports"),
+                flags,
+            },
+            ports,
+            steer: node
+                .active_egress_routing()
+                .map(|routing| MasqSteer {
+                    mark: routing.mark,
+                    table: routing.table,
+                })
+                .unwrap_or_default(),
+            snat_addrs,
+            local_addrs,
+            nonmasq_dst,
+            nonmasq_src,
+            pod_cidrs,
+            v6,
+        }
+    }
+
+    /// Entries across every map (a gauge for metrics and status).
+    pub fn len(&self) -> usize {
+        1 + self.snat_addrs.len()
+            + self.local_addrs.len()
+            + self.nonmasq_dst.len()
+            + self.nonmasq_src.len()
+            + self.pod_cidrs.len()
+            + self.v6.len()
+    }
+
+    /// Always false: the config entry is always there.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The text `masq render --datapath ebpf` prints: one section per map, sorted.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let c = &self.config;
+        let _ = writeln!(out, "# map {}", name::CONFIG);
+        let _ = writeln!(out, "ports {} ({})", ranges_text(&self.ports), c.port_count);
+        let _ = writeln!(
+            out,
+            "masq_link_local {}",
+            c.flags & CFG_MASQ_LINK_LOCAL != 0
+        );
+        let _ = writeln!(out, "pod_cidrs_only {}", c.flags & CFG_POD_CIDRS != 0);
+        let _ = writeln!(out, "src_cidrs {}", c.flags & CFG_SRC_CIDRS != 0);
+        if c.flags & CFG_IPV6 != 0 {
+            let _ = writeln!(out, "ipv6 true");
+            let _ = writeln!(
+                out,
+                "masq_link_local_ipv6 {}",
+                c.flags & CFG_MASQ_LINK_LOCAL6 != 0
+            );
+            let _ = writeln!(out, "src_cidrs_ipv6 {}", c.flags & CFG_SRC_CIDRS6 != 0);
+        }
+        let _ = writeln!(out, "# map {}", name::STEER);
+        let _ = writeln!(
+            out,
+            "egress_mark {:#x} table {}",
+            self.steer.mark, self.steer.table
+        );
+        let _ = writeln!(out, "# map {}", name::SNAT_ADDRS);
+        for (ifindex, addr) in &self.snat_addrs {
+            match ifindex {
+                0 => {
+                    let _ = writeln!(out, "any {addr}");
+                }
+                n => {
+                    let _ = writeln!(out, "ifindex {n} {addr}");
+                }
+            }
+        }
+        let _ = writeln!(out, "# map {}", name::LOCAL_ADDRS);
+        for addr in &self.local_addrs {
+            let _ = writeln!(out, "{addr}");
+        }
+        for (map, nets) in [
+            (name::NONMASQ_DST, &self.nonmasq_dst),
+            (name::NONMASQ_SRC, &self.nonmasq_src),
+            (name::POD_CIDRS, &self.pod_cidrs),
+        ] {
+            let _ = writeln!(out, "# map {map}");
+            for net in nets {
+                let _ = writeln!(out, "{net}");
+            }
+        }
+        // IPv6 only where it is on: an IPv4-only node's output stays as it was.
+        if c.flags & CFG_IPV6 != 0 {
+            self.v6.render(&mut out);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use masq_config::Config;
+
+    use super::*;
+    use crate::{Interface, NodeSettings};
+
+    fn desired(cidrs: &[&str]) -> Desired {
+        Desired {
+            config: Config {
+                non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+                masq_link_local: false,
+                masq_link_local_ipv6: false,
+                resync_interval: Duration::from_secs(60),
+                cidr_limit: 16384,
+                non_masquerade_src_cidrs: vec!["10.9.0.0/16".parse().unwrap()],
+                masquerade_cidrs: Vec::new(),
+            },
+            node: NodeSettings {
+                interfaces: vec![Interface {
+                    name: "eth0".into(),
+                    index: 4,
+                    addrs: vec!["fe80::1".parse().unwrap(), "172.18.0.2".parse().unwrap()],
+                }],
+                native_routing_cidr: Some("10.244.0.0/16".parse().unwrap()),
+                ..NodeSettings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn contents_collapse_duplicates_and_skip_ipv6() {
+        let c = Contents::for_desired(&desired(&["10.0.0.0/8", "10.0.0.0/8", "fd00::/8"]));
+        let dst: Vec<String> = c.nonmasq_dst.iter().map(|n| n.to_string()).collect();
+        assert_eq!(dst, ["10.0.0.0/8", "10.244.0.0/16"]);
+        assert_eq!(c.snat_addrs.get(&4), Some(&Ipv4Addr::new(172, 18, 0, 2)));
+        assert_eq!(c.config.flags, CFG_SRC_CIDRS);
+        assert_eq!(c.config.port_count, 65535 - 1024 + 1 - (32767 - 30000 + 1));
+        assert_eq!(c.ports.len(), c.config.port_count as usize);
+        assert!(
+            !c.ports.contains(&30000) && !c.ports.contains(&32767),
+            "a NodePort"
+        );
+        assert_eq!((c.ports[0], *c.ports.last().unwrap()), (1024, 65535));
+    }
+
+    #[test]
+    fn a_fixed_snat_ip_applies_to_every_interface_and_is_local() {
+        let mut d = desired(&[]);
+        d.node.snat_ips = vec!["192.0.2.7".parse().unwrap()];
+        d.node.port_ranges = vec![PortRange {
+            first: 40000,
+            last: 40999,
+        }];
+        let c = Contents::for_desired(&d);
+        let fixed = Ipv4Addr::new(192, 0, 2, 7);
+        assert_eq!(c.snat_addrs, BTreeMap::from([(0, fixed)]));
+        assert!(c.local_addrs.contains(&fixed));
+        assert_eq!(c.ports, (40000..=40999).collect::<Vec<u16>>());
+        assert_eq!(c.config.port_count, 1000);
+    }
+
+    #[test]
+    fn render_lists_every_map_sorted() {
+        let mut d = desired(&["192.168.0.0/16", "10.0.0.0/8"]);
+        d.config.masq_link_local = true;
+        let text = Contents::for_desired(&d).render();
+        let expected = "\
+# map masq_config
+ports 1024-29999,32768-65535 (61744)
+masq_link_local true
+pod_cidrs_only false
+src_cidrs true
+# map masq_steer_cfg
+egress_mark 0x1000 table 254
+# map masq_snat_addrs
+ifindex 4 172.18.0.2
+# map masq_local_addrs
+172.18.0.2
+# map masq_nonmasq_dst
+10.0.0.0/8
+10.244.0.0/16
+192.168.0.0/16
+# map masq_nonmasq_src
+10.9.0.0/16
+# map masq_pod_cidrs
+";
+        assert_eq!(text, expected);
+    }
+}
