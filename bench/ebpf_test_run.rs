@@ -89,7 +89,11 @@ pub(crate) fn contents(count: usize) -> Contents {
     c.set_ports(&DEFAULT_PORT_RANGES);
     c.snat_addrs.insert(0, NODE);
     c.local_addrs.insert(NODE);
-    c.nonmasq_dst.extend(cidrs(count));
+    c.dst_policy.extend(
+        cidrs(count)
+            .into_iter()
+            .map(|net| (net, masq_decision::Reason::NonMasqueradeCidr)),
+    );
     c
 }
 

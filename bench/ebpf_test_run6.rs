@@ -2,6 +2,7 @@
 //! with the port kept and changed, a kept flow's established packet, new flows back to back
 //! (`bench_new_flow6`), and single-shot new flows.
 
+use masq_decision::Reason::NonMasqueradeCidr;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
@@ -39,14 +40,16 @@ fn contents6(count: usize) -> Contents {
     c.v6.snat_addrs.insert(0, NODE6);
     c.v6.local_addrs.insert(NODE6);
     let mut rng = StdRng::seed_from_u64(count as u64 + 6);
-    c.v6.nonmasq_dst.insert("fd00::/8".parse().unwrap());
-    while c.v6.nonmasq_dst.len() < count {
+    c.v6.dst_policy
+        .insert("fd00::/8".parse().unwrap(), NonMasqueradeCidr);
+    while c.v6.dst_policy.len() < count {
         let low: u128 = rng.random::<u128>() >> 36;
         let addr = Ipv6Addr::from((0x2_0010_db81_u128 << 92) | low);
-        c.v6.nonmasq_dst.insert(
+        c.v6.dst_policy.insert(
             Ipv6Net::new(addr, rng.random_range(48..=128))
                 .unwrap()
                 .trunc(),
+            NonMasqueradeCidr,
         );
     }
     c

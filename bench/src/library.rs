@@ -115,7 +115,7 @@ pub fn timed_read_back(env: &Env, node: &Netns, name: &str) -> Result<Duration> 
             let contents = Maps::open_pinned(&dir)
                 .and_then(|maps| maps.read())
                 .with_context(|| format!("reading the eBPF maps under {}", dir.display()))?;
-            if contents.nonmasq_dst.is_empty() {
+            if contents.dst_policy.is_empty() {
                 bail!(
                     "no non-masquerade CIDR in the eBPF maps under {}",
                     dir.display()

@@ -51,14 +51,20 @@ struct {
 	__uint(max_entries, 4096);
 } masq_local_addrs SEC(".maps");
 
-/* nonMasqueradeCIDRs plus --native-routing-cidr. */
+/*
+ * Steps 4 and 5 of docs/decision.md in one longest-prefix lookup: destination prefix → the
+ * enum masq_reason decide() returns for it, MASQ_KEEP_LINK_LOCAL or MASQ_KEEP_NON_MASQ_DST to
+ * keep, MASQ_TRANSLATED_EGRESS for a masqueradeCIDRs entry. The agent renders it from the
+ * compiled policy (crates/datapath/src/ebpf/policy.rs): the link-local range is an entry, not
+ * code here.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct lpm_v4_key);
 	__type(value, __u8);
 	__uint(max_entries, MASQ_CIDR_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-} masq_nonmasq_dst SEC(".maps");
+} masq_dst_policy SEC(".maps");
 
 /* nonMasqueradeSrcCIDRs. */
 struct {
@@ -78,11 +84,16 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } masq_pod_cidrs SEC(".maps");
 
-__always_inline_fn int lpm_contains(void *trie, __be32 addr)
+__always_inline_fn const __u8 *lpm_lookup(void *trie, __be32 addr)
 {
 	struct lpm_v4_key key = { .prefixlen = 32, .addr = addr };
 
-	return bpf_map_lookup_elem(trie, &key) != NULL;
+	return bpf_map_lookup_elem(trie, &key);
+}
+
+__always_inline_fn int lpm_contains(void *trie, __be32 addr)
+{
+	return lpm_lookup(trie, addr) != NULL;
 }
 
 __always_inline_fn __be32 snat_addr_for(__u32 ifindex)

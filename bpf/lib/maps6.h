@@ -23,14 +23,14 @@ struct {
 	__uint(max_entries, 4096);
 } masq_local_addrs6 SEC(".maps");
 
-/* nonMasqueradeCIDRs plus --native-routing-cidr, IPv6. */
+/* masq_dst_policy (lib/maps.h) for IPv6: destination prefix → decide6()'s reason. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct lpm_v6_key);
 	__type(value, __u8);
 	__uint(max_entries, MASQ_CIDR_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-} masq_nonmasq_dst6 SEC(".maps");
+} masq_dst_policy6 SEC(".maps");
 
 /* nonMasqueradeSrcCIDRs, IPv6. */
 struct {
@@ -51,12 +51,17 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } masq_pod_cidrs6 SEC(".maps");
 
-__always_inline_fn int lpm6_contains(void *trie, const __be32 *addr)
+__always_inline_fn const __u8 *lpm6_lookup(void *trie, const __be32 *addr)
 {
 	struct lpm_v6_key key = { .prefixlen = 128 };
 
 	v6_copy(key.addr, addr);
-	return bpf_map_lookup_elem(trie, &key) != NULL;
+	return bpf_map_lookup_elem(trie, &key);
+}
+
+__always_inline_fn int lpm6_contains(void *trie, const __be32 *addr)
+{
+	return lpm6_lookup(trie, addr) != NULL;
 }
 
 /* The interface's IPv6 SNAT address (or --snat-ip's) into *out; 0 when there is none. */

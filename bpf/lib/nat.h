@@ -240,12 +240,24 @@ __always_inline_fn int is_local_addr(__be32 addr)
 }
 
 /*
+ * Does a destination-policy entry (masq_dst_policy, NULL: none matched) keep the pod address?
+ * Its value is then the reason; MASQ_TRANSLATED_EGRESS (a masqueradeCIDRs entry) goes on to
+ * step 6, which it does not overrule: a node address is never translated.
+ */
+__always_inline_fn int dst_verdict_keeps(const __u8 *verdict)
+{
+	return verdict && *verdict != MASQ_TRANSLATED_EGRESS;
+}
+
+/*
  * docs/decision.md, steps 2–6, for the first packet of a flow leaving the node. Returns
  * MASQ_TRANSLATED_EGRESS to masquerade, or the MASQ_KEEP_* reason.
  */
 __always_inline_fn enum masq_reason decide(const struct masq_config *cfg, __be32 saddr,
 					   __be32 daddr)
 {
+	const __u8 *verdict;
+
 	if ((cfg->flags & MASQ_CFG_SRC_CIDRS) && lpm_contains(&masq_nonmasq_src, saddr))
 		return MASQ_KEEP_NON_MASQ_SRC;
 	if (cfg->flags & MASQ_CFG_POD_CIDRS) {
@@ -254,12 +266,9 @@ __always_inline_fn enum masq_reason decide(const struct masq_config *cfg, __be32
 	} else if (is_local_addr(saddr)) {
 		return MASQ_KEEP_NOT_A_POD;
 	}
-	/* 169.254.0.0/16 */
-	if ((daddr & bpf_htonl(0xffff0000)) == bpf_htonl(0xa9fe0000) &&
-	    !(cfg->flags & MASQ_CFG_MASQ_LINK_LOCAL))
-		return MASQ_KEEP_LINK_LOCAL;
-	if (lpm_contains(&masq_nonmasq_dst, daddr))
-		return MASQ_KEEP_NON_MASQ_DST;
+	verdict = lpm_lookup(&masq_dst_policy, daddr);
+	if (dst_verdict_keeps(verdict))
+		return *verdict;
 	if (is_local_addr(daddr))
 		return MASQ_KEEP_LOCAL;
 	return MASQ_TRANSLATED_EGRESS;

@@ -176,10 +176,12 @@ __always_inline_fn int is_multicast6(const __be32 *addr)
 	return (addr[0] & bpf_htonl(0xff000000)) == bpf_htonl(0xff000000);
 }
 
-/* decide() (lib/nat.h) for IPv6: the same steps, fe80::/10 as the link-local range. */
+/* decide() (lib/nat.h) for IPv6: the same steps over the IPv6 maps. */
 __always_inline_fn enum masq_reason decide6(const struct masq_config *cfg, const __be32 *saddr,
 					    const __be32 *daddr)
 {
+	const __u8 *verdict;
+
 	if ((cfg->flags & MASQ_CFG_SRC_CIDRS6) && lpm6_contains(&masq_nonmasq_src6, saddr))
 		return MASQ_KEEP_NON_MASQ_SRC;
 	if (cfg->flags & MASQ_CFG_POD_CIDRS) {
@@ -188,10 +190,9 @@ __always_inline_fn enum masq_reason decide6(const struct masq_config *cfg, const
 	} else if (is_local_addr6(saddr)) {
 		return MASQ_KEEP_NOT_A_POD;
 	}
-	if (is_link_local6(daddr) && !(cfg->flags & MASQ_CFG_MASQ_LINK_LOCAL6))
-		return MASQ_KEEP_LINK_LOCAL;
-	if (lpm6_contains(&masq_nonmasq_dst6, daddr))
-		return MASQ_KEEP_NON_MASQ_DST;
+	verdict = lpm6_lookup(&masq_dst_policy6, daddr);
+	if (dst_verdict_keeps(verdict))
+		return *verdict;
 	if (is_local_addr6(daddr))
 		return MASQ_KEEP_LOCAL;
 	return MASQ_TRANSLATED_EGRESS;

@@ -12,12 +12,12 @@
  */
 
 /* masq_config.flags */
-#define MASQ_CFG_MASQ_LINK_LOCAL (1U << 0) /* masqLinkLocal: 169.254.0.0/16 is masqueraded */
+/* (1U << 0) retired: masqLinkLocal is the link-local entry of masq_dst_policy, or its absence */
 #define MASQ_CFG_POD_CIDRS (1U << 1)       /* --pod-cidr given: only sources in masq_pod_cidrs(6) are pods */
 #define MASQ_CFG_SRC_CIDRS (1U << 2)       /* masq_nonmasq_src is not empty (spares an LPM lookup) */
 /* (1U << 3) retired: the original port is no longer preferred */
 #define MASQ_CFG_IPV6 (1U << 4)            /* --enable-ipv6: IPv6 is translated; without it, it passes untouched */
-#define MASQ_CFG_MASQ_LINK_LOCAL6 (1U << 5) /* masqLinkLocalIPv6: fe80::/10 is masqueraded */
+/* (1U << 5) retired: masqLinkLocalIPv6, as (1U << 0) for IPv6 */
 #define MASQ_CFG_SRC_CIDRS6 (1U << 6)      /* masq_nonmasq_src6 is not empty (spares an LPM lookup) */
 
 struct masq_config {

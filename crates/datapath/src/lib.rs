@@ -53,21 +53,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Why this datapath cannot install `config` yet, if it cannot: one line for the log and
-    /// `masq status`. The agent treats it as an invalid config, so the last good one stays
-    /// installed rather than a part of the policy going missing.
-    pub fn refuses(self, config: &Config) -> Option<String> {
-        match self {
-            // Until the programs carry the verdict in their LPM trie (issue 18).
-            Kind::Ebpf if !config.masquerade_cidrs.is_empty() => Some(
-                "masqueradeCIDRs: the ebpf datapath does not support it yet; run the agent with \
-                 --datapath nftables or iptables"
-                    .to_string(),
-            ),
-            Kind::Ebpf | Kind::Nftables | Kind::Iptables => None,
-        }
-    }
-
     /// The name used on the command line and in status output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -187,19 +172,18 @@ impl NodeSettings {
     }
 
     /// What the decision needs of the node: the pod CIDRs, the native-routing CIDR, and its
-    /// own addresses (every interface's, and `--snat-ip`, which traffic can be addressed to
-    /// once it is translated).
+    /// own addresses (every address netlink lists, the egress interfaces' for callers that
+    /// know only those, and `--snat-ip`, which traffic can be addressed to once it is
+    /// translated).
     pub fn decision_context(&self) -> NodeContext {
-        let mut local_addrs: Vec<IpAddr> = self
-            .interfaces
-            .iter()
-            .flat_map(|iface| iface.addrs.iter().copied())
+        let mut seen = BTreeSet::new();
+        let interfaces = self.interfaces.iter().flat_map(|i| i.addrs.iter());
+        let local_addrs = interfaces
+            .chain(&self.local_addrs)
+            .chain(&self.snat_ips)
+            .filter(|ip| seen.insert(**ip))
+            .copied()
             .collect();
-        for ip in &self.snat_ips {
-            if !local_addrs.contains(ip) {
-                local_addrs.push(*ip);
-            }
-        }
         NodeContext {
             pod_cidrs: self.pod_cidrs.clone(),
             local_addrs,

@@ -139,24 +139,45 @@ impl FamilyPolicy {
         ]
     }
 
-    /// Steps 4 and 5 as one longest-prefix table, each prefix with the action it decides: the
-    /// link-local range as a prefix that keeps (when exempt and no `masqueradeCIDRs` entry
-    /// holds the whole range), then [`Destinations::longest_prefix_entries`]. An LPM trie of
-    /// these gives steps 4 and 5 their action in one lookup; a destination it does not match
-    /// goes on to step 6.
+    /// Steps 4 and 5 as one longest-prefix table, each prefix with the action it decides:
+    /// [`Destinations::longest_prefix_entries`], plus the link-local range as a prefix that
+    /// keeps when step 4 keeps and the range's own longest match does not masquerade (a
+    /// `masqueradeCIDRs` entry holding the whole range, not outdone by a longer keeping one,
+    /// takes it from step 4). An LPM trie of these gives steps 4 and 5 their action in one
+    /// lookup ([`FamilyPolicy::destination_reason`] the reason); a destination it does not
+    /// match goes on to step 6.
     pub fn destination_entries(&self) -> Vec<(IpNet, Action)> {
         let range = self.link_local.range;
-        let overridden = self
-            .destinations
-            .masquerade
-            .as_written()
-            .iter()
-            .any(|f| f.contains(&range));
         let mut entries = self.destinations.longest_prefix_entries();
-        if self.link_local.exempt && !overridden && !entries.iter().any(|(n, _)| *n == range) {
+        let covering = entries
+            .iter()
+            .filter(|(net, _)| net.contains(&range))
+            .max_by_key(|(net, _)| net.prefix_len());
+        let add = match covering {
+            None => true,
+            // The range's own entry is there already; with `Keep`, its reason is step 4's.
+            Some((net, _)) if *net == range => false,
+            Some((_, action)) => *action == Action::Keep,
+        };
+        if self.link_local.exempt && add {
             entries.push((range, Action::Keep));
+            entries.sort_by_key(|(net, _)| *net);
         }
         entries
+    }
+
+    /// The reason a packet carries when `net`, an entry of
+    /// [`FamilyPolicy::destination_entries`], is its longest match and decides `action`: a
+    /// keeping entry inside the link-local range is step 4's when that step keeps (it comes
+    /// first), any other keeping entry step 5's, a masquerading one `masquerade-cidr`.
+    pub fn destination_reason(&self, net: &IpNet, action: Action) -> Reason {
+        match action {
+            Action::Masquerade => Reason::MasqueradeCidr,
+            Action::Keep if self.link_local.exempt && self.link_local.range.contains(net) => {
+                Reason::LinkLocal
+            }
+            Action::Keep => Reason::NonMasqueradeCidr,
+        }
     }
 }
 

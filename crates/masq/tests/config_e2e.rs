@@ -1,8 +1,7 @@
-//! The real `masq agent`, end to end, on the netfilter datapaths (issue 18): `masqueradeCIDRs`
-//! on the wire, and several ConfigMaps merged from one projected volume (`--config-dir`) as
-//! they come, change, break and go. Each test builds its own pod / node / external topology
-//! (masq-testbed) and its own kubelet-style volume; the source address is read at the far side.
-//! The eBPF datapath refuses `masqueradeCIDRs` for now (`ebpf_refuses_masquerade_cidrs`).
+//! The real `masq agent`, end to end, on every datapath (issue 18): `masqueradeCIDRs` on the
+//! wire, and several ConfigMaps merged from one projected volume (`--config-dir`) as they come,
+//! change, break and go. Each test builds its own pod / node / external topology (masq-testbed)
+//! and its own kubelet-style volume; the source address is read at the far side.
 
 #[allow(dead_code, unused_imports)] // Shared with agent_e2e, which uses all of it.
 mod harness;
@@ -153,28 +152,6 @@ mod scenarios {
         assert_eq!(sources(&bed)?, [pod, pod, pod, pod]);
         Ok(())
     }
-
-    /// The eBPF datapath refuses `masqueradeCIDRs` as an invalid config, in one line, and
-    /// keeps the last good config installed.
-    pub fn ebpf_refuses_masquerade_cidrs(datapath: Datapath) -> Result<()> {
-        let mut bed = Bed::ready(datapath, PLATFORM)?;
-        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::POD));
-        bed.config.update(FORCED)?;
-        let reported = eventually(Duration::from_secs(3), || {
-            Ok(bed.status()?.last_config_error.is_some())
-        })?;
-        assert!(reported, "no last_config_error in /status:\n{}", bed.log());
-        assert_eq!(
-            bed.status()?.last_config_error.as_deref(),
-            Some(
-                "masqueradeCIDRs: the ebpf datapath does not support it yet; run the agent \
-                 with --datapath nftables or iptables"
-            )
-        );
-        assert_eq!(bed.source_of(addr::INTERNET)?, IpAddr::from(addr::POD));
-        assert!(bed.agent().is_running(), "the agent exited:\n{}", bed.log());
-        Ok(())
-    }
 }
 
 macro_rules! tests_for {
@@ -202,9 +179,4 @@ macro_rules! tests_for {
 tests_for!(nftables, Datapath::Nftables);
 tests_for!(iptables_nft, Datapath::IptablesNft);
 tests_for!(iptables_legacy, Datapath::IptablesLegacy);
-
-#[test]
-#[cfg_attr(masq_unprivileged, ignore = "needs root")]
-fn ebpf_refuses_masquerade_cidrs() {
-    run(Datapath::Ebpf, scenarios::ebpf_refuses_masquerade_cidrs)
-}
+tests_for!(ebpf, Datapath::Ebpf);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use masq_config::{Config, ConfigFile, ParseOptions, Source};
-use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
+use masq_datapath::{Datapath, Desired, NodeSettings};
 
 use crate::admin::Shared;
 use crate::memory;
@@ -99,8 +99,6 @@ pub struct Reconciler {
     reserved: BTreeSet<u16>,
     /// The config files last read (none: absent), to ignore events that change nothing.
     last_read: Option<Vec<ConfigFile>>,
-    /// The datapath's kind, to refuse a config it cannot install yet.
-    kind: Kind,
     /// The last valid config while it is not the installed one (see [`Reconciler::config`]):
     /// one copy of a long CIDR list between syncs instead of two.
     pending_config: Option<Config>,
@@ -127,7 +125,6 @@ impl Reconciler {
         });
         Reconciler {
             settings,
-            kind: datapath.kind(),
             datapath: Some(datapath),
             shared,
             node: NodeFacts::default(),
@@ -302,11 +299,7 @@ impl Reconciler {
         let first = self.last_read.is_none();
         let parsed = source
             .parse(&files, &self.settings.parse_options)
-            .map_err(|e| e.to_string())
-            .and_then(|merged| match self.kind.refuses(&merged.config) {
-                Some(why) => Err(why),
-                None => Ok(merged),
-            });
+            .map_err(|e| e.to_string());
         self.last_read = Some(files);
         let path = source.path().display();
         match parsed {

@@ -19,17 +19,11 @@ struct FakeState {
     /// read back, or is undone at once).
     lies: bool,
     unhooked: bool,
-    /// Stands for the eBPF datapath (else nftables).
-    ebpf: bool,
 }
 
 impl Datapath for Fake {
     fn kind(&self) -> Kind {
-        if self.0.lock().unwrap().ebpf {
-            Kind::Ebpf
-        } else {
-            Kind::Nftables
-        }
+        Kind::Nftables
     }
     fn render(&self, d: &Desired) -> String {
         format!("{d:?}")
@@ -332,27 +326,6 @@ async fn files_not_named_ip_masq_are_ignored() {
     b.rec.reconcile(Trigger::Start).await;
     assert_eq!(b.installed_link_local(), Some(true));
     assert_eq!(b.status().last_config_error, None);
-}
-
-#[tokio::test]
-async fn the_ebpf_datapath_refuses_masquerade_cidrs_and_keeps_the_last_good_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config");
-    let fake = Fake::default();
-    fake.0.lock().unwrap().ebpf = true;
-    let mut b = bed_reading(dir, Source::File(path), fake);
-    std::fs::write(&b.path, "masqLinkLocal: true").unwrap();
-    b.rec.reconcile(Trigger::Start).await;
-    std::fs::write(&b.path, "masqueradeCIDRs: [10.5.0.0/16]").unwrap();
-    b.rec.reconcile(Trigger::ConfigEvent).await;
-    assert_eq!(b.installed_link_local(), Some(true));
-    let error = b.status().last_config_error.unwrap();
-    assert_eq!(
-        error,
-        "masqueradeCIDRs: the ebpf datapath does not support it yet; run the agent with \
-         --datapath nftables or iptables"
-    );
-    assert!(!error.contains('\n'));
 }
 
 #[test]

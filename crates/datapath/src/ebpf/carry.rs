@@ -135,6 +135,24 @@ pub fn stage(pin_dir: &Path, want: Capacities) -> Result<Option<OldTable>, Error
     Ok(Some(OldTable { dirs, source }))
 }
 
+/// Unpins the maps in `maps_dir` this build no longer has (a map renamed or retired within
+/// one layout version: `masq_nonmasq_dst` became `masq_dst_policy`). Programs still running on
+/// them hold them; the pin alone would keep them for ever. Returns what was removed.
+pub fn unpin_retired(maps_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(maps_dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if !name::ALL.contains(&file.as_str()) && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(file);
+        }
+    }
+    removed.sort();
+    removed
+}
+
 impl OldTable {
     /// Copies every entry the new maps lack, most recently used flows first; a translated pair
     /// goes in whole or not at all. Entries of `maps-v2` (which had no reply flag) are taken

@@ -7,12 +7,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 
+use masq_decision::Reason as Why;
+
 use super::maps::name;
 use super::maps6::Contents6;
-use super::types::{
-    MasqConfig, MasqSteer, CFG_IPV6, CFG_MASQ_LINK_LOCAL, CFG_MASQ_LINK_LOCAL6, CFG_POD_CIDRS,
-    CFG_SRC_CIDRS, CFG_SRC_CIDRS6,
-};
+use super::policy;
+use super::types::{MasqConfig, MasqSteer, CFG_IPV6, CFG_POD_CIDRS, CFG_SRC_CIDRS, CFG_SRC_CIDRS6};
 use super::PortRange;
 use crate::Desired;
 
@@ -67,8 +67,10 @@ pub struct Contents {
     pub snat_addrs: BTreeMap<u32, Ipv4Addr>,
     /// The node's addresses.
     pub local_addrs: BTreeSet<Ipv4Addr>,
-    /// nonMasqueradeCIDRs plus the native-routing CIDR, IPv4 only, collapsed to a set.
-    pub nonmasq_dst: BTreeSet<Ipv4Net>,
+    /// Steps 4 and 5 ([`policy::destinations`]): prefix → the reason its longest match
+    /// decides (link-local, nonMasqueradeCIDRs and the native-routing CIDR keep,
+    /// masqueradeCIDRs masquerade), IPv4 only.
+    pub dst_policy: BTreeMap<Ipv4Net, Why>,
     /// nonMasqueradeSrcCIDRs, IPv4 only.
     pub nonmasq_src: BTreeSet<Ipv4Net>,
     /// --pod-cidr, IPv4 only.
@@ -93,31 +95,27 @@ impl Contents {
         self.config.port_count = u32::try_from(self.ports.len()).expect("at most 65536 ports");
     }
 
-    /// The map contents for `desired`.
+    /// The map contents for `desired`: its compiled policy ([`Desired::policy`], rendered by
+    /// [`policy`]), the SNAT addresses, the port table and egress routing.
     pub fn for_desired(desired: &Desired) -> Contents {
         let node = &desired.node;
-        let config = &desired.config;
+        let compiled = desired.policy();
+        let v4 = &compiled.v4;
         let ports = port_table(&node.source_port_ranges());
         let mut flags = 0;
-        if config.masq_link_local {
-            flags |= CFG_MASQ_LINK_LOCAL;
-        }
-        let v6 = Contents6::for_desired(desired);
+        let v6 = Contents6::for_desired(desired, &compiled.v6);
         if node.enable_ipv6 {
             flags |= CFG_IPV6;
-            if config.masq_link_local_ipv6 {
-                flags |= CFG_MASQ_LINK_LOCAL6;
-            }
             if !v6.nonmasq_src.is_empty() {
                 flags |= CFG_SRC_CIDRS6;
             }
         }
-        let pod_cidrs = v4_nets(&node.pod_cidrs);
         // docs/decision.md: with --pod-cidr of either family, a pod is a source inside one.
-        if !node.pod_cidrs.is_empty() {
+        if policy::pod_cidrs(v4).is_some() {
             flags |= CFG_POD_CIDRS;
         }
-        let nonmasq_src = v4_nets(&config.non_masquerade_src_cidrs);
+        let pod_cidrs = v4_nets(policy::pod_cidrs(v4).unwrap_or_default());
+        let nonmasq_src = v4_nets(v4.source_exemptions.as_written());
         if !nonmasq_src.is_empty() {
             flags |= CFG_SRC_CIDRS;
         }
@@ -138,25 +136,20 @@ impl Contents {
                 }
             }
         }
-        // Every address of the node (netlink), and the interfaces' for callers that only
-        // know those (tests, `masq render`).
-        let mut local_addrs: BTreeSet<Ipv4Addr> = node
-            .interfaces
+        let local_addrs = v4
+            .local_addrs
             .iter()
-            .flat_map(|iface| iface.addrs.iter())
-            .chain(&node.local_addrs)
             .filter_map(|a| match a {
                 IpAddr::V4(v4) => Some(*v4),
                 IpAddr::V6(_) => None,
             })
             .collect();
-        for ip in &node.snat_ips {
-            if let IpAddr::V4(fixed) = ip {
-                local_addrs.insert(*fixed);
-            }
-        }
-        let mut nonmasq_dst = v4_nets(&config.non_masquerade_cidrs);
-        nonmasq_dst.extend(v4_nets(node.native_routing_cidr.as_ref()));
+        let dst_policy = policy::destinations(v4)
+            .filter_map(|(net, why)| match net {
+                IpNet::V4(net) => Some((net, why)),
+                IpNet::V6(_) => None,
+            })
+            .collect();
         Contents {
             config: MasqConfig {
                 port_count: u32::try_from(ports.len()).expect("at most 65536 ports"),
@@ -172,7 +165,7 @@ impl Contents {
                 .unwrap_or_default(),
             snat_addrs,
             local_addrs,
-            nonmasq_dst,
+            dst_policy,
             nonmasq_src,
             pod_cidrs,
             v6,
@@ -183,7 +176,7 @@ impl Contents {
     pub fn len(&self) -> usize {
         1 + self.snat_addrs.len()
             + self.local_addrs.len()
-            + self.nonmasq_dst.len()
+            + self.dst_policy.len()
             + self.nonmasq_src.len()
             + self.pod_cidrs.len()
             + self.v6.len()
@@ -200,20 +193,10 @@ impl Contents {
         let c = &self.config;
         let _ = writeln!(out, "# map {}", name::CONFIG);
         let _ = writeln!(out, "ports {} ({})", ranges_text(&self.ports), c.port_count);
-        let _ = writeln!(
-            out,
-            "masq_link_local {}",
-            c.flags & CFG_MASQ_LINK_LOCAL != 0
-        );
         let _ = writeln!(out, "pod_cidrs_only {}", c.flags & CFG_POD_CIDRS != 0);
         let _ = writeln!(out, "src_cidrs {}", c.flags & CFG_SRC_CIDRS != 0);
         if c.flags & CFG_IPV6 != 0 {
             let _ = writeln!(out, "ipv6 true");
-            let _ = writeln!(
-                out,
-                "masq_link_local_ipv6 {}",
-                c.flags & CFG_MASQ_LINK_LOCAL6 != 0
-            );
             let _ = writeln!(out, "src_cidrs_ipv6 {}", c.flags & CFG_SRC_CIDRS6 != 0);
         }
         let _ = writeln!(out, "# map {}", name::STEER);
@@ -237,8 +220,8 @@ impl Contents {
         for addr in &self.local_addrs {
             let _ = writeln!(out, "{addr}");
         }
+        render_policy(&mut out, name::DST_POLICY, &self.dst_policy);
         for (map, nets) in [
-            (name::NONMASQ_DST, &self.nonmasq_dst),
             (name::NONMASQ_SRC, &self.nonmasq_src),
             (name::POD_CIDRS, &self.pod_cidrs),
         ] {
@@ -252,6 +235,19 @@ impl Contents {
             self.v6.render(&mut out);
         }
         out
+    }
+}
+
+/// A destination-policy trie's section of `masq render`: `PREFIX ACTION REASON` per entry.
+pub(crate) fn render_policy<N: std::fmt::Display>(
+    out: &mut String,
+    map: &str,
+    entries: &BTreeMap<N, Why>,
+) {
+    let _ = writeln!(out, "# map {map}");
+    for (net, why) in entries {
+        let action = policy::action_of(*why).as_str();
+        let _ = writeln!(out, "{net} {action} {}", why.as_str());
     }
 }
 
@@ -290,8 +286,19 @@ mod tests {
     #[test]
     fn contents_collapse_duplicates_and_skip_ipv6() {
         let c = Contents::for_desired(&desired(&["10.0.0.0/8", "10.0.0.0/8", "fd00::/8"]));
-        let dst: Vec<String> = c.nonmasq_dst.iter().map(|n| n.to_string()).collect();
-        assert_eq!(dst, ["10.0.0.0/8", "10.244.0.0/16"]);
+        let dst: Vec<String> = c
+            .dst_policy
+            .iter()
+            .map(|(n, why)| format!("{n} {}", why.as_str()))
+            .collect();
+        assert_eq!(
+            dst,
+            [
+                "10.0.0.0/8 non-masquerade-cidr",
+                "10.244.0.0/16 non-masquerade-cidr",
+                "169.254.0.0/16 link-local"
+            ]
+        );
         assert_eq!(c.snat_addrs.get(&4), Some(&Ipv4Addr::new(172, 18, 0, 2)));
         assert_eq!(c.config.flags, CFG_SRC_CIDRS);
         assert_eq!(c.config.port_count, 65535 - 1024 + 1 - (32767 - 30000 + 1));
@@ -319,15 +326,17 @@ mod tests {
         assert_eq!(c.config.port_count, 1000);
     }
 
+    /// masqueradeCIDRs are entries that masquerade; masqLinkLocal takes the link-local entry
+    /// out; nothing else of the decision is left to the programs.
     #[test]
     fn render_lists_every_map_sorted() {
         let mut d = desired(&["192.168.0.0/16", "10.0.0.0/8"]);
         d.config.masq_link_local = true;
+        d.config.masquerade_cidrs = vec!["10.5.0.0/16".parse().unwrap()];
         let text = Contents::for_desired(&d).render();
         let expected = "\
 # map masq_config
 ports 1024-29999,32768-65535 (61744)
-masq_link_local true
 pod_cidrs_only false
 src_cidrs true
 # map masq_steer_cfg
@@ -336,10 +345,11 @@ egress_mark 0x1000 table 254
 ifindex 4 172.18.0.2
 # map masq_local_addrs
 172.18.0.2
-# map masq_nonmasq_dst
-10.0.0.0/8
-10.244.0.0/16
-192.168.0.0/16
+# map masq_dst_policy
+10.0.0.0/8 keep non-masquerade-cidr
+10.5.0.0/16 masquerade masquerade-cidr
+10.244.0.0/16 keep non-masquerade-cidr
+192.168.0.0/16 keep non-masquerade-cidr
 # map masq_nonmasq_src
 10.9.0.0/16
 # map masq_pod_cidrs

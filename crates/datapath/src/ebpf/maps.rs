@@ -7,7 +7,6 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipnet::Ipv4Net;
 
@@ -17,7 +16,7 @@ use super::types::{
     AllocFailure, AllocFailure6, MasqConfig, MasqSteer, NatEntry, NatEntry6, NatTuple, NatTuple6,
     CFG_SRC_CIDRS, CFG_SRC_CIDRS6,
 };
-use super::{batch, kernel_err};
+use super::{batch, kernel_err, policy, tries};
 use crate::Error;
 
 /// Map names in `bpf/lib/*.h`; also the file names of their pins.
@@ -28,8 +27,8 @@ pub mod name {
     pub const SNAT_ADDRS: &str = "masq_snat_addrs";
     /// The node's own addresses.
     pub const LOCAL_ADDRS: &str = "masq_local_addrs";
-    /// nonMasqueradeCIDRs (+ native-routing CIDR).
-    pub const NONMASQ_DST: &str = "masq_nonmasq_dst";
+    /// Steps 4 and 5: destination prefix → the reason `decide()` returns.
+    pub const DST_POLICY: &str = "masq_dst_policy";
     /// nonMasqueradeSrcCIDRs.
     pub const NONMASQ_SRC: &str = "masq_nonmasq_src";
     /// --pod-cidr.
@@ -53,8 +52,8 @@ pub mod name {
     pub const SNAT_ADDRS6: &str = "masq_snat_addrs6";
     /// The node's own IPv6 addresses.
     pub const LOCAL_ADDRS6: &str = "masq_local_addrs6";
-    /// nonMasqueradeCIDRs (+ native-routing CIDR), IPv6.
-    pub const NONMASQ_DST6: &str = "masq_nonmasq_dst6";
+    /// Steps 4 and 5, IPv6.
+    pub const DST_POLICY6: &str = "masq_dst_policy6";
     /// nonMasqueradeSrcCIDRs, IPv6.
     pub const NONMASQ_SRC6: &str = "masq_nonmasq_src6";
     /// --pod-cidr, IPv6.
@@ -78,7 +77,7 @@ pub mod name {
         CONFIG,
         SNAT_ADDRS,
         LOCAL_ADDRS,
-        NONMASQ_DST,
+        DST_POLICY,
         NONMASQ_SRC,
         POD_CIDRS,
         COUNTERS,
@@ -90,7 +89,7 @@ pub mod name {
         PORTS,
         SNAT_ADDRS6,
         LOCAL_ADDRS6,
-        NONMASQ_DST6,
+        DST_POLICY6,
         NONMASQ_SRC6,
         POD_CIDRS6,
         NAT6_EGRESS,
@@ -105,7 +104,7 @@ pub mod name {
 /// Capacity of each half of the flow table without `--nat-table-size` (`MASQ_NAT_MAX`).
 pub const DEFAULT_NAT_CAPACITY: u32 = 131072;
 
-type Trie = LpmTrie<MapData, [u8; 4], u8>;
+type Trie = tries::Trie<Ipv4Net>;
 
 /// Typed handles on every map of one loaded (or pinned) instance of the programs.
 pub struct Maps {
@@ -113,7 +112,7 @@ pub struct Maps {
     pub(crate) steer: Array<MapData, MasqSteer>,
     pub(crate) snat_addrs: HashMap<MapData, u32, [u8; 4]>,
     pub(crate) local_addrs: HashMap<MapData, [u8; 4], u8>,
-    pub(crate) nonmasq_dst: Trie,
+    pub(crate) dst_policy: Trie,
     pub(crate) nonmasq_src: Trie,
     pub(crate) pod_cidrs: Trie,
     pub(crate) counters: PerCpuArray<MapData, u64>,
@@ -218,7 +217,7 @@ impl Maps {
             steer: typed!(name::STEER),
             snat_addrs: typed!(name::SNAT_ADDRS),
             local_addrs: typed!(name::LOCAL_ADDRS),
-            nonmasq_dst: typed!(name::NONMASQ_DST),
+            dst_policy: typed!(name::DST_POLICY),
             nonmasq_src: typed!(name::NONMASQ_SRC),
             pod_cidrs: typed!(name::POD_CIDRS),
             counters: typed!(name::COUNTERS),
@@ -304,9 +303,12 @@ impl Maps {
             ports,
             snat_addrs,
             local_addrs,
-            nonmasq_dst: read_trie(&self.nonmasq_dst, name::NONMASQ_DST)?,
-            nonmasq_src: read_trie(&self.nonmasq_src, name::NONMASQ_SRC)?,
-            pod_cidrs: read_trie(&self.pod_cidrs, name::POD_CIDRS)?,
+            dst_policy: policy::decode(
+                tries::read(&self.dst_policy, name::DST_POLICY)?,
+                name::DST_POLICY,
+            )?,
+            nonmasq_src: tries::read_set(&self.nonmasq_src, name::NONMASQ_SRC)?,
+            pod_cidrs: tries::read_set(&self.pod_cidrs, name::POD_CIDRS)?,
             v6: self.v6.read()?,
         })
     }
@@ -321,24 +323,9 @@ impl Maps {
     /// trie less per sync.
     pub fn apply_over(&mut self, have: &Contents, want: &Contents) -> Result<usize, Error> {
         let mut writes = 0;
-        writes += update_trie(
-            &mut self.nonmasq_dst,
-            &have.nonmasq_dst,
-            &want.nonmasq_dst,
-            name::NONMASQ_DST,
-        )?;
-        writes += update_trie(
-            &mut self.nonmasq_src,
-            &have.nonmasq_src,
-            &want.nonmasq_src,
-            name::NONMASQ_SRC,
-        )?;
-        writes += update_trie(
-            &mut self.pod_cidrs,
-            &have.pod_cidrs,
-            &want.pod_cidrs,
-            name::POD_CIDRS,
-        )?;
+        for (trie, have, want, map) in self.tries(have, want) {
+            writes += tries::add(trie, &have, &want, map)?;
+        }
         // The table before its count: a search never meets an index not written yet.
         for (index, port) in want.ports.iter().enumerate() {
             if have.ports.get(index) != Some(port) {
@@ -406,70 +393,42 @@ impl Maps {
                 .map_err(kernel_err(format!("removing {addr} from masq_local_addrs")))?;
             writes += 1;
         }
-        writes += remove_stale(
-            &mut self.nonmasq_dst,
-            &have.nonmasq_dst,
-            &want.nonmasq_dst,
-            name::NONMASQ_DST,
-        )?;
-        writes += remove_stale(
-            &mut self.nonmasq_src,
-            &have.nonmasq_src,
-            &want.nonmasq_src,
-            name::NONMASQ_SRC,
-        )?;
-        writes += remove_stale(
-            &mut self.pod_cidrs,
-            &have.pod_cidrs,
-            &want.pod_cidrs,
-            name::POD_CIDRS,
-        )?;
+        for (trie, have, want, map) in self.tries(have, want) {
+            writes += tries::remove(trie, &have, &want, map)?;
+        }
         writes += self.v6.remove_stale(&have.v6, &want.v6)?;
         Ok(writes)
     }
-}
 
-fn trie_key(net: &Ipv4Net) -> Key<[u8; 4]> {
-    Key::new(u32::from(net.prefix_len()), net.network().octets())
-}
-
-fn read_trie(trie: &Trie, map: &str) -> Result<BTreeSet<Ipv4Net>, Error> {
-    let mut out = BTreeSet::new();
-    for key in trie.keys() {
-        let key = key.map_err(kernel_err(format!("reading {map}")))?;
-        let net = Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8)
-            .map_err(|e| Error::Unsupported(format!("{map} holds an invalid prefix: {e}")))?;
-        out.insert(net);
+    /// Each IPv4 trie with what it holds and what it should hold, as raw entries.
+    fn tries(&mut self, have: &Contents, want: &Contents) -> [TrieChange<'_, Ipv4Net>; 3] {
+        [
+            (
+                &mut self.dst_policy,
+                policy::encode(&have.dst_policy),
+                policy::encode(&want.dst_policy),
+                name::DST_POLICY,
+            ),
+            (
+                &mut self.nonmasq_src,
+                tries::set_entries(&have.nonmasq_src),
+                tries::set_entries(&want.nonmasq_src),
+                name::NONMASQ_SRC,
+            ),
+            (
+                &mut self.pod_cidrs,
+                tries::set_entries(&have.pod_cidrs),
+                tries::set_entries(&want.pod_cidrs),
+                name::POD_CIDRS,
+            ),
+        ]
     }
-    Ok(out)
 }
 
-fn update_trie(
-    trie: &mut Trie,
-    have: &BTreeSet<Ipv4Net>,
-    want: &BTreeSet<Ipv4Net>,
-    map: &str,
-) -> Result<usize, Error> {
-    let mut writes = 0;
-    for net in want.difference(have) {
-        trie.insert(&trie_key(net), 1, 0)
-            .map_err(kernel_err(format!("adding {net} to {map}")))?;
-        writes += 1;
-    }
-    Ok(writes)
-}
-
-fn remove_stale(
-    trie: &mut Trie,
-    have: &BTreeSet<Ipv4Net>,
-    want: &BTreeSet<Ipv4Net>,
-    map: &str,
-) -> Result<usize, Error> {
-    let mut writes = 0;
-    for net in have.difference(want) {
-        trie.remove(&trie_key(net))
-            .map_err(kernel_err(format!("removing {net} from {map}")))?;
-        writes += 1;
-    }
-    Ok(writes)
-}
+/// A trie, its entries now and wanted, and its name.
+pub(crate) type TrieChange<'a, N> = (
+    &'a mut tries::Trie<N>,
+    BTreeMap<N, u8>,
+    BTreeMap<N, u8>,
+    &'static str,
+);

@@ -7,24 +7,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv6Addr};
 
-use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, MapData};
-use ipnet::{IpNet, Ipv6Net};
-
 use std::os::fd::AsFd;
 
-use super::maps::{name, Maps};
+use aya::maps::{HashMap, MapData};
+use ipnet::{IpNet, Ipv6Net};
+use masq_decision::{FamilyPolicy, Reason as Why};
+
+use super::contents::render_policy;
+use super::maps::{name, Maps, TrieChange};
 use super::types::{AllocFailure6, NatEntry6, NatTuple6};
-use super::{batch, kernel_err};
+use super::{batch, kernel_err, policy, tries};
 use crate::{Desired, Error};
 
-type Trie6 = LpmTrie<MapData, [u8; 16], u8>;
+type Trie6 = tries::Trie<Ipv6Net>;
 
 /// Typed handles on the IPv6 maps the agent fills.
 pub struct AgentMaps6 {
     pub(crate) snat_addrs: HashMap<MapData, u32, [u8; 16]>,
     pub(crate) local_addrs: HashMap<MapData, [u8; 16], u8>,
-    pub(crate) nonmasq_dst: Trie6,
+    pub(crate) dst_policy: Trie6,
     pub(crate) nonmasq_src: Trie6,
     pub(crate) pod_cidrs: Trie6,
 }
@@ -45,7 +46,7 @@ impl AgentMaps6 {
         Ok(AgentMaps6 {
             snat_addrs: typed!(name::SNAT_ADDRS6),
             local_addrs: typed!(name::LOCAL_ADDRS6),
-            nonmasq_dst: typed!(name::NONMASQ_DST6),
+            dst_policy: typed!(name::DST_POLICY6),
             nonmasq_src: typed!(name::NONMASQ_SRC6),
             pod_cidrs: typed!(name::POD_CIDRS6),
         })
@@ -67,9 +68,12 @@ impl AgentMaps6 {
         Ok(Contents6 {
             snat_addrs,
             local_addrs,
-            nonmasq_dst: read_trie(&self.nonmasq_dst, name::NONMASQ_DST6)?,
-            nonmasq_src: read_trie(&self.nonmasq_src, name::NONMASQ_SRC6)?,
-            pod_cidrs: read_trie(&self.pod_cidrs, name::POD_CIDRS6)?,
+            dst_policy: policy::decode(
+                tries::read(&self.dst_policy, name::DST_POLICY6)?,
+                name::DST_POLICY6,
+            )?,
+            nonmasq_src: tries::read_set(&self.nonmasq_src, name::NONMASQ_SRC6)?,
+            pod_cidrs: tries::read_set(&self.pod_cidrs, name::POD_CIDRS6)?,
         })
     }
 
@@ -80,31 +84,8 @@ impl AgentMaps6 {
         want: &Contents6,
     ) -> Result<usize, Error> {
         let mut writes = 0;
-        for (trie, have, want, map) in [
-            (
-                &mut self.nonmasq_dst,
-                &have.nonmasq_dst,
-                &want.nonmasq_dst,
-                name::NONMASQ_DST6,
-            ),
-            (
-                &mut self.nonmasq_src,
-                &have.nonmasq_src,
-                &want.nonmasq_src,
-                name::NONMASQ_SRC6,
-            ),
-            (
-                &mut self.pod_cidrs,
-                &have.pod_cidrs,
-                &want.pod_cidrs,
-                name::POD_CIDRS6,
-            ),
-        ] {
-            for net in want.difference(have) {
-                trie.insert(&trie_key(net), 1, 0)
-                    .map_err(kernel_err(format!("adding {net} to {map}")))?;
-                writes += 1;
-            }
+        for (trie, have, want, map) in self.tries(have, want) {
+            writes += tries::add(trie, &have, &want, map)?;
         }
         for addr in want.local_addrs.difference(&have.local_addrs) {
             self.local_addrs
@@ -154,33 +135,34 @@ impl AgentMaps6 {
                 )))?;
             writes += 1;
         }
-        for (trie, have, want, map) in [
+        for (trie, have, want, map) in self.tries(have, want) {
+            writes += tries::remove(trie, &have, &want, map)?;
+        }
+        Ok(writes)
+    }
+
+    /// Each IPv6 trie with what it holds and what it should hold, as raw entries.
+    fn tries(&mut self, have: &Contents6, want: &Contents6) -> [TrieChange<'_, Ipv6Net>; 3] {
+        [
             (
-                &mut self.nonmasq_dst,
-                &have.nonmasq_dst,
-                &want.nonmasq_dst,
-                name::NONMASQ_DST6,
+                &mut self.dst_policy,
+                policy::encode(&have.dst_policy),
+                policy::encode(&want.dst_policy),
+                name::DST_POLICY6,
             ),
             (
                 &mut self.nonmasq_src,
-                &have.nonmasq_src,
-                &want.nonmasq_src,
+                tries::set_entries(&have.nonmasq_src),
+                tries::set_entries(&want.nonmasq_src),
                 name::NONMASQ_SRC6,
             ),
             (
                 &mut self.pod_cidrs,
-                &have.pod_cidrs,
-                &want.pod_cidrs,
+                tries::set_entries(&have.pod_cidrs),
+                tries::set_entries(&want.pod_cidrs),
                 name::POD_CIDRS6,
             ),
-        ] {
-            for net in have.difference(want) {
-                trie.remove(&trie_key(net))
-                    .map_err(kernel_err(format!("removing {net} from {map}")))?;
-                writes += 1;
-            }
-        }
-        Ok(writes)
+        ]
     }
 }
 
@@ -218,21 +200,6 @@ impl Maps {
     }
 }
 
-fn trie_key(net: &Ipv6Net) -> Key<[u8; 16]> {
-    Key::new(u32::from(net.prefix_len()), net.network().octets())
-}
-
-fn read_trie(trie: &Trie6, map: &str) -> Result<BTreeSet<Ipv6Net>, Error> {
-    let mut out = BTreeSet::new();
-    for key in trie.keys() {
-        let key = key.map_err(kernel_err(format!("reading {map}")))?;
-        let net = Ipv6Net::new(Ipv6Addr::from(key.data()), key.prefix_len() as u8)
-            .map_err(|e| Error::Unsupported(format!("{map} holds an invalid prefix: {e}")))?;
-        out.insert(net);
-    }
-    Ok(out)
-}
-
 /// What the IPv6 maps hold (or should hold). All empty without `--enable-ipv6`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Contents6 {
@@ -240,8 +207,8 @@ pub struct Contents6 {
     pub snat_addrs: BTreeMap<u32, Ipv6Addr>,
     /// The node's IPv6 addresses.
     pub local_addrs: BTreeSet<Ipv6Addr>,
-    /// nonMasqueradeCIDRs plus the native-routing CIDR, IPv6 only.
-    pub nonmasq_dst: BTreeSet<Ipv6Net>,
+    /// Steps 4 and 5, IPv6 (see [`super::Contents::dst_policy`]).
+    pub dst_policy: BTreeMap<Ipv6Net, Why>,
     /// nonMasqueradeSrcCIDRs, IPv6 only.
     pub nonmasq_src: BTreeSet<Ipv6Net>,
     /// --pod-cidr, IPv6 only.
@@ -268,10 +235,10 @@ pub fn usable_snat6(addr: &Ipv6Addr) -> bool {
 }
 
 impl Contents6 {
-    /// The IPv6 map contents for `desired` (empty without `--enable-ipv6`).
-    pub fn for_desired(desired: &Desired) -> Contents6 {
+    /// The IPv6 map contents for `desired`, whose compiled IPv6 policy is `v6` (empty without
+    /// `--enable-ipv6`).
+    pub fn for_desired(desired: &Desired, v6: &FamilyPolicy) -> Contents6 {
         let node = &desired.node;
-        let config = &desired.config;
         if !node.enable_ipv6 {
             return Contents6::default();
         }
@@ -293,29 +260,26 @@ impl Contents6 {
                 }
             }
         }
-        let mut local_addrs: BTreeSet<Ipv6Addr> = node
-            .interfaces
+        let local_addrs = v6
+            .local_addrs
             .iter()
-            .flat_map(|iface| iface.addrs.iter())
-            .chain(&node.local_addrs)
             .filter_map(|a| match a {
                 IpAddr::V6(v6) => Some(*v6),
                 IpAddr::V4(_) => None,
             })
             .collect();
-        for ip in &node.snat_ips {
-            if let IpAddr::V6(fixed) = ip {
-                local_addrs.insert(*fixed);
-            }
-        }
-        let mut nonmasq_dst = v6_nets(&config.non_masquerade_cidrs);
-        nonmasq_dst.extend(v6_nets(node.native_routing_cidr.as_ref()));
+        let dst_policy = policy::destinations(v6)
+            .filter_map(|(net, why)| match net {
+                IpNet::V6(net) => Some((net, why)),
+                IpNet::V4(_) => None,
+            })
+            .collect();
         Contents6 {
             snat_addrs,
             local_addrs,
-            nonmasq_dst,
-            nonmasq_src: v6_nets(&config.non_masquerade_src_cidrs),
-            pod_cidrs: v6_nets(&node.pod_cidrs),
+            dst_policy,
+            nonmasq_src: v6_nets(v6.source_exemptions.as_written()),
+            pod_cidrs: v6_nets(policy::pod_cidrs(v6).unwrap_or_default()),
         }
     }
 
@@ -323,7 +287,7 @@ impl Contents6 {
     pub fn len(&self) -> usize {
         self.snat_addrs.len()
             + self.local_addrs.len()
-            + self.nonmasq_dst.len()
+            + self.dst_policy.len()
             + self.nonmasq_src.len()
             + self.pod_cidrs.len()
     }
@@ -350,8 +314,8 @@ impl Contents6 {
         for addr in &self.local_addrs {
             let _ = writeln!(out, "{addr}");
         }
+        render_policy(out, name::DST_POLICY6, &self.dst_policy);
         for (map, nets) in [
-            (name::NONMASQ_DST6, &self.nonmasq_dst),
             (name::NONMASQ_SRC6, &self.nonmasq_src),
             (name::POD_CIDRS6, &self.pod_cidrs),
         ] {
@@ -408,7 +372,8 @@ mod tests {
 
     #[test]
     fn ipv6_contents_take_the_first_global_address_and_the_ipv6_cidrs() {
-        let c = Contents6::for_desired(&desired(true));
+        let d = desired(true);
+        let c = Contents6::for_desired(&d, &d.policy().v6);
         let v6 = |a: &str| a.parse::<Ipv6Addr>().unwrap();
         assert_eq!(c.snat_addrs, BTreeMap::from([(4, v6("2001:db8::2"))]));
         let local: Vec<String> = c.local_addrs.iter().map(|a| a.to_string()).collect();
@@ -416,12 +381,12 @@ mod tests {
             local,
             ["2001:db8::2", "2001:db8::3", "fd00:1::9", "fe80::1"]
         );
-        let dst: Vec<String> = c.nonmasq_dst.iter().map(|n| n.to_string()).collect();
-        assert_eq!(dst, ["fd00::/8"]);
+        let dst: Vec<String> = c.dst_policy.keys().map(|n| n.to_string()).collect();
+        assert_eq!(dst, ["fd00::/8"], "masqLinkLocalIPv6: no link-local entry");
         assert_eq!(c.pod_cidrs.len(), 1);
         assert_eq!(c.nonmasq_src.len(), 1);
         assert!(
-            Contents6::for_desired(&desired(false)).is_empty(),
+            Contents6::for_desired(&desired(false), &d.policy().v6).is_empty(),
             "IPv6 off: nothing"
         );
     }
@@ -457,15 +422,15 @@ mod tests {
     fn render_shows_the_ipv6_maps_only_with_ipv6() {
         use super::super::contents::Contents;
         let on = Contents::for_desired(&desired(true)).render();
-        assert!(
-            on.contains("ipv6 true\nmasq_link_local_ipv6 true\nsrc_cidrs_ipv6 true\n"),
-            "{on}"
-        );
+        assert!(on.contains("ipv6 true\nsrc_cidrs_ipv6 true\n"), "{on}");
         assert!(
             on.contains("# map masq_snat_addrs6\nifindex 4 2001:db8::2\n"),
             "{on}"
         );
-        assert!(on.contains("# map masq_nonmasq_dst6\nfd00::/8\n"), "{on}");
+        assert!(
+            on.contains("# map masq_dst_policy6\nfd00::/8 keep non-masquerade-cidr\n"),
+            "{on}"
+        );
         let off = Contents::for_desired(&desired(false)).render();
         assert!(
             !off.contains("ipv6") && !off.contains("masq_snat_addrs6"),

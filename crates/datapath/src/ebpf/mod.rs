@@ -27,7 +27,9 @@ pub mod kfunc;
 pub mod maps;
 pub mod maps6;
 pub mod nat;
+pub mod policy;
 mod tc_dump;
+mod tries;
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -329,6 +331,10 @@ impl Ebpf {
                     .map_max_entries(maps::name::NAT6_INGRESS, capacity.ipv6);
                 loader.load(object)
             })?;
+            let retired = carry::unpin_retired(&maps_dir);
+            if !retired.is_empty() {
+                tracing::info!(?retired, "unpinned maps this version no longer has");
+            }
             let mut maps = Maps::take_from(&mut bpf)?;
             if let Some(old) = &old {
                 let report = old.copy_into(&mut maps)?;

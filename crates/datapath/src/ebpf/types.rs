@@ -12,16 +12,12 @@ pub const PROTO_UDP: u8 = 17;
 /// ICMP.
 pub const PROTO_ICMP: u8 = 1;
 
-/// `masq_config.flags`: `masqLinkLocal` is true.
-pub const CFG_MASQ_LINK_LOCAL: u32 = 1 << 0;
 /// `masq_config.flags`: `--pod-cidr` was given; only sources in the pod trie are pods.
 pub const CFG_POD_CIDRS: u32 = 1 << 1;
 /// `masq_config.flags`: the source-exemption trie is not empty.
 pub const CFG_SRC_CIDRS: u32 = 1 << 2;
 /// `masq_config.flags`: `--enable-ipv6`; without it IPv6 passes untouched.
 pub const CFG_IPV6: u32 = 1 << 4;
-/// `masq_config.flags`: `masqLinkLocalIPv6` is true.
-pub const CFG_MASQ_LINK_LOCAL6: u32 = 1 << 5;
 /// `masq_config.flags`: the IPv6 source-exemption trie is not empty.
 pub const CFG_SRC_CIDRS6: u32 = 1 << 6;
 

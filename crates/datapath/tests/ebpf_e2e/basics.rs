@@ -77,7 +77,10 @@ fn config_changes_update_the_cidr_trie_in_place_body() {
     let (_, peer) = udp_peer_seen(&t, INTERNET);
     assert_eq!(peer.unwrap().ip(), IpAddr::V4(POD));
     let rendered = agent.render(&desired);
-    assert!(rendered.contains("203.0.113.0/24\n"), "{rendered}");
+    assert!(
+        rendered.contains("203.0.113.0/24 keep non-masquerade-cidr\n"),
+        "{rendered}"
+    );
 }
 
 #[test]

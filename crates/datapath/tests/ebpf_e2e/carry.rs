@@ -7,6 +7,7 @@ use crate::traffic::*;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use masq_datapath::ebpf::maps::name;
 use masq_datapath::ebpf::{Ebpf, Flow, NatDirection, MAPS_SUBDIR};
 use masq_datapath::Datapath;
 
@@ -94,6 +95,7 @@ fn a_new_table_size_carries_the_flows_over() {
 /// Without `--enable-ipv6` the IPv6 flow table is one entry (the maps are preallocated);
 /// turning IPv6 on gives it its size, in new maps, and the IPv4 flows come over.
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn turning_ipv6_on_sizes_its_table_and_carries_the_flows_over() {
     with_private_bpffs(|| carried_over_to(|_| {}, masq_datapath::ebpf::DEFAULT_NAT_CAPACITY, true));
 }
@@ -111,5 +113,31 @@ fn an_upgrade_from_maps_v2_carries_the_flows_over() {
             },
             masq_datapath::ebpf::DEFAULT_NAT_CAPACITY,
         )
+    });
+}
+
+/// A map an older build pinned under a name this one no longer has (`masq_nonmasq_dst`, now
+/// `masq_dst_policy`) is unpinned at the next load, and traffic goes on.
+#[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
+fn a_retired_map_is_unpinned_at_the_next_load() {
+    with_private_bpffs(|| {
+        let t = topology();
+        let desired = t.desired();
+        let mut first = t.agent();
+        t.node.enter(|| first.sync(&desired)).unwrap().unwrap();
+        drop(first);
+        let maps = t.pin_dir.join(MAPS_SUBDIR);
+        let retired = maps.join("masq_nonmasq_dst");
+        let map = aya::maps::MapData::from_pin(maps.join(name::DST_POLICY)).unwrap();
+        map.pin(&retired).unwrap();
+        assert!(retired.exists());
+        let mut second = t.agent();
+        t.node.enter(|| second.sync(&desired)).unwrap().unwrap();
+        assert!(!retired.exists(), "the retired map is still pinned");
+        assert!(maps.join(name::DST_POLICY).exists());
+        let (echo, peer) = udp_peer_seen(&t, INTERNET);
+        assert!(echo.is_some());
+        assert_eq!(peer.unwrap().ip(), IpAddr::V4(NODE));
     });
 }

@@ -240,7 +240,7 @@ fn drift_in_maps_and_links_is_repaired_by_the_next_sync_body() {
     // Someone empties the CIDR trie behind the agent's back.
     let mut maps = Maps::open_pinned(&t.pin_dir.join(MAPS_SUBDIR)).unwrap();
     let mut tampered = maps.read().unwrap();
-    tampered.nonmasq_dst.clear();
+    tampered.dst_policy.clear();
     maps.apply(&tampered).unwrap();
     assert!(!t.node.enter(|| agent.matches(&desired)).unwrap().unwrap());
     let report = t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();

@@ -208,9 +208,7 @@ fn established_flows_keep_their_translation_when_the_config_changes() {
         NODE
     );
     let mut changed = base_contents();
-    changed
-        .nonmasq_dst
-        .insert(Ipv4Net::new(EXTERNAL, 32).unwrap());
+    keep_dst(&mut changed, Ipv4Net::new(EXTERNAL, 32).unwrap());
     h.maps.apply(&changed).unwrap();
     assert_eq!(
         inspect(&h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"more")).1).src,
@@ -230,7 +228,7 @@ fn established_flows_keep_their_translation_when_the_config_changes() {
 fn a_kept_tcp_connection_is_not_translated_mid_stream_after_a_config_change() {
     let mut h = Harness::new(&base_contents());
     let mut kept = base_contents();
-    kept.nonmasq_dst.insert(Ipv4Net::new(EXTERNAL, 32).unwrap());
+    keep_dst(&mut kept, Ipv4Net::new(EXTERNAL, 32).unwrap());
     h.maps.apply(&kept).unwrap();
     assert_eq!(
         inspect(&h.egress(&tcp(POD, 40000, EXTERNAL, 80, b"")).1).src,

@@ -5,9 +5,7 @@
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
-use masq_datapath::ebpf::types::{
-    NatTuple6, Reason, CFG_IPV6, CFG_MASQ_LINK_LOCAL6, CFG_POD_CIDRS,
-};
+use masq_datapath::ebpf::types::{NatTuple6, Reason, CFG_IPV6, CFG_POD_CIDRS};
 use masq_datapath::ebpf::FlowState;
 
 use crate::harness::*;
@@ -156,11 +154,11 @@ fn kept_destinations_and_sources_leave_untouched() {
         untouched(&h, frame);
         assert_eq!(h.count(*reason), 1, "{reason:?}");
     }
-    // masqLinkLocal (IPv4's flag) changes nothing for IPv6.
+    // masqLinkLocal (IPv4's range) changes nothing for IPv6.
     h.set_link_local(true);
     untouched(&h, &tcp6(POD6, 40002, link_local, 80, "S", b""));
     let mut c = h.maps.read().unwrap();
-    c.config.flags |= CFG_MASQ_LINK_LOCAL6;
+    c.v6.dst_policy.remove(&link_local6());
     h.maps.apply(&c).unwrap();
     translated(&h, &tcp6(POD6, 40003, link_local, 80, "S", b""));
 }

@@ -111,9 +111,10 @@ fn inbound_pings_and_packets_to_no_pod_are_not_translated_or_recorded() {
 #[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_kept_flow_stays_kept_when_the_config_changes() {
     let mut kept = base_contents6();
-    kept.v6
-        .nonmasq_dst
-        .insert(Ipv6Net::new(EXTERNAL6, 128).unwrap());
+    kept.v6.dst_policy.insert(
+        Ipv6Net::new(EXTERNAL6, 128).unwrap(),
+        masq_decision::Reason::NonMasqueradeCidr,
+    );
     let mut h = Harness::new(&kept);
     let flow = udp6(POD6, 5000, EXTERNAL6, 53, b"q");
     untouched(&h, &flow);

@@ -9,12 +9,13 @@ use etherparse::{
     Icmpv4Header, Icmpv4Type, IpNumber, Ipv4Header, PacketBuilder, TcpHeader, UdpHeader,
 };
 use ipnet::Ipv4Net;
-use masq_datapath::ebpf::types::{MasqConfig, Reason, CFG_MASQ_LINK_LOCAL};
+use masq_datapath::ebpf::types::{MasqConfig, Reason};
 use masq_datapath::ebpf::{
     gc, load_unpinned_flavor, load_unpinned_with, nat, Contents, Flavor, KernCtx, KernelClock,
     Maps, PortSearch, DEFAULT_NAT_CAPACITY, DEFAULT_PORT_RANGES, EGRESS_PROGRAM, INGRESS_PROGRAM,
     STEER_PROGRAM,
 };
+use masq_decision::Reason as Why;
 
 /// TC_ACT_UNSPEC as the kernel reports it: the packet goes on (translated or not).
 pub const CONTINUE: u32 = u32::MAX;
@@ -38,13 +39,23 @@ pub struct Harness {
     pub maps: Maps,
 }
 
-/// The map contents most cases use: SNAT to NODE on every interface, 10/8 kept, the default
-/// ports (1024–65535 less the NodePort range).
 /// Is `port` one the default port table hands out?
 pub fn in_default_ports(port: u16) -> bool {
     DEFAULT_PORT_RANGES.iter().any(|r| r.contains(port))
 }
 
+/// The link-local range, kept unless masqLinkLocal.
+pub fn link_local() -> Ipv4Net {
+    "169.254.0.0/16".parse().unwrap()
+}
+
+/// Makes `c` keep `net` as a nonMasqueradeCIDRs entry does.
+pub fn keep_dst(c: &mut Contents, net: Ipv4Net) {
+    c.dst_policy.insert(net, Why::NonMasqueradeCidr);
+}
+
+/// The map contents most cases use: SNAT to NODE on every interface, 10/8 and the link-local
+/// range kept, the default ports (1024–65535 less the NodePort range).
 pub fn base_contents() -> Contents {
     let mut c = Contents {
         config: MasqConfig::default(),
@@ -53,8 +64,8 @@ pub fn base_contents() -> Contents {
     c.set_ports(&DEFAULT_PORT_RANGES);
     c.snat_addrs.insert(0, NODE);
     c.local_addrs.insert(NODE);
-    c.nonmasq_dst
-        .insert("10.0.0.0/8".parse::<Ipv4Net>().unwrap());
+    keep_dst(&mut c, "10.0.0.0/8".parse().unwrap());
+    c.dst_policy.insert(link_local(), Why::LinkLocal);
     c
 }
 
@@ -134,9 +145,9 @@ impl Harness {
     pub fn set_link_local(&mut self, masq: bool) {
         let mut c = self.maps.read().unwrap();
         if masq {
-            c.config.flags |= CFG_MASQ_LINK_LOCAL;
+            c.dst_policy.remove(&link_local());
         } else {
-            c.config.flags &= !CFG_MASQ_LINK_LOCAL;
+            c.dst_policy.insert(link_local(), Why::LinkLocal);
         }
         self.maps.apply(&c).unwrap();
     }

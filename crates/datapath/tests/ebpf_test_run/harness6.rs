@@ -10,6 +10,7 @@ use etherparse::{
 use ipnet::Ipv6Net;
 use masq_datapath::ebpf::types::CFG_IPV6;
 use masq_datapath::ebpf::Contents;
+use masq_decision::Reason as Why;
 
 use crate::harness::base_contents;
 
@@ -29,13 +30,21 @@ const FRAGMENT: u8 = 44;
 const DSTOPTS: u8 = 60;
 
 /// [`base_contents`] with IPv6 on: SNAT to NODE6 on every interface, fd00::/8 kept.
+/// The IPv6 link-local range, kept unless masqLinkLocalIPv6.
+pub fn link_local6() -> Ipv6Net {
+    "fe80::/10".parse().unwrap()
+}
+
 pub fn base_contents6() -> Contents {
     let mut c = base_contents();
     c.config.flags |= CFG_IPV6;
     c.v6.snat_addrs.insert(0, NODE6);
     c.v6.local_addrs.insert(NODE6);
-    c.v6.nonmasq_dst
-        .insert("fd00::/8".parse::<Ipv6Net>().unwrap());
+    c.v6.dst_policy.insert(
+        "fd00::/8".parse::<Ipv6Net>().unwrap(),
+        Why::NonMasqueradeCidr,
+    );
+    c.v6.dst_policy.insert(link_local6(), Why::LinkLocal);
     c
 }
 

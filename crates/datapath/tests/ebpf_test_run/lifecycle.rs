@@ -196,8 +196,7 @@ fn udp_lives_30_s_unanswered_and_120_s_answered() {
 #[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn a_kept_udp_flow_stays_kept_when_the_config_changes() {
     let mut kept = base_contents();
-    kept.nonmasq_dst
-        .insert(ipnet::Ipv4Net::new(EXTERNAL, 32).unwrap());
+    keep_dst(&mut kept, ipnet::Ipv4Net::new(EXTERNAL, 32).unwrap());
     let mut h = Harness::new(&kept);
     let flow = udp(POD, 5000, EXTERNAL, 53, b"q");
     assert_eq!(h.egress(&flow), (CONTINUE, flow.clone()));

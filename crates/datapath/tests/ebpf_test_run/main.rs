@@ -14,5 +14,6 @@ mod icmp6;
 mod lifecycle;
 mod model;
 mod model6;
+mod policy;
 mod ports;
 mod steer;

@@ -162,7 +162,10 @@ fn ipv6_flows_are_steered_with_the_fib_lookup() {
         contents.config.flags |= masq_datapath::ebpf::types::CFG_IPV6;
         contents.v6.snat_addrs.insert(ifindex, UPLINK6);
         contents.v6.local_addrs.insert(UPLINK6);
-        contents.v6.nonmasq_dst.insert("fd00::/8".parse().unwrap());
+        contents.v6.dst_policy.insert(
+            "fd00::/8".parse().unwrap(),
+            masq_decision::Reason::NonMasqueradeCidr,
+        );
         let h = Harness::new(&contents);
         let (rc, out, mark) = h.steer(&tcp6(POD6, 40000, EXTERNAL6, 80, "S", b"hello"));
         assert_eq!(rc, REDIRECT, "handed to the egress interface");

@@ -184,17 +184,21 @@ proptest! {
             prop_assert_eq!(in_set(d.masqueraded()), want.reason == Reason::MasqueradeCidr, "forced {}", dst);
             prop_assert!(!(in_set(d.kept()) && in_set(d.masqueraded())), "both sets hold {}", dst);
             let entries = family.destination_entries();
-            let table = entries
+            let longest = entries
                 .iter()
                 .filter(|(n, _)| n.contains(&dst))
-                .max_by_key(|(n, _)| n.prefix_len())
-                .map(|(_, action)| *action);
+                .max_by_key(|(n, _)| n.prefix_len());
+            let table = longest.map(|(_, action)| *action);
             let expected = match want.reason {
                 Reason::LinkLocal | Reason::NonMasqueradeCidr => Some(Action::Keep),
                 Reason::MasqueradeCidr => Some(Action::Masquerade),
                 _ => None,
             };
             prop_assert_eq!(table, expected, "table {}", dst);
+            // The reason the table's value carries (eBPF counts kept flows by it).
+            if let Some((net, action)) = longest {
+                prop_assert_eq!(family.destination_reason(net, *action), want.reason, "reason {}", dst);
+            }
             for set in [d.kept(), d.masqueraded()] {
                 for (i, a) in set.iter().enumerate() {
                     for b in &set[i + 1..] {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use masq_datapath::ebpf::attach::{self, Direction};
-use masq_datapath::ebpf::maps::name::NONMASQ_DST;
+use masq_datapath::ebpf::maps::name::DST_POLICY;
 use masq_datapath::ebpf::MAPS_SUBDIR;
 use masq_testbed::topology::NODE_UPLINK;
 use masq_testbed::{addr, Netns};
@@ -15,11 +15,11 @@ use masq_testbed::{addr, Netns};
 use super::{owned, Damage};
 
 /// Two drifts `sync` repairs (docs/ebpf.md, "Drift"): an entry deleted from the
-/// non-masquerade LPM trie (found by comparing the maps with what the agent last wrote), and the
+/// destination-policy LPM trie (found by comparing the maps with what the agent last wrote), and the
 /// egress TCX link detached through its pin (found by checking the hooks; the dead link's pin is
 /// replaced by a new link).
 pub fn damages(pin_dir: &Path) -> Vec<Damage> {
-    let trie = pin_dir.join(MAPS_SUBDIR).join(NONMASQ_DST);
+    let trie = pin_dir.join(MAPS_SUBDIR).join(DST_POLICY);
     let link = attach::link_pin(pin_dir, NODE_UPLINK, Direction::Egress);
     // The LPM key of 10.0.0.0/8: the prefix length (u32, host order), then the address bytes.
     let key = ["08", "00", "00", "00", "0a", "00", "00", "00"];
