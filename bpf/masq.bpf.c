@@ -1,7 +1,7 @@
 /* masq's tc programs: SNAT of pod traffic on egress, reverse SNAT of the replies on ingress. */
 #include "lib/common.h"
 #include "lib/csum.h"
-#include "lib/drop_reasons.h"
+#include "lib/reasons.h"
 #include "lib/icmp_error.h"
 #include "lib/maps.h"
 #include "lib/metrics.h"

@@ -126,7 +126,10 @@ __always_inline_fn int rewrite(struct __sk_buff *skb, const struct pkt *p, int d
 
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	ip = data + ETH_HLEN;
+	/* The parser's L3 offset (Ethernet only today), bounded for the verifier. */
+	if (p->l3_off > ETH_HLEN)
+		return -1;
+	ip = data + p->l3_off;
 	if ((void *)(ip + 1) > data_end)
 		return -1;
 	ip->check = csum_replace4(ip->check, from_addr, to_addr);
@@ -137,7 +140,7 @@ __always_inline_fn int rewrite(struct __sk_buff *skb, const struct pkt *p, int d
 	if (!has_l4)
 		return 0;
 	if (!by_helper) {
-		if (csum_off > ETH_HLEN + 60 + 16)
+		if (csum_off > TCP_CSUM_OFF(MAX_IPV4_L4_OFF))
 			return -1;
 		csum = data + csum_off;
 		if ((void *)(csum + 1) > data_end)
@@ -146,7 +149,7 @@ __always_inline_fn int rewrite(struct __sk_buff *skb, const struct pkt *p, int d
 					to_port);
 	}
 	if (from_port != to_port) {
-		if (poff > ETH_HLEN + 60 + 4)
+		if (poff > ICMP_ID_OFF(MAX_IPV4_L4_OFF))
 			return -1;
 		port = data + poff;
 		if ((void *)(port + 1) > data_end)

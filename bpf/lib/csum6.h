@@ -88,7 +88,7 @@ __always_inline_fn int rewrite6(struct __sk_buff *skb, const struct pkt6 *p, int
 {
 	int has_l4 = p->frag != FRAG_LATER;
 	__u32 csum_off = l4_csum_off6(p), poff = port_off6(p, dst_side);
-	__u32 addr_off = dst_side ? IPV6_DADDR_OFF(ETH_HLEN) : IPV6_SADDR_OFF(ETH_HLEN);
+	__u32 addr_off = dst_side ? IPV6_DADDR_OFF(p->l3_off) : IPV6_SADDR_OFF(p->l3_off);
 	__u64 flags = l4_csum_flags(p->proto);
 	__u8 summed = skb_ip_summed(skb);
 	int by_helper = summed == CHECKSUM_UNKNOWN || summed == CHECKSUM_COMPLETE;
@@ -109,6 +109,9 @@ __always_inline_fn int rewrite6(struct __sk_buff *skb, const struct pkt6 *p, int
 		bpf_csum_update(skb, diff);
 	}
 
+	/* The parser's L3 offset (Ethernet only today), bounded for the verifier. */
+	if (p->l3_off > ETH_HLEN)
+		return -1;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	addr = data + addr_off;
@@ -118,7 +121,7 @@ __always_inline_fn int rewrite6(struct __sk_buff *skb, const struct pkt6 *p, int
 	if (!has_l4)
 		return 0;
 	if (!by_helper) {
-		if (csum_off > MASQ_IPV6_L4_MAX_OFF + 16)
+		if (csum_off > TCP_CSUM_OFF(MASQ_IPV6_L4_MAX_OFF))
 			return -1;
 		csum = data + csum_off;
 		if ((void *)(csum + 1) > data_end)
@@ -126,7 +129,7 @@ __always_inline_fn int rewrite6(struct __sk_buff *skb, const struct pkt6 *p, int
 		*csum = l4_csum_updated6(*csum, summed, p->proto, diff, from_port, to_port);
 	}
 	if (from_port != to_port) {
-		if (poff > MASQ_IPV6_L4_MAX_OFF + 4)
+		if (poff > ICMP_ID_OFF(MASQ_IPV6_L4_MAX_OFF))
 			return -1;
 		port = data + poff;
 		if ((void *)(port + 1) > data_end)

@@ -45,7 +45,7 @@ __always_inline_fn int icmp_error(struct __sk_buff *skb, const struct pkt *p, co
 	__u8 *l4;
 	__u16 icmp_sum;
 
-	if (inner_l3 > ETH_HLEN + 60 + ICMP_HDR_LEN)
+	if (inner_l3 > MAX_IPV4_L4_OFF + ICMP_HDR_LEN)
 		return MASQ_CONTINUE;
 	if (ensure_linear(skb, inner_l3 + sizeof(struct iphdr)) < 0)
 		return MASQ_CONTINUE;

@@ -3,7 +3,7 @@
 #define MASQ_LIB_METRICS_H
 
 #include "common.h"
-#include "drop_reasons.h"
+#include "reasons.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

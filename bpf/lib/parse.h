@@ -3,7 +3,7 @@
 #define MASQ_LIB_PARSE_H
 
 #include "common.h"
-#include "drop_reasons.h"
+#include "reasons.h"
 #include "metrics.h"
 
 /* <linux/icmp.h> pulls in <linux/if.h>, which does not build under -target bpf (EBPF-NOTES). */
@@ -31,6 +31,10 @@ enum frag_kind {
 };
 
 /* Offsets of the fields the rewrites touch. */
+/* The longest IPv4 header (IHL 15) and the furthest transport header it allows. */
+#define MAX_IPV4_HLEN 60
+#define MAX_IPV4_L4_OFF (ETH_HLEN + MAX_IPV4_HLEN)
+
 #define IP_CSUM_OFF(l3) ((l3) + 10)
 #define IP_SADDR_OFF(l3) ((l3) + 12)
 #define IP_DADDR_OFF(l3) ((l3) + 16)
@@ -160,7 +164,7 @@ __always_inline_fn int parse_ipv4(struct __sk_buff *skb, struct pkt *p, int ingr
 		return PARSE_OK; /* no transport header here */
 
 	/* Options sit between the fixed header and the transport header: skip them by IHL. */
-	if (p->l4_off > sizeof(*eth) + 60 || ensure_linear(skb, p->l4_off + l4_len) < 0)
+	if (p->l4_off > MAX_IPV4_L4_OFF || ensure_linear(skb, p->l4_off + l4_len) < 0)
 		return -MASQ_DROP_TRUNCATED;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;

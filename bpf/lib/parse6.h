@@ -7,7 +7,7 @@
 
 #include "addr6.h"
 #include "common.h"
-#include "drop_reasons.h"
+#include "reasons.h"
 #include "metrics.h"
 #include "parse.h"
 #include <linux/in6.h>

@@ -8,7 +8,7 @@
 //!   number. The object's BTF does not carry `#define`s, so those are read from the headers the
 //!   object is built from.
 //!
-//! The reasons' numbers are checked against `drop_reasons.h` by `ebpf::types`'s unit test.
+//! The reasons' numbers are checked against `reasons.h` by `ebpf::types`'s unit test.
 
 use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of};

@@ -1,5 +1,5 @@
 //! `#[repr(C)]` copies of the structs and the reason list in `bpf/lib/nat_types.h` and
-//! `bpf/lib/drop_reasons.h`. Sizes are checked at compile time here and with `build_bug_on` in C;
+//! `bpf/lib/reasons.h`. Sizes are checked at compile time here and with `build_bug_on` in C;
 //! addresses and ports are byte arrays in network order, exactly as the programs store them.
 //! The IPv6 structs (`*6`) are the IPv4 ones with 16-byte addresses.
 
@@ -439,10 +439,10 @@ impl Reason {
 mod tests {
     use super::*;
 
-    /// The Rust list must be the C list: parse `drop_reasons.h` and compare numbers.
+    /// The Rust list must be the C list: parse `reasons.h` and compare numbers.
     #[test]
     fn reasons_match_the_c_header() {
-        let header = include_str!("../../../../bpf/lib/drop_reasons.h");
+        let header = include_str!("../../../../bpf/lib/reasons.h");
         let mut from_c = Vec::new();
         for line in header.lines() {
             let line = line.trim();

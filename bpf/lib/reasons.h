@@ -1,6 +1,6 @@
 /* The numbered list of per-packet outcomes masq counts: translations, decisions and drops. */
-#ifndef MASQ_LIB_DROP_REASONS_H
-#define MASQ_LIB_DROP_REASONS_H
+#ifndef MASQ_LIB_REASONS_H
+#define MASQ_LIB_REASONS_H
 
 /*
  * Index into the per-CPU counter array (metrics.h). The numbers are an ABI shared with userspace:
@@ -54,4 +54,4 @@ enum masq_reason {
 	MASQ_REASON_MAX = 72,          /* size of the counter array */
 };
 
-#endif /* MASQ_LIB_DROP_REASONS_H */
+#endif /* MASQ_LIB_REASONS_H */
