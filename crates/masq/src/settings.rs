@@ -9,7 +9,6 @@ use ipnet::IpNet;
 use masq_config::{DefaultCidrs, ParseOptions, Source};
 use masq_datapath::ebpf::{NatSettings, NatTimeouts};
 use masq_datapath::{EgressRouting, NodeSettings};
-use masq_decision::NodeContext;
 
 use crate::errors::InvalidInput;
 use crate::flags::{AgentArgs, ConfigArgs, DatapathChoice, LogFormat, NatArgs};
@@ -237,15 +236,6 @@ impl NatArgs {
 
 /// Below this the table could not hold one destination's default port pool.
 const MIN_NAT_TABLE_SIZE: u32 = 1024;
-
-/// What `masq explain` knows of the node: the flags, plus `--node-ip` as its local addresses
-/// (offline, nothing else says what they are).
-pub fn node_context(node: &NodeSettings, local_addrs: Vec<IpAddr>) -> NodeContext {
-    NodeContext {
-        local_addrs,
-        ..node.decision_context()
-    }
-}
 
 /// Parses an IP address flag or argument; IPv6 needs `--enable-ipv6`.
 pub fn ip_flag(flag: &str, text: &str, enable_ipv6: bool) -> Result<IpAddr, String> {

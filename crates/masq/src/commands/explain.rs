@@ -5,13 +5,13 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use masq_config::{CidrList, Merged, Source};
-use masq_datapath::{pool, Family};
+use masq_datapath::{pool, Family, NodeSettings};
 use masq_decision::{Action, Policy, Reason, Verdict};
 use serde::Serialize;
 
 use crate::errors::InvalidInput;
 use crate::flags::{ExplainArgs, OutputFormat};
-use crate::settings::{ip_flag, node_context};
+use crate::settings::ip_flag;
 
 /// One line of the answer; field names and order are those of `explain -o json`.
 #[derive(Debug, Serialize)]
@@ -80,7 +80,12 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let loaded = super::load_config(&settings.source, &settings.parse_options)?;
-    let policy = Policy::new(&loaded.config, &node_context(&settings.node, local_addrs));
+    // Offline, `--node-ip` is all that says which addresses are the node's.
+    let node = NodeSettings {
+        local_addrs,
+        ..settings.node.clone()
+    };
+    let policy = Policy::new(&loaded.config, &node.decision_context());
     let from_dir = matches!(settings.source, Source::Dir(_));
     // Offline, the egress interface is known only from the flag (the agent also learns it from
     // the main table's default route).
