@@ -84,6 +84,11 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     newflows: u32,
 
+    /// One more flag for every masq agent of the run (repeatable), e.g. `--agent-arg=--egress-mark=0`
+    /// to measure what a promise costs.
+    #[arg(long = "agent-arg", allow_hyphen_values = true)]
+    agent_args: Vec<String>,
+
     /// The masq binary (default: next to this one).
     #[arg(long)]
     masq: Option<PathBuf>,
@@ -142,7 +147,7 @@ fn run() -> Result<()> {
             Ok(mount) => Ok(mount.pin_dir()),
             Err(e) => Err(format!("{e:#}")),
         },
-        agent_args: Vec::new(),
+        agent_args: args.agent_args.clone(),
     };
     let load = Load {
         threads: args.threads,

@@ -280,13 +280,11 @@ pub const FILL_RANGE: (u16, u16) = (40000, 59999);
 /// Fills one destination's port pool (masq with `--port-range` of [`FILL_RANGE`]) by tenths up
 /// to 99 %, timing each tenth: ns per new flow as the pool fills.
 pub fn fill_sample(env: &Env, plan: &Plan, setup: Setup, round: usize) -> Result<Sample> {
-    let env = Env {
-        agent_args: vec![
-            "--port-range".into(),
-            format!("{}-{}", FILL_RANGE.0, FILL_RANGE.1),
-        ],
-        ..env.clone()
-    };
+    let mut env = env.clone();
+    env.agent_args.extend([
+        "--port-range".into(),
+        format!("{}-{}", FILL_RANGE.0, FILL_RANGE.1),
+    ]);
     let topology = Topology::new()?;
     let installed = setups::install(&env, setup, &topology, &crate::cidrs::fillers(0, 10))
         .with_context(|| format!("installing {}", setup.name()))?;

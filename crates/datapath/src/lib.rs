@@ -85,6 +85,18 @@ pub struct Uplink {
     pub tables: Vec<u32>,
 }
 
+#[cfg(test)]
+impl Uplink {
+    /// `eth1` with its default route in table 2: the ENI of a VPC-native node, which turns
+    /// egress routing on ([`NodeSettings::active_egress_routing`]).
+    pub(crate) fn eni() -> Uplink {
+        Uplink {
+            name: "eth1".into(),
+            tables: vec![2],
+        }
+    }
+}
+
 /// What the node contributes to the desired state: flags and netlink facts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSettings {
@@ -243,11 +255,15 @@ impl NodeSettings {
         }
     }
 
-    /// The egress routing to install: enabled, and an egress interface known.
+    /// The egress routing to install: enabled, an egress interface known, and a secondary
+    /// uplink (an interface other than the egress interface with a default route in some
+    /// table: a VPC-native node's ENIs, docs/vpc-native.md). Where every default route leaves
+    /// through the egress interface, masqueraded traffic leaves there anyway, and the marks
+    /// would only cost (nftables: about 750 ns per new flow, bench/README.md).
     pub fn active_egress_routing(&self) -> Option<&EgressRouting> {
-        self.egress_routing
-            .as_ref()
-            .filter(|_| self.egress_interface().is_some())
+        let egress = self.egress_interface()?;
+        let secondary = self.uplinks.iter().any(|uplink| uplink.name != egress);
+        self.egress_routing.as_ref().filter(|_| secondary)
     }
 }
 

@@ -75,6 +75,7 @@ fn masquerade_cidrs_come_before_the_return_rules() {
     let mut d = desired(cfg);
     d.node.pod_cidrs = nets(&["10.244.0.0/16", "10.245.0.0/16"]);
     d.node.egress_interface = Some("eth0".into());
+    d.node.uplinks = vec![eni()];
     let text = rendered(Iptables::new(Backend::Nft), &d);
     check_golden("masquerade-cidrs", &text);
 }
@@ -154,9 +155,21 @@ fn egress_routing_adds_the_mangle_chain_and_the_rule() {
     d.node.enable_ipv6 = true;
     d.node.pod_cidrs = nets(&["10.0.1.0/24", "fd20::/64"]);
     d.node.egress_interface = Some("eth0".into());
+    d.node.uplinks = vec![eni()];
     let text = rendered(Iptables::new(Backend::Nft), &d);
     check_golden("egress", &text);
-    // Without an egress interface (the other goldens) there is none of it.
+    // Without a secondary uplink, or an egress interface (the other goldens), none of it.
+    d.node.uplinks.clear();
+    assert!(!rendered(Iptables::new(Backend::Nft), &d).contains("mangle"));
+    d.node.uplinks = vec![eni()];
     d.node.egress_interface = None;
     assert!(!rendered(Iptables::new(Backend::Nft), &d).contains("EGRESS"));
+}
+
+/// The ENI of a VPC-native node: a secondary uplink, which turns egress routing on.
+fn eni() -> masq_datapath::Uplink {
+    masq_datapath::Uplink {
+        name: "eth1".into(),
+        tables: vec![2],
+    }
 }

@@ -333,6 +333,7 @@ mod tests {
         let mut d = desired(&["192.168.0.0/16", "10.0.0.0/8"]);
         d.config.masq_link_local = true;
         d.config.masquerade_cidrs = vec!["10.5.0.0/16".parse().unwrap()];
+        d.node.uplinks = vec![crate::Uplink::eni()];
         let text = Contents::for_desired(&d).render();
         let expected = "\
 # map masq_config

@@ -149,6 +149,8 @@ mod tests {
             addrs: Vec::new(),
         });
         node.enable_ipv6 = true;
+        assert!(desired_rules(&node).is_empty(), "no secondary uplink");
+        node.uplinks = vec![Uplink::eni()];
         let rules = desired_rules(&node);
         assert_eq!(rules.len(), 2);
         assert_eq!(

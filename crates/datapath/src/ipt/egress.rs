@@ -132,6 +132,7 @@ mod tests {
                     index: 2,
                     addrs: Vec::new(),
                 }],
+                uplinks: vec![crate::Uplink::eni()],
                 ..NodeSettings::default()
             },
         }

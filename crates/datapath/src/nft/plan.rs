@@ -241,6 +241,7 @@ mod tests {
                 index: 2,
                 addrs: Vec::new(),
             }],
+            uplinks: vec![crate::Uplink::eni()],
             ..NodeSettings::default()
         };
         ruleset_on(cidrs, node)
