@@ -33,6 +33,8 @@ pub enum Setup {
     UpstreamIptables,
     /// A minimal nftables masquerade with an interval set, installed without an agent.
     PlainNftables,
+    /// The same with `fully-random` ports (masq's port behaviour): what that promise costs.
+    PlainNftablesFullyRandom,
     /// The masq agent with this `--datapath` value.
     Masq(&'static str),
 }
@@ -49,6 +51,7 @@ impl Setup {
             Setup::Conntrack => "conntrack-only".into(),
             Setup::UpstreamIptables => "ip-masq-agent-iptables".into(),
             Setup::PlainNftables => "plain-nftables".into(),
+            Setup::PlainNftablesFullyRandom => "plain-nftables-fully-random".into(),
             Setup::Masq(datapath) => format!("masq-{datapath}"),
         }
     }
@@ -125,8 +128,9 @@ pub fn install(
             install_upstream_iptables(&topology.node, cidr_list)?;
             None
         }
-        Setup::PlainNftables => {
-            let ruleset = plain_nftables(cidr_list);
+        Setup::PlainNftables | Setup::PlainNftablesFullyRandom => {
+            let fully_random = setup == Setup::PlainNftablesFullyRandom;
+            let ruleset = plain_nftables(cidr_list, fully_random);
             run_with_input(topology.node.command("nft").args(["-f", "-"]), &ruleset)
                 .context("loading the plain nftables ruleset")?;
             None
@@ -285,7 +289,7 @@ fn install_upstream_iptables(node: &Netns, cidr_list: &[String]) -> Result<()> {
 }
 
 /// The minimal nftables masquerade an operator would write by hand.
-pub fn plain_nftables(cidr_list: &[String]) -> String {
+pub fn plain_nftables(cidr_list: &[String], fully_random: bool) -> String {
     let elements = if cidr_list.is_empty() {
         String::new()
     } else {
@@ -297,9 +301,10 @@ pub fn plain_nftables(cidr_list: &[String]) -> String {
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\tip daddr @nonmasq return\n\
-         \t\toifname \"{uplink}\" masquerade\n\
+         \t\toifname \"{uplink}\" masquerade{random}\n\
          \t}}\n}}\n",
         uplink = masq_testbed::topology::NODE_UPLINK,
+        random = if fully_random { " fully-random" } else { "" },
     )
 }
 
@@ -380,11 +385,12 @@ mod tests {
 
     #[test]
     fn the_plain_ruleset_lists_the_set_and_masquerades_on_the_uplink() {
-        let text = plain_nftables(&["100.64.0.0/32".into(), "100.64.0.2/32".into()]);
+        let text = plain_nftables(&["100.64.0.0/32".into(), "100.64.0.2/32".into()], false);
         assert!(text.contains("elements = { 100.64.0.0/32, 100.64.0.2/32 }"));
         assert!(text.contains("ip daddr @nonmasq return"));
-        assert!(text.contains("oifname \"eth0\" masquerade"));
-        assert!(!plain_nftables(&[]).contains("elements"));
+        assert!(text.contains("oifname \"eth0\" masquerade\n"));
+        assert!(!plain_nftables(&[], false).contains("elements"));
+        assert!(plain_nftables(&[], true).contains("masquerade fully-random\n"));
     }
 
     #[test]

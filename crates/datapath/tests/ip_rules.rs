@@ -170,6 +170,10 @@ fn desired(priority: u32) -> Desired {
                 rule_priority: priority,
                 ..EgressRouting::default()
             }),
+            uplinks: vec![masq_datapath::Uplink {
+                name: "eth1".into(),
+                tables: vec![2],
+            }],
             ..NodeSettings::default()
         },
     }

@@ -58,10 +58,15 @@ fn everything() -> Desired {
     }
 }
 
-/// A VPC-native node: egress routing marks what will be masqueraded (IPv4 and IPv6).
+/// A VPC-native node (an ENI with its own table): egress routing marks what will be
+/// masqueraded (IPv4 and IPv6).
 fn egress() -> Desired {
     let mut desired = everything();
     desired.node.egress_interface = Some("eth0".into());
+    desired.node.uplinks = vec![masq_datapath::Uplink {
+        name: "eth1".into(),
+        tables: vec![2],
+    }];
     desired
 }
 

@@ -122,6 +122,55 @@ impl Bed {
         links[0]["stats64"]["tx"]["packets"].as_u64().unwrap()
     }
 
+    /// Egress routing follows the uplinks: when the secondary interfaces lose their default
+    /// routes nothing is left to route around, so the marks, the rule and the steering go
+    /// (they would only cost); when the routes come back, so do they, and the pods reach the
+    /// internet through the primary interface again.
+    fn uplinks_go_and_come_back(&self, datapath: &str) {
+        let enis = [
+            (SECONDARY_IF, vpc_addr::VPC_GATEWAY, vpc_addr::ENI_TABLE),
+            (SECONDARY2_IF, vpc_addr::VPC_GATEWAY2, vpc_addr::ENI_TABLE2),
+        ];
+        let node = &self.topology.node;
+        for (_, _, table) in enis {
+            node.ip(&["route", "del", "default", "table", table])
+                .unwrap();
+        }
+        self.wait_for(datapath, "egress routing to go", |bed| {
+            bed.status().egress.is_none() && bed.masq_rules().is_empty()
+        });
+        if datapath == "ebpf" {
+            assert!(
+                self.bpf_hooks().iter().all(|h| !h.contains("steer")),
+                "{:?}",
+                self.bpf_hooks()
+            );
+        }
+        for (dev, gateway, table) in enis {
+            let gateway = gateway.to_string();
+            let add = [
+                "route", "add", "default", "via", &gateway, "dev", dev, "onlink",
+            ];
+            node.ip(&[&add[..], &["table", table]].concat()).unwrap();
+        }
+        self.wait_for(datapath, "egress routing to come back", |bed| {
+            bed.status().egress.is_some() && !bed.masq_rules().is_empty()
+        });
+        assert_eq!(self.to_internet().unwrap(), PRIMARY, "{datapath}");
+    }
+
+    /// Polls `done` for up to 5 s (the agent follows a route change within about a second).
+    fn wait_for(&self, datapath: &str, what: &str, done: impl Fn(&Bed) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{datapath}: waited 5 s for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn masq_rules(&self) -> String {
         let text = self.topology.node.ip(&["rule", "show"]).unwrap();
         text.lines()
@@ -260,6 +309,7 @@ fn run(datapath: &str) {
     let egress = bed.status().egress.expect("egress routing is on");
     assert_eq!(egress.warning, None, "src_valid_mark is set now");
     assert_eq!(bed.to_internet().unwrap(), PRIMARY);
+    bed.uplinks_go_and_come_back(datapath);
     agent.terminate().unwrap();
 
     bed.masq(&["cleanup"]);

@@ -87,7 +87,10 @@ pub fn render_rules(node: &NodeSettings) -> String {
         return String::new();
     }
     let interface = node.egress_interface().unwrap_or_default();
-    let mut text = format!("\n# egress routing: masqueraded traffic leaves through {interface}\n");
+    let mut text = format!(
+        "\n# egress routing (on a node with a secondary uplink): masqueraded traffic leaves \
+         through {interface}\n"
+    );
     for rule in rules {
         text.push_str(&format!("# {}\n", rule.text()));
     }

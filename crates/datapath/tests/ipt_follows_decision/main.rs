@@ -96,6 +96,11 @@ fn case() -> impl Strategy<Value = Case> {
                     }],
                     egress_interface: egress.then(|| "eth0".to_string()),
                     egress_routing: egress.then(masq_datapath::EgressRouting::default),
+                    // A VPC-native node's ENI: egress routing needs a secondary uplink.
+                    uplinks: vec![masq_datapath::Uplink {
+                        name: "eth1".into(),
+                        tables: vec![2],
+                    }],
                     ..NodeSettings::default()
                 }
             },

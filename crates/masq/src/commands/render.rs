@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use masq_datapath::{Desired, Interface, NodeSettings};
+use masq_datapath::{Desired, Interface, NodeSettings, Uplink};
 
 use crate::flags::RenderArgs;
 
@@ -23,6 +23,12 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         config: loaded.config,
         node: NodeSettings {
             interfaces,
+            // Offline nothing says whether the node has a secondary uplink, on which alone
+            // egress routing is installed: render as on such a node, so the output shows it.
+            uplinks: vec![Uplink {
+                name: "(a secondary uplink)".into(),
+                tables: Vec::new(),
+            }],
             ..settings.node
         },
     };
