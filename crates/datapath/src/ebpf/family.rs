@@ -6,6 +6,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::maps::{HashMap, MapData};
 
@@ -43,6 +44,10 @@ pub trait NatKey: aya::Pod + Copy + Debug + Eq + Hash + Ord {
     fn forward_map(maps: &mut Maps) -> &mut HashMap<MapData, Self, Self::Entry>;
     /// The reverse map.
     fn reverse_map(maps: &mut Maps) -> &mut HashMap<MapData, Self, Self::Entry>;
+    /// The forward map's descriptor, for batch deletes.
+    fn forward_fd(maps: &Maps) -> BorrowedFd<'_>;
+    /// The reverse map's descriptor.
+    fn reverse_fd(maps: &Maps) -> BorrowedFd<'_>;
     /// IP protocol.
     fn proto(&self) -> u8;
     /// The tuple as addresses and ports.
@@ -219,6 +224,12 @@ impl NatKey for NatTuple {
     fn reverse_map(maps: &mut Maps) -> &mut HashMap<MapData, Self, NatEntry> {
         &mut maps.nat_ingress
     }
+    fn forward_fd(maps: &Maps) -> BorrowedFd<'_> {
+        maps.nat_egress_fd.as_fd()
+    }
+    fn reverse_fd(maps: &Maps) -> BorrowedFd<'_> {
+        maps.nat_ingress_fd.as_fd()
+    }
     fn flow(&self) -> Flow {
         Flow {
             proto: self.proto,
@@ -248,6 +259,12 @@ impl NatKey for NatTuple6 {
     }
     fn reverse_map(maps: &mut Maps) -> &mut HashMap<MapData, Self, NatEntry6> {
         &mut maps.nat6_ingress
+    }
+    fn forward_fd(maps: &Maps) -> BorrowedFd<'_> {
+        maps.nat6_egress_fd.as_fd()
+    }
+    fn reverse_fd(maps: &Maps) -> BorrowedFd<'_> {
+        maps.nat6_ingress_fd.as_fd()
     }
     fn flow(&self) -> Flow {
         Flow {

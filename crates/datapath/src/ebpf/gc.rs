@@ -15,7 +15,7 @@
 //! is that of its most recently used half, and its state combines both halves' flags. Both
 //! families' tables are collected in each pass, by the same code ([`super::family`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::clock::KernelClock;
@@ -25,6 +25,7 @@ use super::types::{
     NatEntry, NatTuple, NatTuple6, NAT_F_CLOSING, NAT_F_HOST, NAT_F_INBOUND, NAT_F_PASS,
     NAT_F_REPLIED, PROTO_TCP, PROTO_UDP,
 };
+use super::{batch, kernel_err};
 use crate::Error;
 
 /// `BPF_NOEXIST`: a repair never overwrites what a program wrote meanwhile.
@@ -82,6 +83,17 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    /// Every state.
+    pub const ALL: [FlowState; 6] = [
+        FlowState::TcpSynSent,
+        FlowState::TcpEstablished,
+        FlowState::TcpClosing,
+        FlowState::UdpUnreplied,
+        FlowState::UdpReplied,
+        FlowState::Icmp,
+    ];
+    const COUNT: usize = FlowState::ALL.len();
+
     /// The state of a flow of `proto` whose halves carry `flags` (ORed).
     pub fn of(proto: u8, flags: u8) -> FlowState {
         let replied = flags & NAT_F_REPLIED != 0;
@@ -134,6 +146,15 @@ pub enum FlowKind {
 }
 
 impl FlowKind {
+    /// Every kind.
+    pub const ALL: [FlowKind; 4] = [
+        FlowKind::Translated,
+        FlowKind::Kept,
+        FlowKind::Inbound,
+        FlowKind::Host,
+    ];
+    const COUNT: usize = FlowKind::ALL.len();
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {
@@ -258,6 +279,19 @@ pub fn gc(
     Ok(report)
 }
 
+/// A hash map for the GC's joins over the whole table: foldhash, not std's SipHash (the keys
+/// come from the kernel, not from an attacker who could choose collisions cheaply: a flood's
+/// tuples land in the kernel's own jhash table first).
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// What one family's pass removes: reverse halves first (a port is free only once nothing
+/// translates to it), in one batch each.
+struct Removals<K> {
+    reverse: Vec<K>,
+    forward: Vec<K>,
+}
+
 /// One family's part of a pass.
 fn gc_family<K: NatKey>(
     maps: &mut Maps,
@@ -268,19 +302,24 @@ fn gc_family<K: NatKey>(
 ) -> Result<(), Error> {
     let idle = |since: u64| clock.between(since, now);
     let forward = K::forward_entries(maps)?;
-    let reverse: HashMap<K, K::Entry> = K::reverse_entries(maps)?.into_iter().collect();
-    let mut paired: HashSet<K> = HashSet::new();
-    let forward_keys: HashMap<K, K::Entry> = forward.iter().copied().collect();
+    let reverse: FastMap<K, K::Entry> = K::reverse_entries(maps)?.into_iter().collect();
+    let forward_keys: FastSet<K> = forward.iter().map(|(key, _)| *key).collect();
+    let mut paired: FastSet<K> = FastSet::default();
+    let mut gone = Removals {
+        reverse: Vec::new(),
+        forward: Vec::new(),
+    };
+    let mut flows = FlowCounts::default();
 
     for (fkey, fval) in &forward {
         let kind = FlowKind::of_forward(fval.flags());
         if kind != FlowKind::Translated {
             let state = FlowState::of(fkey.proto(), fval.flags());
             if idle(fval.last_seen()) > state.timeout(timeouts) {
-                let _ = K::forward_map(maps).remove(fkey);
+                gone.forward.push(*fkey);
                 report.expired_passes += 1;
             } else {
-                *report.flows.entry((kind, state)).or_default() += 1;
+                flows.add(kind, state);
             }
             continue;
         }
@@ -291,31 +330,30 @@ fn gc_family<K: NatKey>(
                 paired.insert(rkey);
                 let state = FlowState::of(fkey.proto(), fval.flags() | rval.flags());
                 if idle(fval.last_seen().max(rval.last_seen())) > state.timeout(timeouts) {
-                    // The reverse half first: its port is free only once nothing translates to it.
-                    let _ = K::reverse_map(maps).remove(&rkey);
-                    let _ = K::forward_map(maps).remove(fkey);
+                    gone.reverse.push(rkey);
+                    gone.forward.push(*fkey);
                     report.expired_pairs += 1;
                 } else {
-                    *report.flows.entry((kind, state)).or_default() += 1;
+                    flows.add(kind, state);
                 }
             }
             // The port went to another flow (or the node): this flow cannot keep it. Its next
             // packet gets a new mapping; it never leaves untranslated.
             Some(_) => {
-                let _ = K::forward_map(maps).remove(fkey);
+                gone.forward.push(*fkey);
                 report.superseded += 1;
             }
             None => {
                 let state = FlowState::of(fkey.proto(), fval.flags());
                 if idle(fval.last_seen()) > state.timeout(timeouts) {
-                    let _ = K::forward_map(maps).remove(fkey);
+                    gone.forward.push(*fkey);
                     report.expired_pairs += 1;
                 } else if K::reverse_map(maps)
                     .insert(rkey, fkey.partner_entry(fval, true), BPF_NOEXIST)
                     .is_ok()
                 {
                     report.restored_reverse += 1;
-                    *report.flows.entry((kind, state)).or_default() += 1;
+                    flows.add(kind, state);
                 }
             }
         }
@@ -329,45 +367,62 @@ fn gc_family<K: NatKey>(
         let expired = idle(rval.last_seen()) > state.timeout(timeouts);
         if rval.flags() & NAT_F_HOST != 0 {
             if expired {
-                let _ = K::reverse_map(maps).remove(rkey);
+                gone.reverse.push(*rkey);
                 report.host_reservations += 1;
             } else {
-                *report.flows.entry((FlowKind::Host, state)).or_default() += 1;
+                flows.add(FlowKind::Host, state);
             }
             continue;
         }
         let fkey = rkey.forward_of(rval);
-        match forward_keys.get(&fkey) {
+        if forward_keys.contains(&fkey) {
             // The pod's tuple is another flow's now (kept, or translated to another port).
-            Some(_) => {
-                let _ = K::reverse_map(maps).remove(rkey);
-                report.superseded += 1;
+            gone.reverse.push(*rkey);
+            report.superseded += 1;
+        } else if expired {
+            gone.reverse.push(*rkey);
+            report.expired_pairs += 1;
+        } else if idle(rval.created()) < FORWARD_GRACE {
+            flows.add(FlowKind::Translated, state);
+        } else {
+            if K::forward_map(maps)
+                .insert(fkey, rkey.partner_entry(rval, false), BPF_NOEXIST)
+                .is_ok()
+            {
+                report.restored_forward += 1;
             }
-            None if expired => {
-                let _ = K::reverse_map(maps).remove(rkey);
-                report.expired_pairs += 1;
-            }
-            None if idle(rval.created()) < FORWARD_GRACE => {
-                *report
-                    .flows
-                    .entry((FlowKind::Translated, state))
-                    .or_default() += 1;
-            }
-            None => {
-                if K::forward_map(maps)
-                    .insert(fkey, rkey.partner_entry(rval, false), BPF_NOEXIST)
-                    .is_ok()
-                {
-                    report.restored_forward += 1;
+            flows.add(FlowKind::Translated, state);
+        }
+    }
+    // Reverse halves first, then forward halves: two batches, not a system call per entry.
+    batch::delete_all(K::reverse_fd(maps), &gone.reverse)
+        .map_err(kernel_err("removing expired reverse NAT halves"))?;
+    batch::delete_all(K::forward_fd(maps), &gone.forward)
+        .map_err(kernel_err("removing expired forward NAT halves"))?;
+    flows.into_report(report);
+    Ok(())
+}
+
+/// Live flows by kind and state, counted in an array (a map lookup per flow was a measurable
+/// part of a pass over a full table).
+#[derive(Default)]
+struct FlowCounts([[usize; FlowState::COUNT]; FlowKind::COUNT]);
+
+impl FlowCounts {
+    fn add(&mut self, kind: FlowKind, state: FlowState) {
+        self.0[kind as usize][state as usize] += 1;
+    }
+
+    fn into_report(self, report: &mut GcReport) {
+        for kind in FlowKind::ALL {
+            for state in FlowState::ALL {
+                let n = self.0[kind as usize][state as usize];
+                if n > 0 {
+                    *report.flows.entry((kind, state)).or_default() += n;
                 }
-                *report
-                    .flows
-                    .entry((FlowKind::Translated, state))
-                    .or_default() += 1;
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -128,8 +128,8 @@ pub struct Maps {
     pub(crate) nat6_egress: HashMap<MapData, NatTuple6, NatEntry6>,
     pub(crate) nat6_ingress: HashMap<MapData, NatTuple6, NatEntry6>,
     /// Second descriptors of the NAT halves for batch reads (aya keeps its own private).
-    nat_egress_fd: OwnedFd,
-    nat_ingress_fd: OwnedFd,
+    pub(crate) nat_egress_fd: OwnedFd,
+    pub(crate) nat_ingress_fd: OwnedFd,
     pub(crate) nat6_egress_fd: OwnedFd,
     pub(crate) nat6_ingress_fd: OwnedFd,
     /// `max_entries` of each NAT half.
