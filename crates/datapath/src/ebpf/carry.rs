@@ -77,6 +77,21 @@ pub struct CarryReport {
     pub dropped: usize,
 }
 
+/// Unpins the maps an earlier version had and this one does not ([`name::RETIRED`]), from the
+/// current maps directory. The old programs still running hold their maps by reference until
+/// the new ones replace them, so only the names go.
+pub(crate) fn unpin_retired(maps_dir: &Path) -> Result<(), Error> {
+    for retired in name::RETIRED {
+        let pin = maps_dir.join(retired);
+        match std::fs::remove_file(&pin) {
+            Ok(()) => tracing::info!(pin = %pin.display(), "unpinned a map this version retired"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(kernel_err(format!("unpinning {}", pin.display()))(e)),
+        }
+    }
+    Ok(())
+}
+
 /// `max_entries` of the forward half pinned in `dir`, if there is one.
 fn pinned_capacity(dir: &Path, map: &str) -> Option<u32> {
     let data = MapData::from_pin(dir.join(map)).ok()?;

@@ -13,6 +13,7 @@ use ipnet::Ipv4Net;
 
 use super::contents::Contents;
 use super::maps6::AgentMaps6;
+use super::snat_pools::SnatPool;
 use super::types::{
     AllocFailure, AllocFailure6, MasqConfig, MasqSteer, NatEntry, NatEntry6, NatTuple, NatTuple6,
     CFG_SRC_CIDRS, CFG_SRC_CIDRS6,
@@ -24,8 +25,8 @@ use crate::Error;
 pub mod name {
     /// `struct masq_config`, one entry.
     pub const CONFIG: &str = "masq_config";
-    /// ifindex → SNAT address (0: every interface).
-    pub const SNAT_ADDRS: &str = "masq_snat_addrs";
+    /// ifindex → SNAT address pool (0: every interface).
+    pub const SNAT_POOLS: &str = "masq_snat_pools";
     /// The node's own addresses.
     pub const LOCAL_ADDRS: &str = "masq_local_addrs";
     /// nonMasqueradeCIDRs (+ native-routing CIDR).
@@ -49,8 +50,8 @@ pub mod name {
     /// The port table: index → port (network order).
     pub const PORTS: &str = "masq_ports";
 
-    /// ifindex → IPv6 SNAT address (0: every interface).
-    pub const SNAT_ADDRS6: &str = "masq_snat_addrs6";
+    /// ifindex → IPv6 SNAT address pool (0: every interface).
+    pub const SNAT_POOLS6: &str = "masq_snat_pools6";
     /// The node's own IPv6 addresses.
     pub const LOCAL_ADDRS6: &str = "masq_local_addrs6";
     /// nonMasqueradeCIDRs (+ native-routing CIDR), IPv6.
@@ -76,7 +77,7 @@ pub mod name {
     /// Every map, in the order they are pinned.
     pub const ALL: [&str; 24] = [
         CONFIG,
-        SNAT_ADDRS,
+        SNAT_POOLS,
         LOCAL_ADDRS,
         NONMASQ_DST,
         NONMASQ_SRC,
@@ -88,7 +89,7 @@ pub mod name {
         STEER,
         ALLOC_FAILURE,
         PORTS,
-        SNAT_ADDRS6,
+        SNAT_POOLS6,
         LOCAL_ADDRS6,
         NONMASQ_DST6,
         NONMASQ_SRC6,
@@ -100,6 +101,10 @@ pub mod name {
         PORT_SEARCH6,
         SCRATCH6,
     ];
+    /// Maps of earlier versions that the programs no longer have, unpinned at load. The pools
+    /// replaced the one-address maps under new names, so the pin directory's version (and the
+    /// flow table in it) stays: aya would reuse a pin of the old layout under the old name.
+    pub const RETIRED: [&str; 2] = ["masq_snat_addrs", "masq_snat_addrs6"];
 }
 
 /// Capacity of each half of the flow table without `--nat-table-size` (`MASQ_NAT_MAX`).
@@ -111,7 +116,7 @@ type Trie = LpmTrie<MapData, [u8; 4], u8>;
 pub struct Maps {
     pub(crate) config: Array<MapData, MasqConfig>,
     pub(crate) steer: Array<MapData, MasqSteer>,
-    pub(crate) snat_addrs: HashMap<MapData, u32, [u8; 4]>,
+    pub(crate) snat_pools: HashMap<MapData, u32, SnatPool>,
     pub(crate) local_addrs: HashMap<MapData, [u8; 4], u8>,
     pub(crate) nonmasq_dst: Trie,
     pub(crate) nonmasq_src: Trie,
@@ -216,7 +221,7 @@ impl Maps {
             nat6_ingress_fd,
             config: typed!(name::CONFIG),
             steer: typed!(name::STEER),
-            snat_addrs: typed!(name::SNAT_ADDRS),
+            snat_pools: typed!(name::SNAT_POOLS),
             local_addrs: typed!(name::LOCAL_ADDRS),
             nonmasq_dst: typed!(name::NONMASQ_DST),
             nonmasq_src: typed!(name::NONMASQ_SRC),
@@ -275,10 +280,10 @@ impl Maps {
             .config
             .get(&0, 0)
             .map_err(kernel_err("reading masq_config"))?;
-        let mut snat_addrs = BTreeMap::new();
-        for item in self.snat_addrs.iter() {
-            let (ifindex, addr) = item.map_err(kernel_err("reading masq_snat_addrs"))?;
-            snat_addrs.insert(ifindex, Ipv4Addr::from(addr));
+        let mut snat_pools = BTreeMap::new();
+        for item in self.snat_pools.iter() {
+            let (ifindex, pool) = item.map_err(kernel_err("reading masq_snat_pools"))?;
+            snat_pools.insert(ifindex, pool.addresses());
         }
         let mut local_addrs = BTreeSet::new();
         for key in self.local_addrs.keys() {
@@ -302,7 +307,7 @@ impl Maps {
             config,
             steer,
             ports,
-            snat_addrs,
+            snat_pools,
             local_addrs,
             nonmasq_dst: read_trie(&self.nonmasq_dst, name::NONMASQ_DST)?,
             nonmasq_src: read_trie(&self.nonmasq_src, name::NONMASQ_SRC)?,
@@ -355,12 +360,13 @@ impl Maps {
                 .map_err(kernel_err(format!("adding {addr} to masq_local_addrs")))?;
             writes += 1;
         }
-        for (ifindex, addr) in &want.snat_addrs {
-            if have.snat_addrs.get(ifindex) != Some(addr) {
-                self.snat_addrs
-                    .insert(ifindex, addr.octets(), 0)
+        // A pool is one value: a program sees the old pool or the new one, whole.
+        for (ifindex, pool) in &want.snat_pools {
+            if have.snat_pools.get(ifindex) != Some(pool) {
+                self.snat_pools
+                    .insert(ifindex, SnatPool::new(pool), 0)
                     .map_err(kernel_err(format!(
-                        "setting the SNAT address of ifindex {ifindex}"
+                        "setting the SNAT pool of ifindex {ifindex}"
                     )))?;
                 writes += 1;
             }
@@ -391,12 +397,12 @@ impl Maps {
             writes += 1;
         }
         for ifindex in have
-            .snat_addrs
+            .snat_pools
             .keys()
-            .filter(|k| !want.snat_addrs.contains_key(k))
+            .filter(|k| !want.snat_pools.contains_key(k))
         {
-            self.snat_addrs.remove(ifindex).map_err(kernel_err(format!(
-                "removing the SNAT address of ifindex {ifindex}"
+            self.snat_pools.remove(ifindex).map_err(kernel_err(format!(
+                "removing the SNAT pool of ifindex {ifindex}"
             )))?;
             writes += 1;
         }

@@ -13,16 +13,18 @@ use ipnet::{IpNet, Ipv6Net};
 
 use std::os::fd::AsFd;
 
+use super::contents::{render_pools, snat_pools};
 use super::maps::{name, Maps};
+use super::snat_pools::SnatPool6;
 use super::types::{AllocFailure6, NatEntry6, NatTuple6};
 use super::{batch, kernel_err};
-use crate::{Desired, Error};
+use crate::{Desired, Error, Family};
 
 type Trie6 = LpmTrie<MapData, [u8; 16], u8>;
 
 /// Typed handles on the IPv6 maps the agent fills.
 pub struct AgentMaps6 {
-    pub(crate) snat_addrs: HashMap<MapData, u32, [u8; 16]>,
+    pub(crate) snat_pools: HashMap<MapData, u32, SnatPool6>,
     pub(crate) local_addrs: HashMap<MapData, [u8; 16], u8>,
     pub(crate) nonmasq_dst: Trie6,
     pub(crate) nonmasq_src: Trie6,
@@ -43,7 +45,7 @@ impl AgentMaps6 {
             }};
         }
         Ok(AgentMaps6 {
-            snat_addrs: typed!(name::SNAT_ADDRS6),
+            snat_pools: typed!(name::SNAT_POOLS6),
             local_addrs: typed!(name::LOCAL_ADDRS6),
             nonmasq_dst: typed!(name::NONMASQ_DST6),
             nonmasq_src: typed!(name::NONMASQ_SRC6),
@@ -53,11 +55,11 @@ impl AgentMaps6 {
 
     /// What the maps hold now.
     pub fn read(&self) -> Result<Contents6, Error> {
-        let mut snat_addrs = BTreeMap::new();
-        for item in self.snat_addrs.iter() {
-            let (ifindex, addr) =
-                item.map_err(kernel_err(format!("reading {}", name::SNAT_ADDRS6)))?;
-            snat_addrs.insert(ifindex, Ipv6Addr::from(addr));
+        let mut snat_pools = BTreeMap::new();
+        for item in self.snat_pools.iter() {
+            let (ifindex, pool) =
+                item.map_err(kernel_err(format!("reading {}", name::SNAT_POOLS6)))?;
+            snat_pools.insert(ifindex, pool.addresses());
         }
         let mut local_addrs = BTreeSet::new();
         for key in self.local_addrs.keys() {
@@ -65,7 +67,7 @@ impl AgentMaps6 {
             local_addrs.insert(Ipv6Addr::from(key));
         }
         Ok(Contents6 {
-            snat_addrs,
+            snat_pools,
             local_addrs,
             nonmasq_dst: read_trie(&self.nonmasq_dst, name::NONMASQ_DST6)?,
             nonmasq_src: read_trie(&self.nonmasq_src, name::NONMASQ_SRC6)?,
@@ -115,12 +117,12 @@ impl AgentMaps6 {
                 )))?;
             writes += 1;
         }
-        for (ifindex, addr) in &want.snat_addrs {
-            if have.snat_addrs.get(ifindex) != Some(addr) {
-                self.snat_addrs
-                    .insert(ifindex, addr.octets(), 0)
+        for (ifindex, pool) in &want.snat_pools {
+            if have.snat_pools.get(ifindex) != Some(pool) {
+                self.snat_pools
+                    .insert(ifindex, SnatPool6::new(pool), 0)
                     .map_err(kernel_err(format!(
-                        "setting the IPv6 SNAT address of ifindex {ifindex}"
+                        "setting the IPv6 SNAT pool of ifindex {ifindex}"
                     )))?;
                 writes += 1;
             }
@@ -136,12 +138,12 @@ impl AgentMaps6 {
     ) -> Result<usize, Error> {
         let mut writes = 0;
         for ifindex in have
-            .snat_addrs
+            .snat_pools
             .keys()
-            .filter(|k| !want.snat_addrs.contains_key(k))
+            .filter(|k| !want.snat_pools.contains_key(k))
         {
-            self.snat_addrs.remove(ifindex).map_err(kernel_err(format!(
-                "removing the IPv6 SNAT address of ifindex {ifindex}"
+            self.snat_pools.remove(ifindex).map_err(kernel_err(format!(
+                "removing the IPv6 SNAT pool of ifindex {ifindex}"
             )))?;
             writes += 1;
         }
@@ -236,8 +238,9 @@ fn read_trie(trie: &Trie6, map: &str) -> Result<BTreeSet<Ipv6Net>, Error> {
 /// What the IPv6 maps hold (or should hold). All empty without `--enable-ipv6`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Contents6 {
-    /// ifindex → IPv6 SNAT address; 0 means every interface (an IPv6 `--snat-ip`).
-    pub snat_addrs: BTreeMap<u32, Ipv6Addr>,
+    /// ifindex → IPv6 SNAT address pool, in order; 0 means every interface (an IPv6
+    /// `--snat-ip` pool, `--snat-ips-from-interface`), else each interface's primary address.
+    pub snat_pools: BTreeMap<u32, Vec<Ipv6Addr>>,
     /// The node's IPv6 addresses.
     pub local_addrs: BTreeSet<Ipv6Addr>,
     /// nonMasqueradeCIDRs plus the native-routing CIDR, IPv6 only.
@@ -275,24 +278,11 @@ impl Contents6 {
         if !node.enable_ipv6 {
             return Contents6::default();
         }
-        let mut snat_addrs = BTreeMap::new();
-        // The pool's first IPv6 address until the programs take the whole pool (issue 16).
-        match node.snat_ips.iter().find(|ip| ip.is_ipv6()) {
-            Some(IpAddr::V6(fixed)) => {
-                snat_addrs.insert(0, *fixed);
-            }
-            _ => {
-                for iface in &node.interfaces {
-                    // The first usable one: the agent lists the primary address first.
-                    if let Some(addr) = iface.addrs.iter().find_map(|a| match a {
-                        IpAddr::V6(v6) if usable_snat6(v6) => Some(*v6),
-                        _ => None,
-                    }) {
-                        snat_addrs.insert(iface.index, addr);
-                    }
-                }
-            }
-        }
+        // Without a pool, the first usable address: the agent lists the primary one first.
+        let snat_pools = snat_pools(node, Family::V6, |a| match a {
+            IpAddr::V6(v6) if usable_snat6(v6) => Some(*v6),
+            _ => None,
+        });
         let mut local_addrs: BTreeSet<Ipv6Addr> = node
             .interfaces
             .iter()
@@ -311,7 +301,7 @@ impl Contents6 {
         let mut nonmasq_dst = v6_nets(&config.non_masquerade_cidrs);
         nonmasq_dst.extend(v6_nets(node.native_routing_cidr.as_ref()));
         Contents6 {
-            snat_addrs,
+            snat_pools,
             local_addrs,
             nonmasq_dst,
             nonmasq_src: v6_nets(&config.non_masquerade_src_cidrs),
@@ -321,7 +311,7 @@ impl Contents6 {
 
     /// Entries across the IPv6 maps.
     pub fn len(&self) -> usize {
-        self.snat_addrs.len()
+        self.snat_pools.len()
             + self.local_addrs.len()
             + self.nonmasq_dst.len()
             + self.nonmasq_src.len()
@@ -335,17 +325,7 @@ impl Contents6 {
 
     /// The IPv6 maps' sections of `masq render --datapath ebpf`.
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# map {}", name::SNAT_ADDRS6);
-        for (ifindex, addr) in &self.snat_addrs {
-            match ifindex {
-                0 => {
-                    let _ = writeln!(out, "any {addr}");
-                }
-                n => {
-                    let _ = writeln!(out, "ifindex {n} {addr}");
-                }
-            }
-        }
+        render_pools(out, name::SNAT_POOLS6, &self.snat_pools);
         let _ = writeln!(out, "# map {}", name::LOCAL_ADDRS6);
         for addr in &self.local_addrs {
             let _ = writeln!(out, "{addr}");
@@ -410,7 +390,7 @@ mod tests {
     fn ipv6_contents_take_the_first_global_address_and_the_ipv6_cidrs() {
         let c = Contents6::for_desired(&desired(true));
         let v6 = |a: &str| a.parse::<Ipv6Addr>().unwrap();
-        assert_eq!(c.snat_addrs, BTreeMap::from([(4, v6("2001:db8::2"))]));
+        assert_eq!(c.snat_pools, BTreeMap::from([(4, vec![v6("2001:db8::2")])]));
         let local: Vec<String> = c.local_addrs.iter().map(|a| a.to_string()).collect();
         assert_eq!(
             local,
@@ -433,24 +413,27 @@ mod tests {
         d.node.snat_ips = vec!["2001:db8:ff::7".parse().unwrap()];
         let both = super::super::contents::Contents::for_desired(&d);
         assert_eq!(
-            both.v6.snat_addrs,
-            BTreeMap::from([(0, "2001:db8:ff::7".parse().unwrap())])
+            both.v6.snat_pools,
+            BTreeMap::from([(0, vec!["2001:db8:ff::7".parse().unwrap()])])
         );
         assert!(both
             .v6
             .local_addrs
             .contains(&"2001:db8:ff::7".parse().unwrap()));
         assert_eq!(
-            both.snat_addrs.get(&4),
-            Some(&"172.18.0.2".parse().unwrap())
+            both.snat_pools.get(&4),
+            Some(&vec!["172.18.0.2".parse().unwrap()])
         );
         d.node.snat_ips = vec!["192.0.2.7".parse().unwrap()];
         let both = super::super::contents::Contents::for_desired(&d);
         assert_eq!(
-            both.v6.snat_addrs.get(&4),
-            Some(&"2001:db8::2".parse().unwrap())
+            both.v6.snat_pools.get(&4),
+            Some(&vec!["2001:db8::2".parse().unwrap()])
         );
-        assert_eq!(both.snat_addrs.get(&0), Some(&"192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            both.snat_pools.get(&0),
+            Some(&vec!["192.0.2.7".parse().unwrap()])
+        );
     }
 
     #[test]
@@ -462,13 +445,13 @@ mod tests {
             "{on}"
         );
         assert!(
-            on.contains("# map masq_snat_addrs6\nifindex 4 2001:db8::2\n"),
+            on.contains("# map masq_snat_pools6\nifindex 4 2001:db8::2\n"),
             "{on}"
         );
         assert!(on.contains("# map masq_nonmasq_dst6\nfd00::/8\n"), "{on}");
         let off = Contents::for_desired(&desired(false)).render();
         assert!(
-            !off.contains("ipv6") && !off.contains("masq_snat_addrs6"),
+            !off.contains("ipv6") && !off.contains("masq_snat_pools6"),
             "{off}"
         );
     }

@@ -27,6 +27,7 @@ pub mod kfunc;
 pub mod maps;
 pub mod maps6;
 pub mod nat;
+pub mod snat_pools;
 mod tc_dump;
 pub mod types;
 
@@ -330,6 +331,7 @@ impl Ebpf {
                 loader.load(object)
             })?;
             let mut maps = Maps::take_from(&mut bpf)?;
+            carry::unpin_retired(&maps_dir)?;
             if let Some(old) = &old {
                 let report = old.copy_into(&mut maps)?;
                 tracing::info!(
