@@ -14,5 +14,7 @@ mod icmp6;
 mod lifecycle;
 mod model;
 mod model6;
+mod pools;
+mod pools6;
 mod ports;
 mod steer;
