@@ -131,14 +131,37 @@ static long port6_probe(__u32 i, void *ctx)
 {
 	struct port_search6_ctx *c = ctx;
 	struct port_search6 *s = c->s;
-	struct pool_step step;
 
-	if (!pool_cursor_step(&s->cursor, i, s->count, &step))
+	return port6_try_index(c->skb, s, pool_cursor_candidate(&s->cursor, i, s->count));
+}
+
+/* port_search_address (lib/nat_create.h) for IPv6. */
+static long port6_search_address(__u32 k, void *ctx)
+{
+	struct port_search6_ctx *c = ctx;
+	struct port_search6 *s = c->s;
+	__u32 address = snat_order_index(&s->cursor.order, k);
+	__u64 *at;
+
+	if (address >= MASQ_SNAT_POOL_MAX)
 		return 1;
 	if (c->pool)
-		v6_copy(s->rev.daddr, c->pool->addrs[step.address].a);
-	s->cursor.rank = step.rank;
-	return port6_try_index(c->skb, s, step.candidate);
+		v6_copy(s->rev.daddr, c->pool->addrs[address].a);
+	s->rev.dport = 0;
+	s->cursor.rank = k;
+	if (s->cursor.lately) {
+		at = bpf_map_lookup_elem(&masq_ports_full6, &s->rev);
+		if (at && ports_full_fresh(*at, nat_now()))
+			return 0;
+	}
+	bpf_loop(pool_cursor_steps(&s->cursor, s->count), port6_probe, c, 0);
+	if (s->result)
+		return 1;
+	/* Its time: the flow's (no stack here, where the frames of three calls add up). */
+	s->rev.dport = 0;
+	bpf_map_update_elem(&masq_ports_full6, &s->rev, &s->val.created, BPF_ANY);
+	s->cursor.found_full = 1;
+	return 0;
 }
 
 /* port_search (lib/nat_create.h) for IPv6: every port of each address the flow may take, in order. */
@@ -150,8 +173,9 @@ __always_inline_fn int port6_search(struct __sk_buff *skb, const struct snat_poo
 	if (!s->count || s->count > MASQ_PORTS_MAX)
 		return 0;
 	pool_cursor_begin(&s->cursor, s->count);
-	bpf_loop(pool_cursor_steps(&s->cursor, s->count), port6_probe, &ctx, 0);
-	pool_cursor_count_fallovers(&s->cursor);
+	s->cursor.lately = ports_full_lately(nat_now());
+	bpf_loop(s->cursor.order.tries, port6_search_address, &ctx, 0);
+	pool_cursor_end(&s->cursor, nat_now());
 	return s->result;
 }
 #endif

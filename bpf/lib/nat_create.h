@@ -125,19 +125,41 @@ __always_inline_fn int port_search(struct port_search *s)
 	return s->result;
 }
 #else
-/* Step i of the search (pool_cursor_step): the current address's next candidate; past its last
- * one, the next address's first. */
+/* Step i of one address's search: a random candidate, or the sweep's next one. */
 static long port_probe(__u32 i, void *ctx)
 {
 	struct port_search *s = ctx;
-	struct pool_step step;
 
-	if (!pool_cursor_step(&s->cursor, i, s->count, &step))
+	return port_try_index(s, pool_cursor_candidate(&s->cursor, i, s->count));
+}
+
+/* The rank-k address of the order: skipped when it was found full towards this destination
+ * lately, else searched, and marked full when it has no free port. Returns 1 to stop. */
+static long port_search_address(__u32 k, void *ctx)
+{
+	struct port_search *s = ctx;
+	__u32 address = snat_order_index(&s->cursor.order, k);
+	__u64 *at;
+
+	if (address >= MASQ_SNAT_POOL_MAX)
 		return 1;
 	if (s->pool)
-		s->rev.daddr = s->pool->addrs[step.address];
-	s->cursor.rank = step.rank;
-	return port_try_index(s, step.candidate);
+		s->rev.daddr = s->pool->addrs[address];
+	s->rev.dport = 0;
+	s->cursor.rank = k;
+	if (s->cursor.lately) {
+		at = bpf_map_lookup_elem(&masq_ports_full, &s->rev);
+		if (at && ports_full_fresh(*at, nat_now()))
+			return 0;
+	}
+	bpf_loop(pool_cursor_steps(&s->cursor, s->count), port_probe, s, 0);
+	if (s->result)
+		return 1;
+	/* Its time: the flow's (no stack here, where the frames of three calls add up). */
+	s->rev.dport = 0;
+	bpf_map_update_elem(&masq_ports_full, &s->rev, &s->val.created, BPF_ANY);
+	s->cursor.found_full = 1;
+	return 0;
 }
 
 __always_inline_fn int port_search(struct port_search *s)
@@ -145,9 +167,10 @@ __always_inline_fn int port_search(struct port_search *s)
 	if (!s->count || s->count > MASQ_PORTS_MAX)
 		return 0;
 	pool_cursor_begin(&s->cursor, s->count);
-	/* At most 32 × 65536 steps, within bpf_loop's 1 << 23. */
-	bpf_loop(pool_cursor_steps(&s->cursor, s->count), port_probe, s, 0);
-	pool_cursor_count_fallovers(&s->cursor);
+	s->cursor.lately = ports_full_lately(nat_now());
+	/* At most 32 addresses × (65536 + 64) steps. */
+	bpf_loop(s->cursor.order.tries, port_search_address, s, 0);
+	pool_cursor_end(&s->cursor, nat_now());
 	return s->result;
 }
 #endif

@@ -17,6 +17,14 @@ struct {
 	__uint(max_entries, 256);
 } masq_snat_pools6 SEC(".maps");
 
+/* masq_ports_full (lib/pool.h) for IPv6. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct nat_tuple6);
+	__type(value, __u64);
+	__uint(max_entries, 4096);
+} masq_ports_full6 SEC(".maps");
+
 /* snat_pool_for (lib/pool.h) for IPv6. */
 __always_inline_fn const struct snat_pool6 *snat_pool6_for(__u32 ifindex)
 {

@@ -49,6 +49,10 @@ pub mod name {
     pub const ALLOC_FAILURE: &str = "masq_alloc_failure";
     /// The port table: index → port (network order).
     pub const PORTS: &str = "masq_ports";
+    /// (address, destination) pairs found without a free port lately (programs only).
+    pub const PORTS_FULL: &str = "masq_ports_full";
+    /// When an address was last found full, any family (programs only).
+    pub const PORTS_FULL_AT: &str = "masq_ports_full_at";
 
     /// ifindex → IPv6 SNAT address pool (0: every interface).
     pub const SNAT_POOLS6: &str = "masq_snat_pools6";
@@ -68,6 +72,8 @@ pub mod name {
     pub const FRAGS6: &str = "masq_frags6";
     /// `struct alloc_failure6`, one entry.
     pub const ALLOC_FAILURE6: &str = "masq_alloc_failure6";
+    /// IPv6 (address, destination) pairs found without a free port lately (programs only).
+    pub const PORTS_FULL6: &str = "masq_ports_full6";
     /// Per-CPU scratch of the IPv6 port search (programs only; nothing to read).
     pub const PORT_SEARCH6: &str = "masq_port_search6";
     /// Per-CPU scratch the IPv6 parser makes the verifier forget a range with (programs only).
@@ -75,7 +81,7 @@ pub mod name {
     /// The NAT halves whose size `--nat-table-size` sets.
     pub const NAT_HALVES: [&str; 4] = [NAT_EGRESS, NAT_INGRESS, NAT6_EGRESS, NAT6_INGRESS];
     /// Every map, in the order they are pinned.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 27] = [
         CONFIG,
         SNAT_POOLS,
         LOCAL_ADDRS,
@@ -89,6 +95,8 @@ pub mod name {
         STEER,
         ALLOC_FAILURE,
         PORTS,
+        PORTS_FULL,
+        PORTS_FULL_AT,
         SNAT_POOLS6,
         LOCAL_ADDRS6,
         NONMASQ_DST6,
@@ -98,6 +106,7 @@ pub mod name {
         NAT6_INGRESS,
         FRAGS6,
         ALLOC_FAILURE6,
+        PORTS_FULL6,
         PORT_SEARCH6,
         SCRATCH6,
     ];
@@ -123,6 +132,10 @@ pub struct Maps {
     pub(crate) pod_cidrs: Trie,
     pub(crate) counters: PerCpuArray<MapData, u64>,
     pub(crate) alloc_failure: Array<MapData, AllocFailure>,
+    /// Addresses found full towards a destination lately, and when any was (lib/pool.h).
+    ports_full: HashMap<MapData, NatTuple, u64>,
+    ports_full6: HashMap<MapData, NatTuple6, u64>,
+    ports_full_at: Array<MapData, u64>,
     pub(crate) ports: Array<MapData, [u8; 2]>,
     /// A second descriptor of the port table for batch reads.
     ports_fd: OwnedFd,
@@ -185,6 +198,24 @@ impl Maps {
         })
     }
 
+    /// Forgets which addresses the programs found full (lib/pool.h): after a GC pass that
+    /// freed ports, each is searched again by the next flow towards it.
+    pub(crate) fn forget_full_addresses(&mut self) -> Result<(), Error> {
+        // The stamp first: from here on the programs look nothing up in the maps below.
+        self.ports_full_at
+            .set(0, 0, 0)
+            .map_err(kernel_err("clearing masq_ports_full_at"))?;
+        let keys: Vec<NatTuple> = self.ports_full.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            let _ = self.ports_full.remove(&key);
+        }
+        let keys: Vec<NatTuple6> = self.ports_full6.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            let _ = self.ports_full6.remove(&key);
+        }
+        Ok(())
+    }
+
     fn build(mut get: impl FnMut(&str) -> Result<Map, Error>) -> Result<Maps, Error> {
         macro_rules! typed {
             ($name:expr) => {{
@@ -228,6 +259,9 @@ impl Maps {
             pod_cidrs: typed!(name::POD_CIDRS),
             counters: typed!(name::COUNTERS),
             alloc_failure: typed!(name::ALLOC_FAILURE),
+            ports_full: typed!(name::PORTS_FULL),
+            ports_full6: typed!(name::PORTS_FULL6),
+            ports_full_at: typed!(name::PORTS_FULL_AT),
             ports: ports_map
                 .try_into()
                 .map_err(kernel_err("map masq_ports has an unexpected layout"))?,
