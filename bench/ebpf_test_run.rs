@@ -87,7 +87,7 @@ pub(crate) fn contents(count: usize) -> Contents {
         ..Contents::default()
     };
     c.set_ports(&DEFAULT_PORT_RANGES);
-    c.snat_addrs.insert(0, NODE);
+    c.snat_pools.insert(0, vec![NODE]);
     c.local_addrs.insert(NODE);
     c.dst_policy.extend(
         cidrs(count)

@@ -37,7 +37,7 @@ fn tcp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Vec<u8> {
 fn contents6(count: usize) -> Contents {
     let mut c = contents(count);
     c.config.flags |= CFG_IPV6;
-    c.v6.snat_addrs.insert(0, NODE6);
+    c.v6.snat_pools.insert(0, vec![NODE6]);
     c.v6.local_addrs.insert(NODE6);
     let mut rng = StdRng::seed_from_u64(count as u64 + 6);
     c.v6.dst_policy

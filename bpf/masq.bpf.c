@@ -6,7 +6,9 @@
 #include "lib/maps.h"
 #include "lib/metrics.h"
 #include "lib/nat.h"
+#include "lib/nat_create.h"
 #include "lib/parse.h"
+#include "lib/pool.h"
 #include "lib/steer.h"
 
 char _license[] SEC("license") = "GPL";
@@ -36,11 +38,13 @@ struct egress_to {
 __always_inline_fn int egress_later_fragment(struct __sk_buff *skb, const struct pkt *p, int steer)
 {
 	struct frag_value *seen = frag_lookup(p, 0);
+	const struct snat_pool *pool;
 	const struct masq_config *cfg;
 	struct steer_route route;
 	__u32 ifindex = skb->ifindex;
 	__be32 to_addr = 0;
 	int redirect = 0;
+	__u32 size;
 
 	if (seen) {
 		if (seen->flags & FRAG_F_DROPPED)
@@ -54,8 +58,15 @@ __always_inline_fn int egress_later_fragment(struct __sk_buff *skb, const struct
 			ifindex = route.ifindex;
 			redirect = 1;
 		}
-		if (cfg && decide(cfg, p->saddr, p->daddr) == MASQ_TRANSLATED_EGRESS)
-			to_addr = snat_addr_for(ifindex);
+		pool = snat_pool_for(ifindex);
+		size = pool ? snat_pool_size(pool->count) : 0;
+		/* The pod's own address: no port to search, so no fall-over either. */
+		if (size && cfg && decide(cfg, p->saddr, p->daddr) == MASQ_TRANSLATED_EGRESS) {
+			__u32 home = snat_pool_home(p->saddr, size);
+
+			if (home < MASQ_SNAT_POOL_MAX)
+				to_addr = pool->addrs[home];
+		}
 	}
 	if (!to_addr)
 		return MASQ_CONTINUE;
@@ -98,15 +109,17 @@ __always_inline_fn int egress_known_flow(struct __sk_buff *skb, const struct pkt
 }
 
 /*
- * The node's own flow (its source is the SNAT address): untranslated, with its port reserved
- * against pod translations — whatever nonMasqueradeSrcCIDRs says of the node's address. When
- * a pod's translation already holds that port towards that destination, the node's flow moves.
+ * The node's own flow (its source is an address of the SNAT pool): untranslated, with its port
+ * reserved against pod translations — whatever nonMasqueradeSrcCIDRs says of the node's
+ * address. When a pod's translation already holds that port towards that destination, the
+ * node's flow moves to another port of its own address.
  */
 __always_inline_fn int egress_node_flow(struct __sk_buff *skb, const struct pkt *p,
 					const struct nat_tuple *fwd, const struct masq_config *cfg,
-					__be32 snat, struct egress_to *to)
+					struct egress_to *to)
 {
 	struct nat_entry created;
+	struct snat_order order;
 
 	if (!nat_reserve_host_port(p)) {
 		count(MASQ_KEEP_NOT_A_POD);
@@ -120,7 +133,8 @@ __always_inline_fn int egress_node_flow(struct __sk_buff *skb, const struct pkt 
 	if (steered_here(skb))
 		return EGRESS_PASS;
 	count(MASQ_HOST_PORT_REMAPPED);
-	if (nat_create(skb, p, fwd, snat, cfg, 0, &created) < 0)
+	snat_order_own(&order);
+	if (nat_create(skb, p, fwd, NULL, &order, cfg, 0, &created) < 0)
 		return EGRESS_DROP;
 	to->addr = created.to_addr;
 	to->port = created.to_port;
@@ -138,17 +152,18 @@ __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *
 				       struct steer_route *route, struct egress_to *to)
 {
 	const struct masq_config *cfg = config_get();
+	const struct snat_pool *pool = NULL;
+	struct snat_order order;
 	enum masq_reason verdict;
 	struct nat_entry created;
-	__u32 ifindex = skb->ifindex;
-	__be32 snat;
+	__u32 size;
 
 	if (!cfg)
 		return EGRESS_PASS;
 	if (!steer) {
-		snat = snat_addr_for(ifindex);
-		if (snat && p->saddr == snat)
-			return egress_node_flow(skb, p, fwd, cfg, snat, to);
+		pool = snat_pool_for(skb->ifindex);
+		if (pool && snat_pool_contains(pool, p->saddr))
+			return egress_node_flow(skb, p, fwd, cfg, to);
 	}
 	verdict = decide(cfg, p->saddr, p->daddr);
 	if (verdict != MASQ_TRANSLATED_EGRESS) {
@@ -182,14 +197,15 @@ __always_inline_fn int egress_new_flow(struct __sk_buff *skb, const struct pkt *
 			count(MASQ_PASS_NO_SNAT_ADDR);
 			return EGRESS_PASS;
 		}
-		ifindex = route->ifindex;
+		pool = snat_pool_for(route->ifindex);
 	}
-	snat = snat_addr_for(ifindex);
-	if (!snat) {
+	size = pool ? snat_pool_size(pool->count) : 0;
+	if (!size) {
 		count(MASQ_PASS_NO_SNAT_ADDR);
 		return EGRESS_PASS;
 	}
-	if (nat_create(skb, p, fwd, snat, cfg, steer ? NAT_F_STEERED : 0, &created) < 0)
+	snat_order_for_pod(&order, size, snat_pool_home(p->saddr, size));
+	if (nat_create(skb, p, fwd, pool, &order, cfg, steer ? NAT_F_STEERED : 0, &created) < 0)
 		return EGRESS_DROP;
 	to->addr = created.to_addr;
 	to->port = created.to_port;

@@ -13,6 +13,7 @@
 #include "lib/maps6.h"
 #include "lib/metrics.h"
 #include "lib/nat6.h"
+#include "lib/nat6_create.h"
 #include "lib/parse6.h"
 #include "lib/steer6.h"
 
@@ -29,11 +30,13 @@ __always_inline_fn int egress6_later_fragment(struct __sk_buff *skb, const struc
 					      int steer)
 {
 	struct frag_value6 *seen = frag6_lookup(p, 0);
+	const struct snat_pool6 *pool;
 	const struct masq_config *cfg;
 	struct steer_route6 route;
 	__u32 ifindex = skb->ifindex;
 	__be32 to_addr[4] = {};
 	int redirect = 0;
+	__u32 size;
 
 	if (seen) {
 		if (seen->flags & FRAG_F_DROPPED)
@@ -47,8 +50,14 @@ __always_inline_fn int egress6_later_fragment(struct __sk_buff *skb, const struc
 			ifindex = route.ifindex;
 			redirect = 1;
 		}
-		if (cfg && decide6(cfg, p->saddr, p->daddr) == MASQ_TRANSLATED_EGRESS)
-			snat6_addr_for(ifindex, to_addr);
+		pool = snat_pool6_for(ifindex);
+		size = pool ? snat_pool_size(pool->count) : 0;
+		if (size && cfg && decide6(cfg, p->saddr, p->daddr) == MASQ_TRANSLATED_EGRESS) {
+			__u32 home = snat_pool6_home(p->saddr, size);
+
+			if (home < MASQ_SNAT_POOL_MAX)
+				v6_copy(to_addr, pool->addrs[home].a);
+		}
 	}
 	if (v6_is_zero(to_addr))
 		return MASQ_CONTINUE;
@@ -88,9 +97,10 @@ __always_inline_fn int egress6_known_flow(struct __sk_buff *skb, const struct pk
 /* egress_node_flow (masq.bpf.c) for IPv6. */
 __always_inline_fn int egress6_node_flow(struct __sk_buff *skb, const struct pkt6 *p,
 					 const struct nat_tuple6 *fwd,
-					 const struct masq_config *cfg, const __be32 *snat,
-					 struct nat6_to *to)
+					 const struct masq_config *cfg, struct nat6_to *to)
 {
+	struct snat_order order;
+
 	if (!nat6_reserve_host_port(p)) {
 		count(MASQ_KEEP_NOT_A_POD);
 		return EGRESS_PASS;
@@ -98,7 +108,8 @@ __always_inline_fn int egress6_node_flow(struct __sk_buff *skb, const struct pkt
 	if (steered_here(skb))
 		return EGRESS_PASS;
 	count(MASQ_HOST_PORT_REMAPPED);
-	if (nat6_create(skb, p, fwd, snat, cfg, 0, to) < 0)
+	snat_order_own(&order);
+	if (nat6_create(skb, p, fwd, NULL, &order, cfg, 0, to) < 0)
 		return EGRESS_DROP;
 	return EGRESS_TRANSLATE;
 }
@@ -109,14 +120,18 @@ __always_inline_fn int egress6_new_flow(struct __sk_buff *skb, const struct pkt6
 					struct steer_route6 *route, struct nat6_to *to)
 {
 	const struct masq_config *cfg = config6_get();
+	const struct snat_pool6 *pool = NULL;
+	struct snat_order order;
 	enum masq_reason verdict;
-	__u32 ifindex = skb->ifindex;
-	__be32 snat[4];
+	__u32 size;
 
 	if (!cfg)
 		return EGRESS_PASS;
-	if (!steer && snat6_addr_for(ifindex, snat) && v6_equal(p->saddr, snat))
-		return egress6_node_flow(skb, p, fwd, cfg, snat, to);
+	if (!steer) {
+		pool = snat_pool6_for(skb->ifindex);
+		if (pool && snat_pool6_contains(pool, p->saddr))
+			return egress6_node_flow(skb, p, fwd, cfg, to);
+	}
 	verdict = decide6(cfg, p->saddr, p->daddr);
 	if (verdict != MASQ_TRANSLATED_EGRESS) {
 		count(verdict);
@@ -139,13 +154,15 @@ __always_inline_fn int egress6_new_flow(struct __sk_buff *skb, const struct pkt6
 			count(MASQ_PASS_NO_SNAT_ADDR);
 			return EGRESS_PASS;
 		}
-		ifindex = route->ifindex;
+		pool = snat_pool6_for(route->ifindex);
 	}
-	if (!snat6_addr_for(ifindex, snat)) {
+	size = pool ? snat_pool_size(pool->count) : 0;
+	if (!size) {
 		count(MASQ_PASS_NO_SNAT_ADDR);
 		return EGRESS_PASS;
 	}
-	if (nat6_create(skb, p, fwd, snat, cfg, steer ? NAT_F_STEERED : 0, to) < 0)
+	snat_order_for_pod(&order, size, snat_pool6_home(p->saddr, size));
+	if (nat6_create(skb, p, fwd, pool, &order, cfg, steer ? NAT_F_STEERED : 0, to) < 0)
 		return EGRESS_DROP;
 	return steer ? EGRESS_STEER : EGRESS_TRANSLATE;
 }

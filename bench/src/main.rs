@@ -6,7 +6,8 @@
 //! latency, each with several non-masquerade CIDR counts ([`dataplane`]); config-change
 //! latency, agent memory and CPU ([`control`]); reload under load ([`reload`]). Rounds are
 //! interleaved (each round measures every setup, in a rotated order) and summarized by medians
-//! ([`report`]).
+//! ([`report`]). The packet-generator parts measure the cost of a new flow ([`newflow`]) and
+//! one pod's flows towards one destination through one and two SNAT addresses ([`pools`]).
 //!
 //! Needs root. Everything happens in network namespaces created by masq-testbed and removed
 //! afterwards; every load is bounded in count and time.
@@ -18,6 +19,7 @@ mod dataplane;
 mod library;
 mod newflow;
 mod pin;
+mod pools;
 mod procfs;
 mod reload;
 mod report;
@@ -76,8 +78,8 @@ struct Args {
     /// Only these setups (names as in the results, comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Skip the data plane, control plane, reload, newflows or fill (the pool-fill runs of the
-    /// newflows part) parts.
+    /// Skip the data plane, control plane, reload, newflows, fill (the pool-fill runs of the
+    /// newflows part) or pools (SNAT pools, one pod, one destination) parts.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// New flows per sample of the packet-generator part (each packet a new flow).
@@ -186,6 +188,7 @@ fn run() -> Result<()> {
     let mut control_samples = Vec::new();
     let mut reload_samples = Vec::new();
     let mut newflow_samples = Vec::new();
+    let mut pool_samples = Vec::new();
     let mut newflow_setups = vec![Setup::NoNat, Setup::Conntrack];
     newflow_setups.extend(all.iter().filter(|s| !matches!(s, Setup::NoNat)));
     // Only here: what masq's port behaviour costs a plain masquerade, per new flow.
@@ -230,6 +233,40 @@ fn run() -> Result<()> {
                         &mut errors,
                         format!("round {round}, pool fill of {}: {e:#}", setup.name()),
                     ),
+                }
+            }
+        }
+        if !args.skip.iter().any(|s| s == "pools") {
+            let mut order: Vec<&str> = ["ebpf", "nftables"]
+                .into_iter()
+                .filter(|d| masq.contains(d))
+                .collect();
+            let shift = (round - 1) % order.len().max(1);
+            order.rotate_left(shift);
+            for datapath in order {
+                for addresses in [1, 2] {
+                    eprintln!(
+                        "[{:>4.0}s] round {round}: masq-{datapath}, one pod to one destination, \
+                         {addresses} SNAT address(es)",
+                        started.elapsed().as_secs_f64()
+                    );
+                    match pools::sample(&env, &plan, Setup::Masq(datapath), addresses, round) {
+                        Ok(sample) => {
+                            eprintln!(
+                                "         first refusal after {} flows (capacity {}), {:.0} ns \
+                                 per new flow at 99 %",
+                                sample.first_refusal, sample.capacity, sample.ns_per_flow_at_99
+                            );
+                            pool_samples.push(sample);
+                        }
+                        Err(e) => record(
+                            &mut errors,
+                            format!(
+                                "round {round}, pools of masq-{datapath} with {addresses} \
+                                 address(es): {e:#}"
+                            ),
+                        ),
+                    }
                 }
             }
         }
@@ -342,6 +379,7 @@ fn run() -> Result<()> {
         control: control_samples,
         reload: reload_samples,
         newflows: newflow_samples,
+        pools: pool_samples,
         summary,
     };
     std::fs::create_dir_all(&args.out)

@@ -28,7 +28,7 @@ const BATCH: usize = 32;
 const DPORT_FIRST: u16 = 10000;
 const DPORTS: u32 = 1000;
 /// The port every flow of the fill run goes to.
-const FILL_DPORT: u16 = 11000;
+pub(crate) const FILL_DPORT: u16 = 11000;
 /// The sink's table in the external namespace.
 const SINK_TABLE: &str = "masq_bench_sink";
 
@@ -55,7 +55,7 @@ pub struct Sample {
 }
 
 /// The MAC address of `dev` in `ns`.
-fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+pub(crate) fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
     let shown = ns.ip(&["-j", "link", "show", dev])?;
     let links: serde_json::Value = serde_json::from_str(&shown)?;
     let text = links[0]["address"]
@@ -81,7 +81,7 @@ fn ip_checksum(header: &[u8]) -> u16 {
 }
 
 /// One UDP frame from the pod to the internet host, no UDP checksum (0: none).
-fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], sport: u16, dport: u16) -> [u8; 60] {
+pub(crate) fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], sport: u16, dport: u16) -> [u8; 60] {
     let mut f = [0u8; 60];
     f[0..6].copy_from_slice(&dst_mac);
     f[6..12].copy_from_slice(&src_mac);
@@ -189,7 +189,8 @@ fn delivered(external: &Netns) -> Result<u64> {
         .with_context(|| format!("reading the sink: {listed}"))
 }
 
-fn start_sink(external: &Netns) -> Result<()> {
+/// Counts (and drops) at the far side every frame sent to the generator's destination ports.
+pub(crate) fn start_sink(external: &Netns) -> Result<()> {
     let ruleset = format!(
         "table ip {SINK_TABLE} {{\n  chain sink {{\n    type filter hook prerouting priority -300;\n    \
          udp dport 10000-11999 counter drop\n  }}\n}}\n"
@@ -201,7 +202,7 @@ fn start_sink(external: &Netns) -> Result<()> {
 }
 
 /// Waits until the sink's count stops moving (the backlog drained).
-fn settle(external: &Netns) -> Result<u64> {
+pub(crate) fn settle(external: &Netns) -> Result<u64> {
     let mut last = delivered(external)?;
     loop {
         std::thread::sleep(Duration::from_millis(50));
@@ -215,7 +216,7 @@ fn settle(external: &Netns) -> Result<u64> {
 
 /// Builds the generator's frames and socket in the pod, pinned to the client CPU, and runs
 /// `body` with a sender there.
-fn in_pod<R: Send>(
+pub(crate) fn in_pod<R: Send>(
     topology: &Topology,
     plan: &Plan,
     body: impl FnOnce(&dyn Fn(&[[u8; 60]]) -> Result<(u64, Duration)>) -> Result<R> + Send,

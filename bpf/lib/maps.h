@@ -1,4 +1,4 @@
-/* The maps the userspace agent fills: config, SNAT addresses, CIDR tries, node addresses. */
+/* The maps the userspace agent fills: config, CIDR tries, node addresses (SNAT pools: pool.h). */
 #ifndef MASQ_LIB_MAPS_H
 #define MASQ_LIB_MAPS_H
 
@@ -25,7 +25,7 @@ struct {
 /*
  * The ports translated flows are given, network order, masq_config.port_count of them: the
  * --port-range list less the NodePort range, written by userspace. A new flow takes one at a
- * random index and probes on from there (lib/nat.h).
+ * random index and probes on from there (lib/nat_create.h).
  */
 #define MASQ_PORTS_MAX 65536
 struct {
@@ -34,14 +34,6 @@ struct {
 	__type(value, __be16);
 	__uint(max_entries, MASQ_PORTS_MAX);
 } masq_ports SEC(".maps");
-
-/* ifindex → SNAT address; key 0 applies to every interface (--snat-ip). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u32);
-	__type(value, __be32);
-	__uint(max_entries, 256);
-} masq_snat_addrs SEC(".maps");
 
 /* Addresses of the node: never pods (without --pod-cidr), and local destinations are kept. */
 struct {
@@ -94,16 +86,6 @@ __always_inline_fn const __u8 *lpm_lookup(void *trie, __be32 addr)
 __always_inline_fn int lpm_contains(void *trie, __be32 addr)
 {
 	return lpm_lookup(trie, addr) != NULL;
-}
-
-__always_inline_fn __be32 snat_addr_for(__u32 ifindex)
-{
-	__u32 any = 0;
-	__be32 *addr = bpf_map_lookup_elem(&masq_snat_addrs, &ifindex);
-
-	if (!addr)
-		addr = bpf_map_lookup_elem(&masq_snat_addrs, &any);
-	return addr ? *addr : 0;
 }
 
 __always_inline_fn const struct masq_steer *steer_get(void)

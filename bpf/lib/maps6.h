@@ -1,4 +1,4 @@
-/* The IPv6 maps the userspace agent fills: SNAT addresses, CIDR tries, node addresses. */
+/* The IPv6 maps the userspace agent fills: CIDR tries, node addresses (SNAT pools: pool6.h). */
 #ifndef MASQ_LIB_MAPS6_H
 #define MASQ_LIB_MAPS6_H
 
@@ -6,14 +6,6 @@
 #include "common.h"
 #include "maps.h"
 #include "nat_types.h"
-
-/* ifindex → the interface's IPv6 SNAT address (its primary global one); key 0: --snat-ip. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u32);
-	__type(value, struct v6_addr);
-	__uint(max_entries, 256);
-} masq_snat_addrs6 SEC(".maps");
 
 /* IPv6 addresses of the node (as masq_local_addrs). */
 struct {
@@ -62,20 +54,6 @@ __always_inline_fn const __u8 *lpm6_lookup(void *trie, const __be32 *addr)
 __always_inline_fn int lpm6_contains(void *trie, const __be32 *addr)
 {
 	return lpm6_lookup(trie, addr) != NULL;
-}
-
-/* The interface's IPv6 SNAT address (or --snat-ip's) into *out; 0 when there is none. */
-__always_inline_fn int snat6_addr_for(__u32 ifindex, __be32 *out)
-{
-	__u32 any = 0;
-	struct v6_addr *addr = bpf_map_lookup_elem(&masq_snat_addrs6, &ifindex);
-
-	if (!addr)
-		addr = bpf_map_lookup_elem(&masq_snat_addrs6, &any);
-	if (!addr)
-		return 0;
-	v6_copy(out, addr->a);
-	return 1;
 }
 
 __always_inline_fn int is_local_addr6(const __be32 *addr)

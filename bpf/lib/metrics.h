@@ -21,6 +21,16 @@ __always_inline_fn void count(enum masq_reason reason)
 		*value += 1; /* per-CPU slot: no other writer */
 }
 
+/* Counts n events of one reason at once. */
+__always_inline_fn void count_n(enum masq_reason reason, __u64 n)
+{
+	__u32 key = reason;
+	__u64 *value = bpf_map_lookup_elem(&masq_counters, &key);
+
+	if (value)
+		*value += n;
+}
+
 /* Counts a drop and returns the verdict to hand to tc. */
 __always_inline_fn int drop(enum masq_reason reason)
 {

@@ -36,6 +36,19 @@ struct masq_steer {
 };
 build_bug_on(sizeof(struct masq_steer) != 8);
 
+/*
+ * A SNAT address pool (masq_snat_pools, lib/pool.h): --snat-ip or --snat-ips-from-interface in
+ * the operator's order, or one interface's primary address. At most MASQ_SNAT_POOL_MAX
+ * addresses (crates/datapath/src/pool.rs MAX_ADDRESSES, the iptables cluster match's limit).
+ */
+#define MASQ_SNAT_POOL_MAX 32
+
+struct snat_pool {
+	__u32 count;                       /* addresses in use: 1 to MASQ_SNAT_POOL_MAX */
+	__be32 addrs[MASQ_SNAT_POOL_MAX];  /* in pool order; past count: zero */
+};
+build_bug_on(sizeof(struct snat_pool) != 132);
+
 /* LPM trie key: a struct, because aya rejects a scalar BTF key for LPM tries. */
 struct lpm_v4_key {
 	__u32 prefixlen;
@@ -130,11 +143,18 @@ struct lpm_v6_key {
 };
 build_bug_on(sizeof(struct lpm_v6_key) != 20);
 
-/* A map key or value holding one IPv6 address (masq_snat_addrs6, masq_local_addrs6). */
+/* A map key or value holding one IPv6 address (masq_local_addrs6, snat_pool6). */
 struct v6_addr {
 	__be32 a[4];
 };
 build_bug_on(sizeof(struct v6_addr) != 16);
+
+/* struct snat_pool for IPv6 (masq_snat_pools6, lib/pool6.h). */
+struct snat_pool6 {
+	__u32 count;
+	struct v6_addr addrs[MASQ_SNAT_POOL_MAX];
+};
+build_bug_on(sizeof(struct snat_pool6) != 516);
 
 struct nat_tuple6 {
 	__be32 saddr[4];

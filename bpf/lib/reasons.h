@@ -41,12 +41,15 @@ enum masq_reason {
 				       * bytes): passed untouched */
 	MASQ_NAT_REMAPPED = 25,       /* a flow found its port taken by another flow (its reverse
 				       * half had gone missing meanwhile) and got a new one */
+	MASQ_SNAT_FALLOVER = 26,      /* a new flow's SNAT address had no free port towards its
+				       * destination: the next address of the pool was searched */
 
 	MASQ_DROP_FIRST = 64,
 	MASQ_DROP_BAD_IHL = 64,        /* IPv4 header length under 20 bytes or past the packet */
 	MASQ_DROP_TRUNCATED = 65,      /* transport header shorter than the protocol needs (IPv6:
 					* or a header before it) */
-	MASQ_DROP_PORT_EXHAUSTED = 66, /* no free port in the table towards this destination */
+	MASQ_DROP_PORT_EXHAUSTED = 66, /* no free port towards this destination, on any address the
+					* flow may take */
 	MASQ_DROP_NAT_INSERT = 67,     /* the NAT table refused an insert */
 	MASQ_DROP_REWRITE = 68,        /* a checksum or store helper failed mid-rewrite */
 	MASQ_DROP_FRAG_OF_DROPPED = 69, /* a later fragment of a datagram whose first was dropped */

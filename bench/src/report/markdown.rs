@@ -246,6 +246,7 @@ pub fn markdown(results: &Results) -> String {
         }
     }
     super::newflows::section(&mut md, &results.newflows);
+    super::pool_section::section(&mut md, &results.pools);
     md
 }
 

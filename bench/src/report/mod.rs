@@ -6,13 +6,14 @@
 
 mod markdown;
 mod newflows;
+mod pool_section;
 mod targets;
 
 use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::{control, dataplane, newflow, reload};
+use crate::{control, dataplane, newflow, pools, reload};
 pub use markdown::markdown;
 use targets::targets;
 
@@ -56,6 +57,8 @@ pub struct Results {
     pub reload: Vec<reload::Sample>,
     /// Every sample of the packet-generator part (new flows).
     pub newflows: Vec<newflow::Sample>,
+    /// Every sample of the SNAT-pool part (one pod, one destination).
+    pub pools: Vec<pools::Sample>,
     /// Medians and targets, computed from the samples above.
     pub summary: Summary,
 }

@@ -16,8 +16,10 @@ use std::mem::{offset_of, size_of};
 use masq_datapath::ebpf::contents::PORTS_MAX;
 use masq_datapath::ebpf::kfunc::CAST_TO_KERN_CTX_PLACEHOLDER;
 use masq_datapath::ebpf::maps::name;
+use masq_datapath::ebpf::snat_pools::{SnatPool, SnatPool6, SNAT_POOL_MAX};
 use masq_datapath::ebpf::types::*;
 use masq_datapath::ebpf::{BOUNDED_OBJECT, DEFAULT_NAT_CAPACITY, OBJECT};
+use masq_datapath::pool;
 
 /// The object's BTF, parsed independently of aya.
 fn btf(object: &[u8]) -> btf_rs::Btf {
@@ -102,6 +104,8 @@ fn shared_structs_have_the_rust_layout() {
             "alloc_failure6",
             [snat_addr, daddr, dport, proto, pad, span, when]
         );
+        same_layout!(&btf, SnatPool, "snat_pool", [count, addrs]);
+        same_layout!(&btf, SnatPool6, "snat_pool6", [count, addrs]);
     }
 }
 
@@ -118,7 +122,7 @@ fn maps_have_the_sizes_the_rust_side_uses() {
     let checks: [(&str, usize, usize); 17] = [
         (name::CONFIG, 4, size_of::<MasqConfig>()),
         (name::STEER, 4, size_of::<MasqSteer>()),
-        (name::SNAT_ADDRS, 4, 4),
+        (name::SNAT_POOLS, 4, size_of::<SnatPool>()),
         (name::LOCAL_ADDRS, 4, 1),
         (
             name::NAT_EGRESS,
@@ -133,7 +137,7 @@ fn maps_have_the_sizes_the_rust_side_uses() {
         (name::COUNTERS, 4, 8),
         (name::ALLOC_FAILURE, 4, size_of::<AllocFailure>()),
         (name::PORTS, 4, 2),
-        (name::SNAT_ADDRS6, 4, 16),
+        (name::SNAT_POOLS6, 4, size_of::<SnatPool6>()),
         (name::LOCAL_ADDRS6, 16, 1),
         // LPM keys: the prefix length, then the address (aya's `Key<[u8; 16]>`).
         (name::DST_POLICY6, 20, 1),
@@ -181,6 +185,8 @@ fn defines() -> BTreeMap<String, u64> {
         include_str!("../../../bpf/lib/nat_types.h"),
         include_str!("../../../bpf/lib/nat.h"),
         include_str!("../../../bpf/lib/maps.h"),
+        include_str!("../../../bpf/lib/pool.h"),
+        include_str!("../../../bpf/lib/jhash.h"),
         include_str!("../../../bpf/lib/kern_ctx.h"),
     ];
     let mut out = BTreeMap::new();
@@ -230,6 +236,9 @@ fn constants_are_the_same_numbers_on_both_sides() {
     expect("MASQ_CFG_SRC_CIDRS6", CFG_SRC_CIDRS6.into());
     expect("MASQ_NAT_MAX", DEFAULT_NAT_CAPACITY.into());
     expect("MASQ_PORTS_MAX", PORTS_MAX.into());
+    expect("MASQ_SNAT_POOL_MAX", SNAT_POOL_MAX as u64);
+    expect("MASQ_POOL_HASH_SEED", pool::HASH_SEED.into());
+    expect("MASQ_JHASH_INITVAL", 0xdead_beef);
     expect(
         "MASQ_KFUNC_CAST_TO_KERN_CTX",
         CAST_TO_KERN_CTX_PLACEHOLDER.into(),

@@ -24,6 +24,10 @@ mod lifecycle;
 mod model;
 #[path = "ebpf_test_run/model6.rs"]
 mod model6;
+#[path = "ebpf_test_run/pools.rs"]
+mod pools;
+#[path = "ebpf_test_run/pools6.rs"]
+mod pools6;
 #[path = "ebpf_test_run/ports.rs"]
 mod ports;
 #[path = "ebpf_test_run/steer.rs"]

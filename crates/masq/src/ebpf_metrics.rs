@@ -1,8 +1,8 @@
 //! The eBPF datapath's metrics (README: Observability), read from the pinned maps at each scrape so they
 //! are never stale and cost nothing between scrapes: packets by reason, drops by reason,
-//! translations, NAT entries and pressure, port-allocation retries and failures, and the most
-//! saturated (SNAT address, destination) port pool. Both address families: the counters are
-//! shared, the entries also come by family.
+//! translations, NAT entries and pressure, port-allocation retries and failures, SNAT pool
+//! fall-overs, and for each SNAT address its most saturated (address, destination) port pool.
+//! Both address families: the counters are shared, the entries also come by family.
 
 use std::path::{Path, PathBuf};
 
@@ -76,6 +76,13 @@ impl Collector for EbpfCollector {
             "ebpf_port_allocation_failures",
             "New flows dropped because no port was free",
             count(Reason::DropPortExhausted),
+        )?;
+        counter(
+            &mut encoder,
+            "ebpf_snat_fallovers",
+            "Times a new flow's SNAT address had no free port towards its destination and the \
+             next address of the pool was searched",
+            count(Reason::SnatFallover),
         )?;
         {
             let mut family = encoder.encode_descriptor(
@@ -158,24 +165,27 @@ impl Collector for EbpfCollector {
                 "Fullness of the fullest NAT map (either family), 0 to 1",
                 pressure.ratio(),
             )?;
-            if let Some(pool) = &pressure.busiest_pool {
-                let snat = pool.snat_addr.to_string();
-                let destination =
-                    std::net::SocketAddr::new(pool.dst_addr, pool.dst_port).to_string();
-                let protocol = masq_datapath::ebpf::nat::proto_name(pool.proto);
+            if !pressure.busiest_by_address.is_empty() {
                 let mut family = encoder.encode_descriptor(
                     "ebpf_port_pool_saturation",
-                    "Share of the port range in use for the busiest (SNAT address, destination)",
+                    "Share of the port range in use towards the busiest destination of each SNAT \
+                     address (one series per address in use)",
                     None,
                     MetricType::Gauge,
                 )?;
-                let labels = [
-                    ("snat_ip", snat.as_str()),
-                    ("destination", destination.as_str()),
-                    ("protocol", protocol),
-                ];
-                ConstGauge::new(pool.saturation(pressure.pool_size))
-                    .encode(family.encode_family(&labels)?)?;
+                for pool in &pressure.busiest_by_address {
+                    let snat = pool.snat_addr.to_string();
+                    let destination =
+                        std::net::SocketAddr::new(pool.dst_addr, pool.dst_port).to_string();
+                    let protocol = masq_datapath::ebpf::nat::proto_name(pool.proto);
+                    let labels = [
+                        ("snat_ip", snat.as_str()),
+                        ("destination", destination.as_str()),
+                        ("protocol", protocol),
+                    ];
+                    ConstGauge::new(pool.saturation(pressure.pool_size))
+                        .encode(family.encode_family(&labels)?)?;
+                }
             }
             if let Some(failed) = &pressure.last_failure {
                 let pool = &failed.pool;

@@ -1,17 +1,17 @@
-//! Issue 16 end to end on the netfilter datapaths: the real `masq agent` with a pool of two SNAT
-//! addresses (the node's uplink carries a second one), a port range, a hostPort and a node
-//! service inside that range.
+//! Issue 16 end to end: the real `masq agent` with a pool of two SNAT addresses (the node's
+//! uplink carries a second one), a port range, a hostPort and a node service inside that range.
 //!
-//! What netfilter can do, checked at the far side: each pod's flows all leave with the one
+//! What every datapath does, checked at the far side: each pod's flows all leave with the one
 //! address `jhash` of its address picks (the address `masq explain` names), the two pods'
 //! addresses differ, 1,000 UDP flows from each pod fill their address's 1,000 free ports with
 //! 2,000 distinct (address, port) pairs, and the hostPort and the node's listening port are
-//! never a translated source port. What it cannot (a pod whose address is full falling over to
-//! the next address, the issue's "2,000 flows from one pod") is documented in
-//! docs/snat-pools.md; eBPF has its own tests.
+//! never a translated source port. What only eBPF does (netfilter cannot, docs/snat-pools.md):
+//! the issue's "2,000 flows from one pod", the pod's flows falling over to the next address
+//! once its own is full, flow 2,001 dropped and counted without leaking the pod's address,
+//! and the node's own flow from the second address left alone meanwhile.
 //!
-//! Every scenario runs once per netfilter datapath, in its own namespaces, between two
-//! read-only looks at the root namespace.
+//! Every scenario runs once per datapath, in its own namespaces, between two read-only looks
+//! at the root namespace.
 
 #[allow(dead_code, unused_imports)]
 mod harness;
@@ -21,11 +21,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use harness::{run_ok, Bed, Datapath};
+use harness::{metric, metric_series, run_ok, Bed, Datapath};
 use masq_datapath::pool;
 use masq_testbed::kube::{portmap, restore, Protocol};
 use masq_testbed::probe::TcpSession;
-use masq_testbed::{addr, Netns};
+use masq_testbed::{addr, LeakWatch, Netns};
 
 /// The node's second uplink address, the pool's second entry.
 const SECOND: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 3);
@@ -48,11 +48,16 @@ fn pool() -> Vec<IpAddr> {
 /// pod's (10.244.1.2 and .3 happen to share one): added to the second pod, and made the
 /// source of its default route.
 fn second_pod_address(pod2: &Netns) -> Result<Ipv4Addr> {
-    let first = pool::index_for(addr::POD.into(), 2);
+    pod_address_on(pod2, 1 - pool::index_for(addr::POD.into(), 2))
+}
+
+/// An address for the second pod whose own address is the pool's entry `index`, set up as
+/// [`second_pod_address`] says.
+fn pod_address_on(pod2: &Netns, index: usize) -> Result<Ipv4Addr> {
     let chosen = (4..=250u8)
         .map(|host| Ipv4Addr::new(10, 244, 1, host))
-        .find(|a| pool::index_for((*a).into(), 2) != first)
-        .context("no address of 10.244.1.0/24 hashes to the other address")?;
+        .find(|a| pool::index_for((*a).into(), 2) == index)
+        .context("no address of 10.244.1.0/24 hashes to that address")?;
     pod2.ip(&["addr", "add", &format!("{chosen}/24"), "dev", "eth0"])?;
     let gateway = addr::POD_GATEWAY.to_string();
     let src = chosen.to_string();
@@ -94,14 +99,20 @@ fn agent_args() -> Vec<String> {
     args
 }
 
-/// `FLOWS` UDP flows from `src` (ports 20000 and up) in `ns` to `server`, asked again on the
-/// sockets without an answer for up to a minute (netfilter gives up on a flow whose port search
-/// fails, and the next packet searches again) and asked again on the answered ones too, which
-/// keeps their conntrack entries alive; returns the translation each flow was answered with,
-/// by flow, and fails if one changed.
-fn udp_flows(ns: &Netns, src: Ipv4Addr, server: SocketAddr) -> Result<BTreeMap<u16, SocketAddr>> {
+/// `flows` UDP flows from `src` (ports 20000 and up) in `ns` to `server`, asked again on the
+/// sockets without an answer until `answers` of them have one, for up to a minute (netfilter
+/// gives up on a flow whose port search fails, and the next packet searches again), and asked
+/// again on the answered ones too, which keeps their conntrack or NAT entries alive; returns
+/// the translation each flow was answered with, by flow, and fails if one changed.
+fn udp_flows(
+    ns: &Netns,
+    src: Ipv4Addr,
+    server: SocketAddr,
+    flows: u16,
+    answers: usize,
+) -> Result<BTreeMap<u16, SocketAddr>> {
     ns.enter(|| -> Result<BTreeMap<u16, SocketAddr>> {
-        let sockets = (0..FLOWS)
+        let sockets = (0..flows)
             .map(|i| {
                 let s = UdpSocket::bind((src, 20000 + i))?;
                 s.set_nonblocking(true)?;
@@ -132,7 +143,7 @@ fn udp_flows(ns: &Netns, src: Ipv4Addr, server: SocketAddr) -> Result<BTreeMap<u
                     }
                 }
             }
-            if seen.len() == usize::from(FLOWS) || started.elapsed() > Duration::from_secs(60) {
+            if seen.len() >= answers || started.elapsed() > Duration::from_secs(60) {
                 break;
             }
         }
@@ -180,7 +191,8 @@ pub fn two_pods_spread_over_the_pool(datapath: Datapath) -> Result<()> {
             explained == want,
             "masq explain says {explained}, the pool hash {want}"
         );
-        let seen = udp_flows(ns, src, server).map_err(|e| bed.with_log(e))?;
+        let seen =
+            udp_flows(ns, src, server, FLOWS, usize::from(FLOWS)).map_err(|e| bed.with_log(e))?;
         ensure!(
             seen.len() == usize::from(FLOWS),
             "{src}: {} of {FLOWS} flows answered",
@@ -217,6 +229,122 @@ pub fn two_pods_spread_over_the_pool(datapath: Datapath) -> Result<()> {
         "{} distinct (address, port) pairs at the far side",
         pairs.len()
     );
+    Ok(())
+}
+
+/// A flow of the node itself from `local` to `server`: the source the server saw.
+fn node_flow(bed: &Bed, local: SocketAddr, server: SocketAddr) -> Result<SocketAddr> {
+    bed.topology.node.enter(|| -> Result<SocketAddr> {
+        let socket = UdpSocket::bind(local)?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut buf = [0u8; 128];
+        // Bounded: three tries, for a datagram lost on the way.
+        for _ in 0..3 {
+            socket.send_to(b"who am i\n", server)?;
+            if let Ok(n) = socket.recv(&mut buf) {
+                return Ok(String::from_utf8_lossy(&buf[..n]).trim().parse()?);
+            }
+        }
+        anyhow::bail!("the node's flow from {local} got no answer")
+    })?
+}
+
+/// eBPF only, issue 16's acceptance test: 2,001 UDP flows from ONE pod to ONE destination
+/// through two addresses of 1,000 free ports each (the range holds 1,002, a hostPort and a node
+/// service take two). The pod's own address is the pool's second (so a datapath that used the
+/// first address, or a random one, shows). A TCP connection opened before, and the first 1,000
+/// flows, take the pod's own address (the one `masq explain` names) and fill it; the next 1,000
+/// fall over to the other address: 2,000 distinct
+/// (address, port) pairs at the far side, none on a reserved port. Flow 2,001 gets no answer:
+/// dropped at every try and counted (one fall-over and one allocation failure per try, so the
+/// fall-overs are exactly 1,000 more than the failures: no flow left the pod's own address
+/// while it had room), and the leak watch at the far side sees no packet with the pod's
+/// address. Meanwhile the node's own flow from the second address leaves as itself, and the
+/// saturation gauge shows both addresses full.
+pub fn one_pod_falls_over_to_the_next_address(datapath: Datapath) -> Result<()> {
+    let mut bed = Bed::new(datapath, Some("nonMasqueradeCIDRs: [10.0.0.0/8]\n"))?;
+    let _service = prepare_node(&bed)?;
+    bed.agent_args = agent_args();
+    bed.start_agent()?;
+    bed.wait_ready()?;
+    let snat = bed.status()?.snat.context("no snat in /status")?;
+    ensure!(
+        snat.ports == 1000 && snat.reserved_ports == [NODE_SERVICE_PORT, HOST_PORT],
+        "{snat:?}"
+    );
+    let watch = LeakWatch::start(
+        &bed.topology.external,
+        addr::POD_CIDR,
+        &[addr::INTERNET.into()],
+    )?;
+    let server = SocketAddr::new(addr::INTERNET.into(), bed.probes.port());
+    let pod = &bed.topology.pod2;
+    let src = pod_address_on(pod, 1)?;
+    let (own, other) = (pool()[1], pool()[0]);
+    ensure!(
+        explained_address(&bed, src)? == own,
+        "masq explain disagrees"
+    );
+    let mut session = TcpSession::connect(pod, bed.probes.tcp_addr(addr::INTERNET.into()))?;
+    let before = session.observed_source()?.ip();
+    ensure!(
+        before == own,
+        "the pod's TCP connection left with {before}, not {own}"
+    );
+    // Outside the range: the node's flow reserves no port the pods need.
+    let node_local = SocketAddr::new(SECOND.into(), 50000);
+    ensure!(node_flow(&bed, node_local, server)? == node_local);
+
+    let seen = udp_flows(pod, src, server, 2 * FLOWS + 1, 2000).map_err(|e| bed.with_log(e))?;
+    ensure!(seen.len() == 2000, "{} of 2,000 flows answered", seen.len());
+    let pairs: BTreeSet<SocketAddr> = seen.values().copied().collect();
+    ensure!(pairs.len() == 2000, "{} distinct pairs", pairs.len());
+    for translation in &pairs {
+        let port = translation.port();
+        ensure!(
+            (FIRST_PORT..=LAST_PORT).contains(&port)
+                && port != HOST_PORT
+                && port != NODE_SERVICE_PORT,
+            "{translation}: outside the range or on a reserved port"
+        );
+    }
+    // Sent one after the other: the first 500 are surely among the first 1,000 to arrive.
+    let early: Vec<&SocketAddr> = seen.range(..20500).map(|(_, t)| t).collect();
+    ensure!(
+        early.iter().all(|t| t.ip() == own),
+        "an early flow left its own address while it had room: {:?}",
+        early.iter().find(|t| t.ip() != own)
+    );
+    let on = |a: IpAddr| pairs.iter().filter(|p| p.ip() == a).count();
+    ensure!(
+        on(own) == 1000 && on(other) == 1000,
+        "{} flows on the pod's own address {own}, {} on {other}",
+        on(own),
+        on(other)
+    );
+    ensure!(
+        node_flow(&bed, node_local, server)? == node_local,
+        "the node's flow moved"
+    );
+
+    let metrics = bed.metrics()?;
+    let failures = metric(&metrics, "masq_ebpf_port_allocation_failures_total").unwrap_or(0.0);
+    let fallovers = metric(&metrics, "masq_ebpf_snat_fallovers_total").unwrap_or(0.0);
+    ensure!(failures >= 1.0, "flow 2,001 was not counted: {failures}");
+    ensure!(
+        fallovers - failures == 1000.0,
+        "{fallovers} fall-overs for {failures} refused tries: flows left their own address \
+         early, or were not counted"
+    );
+    let saturation = metric_series(&metrics, "masq_ebpf_port_pool_saturation", "");
+    ensure!(
+        saturation == [1.0, 1.0],
+        "saturation by address: {saturation:?}"
+    );
+    let leaked = watch.packets()?;
+    ensure!(leaked == 0, "{leaked} packets left with the pod's address");
+    let after = session.observed_source()?.ip();
+    ensure!(after == own, "the pod's TCP connection moved to {after}");
     Ok(())
 }
 
@@ -304,21 +432,24 @@ pub fn the_pool_follows_the_interface(datapath: Datapath) -> Result<()> {
     Ok(())
 }
 
-/// One `#[test]` per scenario × netfilter datapath, named `<datapath>::<scenario>`.
+/// One `#[test]` per scenario × datapath, named `<datapath>::<scenario>`.
 macro_rules! tests_for {
     ($module:ident, $datapath:expr) => {
         mod $module {
             use super::harness::{run, Datapath};
 
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn two_pods_spread_over_the_pool() {
                 run($datapath, super::two_pods_spread_over_the_pool)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn an_address_not_on_the_node_is_refused() {
                 run($datapath, super::an_address_not_on_the_node_is_refused)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn the_pool_follows_the_interface() {
                 run($datapath, super::the_pool_follows_the_interface)
             }
@@ -329,3 +460,18 @@ macro_rules! tests_for {
 tests_for!(nftables, Datapath::Nftables);
 tests_for!(iptables_nft, Datapath::IptablesNft);
 tests_for!(iptables_legacy, Datapath::IptablesLegacy);
+tests_for!(ebpf, Datapath::Ebpf);
+
+/// What only the eBPF datapath does.
+mod ebpf_only {
+    use super::harness::{run, Datapath};
+
+    #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+    fn one_pod_falls_over_to_the_next_address() {
+        run(
+            Datapath::Ebpf,
+            super::one_pod_falls_over_to_the_next_address,
+        )
+    }
+}

@@ -2,7 +2,7 @@
 //! kernel handle: `masq render --datapath ebpf` prints it, [`super::Maps`] reads and applies it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
@@ -14,7 +14,7 @@ use super::maps6::Contents6;
 use super::policy;
 use super::types::{MasqConfig, MasqSteer, CFG_IPV6, CFG_POD_CIDRS, CFG_SRC_CIDRS, CFG_SRC_CIDRS6};
 use super::PortRange;
-use crate::Desired;
+use crate::{Desired, Family, NodeSettings};
 
 /// The ports translated flows get without `--port-range`: netfilter's for a fully-random
 /// masquerade (1024–65535), less the Kubernetes NodePort range, which replies must never meet.
@@ -63,8 +63,9 @@ pub struct Contents {
     pub steer: MasqSteer,
     /// `masq_ports`: the ports translated flows are given (`config.port_count` of them).
     pub ports: Vec<u16>,
-    /// ifindex → SNAT address; 0 means every interface (`--snat-ip`).
-    pub snat_addrs: BTreeMap<u32, Ipv4Addr>,
+    /// ifindex → SNAT address pool, in order; 0 means every interface (`--snat-ip`,
+    /// `--snat-ips-from-interface`), else each interface's primary address.
+    pub snat_pools: BTreeMap<u32, Vec<Ipv4Addr>>,
     /// The node's addresses.
     pub local_addrs: BTreeSet<Ipv4Addr>,
     /// Steps 4 and 5 ([`policy::destinations`]): prefix → the reason its longest match
@@ -77,6 +78,42 @@ pub struct Contents {
     pub pod_cidrs: BTreeSet<Ipv4Net>,
     /// The IPv6 maps (empty without `--enable-ipv6`).
     pub v6: Contents6,
+}
+
+/// One family's `masq_snat_pools(6)` contents: the node's SNAT pool of `family` under key 0,
+/// for every interface ([`NodeSettings::snat_pool`], as netfilter's one `snat` rule applies it
+/// whatever the output interface); without one, each interface's primary address under its
+/// ifindex. `usable` takes an address of the family that may be a source (IPv6: the agent
+/// lists the primary first, but a link-local one never is).
+pub(crate) fn snat_pools<A>(
+    node: &NodeSettings,
+    family: Family,
+    usable: impl Fn(&IpAddr) -> Option<A>,
+) -> BTreeMap<u32, Vec<A>> {
+    let pool: Vec<A> = node.snat_pool(family).iter().filter_map(&usable).collect();
+    if !pool.is_empty() {
+        return BTreeMap::from([(0, pool)]);
+    }
+    node.interfaces
+        .iter()
+        .filter_map(|iface| {
+            let primary = iface.addrs.iter().find_map(&usable)?;
+            Some((iface.index, vec![primary]))
+        })
+        .collect()
+}
+
+/// The `masq render` section of a pool map: `any A,B` (key 0) or `ifindex N A`.
+pub(crate) fn render_pools<A: Display>(out: &mut String, map: &str, pools: &BTreeMap<u32, Vec<A>>) {
+    let _ = writeln!(out, "# map {map}");
+    for (ifindex, pool) in pools {
+        let addrs: Vec<String> = pool.iter().map(ToString::to_string).collect();
+        let addrs = addrs.join(",");
+        let _ = match ifindex {
+            0 => writeln!(out, "any {addrs}"),
+            n => writeln!(out, "ifindex {n} {addrs}"),
+        };
+    }
 }
 
 fn v4_nets<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> BTreeSet<Ipv4Net> {
@@ -119,23 +156,10 @@ impl Contents {
         if !nonmasq_src.is_empty() {
             flags |= CFG_SRC_CIDRS;
         }
-        let mut snat_addrs = BTreeMap::new();
-        // The pool's first address until the programs take the whole pool (issue 16).
-        match node.snat_ips.first() {
-            Some(IpAddr::V4(fixed)) => {
-                snat_addrs.insert(0, *fixed);
-            }
-            _ => {
-                for iface in &node.interfaces {
-                    if let Some(addr) = iface.addrs.iter().find_map(|a| match a {
-                        IpAddr::V4(v4) => Some(*v4),
-                        IpAddr::V6(_) => None,
-                    }) {
-                        snat_addrs.insert(iface.index, addr);
-                    }
-                }
-            }
-        }
+        let snat_pools = snat_pools(node, Family::V4, |a| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        });
         let local_addrs = v4
             .local_addrs
             .iter()
@@ -163,7 +187,7 @@ impl Contents {
                     table: routing.table,
                 })
                 .unwrap_or_default(),
-            snat_addrs,
+            snat_pools,
             local_addrs,
             dst_policy,
             nonmasq_src,
@@ -174,7 +198,7 @@ impl Contents {
 
     /// Entries across every map (a gauge for metrics and status).
     pub fn len(&self) -> usize {
-        1 + self.snat_addrs.len()
+        1 + self.snat_pools.len()
             + self.local_addrs.len()
             + self.dst_policy.len()
             + self.nonmasq_src.len()
@@ -205,17 +229,7 @@ impl Contents {
             "egress_mark {:#x} table {}",
             self.steer.mark, self.steer.table
         );
-        let _ = writeln!(out, "# map {}", name::SNAT_ADDRS);
-        for (ifindex, addr) in &self.snat_addrs {
-            match ifindex {
-                0 => {
-                    let _ = writeln!(out, "any {addr}");
-                }
-                n => {
-                    let _ = writeln!(out, "ifindex {n} {addr}");
-                }
-            }
-        }
+        render_pools(&mut out, name::SNAT_POOLS, &self.snat_pools);
         let _ = writeln!(out, "# map {}", name::LOCAL_ADDRS);
         for addr in &self.local_addrs {
             let _ = writeln!(out, "{addr}");
@@ -299,7 +313,10 @@ mod tests {
                 "169.254.0.0/16 link-local"
             ]
         );
-        assert_eq!(c.snat_addrs.get(&4), Some(&Ipv4Addr::new(172, 18, 0, 2)));
+        assert_eq!(
+            c.snat_pools.get(&4),
+            Some(&vec![Ipv4Addr::new(172, 18, 0, 2)])
+        );
         assert_eq!(c.config.flags, CFG_SRC_CIDRS);
         assert_eq!(c.config.port_count, 65535 - 1024 + 1 - (32767 - 30000 + 1));
         assert_eq!(c.ports.len(), c.config.port_count as usize);
@@ -320,10 +337,47 @@ mod tests {
         }];
         let c = Contents::for_desired(&d);
         let fixed = Ipv4Addr::new(192, 0, 2, 7);
-        assert_eq!(c.snat_addrs, BTreeMap::from([(0, fixed)]));
+        assert_eq!(c.snat_pools, BTreeMap::from([(0, vec![fixed])]));
         assert!(c.local_addrs.contains(&fixed));
         assert_eq!(c.ports, (40000..=40999).collect::<Vec<u16>>());
         assert_eq!(c.config.port_count, 1000);
+    }
+
+    /// The pool the programs get is `NodeSettings::snat_pool`, what `masq status` and
+    /// `masq explain` show: every `--snat-ip` in order, or every global address of the egress
+    /// interface, for every interface (key 0).
+    #[test]
+    fn the_whole_pool_goes_to_every_interface_in_order() {
+        let mut d = desired(&[]);
+        let pool: Vec<IpAddr> = ["192.0.2.9", "192.0.2.7", "192.0.2.8"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        d.node.snat_ips = pool.clone();
+        let c = Contents::for_desired(&d);
+        let want: Vec<Ipv4Addr> = d
+            .node
+            .snat_pool(Family::V4)
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(v4) => *v4,
+                IpAddr::V6(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(want.len(), 3);
+        assert_eq!(c.snat_pools, BTreeMap::from([(0, want)]));
+        assert!(c
+            .render()
+            .contains("# map masq_snat_pools\nany 192.0.2.9,192.0.2.7,192.0.2.8\n"));
+
+        let mut d = desired(&[]);
+        d.node.snat_ips_from_interface = true;
+        d.node.interfaces[0]
+            .addrs
+            .extend(["172.18.0.3", "169.254.1.1"].map(|a| a.parse::<IpAddr>().unwrap()));
+        let c = Contents::for_desired(&d);
+        let global = ["172.18.0.2", "172.18.0.3"].map(|a| a.parse().unwrap());
+        assert_eq!(c.snat_pools, BTreeMap::from([(0, global.to_vec())]));
     }
 
     /// masqueradeCIDRs are entries that masquerade; masqLinkLocal takes the link-local entry
@@ -342,7 +396,7 @@ pod_cidrs_only false
 src_cidrs true
 # map masq_steer_cfg
 egress_mark 0x1000 table 254
-# map masq_snat_addrs
+# map masq_snat_pools
 ifindex 4 172.18.0.2
 # map masq_local_addrs
 172.18.0.2

@@ -275,6 +275,10 @@ pub fn gc(
     let mut report = GcReport::default();
     gc_family::<NatTuple>(maps, clock, now, timeouts, &mut report)?;
     gc_family::<NatTuple6>(maps, clock, now, timeouts, &mut report)?;
+    // Ports came back: an address found full may have room again.
+    if report.removed() > 0 {
+        maps.forget_full_addresses()?;
+    }
     report.duration = started.elapsed();
     Ok(report)
 }

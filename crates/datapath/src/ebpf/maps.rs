@@ -12,6 +12,7 @@ use ipnet::Ipv4Net;
 
 use super::contents::Contents;
 use super::maps6::AgentMaps6;
+use super::snat_pools::SnatPool;
 use super::types::{
     AllocFailure, AllocFailure6, MasqConfig, MasqSteer, NatEntry, NatEntry6, NatTuple, NatTuple6,
     CFG_SRC_CIDRS, CFG_SRC_CIDRS6,
@@ -23,8 +24,8 @@ use crate::Error;
 pub mod name {
     /// `struct masq_config`, one entry.
     pub const CONFIG: &str = "masq_config";
-    /// ifindex → SNAT address (0: every interface).
-    pub const SNAT_ADDRS: &str = "masq_snat_addrs";
+    /// ifindex → SNAT address pool (0: every interface).
+    pub const SNAT_POOLS: &str = "masq_snat_pools";
     /// The node's own addresses.
     pub const LOCAL_ADDRS: &str = "masq_local_addrs";
     /// Steps 4 and 5: destination prefix → the reason `decide()` returns.
@@ -47,9 +48,13 @@ pub mod name {
     pub const ALLOC_FAILURE: &str = "masq_alloc_failure";
     /// The port table: index → port (network order).
     pub const PORTS: &str = "masq_ports";
+    /// (address, destination) pairs found without a free port lately (programs only).
+    pub const PORTS_FULL: &str = "masq_ports_full";
+    /// When an address was last found full, any family (programs only).
+    pub const PORTS_FULL_AT: &str = "masq_ports_full_at";
 
-    /// ifindex → IPv6 SNAT address (0: every interface).
-    pub const SNAT_ADDRS6: &str = "masq_snat_addrs6";
+    /// ifindex → IPv6 SNAT address pool (0: every interface).
+    pub const SNAT_POOLS6: &str = "masq_snat_pools6";
     /// The node's own IPv6 addresses.
     pub const LOCAL_ADDRS6: &str = "masq_local_addrs6";
     /// Steps 4 and 5, IPv6.
@@ -66,6 +71,8 @@ pub mod name {
     pub const FRAGS6: &str = "masq_frags6";
     /// `struct alloc_failure6`, one entry.
     pub const ALLOC_FAILURE6: &str = "masq_alloc_failure6";
+    /// IPv6 (address, destination) pairs found without a free port lately (programs only).
+    pub const PORTS_FULL6: &str = "masq_ports_full6";
     /// Per-CPU scratch of the IPv6 port search (programs only; nothing to read).
     pub const PORT_SEARCH6: &str = "masq_port_search6";
     /// Per-CPU scratch the IPv6 parser makes the verifier forget a range with (programs only).
@@ -73,9 +80,9 @@ pub mod name {
     /// The NAT halves whose size `--nat-table-size` sets.
     pub const NAT_HALVES: [&str; 4] = [NAT_EGRESS, NAT_INGRESS, NAT6_EGRESS, NAT6_INGRESS];
     /// Every map, in the order they are pinned.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 27] = [
         CONFIG,
-        SNAT_ADDRS,
+        SNAT_POOLS,
         LOCAL_ADDRS,
         DST_POLICY,
         NONMASQ_SRC,
@@ -87,7 +94,9 @@ pub mod name {
         STEER,
         ALLOC_FAILURE,
         PORTS,
-        SNAT_ADDRS6,
+        PORTS_FULL,
+        PORTS_FULL_AT,
+        SNAT_POOLS6,
         LOCAL_ADDRS6,
         DST_POLICY6,
         NONMASQ_SRC6,
@@ -96,6 +105,7 @@ pub mod name {
         NAT6_INGRESS,
         FRAGS6,
         ALLOC_FAILURE6,
+        PORTS_FULL6,
         PORT_SEARCH6,
         SCRATCH6,
     ];
@@ -110,13 +120,17 @@ type Trie = tries::Trie<Ipv4Net>;
 pub struct Maps {
     pub(crate) config: Array<MapData, MasqConfig>,
     pub(crate) steer: Array<MapData, MasqSteer>,
-    pub(crate) snat_addrs: HashMap<MapData, u32, [u8; 4]>,
+    pub(crate) snat_pools: HashMap<MapData, u32, SnatPool>,
     pub(crate) local_addrs: HashMap<MapData, [u8; 4], u8>,
     pub(crate) dst_policy: Trie,
     pub(crate) nonmasq_src: Trie,
     pub(crate) pod_cidrs: Trie,
     pub(crate) counters: PerCpuArray<MapData, u64>,
     pub(crate) alloc_failure: Array<MapData, AllocFailure>,
+    /// Addresses found full towards a destination lately, and when any was (lib/pool.h).
+    ports_full: HashMap<MapData, NatTuple, u64>,
+    ports_full6: HashMap<MapData, NatTuple6, u64>,
+    ports_full_at: Array<MapData, u64>,
     pub(crate) ports: Array<MapData, [u8; 2]>,
     /// A second descriptor of the port table for batch reads.
     ports_fd: OwnedFd,
@@ -179,6 +193,24 @@ impl Maps {
         })
     }
 
+    /// Forgets which addresses the programs found full (lib/pool.h): after a GC pass that
+    /// freed ports, each is searched again by the next flow towards it.
+    pub(crate) fn forget_full_addresses(&mut self) -> Result<(), Error> {
+        // The stamp first: from here on the programs look nothing up in the maps below.
+        self.ports_full_at
+            .set(0, 0, 0)
+            .map_err(kernel_err("clearing masq_ports_full_at"))?;
+        let keys: Vec<NatTuple> = self.ports_full.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            let _ = self.ports_full.remove(&key);
+        }
+        let keys: Vec<NatTuple6> = self.ports_full6.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            let _ = self.ports_full6.remove(&key);
+        }
+        Ok(())
+    }
+
     fn build(mut get: impl FnMut(&str) -> Result<Map, Error>) -> Result<Maps, Error> {
         macro_rules! typed {
             ($name:expr) => {{
@@ -215,13 +247,16 @@ impl Maps {
             nat6_ingress_fd,
             config: typed!(name::CONFIG),
             steer: typed!(name::STEER),
-            snat_addrs: typed!(name::SNAT_ADDRS),
+            snat_pools: typed!(name::SNAT_POOLS),
             local_addrs: typed!(name::LOCAL_ADDRS),
             dst_policy: typed!(name::DST_POLICY),
             nonmasq_src: typed!(name::NONMASQ_SRC),
             pod_cidrs: typed!(name::POD_CIDRS),
             counters: typed!(name::COUNTERS),
             alloc_failure: typed!(name::ALLOC_FAILURE),
+            ports_full: typed!(name::PORTS_FULL),
+            ports_full6: typed!(name::PORTS_FULL6),
+            ports_full_at: typed!(name::PORTS_FULL_AT),
             ports: ports_map
                 .try_into()
                 .map_err(kernel_err("map masq_ports has an unexpected layout"))?,
@@ -274,10 +309,10 @@ impl Maps {
             .config
             .get(&0, 0)
             .map_err(kernel_err("reading masq_config"))?;
-        let mut snat_addrs = BTreeMap::new();
-        for item in self.snat_addrs.iter() {
-            let (ifindex, addr) = item.map_err(kernel_err("reading masq_snat_addrs"))?;
-            snat_addrs.insert(ifindex, Ipv4Addr::from(addr));
+        let mut snat_pools = BTreeMap::new();
+        for item in self.snat_pools.iter() {
+            let (ifindex, pool) = item.map_err(kernel_err("reading masq_snat_pools"))?;
+            snat_pools.insert(ifindex, pool.addresses());
         }
         let mut local_addrs = BTreeSet::new();
         for key in self.local_addrs.keys() {
@@ -301,7 +336,7 @@ impl Maps {
             config,
             steer,
             ports,
-            snat_addrs,
+            snat_pools,
             local_addrs,
             dst_policy: policy::decode(
                 tries::read(&self.dst_policy, name::DST_POLICY)?,
@@ -342,12 +377,13 @@ impl Maps {
                 .map_err(kernel_err(format!("adding {addr} to masq_local_addrs")))?;
             writes += 1;
         }
-        for (ifindex, addr) in &want.snat_addrs {
-            if have.snat_addrs.get(ifindex) != Some(addr) {
-                self.snat_addrs
-                    .insert(ifindex, addr.octets(), 0)
+        // A pool is one value: a program sees the old pool or the new one, whole.
+        for (ifindex, pool) in &want.snat_pools {
+            if have.snat_pools.get(ifindex) != Some(pool) {
+                self.snat_pools
+                    .insert(ifindex, SnatPool::new(pool), 0)
                     .map_err(kernel_err(format!(
-                        "setting the SNAT address of ifindex {ifindex}"
+                        "setting the SNAT pool of ifindex {ifindex}"
                     )))?;
                 writes += 1;
             }
@@ -378,12 +414,12 @@ impl Maps {
             writes += 1;
         }
         for ifindex in have
-            .snat_addrs
+            .snat_pools
             .keys()
-            .filter(|k| !want.snat_addrs.contains_key(k))
+            .filter(|k| !want.snat_pools.contains_key(k))
         {
-            self.snat_addrs.remove(ifindex).map_err(kernel_err(format!(
-                "removing the SNAT address of ifindex {ifindex}"
+            self.snat_pools.remove(ifindex).map_err(kernel_err(format!(
+                "removing the SNAT pool of ifindex {ifindex}"
             )))?;
             writes += 1;
         }

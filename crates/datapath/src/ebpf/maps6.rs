@@ -13,17 +13,18 @@ use aya::maps::{HashMap, MapData};
 use ipnet::{IpNet, Ipv6Net};
 use masq_decision::{FamilyPolicy, Reason as Why};
 
-use super::contents::render_policy;
+use super::contents::{render_policy, render_pools, snat_pools};
 use super::maps::{name, Maps, TrieChange};
+use super::snat_pools::SnatPool6;
 use super::types::{AllocFailure6, NatEntry6, NatTuple6};
 use super::{batch, kernel_err, policy, tries};
-use crate::{Desired, Error};
+use crate::{Desired, Error, Family};
 
 type Trie6 = tries::Trie<Ipv6Net>;
 
 /// Typed handles on the IPv6 maps the agent fills.
 pub struct AgentMaps6 {
-    pub(crate) snat_addrs: HashMap<MapData, u32, [u8; 16]>,
+    pub(crate) snat_pools: HashMap<MapData, u32, SnatPool6>,
     pub(crate) local_addrs: HashMap<MapData, [u8; 16], u8>,
     pub(crate) dst_policy: Trie6,
     pub(crate) nonmasq_src: Trie6,
@@ -44,7 +45,7 @@ impl AgentMaps6 {
             }};
         }
         Ok(AgentMaps6 {
-            snat_addrs: typed!(name::SNAT_ADDRS6),
+            snat_pools: typed!(name::SNAT_POOLS6),
             local_addrs: typed!(name::LOCAL_ADDRS6),
             dst_policy: typed!(name::DST_POLICY6),
             nonmasq_src: typed!(name::NONMASQ_SRC6),
@@ -54,11 +55,11 @@ impl AgentMaps6 {
 
     /// What the maps hold now.
     pub fn read(&self) -> Result<Contents6, Error> {
-        let mut snat_addrs = BTreeMap::new();
-        for item in self.snat_addrs.iter() {
-            let (ifindex, addr) =
-                item.map_err(kernel_err(format!("reading {}", name::SNAT_ADDRS6)))?;
-            snat_addrs.insert(ifindex, Ipv6Addr::from(addr));
+        let mut snat_pools = BTreeMap::new();
+        for item in self.snat_pools.iter() {
+            let (ifindex, pool) =
+                item.map_err(kernel_err(format!("reading {}", name::SNAT_POOLS6)))?;
+            snat_pools.insert(ifindex, pool.addresses());
         }
         let mut local_addrs = BTreeSet::new();
         for key in self.local_addrs.keys() {
@@ -66,7 +67,7 @@ impl AgentMaps6 {
             local_addrs.insert(Ipv6Addr::from(key));
         }
         Ok(Contents6 {
-            snat_addrs,
+            snat_pools,
             local_addrs,
             dst_policy: policy::decode(
                 tries::read(&self.dst_policy, name::DST_POLICY6)?,
@@ -96,12 +97,12 @@ impl AgentMaps6 {
                 )))?;
             writes += 1;
         }
-        for (ifindex, addr) in &want.snat_addrs {
-            if have.snat_addrs.get(ifindex) != Some(addr) {
-                self.snat_addrs
-                    .insert(ifindex, addr.octets(), 0)
+        for (ifindex, pool) in &want.snat_pools {
+            if have.snat_pools.get(ifindex) != Some(pool) {
+                self.snat_pools
+                    .insert(ifindex, SnatPool6::new(pool), 0)
                     .map_err(kernel_err(format!(
-                        "setting the IPv6 SNAT address of ifindex {ifindex}"
+                        "setting the IPv6 SNAT pool of ifindex {ifindex}"
                     )))?;
                 writes += 1;
             }
@@ -117,12 +118,12 @@ impl AgentMaps6 {
     ) -> Result<usize, Error> {
         let mut writes = 0;
         for ifindex in have
-            .snat_addrs
+            .snat_pools
             .keys()
-            .filter(|k| !want.snat_addrs.contains_key(k))
+            .filter(|k| !want.snat_pools.contains_key(k))
         {
-            self.snat_addrs.remove(ifindex).map_err(kernel_err(format!(
-                "removing the IPv6 SNAT address of ifindex {ifindex}"
+            self.snat_pools.remove(ifindex).map_err(kernel_err(format!(
+                "removing the IPv6 SNAT pool of ifindex {ifindex}"
             )))?;
             writes += 1;
         }
@@ -203,8 +204,9 @@ impl Maps {
 /// What the IPv6 maps hold (or should hold). All empty without `--enable-ipv6`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Contents6 {
-    /// ifindex → IPv6 SNAT address; 0 means every interface (an IPv6 `--snat-ip`).
-    pub snat_addrs: BTreeMap<u32, Ipv6Addr>,
+    /// ifindex → IPv6 SNAT address pool, in order; 0 means every interface (an IPv6
+    /// `--snat-ip` pool, `--snat-ips-from-interface`), else each interface's primary address.
+    pub snat_pools: BTreeMap<u32, Vec<Ipv6Addr>>,
     /// The node's IPv6 addresses.
     pub local_addrs: BTreeSet<Ipv6Addr>,
     /// Steps 4 and 5, IPv6 (see [`super::Contents::dst_policy`]).
@@ -242,24 +244,11 @@ impl Contents6 {
         if !node.enable_ipv6 {
             return Contents6::default();
         }
-        let mut snat_addrs = BTreeMap::new();
-        // The pool's first IPv6 address until the programs take the whole pool (issue 16).
-        match node.snat_ips.iter().find(|ip| ip.is_ipv6()) {
-            Some(IpAddr::V6(fixed)) => {
-                snat_addrs.insert(0, *fixed);
-            }
-            _ => {
-                for iface in &node.interfaces {
-                    // The first usable one: the agent lists the primary address first.
-                    if let Some(addr) = iface.addrs.iter().find_map(|a| match a {
-                        IpAddr::V6(v6) if usable_snat6(v6) => Some(*v6),
-                        _ => None,
-                    }) {
-                        snat_addrs.insert(iface.index, addr);
-                    }
-                }
-            }
-        }
+        // Without a pool, the first usable address: the agent lists the primary one first.
+        let snat_pools = snat_pools(node, Family::V6, |a| match a {
+            IpAddr::V6(v6) if usable_snat6(v6) => Some(*v6),
+            _ => None,
+        });
         let local_addrs = v6
             .local_addrs
             .iter()
@@ -275,7 +264,7 @@ impl Contents6 {
             })
             .collect();
         Contents6 {
-            snat_addrs,
+            snat_pools,
             local_addrs,
             dst_policy,
             nonmasq_src: v6_nets(v6.source_exemptions.as_written()),
@@ -285,7 +274,7 @@ impl Contents6 {
 
     /// Entries across the IPv6 maps.
     pub fn len(&self) -> usize {
-        self.snat_addrs.len()
+        self.snat_pools.len()
             + self.local_addrs.len()
             + self.dst_policy.len()
             + self.nonmasq_src.len()
@@ -299,17 +288,7 @@ impl Contents6 {
 
     /// The IPv6 maps' sections of `masq render --datapath ebpf`.
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# map {}", name::SNAT_ADDRS6);
-        for (ifindex, addr) in &self.snat_addrs {
-            match ifindex {
-                0 => {
-                    let _ = writeln!(out, "any {addr}");
-                }
-                n => {
-                    let _ = writeln!(out, "ifindex {n} {addr}");
-                }
-            }
-        }
+        render_pools(out, name::SNAT_POOLS6, &self.snat_pools);
         let _ = writeln!(out, "# map {}", name::LOCAL_ADDRS6);
         for addr in &self.local_addrs {
             let _ = writeln!(out, "{addr}");
@@ -375,7 +354,7 @@ mod tests {
         let d = desired(true);
         let c = Contents6::for_desired(&d, &d.policy().v6);
         let v6 = |a: &str| a.parse::<Ipv6Addr>().unwrap();
-        assert_eq!(c.snat_addrs, BTreeMap::from([(4, v6("2001:db8::2"))]));
+        assert_eq!(c.snat_pools, BTreeMap::from([(4, vec![v6("2001:db8::2")])]));
         let local: Vec<String> = c.local_addrs.iter().map(|a| a.to_string()).collect();
         assert_eq!(
             local,
@@ -398,24 +377,27 @@ mod tests {
         d.node.snat_ips = vec!["2001:db8:ff::7".parse().unwrap()];
         let both = super::super::contents::Contents::for_desired(&d);
         assert_eq!(
-            both.v6.snat_addrs,
-            BTreeMap::from([(0, "2001:db8:ff::7".parse().unwrap())])
+            both.v6.snat_pools,
+            BTreeMap::from([(0, vec!["2001:db8:ff::7".parse().unwrap()])])
         );
         assert!(both
             .v6
             .local_addrs
             .contains(&"2001:db8:ff::7".parse().unwrap()));
         assert_eq!(
-            both.snat_addrs.get(&4),
-            Some(&"172.18.0.2".parse().unwrap())
+            both.snat_pools.get(&4),
+            Some(&vec!["172.18.0.2".parse().unwrap()])
         );
         d.node.snat_ips = vec!["192.0.2.7".parse().unwrap()];
         let both = super::super::contents::Contents::for_desired(&d);
         assert_eq!(
-            both.v6.snat_addrs.get(&4),
-            Some(&"2001:db8::2".parse().unwrap())
+            both.v6.snat_pools.get(&4),
+            Some(&vec!["2001:db8::2".parse().unwrap()])
         );
-        assert_eq!(both.snat_addrs.get(&0), Some(&"192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            both.snat_pools.get(&0),
+            Some(&vec!["192.0.2.7".parse().unwrap()])
+        );
     }
 
     #[test]
@@ -424,7 +406,7 @@ mod tests {
         let on = Contents::for_desired(&desired(true)).render();
         assert!(on.contains("ipv6 true\nsrc_cidrs_ipv6 true\n"), "{on}");
         assert!(
-            on.contains("# map masq_snat_addrs6\nifindex 4 2001:db8::2\n"),
+            on.contains("# map masq_snat_pools6\nifindex 4 2001:db8::2\n"),
             "{on}"
         );
         assert!(
@@ -433,7 +415,7 @@ mod tests {
         );
         let off = Contents::for_desired(&desired(false)).render();
         assert!(
-            !off.contains("ipv6") && !off.contains("masq_snat_addrs6"),
+            !off.contains("ipv6") && !off.contains("masq_snat_pools6"),
             "{off}"
         );
     }

@@ -29,6 +29,7 @@ pub mod maps;
 pub mod maps6;
 pub mod nat;
 pub mod policy;
+pub mod snat_pools;
 mod tc_dump;
 mod tries;
 pub mod types;

@@ -167,7 +167,8 @@ pub fn counters(maps: &Maps) -> Result<BTreeMap<Reason, u64>, Error> {
     Ok(out)
 }
 
-/// The busiest (SNAT address, destination) port pool.
+/// A (SNAT address, destination) port pool: the ports of one address towards one destination
+/// address, port and protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortPool {
     /// IP protocol.
@@ -204,6 +205,9 @@ pub struct Pressure {
     pub pool_size: u32,
     /// The pool with the most ports in use; divide `used` by the port range size for saturation.
     pub busiest_pool: Option<PortPool>,
+    /// For each SNAT address with ports in use, its busiest pool, by address: with a SNAT
+    /// pool, one address can be full towards a destination while another has room.
+    pub busiest_by_address: Vec<PortPool>,
     /// The pool of the last flow refused for want of a port, with its ports in use now.
     pub last_failure: Option<FailedPool>,
 }
@@ -284,16 +288,23 @@ pub fn pressure(maps: &Maps) -> Result<Pressure, Error> {
         range_size: span,
         when,
     });
-    let busiest_pool = pools
-        .into_iter()
-        .max_by_key(|(k, used)| (*used, std::cmp::Reverse(*k)))
-        .map(|((proto, snat_addr, dst_addr, dst_port), used)| PortPool {
-            proto,
-            snat_addr,
-            dst_addr,
-            dst_port,
-            used,
-        });
+    let pool_of = |((proto, snat_addr, dst_addr, dst_port), used): (PoolKey, u32)| PortPool {
+        proto,
+        snat_addr,
+        dst_addr,
+        dst_port,
+        used,
+    };
+    // The busiest first, ties to the lowest key, so each choice below is stable.
+    let mut ranked: Vec<(PoolKey, u32)> = pools.into_iter().collect();
+    ranked.sort_by_key(|(k, used)| (std::cmp::Reverse(*used), *k));
+    let busiest_pool = ranked.first().copied().map(pool_of);
+    let mut by_address: BTreeMap<IpAddr, PortPool> = BTreeMap::new();
+    for (key, used) in ranked {
+        by_address
+            .entry(key.1)
+            .or_insert_with(|| pool_of((key, used)));
+    }
     Ok(Pressure {
         egress_entries: by_family.iter().map(|f| f.1).sum(),
         ingress_entries: by_family.iter().map(|f| f.2).sum(),
@@ -301,6 +312,7 @@ pub fn pressure(maps: &Maps) -> Result<Pressure, Error> {
         capacity: maps.nat_capacity(),
         pool_size: contents.config.port_count,
         busiest_pool,
+        busiest_by_address: by_address.into_values().collect(),
         last_failure,
     })
 }

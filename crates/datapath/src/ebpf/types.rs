@@ -337,11 +337,14 @@ pub enum Reason {
     /// A flow found its port taken by another flow (its reverse half had gone missing
     /// meanwhile) and got a new one.
     NatRemapped = 25,
+    /// A new flow's SNAT address had no free port towards its destination: the next address
+    /// of the pool was searched.
+    SnatFallover = 26,
     /// Dropped: bad IPv4 header length.
     DropBadIhl = 64,
     /// Dropped: truncated transport header.
     DropTruncated = 65,
-    /// Dropped: no free port after bounded probing.
+    /// Dropped: no free port towards the destination on any address the flow may take.
     DropPortExhausted = 66,
     /// Dropped: the NAT table refused an insert.
     DropNatInsert = 67,
@@ -356,7 +359,7 @@ pub const REASON_SLOTS: u32 = 72;
 
 impl Reason {
     /// Every reason, in number order.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::TranslatedEgress,
         Reason::TranslatedIngress,
         Reason::NatCreated,
@@ -383,6 +386,7 @@ impl Reason {
         Reason::PassInboundReply,
         Reason::PassExtHeaders,
         Reason::NatRemapped,
+        Reason::SnatFallover,
         Reason::DropBadIhl,
         Reason::DropTruncated,
         Reason::DropPortExhausted,
@@ -425,6 +429,7 @@ impl Reason {
             Reason::PassInboundReply => "pass-inbound-reply",
             Reason::PassExtHeaders => "pass-ipv6-extension-headers",
             Reason::NatRemapped => "nat-remapped",
+            Reason::SnatFallover => "snat-fallover",
             Reason::DropBadIhl => "bad-ihl",
             Reason::DropTruncated => "truncated",
             Reason::DropPortExhausted => "port-exhausted",

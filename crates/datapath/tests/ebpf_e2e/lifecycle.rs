@@ -324,7 +324,9 @@ fn program_swaps_under_a_flood_leave_no_packet_untranslated_body() {
     let desired = t.desired();
     let mut agent = t.agent();
     t.node.enter(|| agent.sync(&desired)).unwrap().unwrap();
-    const DATAGRAMS: u32 = 8000;
+    // About 1.2 s of flood (a pause of 1 ms every 20 datagrams): room for two swaps or more,
+    // each loading and verifying the programs anew (about 0.4 s here).
+    const DATAGRAMS: u32 = 24000;
     let flooding = std::sync::atomic::AtomicBool::new(true);
     let ((from_node, from_elsewhere, overflowed), swaps) = std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel();

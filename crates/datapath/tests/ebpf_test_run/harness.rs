@@ -62,7 +62,7 @@ pub fn base_contents() -> Contents {
         ..Contents::default()
     };
     c.set_ports(&DEFAULT_PORT_RANGES);
-    c.snat_addrs.insert(0, NODE);
+    c.snat_pools.insert(0, vec![NODE]);
     c.local_addrs.insert(NODE);
     keep_dst(&mut c, "10.0.0.0/8".parse().unwrap());
     c.dst_policy.insert(link_local(), Why::LinkLocal);

@@ -38,7 +38,7 @@ pub fn link_local6() -> Ipv6Net {
 pub fn base_contents6() -> Contents {
     let mut c = base_contents();
     c.config.flags |= CFG_IPV6;
-    c.v6.snat_addrs.insert(0, NODE6);
+    c.v6.snat_pools.insert(0, vec![NODE6]);
     c.v6.local_addrs.insert(NODE6);
     c.v6.dst_policy.insert(
         "fd00::/8".parse::<Ipv6Net>().unwrap(),

@@ -15,5 +15,7 @@ mod lifecycle;
 mod model;
 mod model6;
 mod policy;
+mod pools;
+mod pools6;
 mod ports;
 mod steer;

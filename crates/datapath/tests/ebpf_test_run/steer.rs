@@ -42,8 +42,8 @@ fn node_with_uplink() -> (Netns, u32) {
 
 fn steering_contents(uplink_ifindex: u32, mark: u32) -> Contents {
     let mut c = base_contents();
-    c.snat_addrs.clear();
-    c.snat_addrs.insert(uplink_ifindex, UPLINK);
+    c.snat_pools.clear();
+    c.snat_pools.insert(uplink_ifindex, vec![UPLINK]);
     c.local_addrs.insert(UPLINK);
     c.steer = MasqSteer { mark, table: 254 };
     c
@@ -100,7 +100,7 @@ fn without_egress_routing_the_steering_program_leaves_everything() {
     ns.enter(|| {
         let mut contents = steering_contents(ifindex, 0);
         // A test run's packet is on lo (ifindex 1): let the egress program translate there.
-        contents.snat_addrs.insert(1, UPLINK);
+        contents.snat_pools.insert(1, vec![UPLINK]);
         let h = Harness::new(&contents);
         let (rc, out, mark) = h.steer(&tcp(POD, 40000, EXTERNAL, 80, b"hello"));
         assert_eq!((rc, inspect(&out).src, mark), (CONTINUE, POD, 0));
@@ -160,7 +160,7 @@ fn ipv6_flows_are_steered_with_the_fib_lookup() {
     ns.enter(|| {
         let mut contents = steering_contents(ifindex, MARK);
         contents.config.flags |= masq_datapath::ebpf::types::CFG_IPV6;
-        contents.v6.snat_addrs.insert(ifindex, UPLINK6);
+        contents.v6.snat_pools.insert(ifindex, vec![UPLINK6]);
         contents.v6.local_addrs.insert(UPLINK6);
         contents.v6.dst_policy.insert(
             "fd00::/8".parse().unwrap(),
