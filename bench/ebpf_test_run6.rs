@@ -21,6 +21,21 @@ const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 2);
 const POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 5);
 const EXTERNAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 
+/// The translated address of the staged established flow (crate::STAND_IN's reason).
+const STAND_IN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 7);
+
+/// An ACK with data: a packet of an established connection.
+fn tcp6_ack(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv6(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1, 1000)
+        .ack(1)
+        .write(&mut out, &[0u8; 64])
+        .unwrap();
+    out
+}
+
 fn tcp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
@@ -70,24 +85,25 @@ pub fn row(count: usize) -> [f64; 5] {
     let mut maps = Maps::take_from(&mut bpf).unwrap();
     maps.apply(&contents6(count)).unwrap();
     let prog: &SchedClassifier = bpf.program(EGRESS_PROGRAM).unwrap().try_into().unwrap();
-    let established = |maps: &mut Maps, node_port: u16| {
+    // As crate::established: each flow with a pod port of its own.
+    let established = |maps: &mut Maps, pod_port: u16, node_port: u16| {
         let entry = |addr: Ipv6Addr, port: u16| NatEntry6 {
             to_addr: addr.octets(),
             to_port: port.to_be_bytes(),
             ..NatEntry6::default()
         };
-        let there = NatTuple6::new(6, POD6, 40000, EXTERNAL6, 80);
-        let back = NatTuple6::new(6, NODE6, node_port, EXTERNAL6, 80);
+        let there = NatTuple6::new(6, POD6, pod_port, EXTERNAL6, 80);
+        let back = NatTuple6::new(6, STAND_IN6, node_port, EXTERNAL6, 80);
         maps.nat6_egress_mut()
-            .insert(there, entry(NODE6, node_port), 0)
+            .insert(there, entry(STAND_IN6, node_port), 0)
             .unwrap();
         maps.nat6_egress_mut()
-            .insert(back, entry(POD6, 40000), 0)
+            .insert(back, entry(POD6, pod_port), 0)
             .unwrap();
-        ns(run(prog, &tcp6(POD6, 40000, EXTERNAL6, 80), REPEAT))
+        ns(run(prog, &tcp6_ack(POD6, pod_port, EXTERNAL6, 80), REPEAT))
     };
-    let same = established(&mut maps, 40000);
-    let changed = established(&mut maps, 50000);
+    let same = established(&mut maps, 40000, 40000);
+    let changed = established(&mut maps, 41000, 50000);
     let kept_frame = tcp6(POD6, 40000, "fd00::9".parse().unwrap(), 80);
     run(prog, &kept_frame, 1);
     let kept = ns(run(prog, &kept_frame, REPEAT));
