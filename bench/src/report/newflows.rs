@@ -64,7 +64,9 @@ pub fn section(md: &mut String, samples: &[Sample]) {
         (1..=10).map(|t| format!("{}-{} %", (t - 1) * 10, t * 10)).collect::<Vec<_>>().join(" | "),
         "---:|".repeat(10)
     );
+    // Sorted before dedup: the samples come round by round, each setup once a round.
     let mut fill_setups: Vec<&str> = fills.iter().map(|s| s.setup.as_str()).collect();
+    fill_setups.sort_unstable();
     fill_setups.dedup();
     for setup in fill_setups {
         let runs: Vec<&&Sample> = fills.iter().filter(|s| s.setup == setup).collect();
