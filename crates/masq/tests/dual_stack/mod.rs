@@ -4,7 +4,8 @@
 //! TCP, UDP and ping in both families, path-MTU discovery through the masquerade with a router
 //! whose route MTU is locked lower (a real Packet Too Big), an inbound IPv6 flow whose reply
 //! keeps the pod address, `kill -9` and a restart under an IPv6 connection, the SNAT address
-//! following the kernel's address flags, and `masq cleanup`.
+//! following the kernel's address flags, both families beside a CNI's tc program that ends the
+//! chain, and `masq cleanup`.
 
 mod pmtu;
 
@@ -116,6 +117,35 @@ pub fn an_inbound_ipv6_flow_keeps_the_pod_address(datapath: Datapath) -> Result<
     assert_eq!(session.observed_source()?.ip(), v6(addr6::INTERNET));
     // The counterfactual: the pod's own flow to that address is masqueraded.
     assert_eq!(bed.source_of(addr6::INTERNET)?, v6(addr6::NODE));
+    Ok(())
+}
+
+/// Both families beside a CNI's program (issue 17 with issue 13's item 5): a CNI-like program
+/// that ends the chain with `TC_ACT_OK` sits first on both hooks of the uplink before the agent
+/// starts. Pod flows of both families still leave masqueraded, an inbound IPv6 flow keeps the
+/// pod's address, and the CNI's program saw the traffic in both directions.
+pub fn both_families_beside_a_cni_program(datapath: Datapath) -> Result<()> {
+    use aya::programs::TcAttachType::{Egress, Ingress};
+
+    let mut bed = dual_bed(datapath, Topology::builder())?;
+    let cni = crate::ebpf_scenarios::beside_cni::attach_cni(&bed.topology.node, true)?;
+    bed.start_agent()?;
+    bed.wait_ready()?;
+    let (egress, ingress) = (cni.packets(Egress)?, cni.packets(Ingress)?);
+    assert_eq!(bed.source_of(addr6::INTERNET)?, v6(addr6::NODE), "IPv6");
+    assert_eq!(bed.source_of(addr::INTERNET)?, v4(addr::NODE), "IPv4");
+    let server = SocketAddr::new(v6(addr6::POD), 5353);
+    let _udp = UdpEchoServer::start(&bed.topology.pod, &[server])?;
+    let client = SocketAddr::new(v6(addr6::INTERNET), 0);
+    assert_eq!(
+        udp_source_from(&bed.topology.external, client, server)?,
+        v6(addr6::INTERNET),
+        "an inbound IPv6 flow: the pod sees the client"
+    );
+    ensure!(
+        cni.packets(Egress)? > egress && cni.packets(Ingress)? > ingress,
+        "the CNI's program saw nothing"
+    );
     Ok(())
 }
 
@@ -283,6 +313,10 @@ macro_rules! dual_stack_tests {
             #[test]
             fn the_snat_address_follows_the_address_flags() {
                 run($datapath, super::the_snat_address_follows_the_address_flags)
+            }
+            #[test]
+            fn both_families_beside_a_cni_program() {
+                run($datapath, super::both_families_beside_a_cni_program)
             }
             #[test]
             fn cleanup_removes_both_families() {

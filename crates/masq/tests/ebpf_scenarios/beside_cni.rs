@@ -25,8 +25,8 @@ use crate::VPC_ONLY;
 
 const NODE: IpAddr = IpAddr::V4(addr::NODE);
 
-/// The CNI-like program on both hooks of the node's uplink, by TCX at `position`.
-fn attach_cni(node: &Netns, head: bool) -> Result<CniLike> {
+/// The CNI-like program on both hooks of the node's uplink, by TCX, first or last.
+pub fn attach_cni(node: &Netns, head: bool) -> Result<CniLike> {
     node.enter(move || -> Result<CniLike> {
         let mut cni = CniLike::load()?;
         for hook in [Egress, Ingress] {
