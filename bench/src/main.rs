@@ -18,6 +18,7 @@ mod control;
 mod dataplane;
 mod library;
 mod newflow;
+mod peers;
 mod pin;
 mod pools;
 mod procfs;

@@ -4,7 +4,7 @@
 //! - `no-nat`: no rules at all, so no conntrack in the node either: the physical reference.
 //! - `ip-masq-agent-iptables`: the chain kubernetes-sigs/ip-masq-agent writes (one RETURN rule
 //!   per CIDR, then MASQUERADE, jumped to from nat POSTROUTING), loaded with
-//!   `iptables-restore --noflush` as upstream does. No agent runs.
+//!   `iptables-restore --noflush` as upstream does. No agent runs ([`crate::peers`]).
 //! - `plain-nftables`: a hand-written minimal ruleset: an interval set and `masquerade`.
 //! - `masq-<datapath>`: the real `masq agent` binary with that `--datapath`, fed through a
 //!   kubelet-style ConfigMap directory. A set too big for the agent's config file (1 MiB, the
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use masq_testbed::{addr, AgentProcess, ConfigMapDir, Netns, Topology};
 
-use crate::{cidrs, library, pin};
+use crate::{cidrs, library, peers, pin};
 
 /// One configuration under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,12 +125,12 @@ pub fn install(
             None
         }
         Setup::UpstreamIptables => {
-            install_upstream_iptables(&topology.node, cidr_list)?;
+            peers::install_upstream_iptables(&topology.node, cidr_list)?;
             None
         }
         Setup::PlainNftables | Setup::PlainNftablesFullyRandom => {
             let fully_random = setup == Setup::PlainNftablesFullyRandom;
-            let ruleset = plain_nftables(cidr_list, fully_random);
+            let ruleset = peers::plain_nftables(cidr_list, fully_random);
             run_with_input(topology.node.command("nft").args(["-f", "-"]), &ruleset)
                 .context("loading the plain nftables ruleset")?;
             None
@@ -246,68 +246,6 @@ pub fn cleanup(env: &Env, node: &Netns) -> Result<()> {
     Ok(())
 }
 
-/// The comment upstream puts on every exemption.
-const UPSTREAM_RETURN_COMMENT: &str = "ip-masq-agent: local traffic is not subject to MASQUERADE";
-
-/// The `iptables-restore --noflush` payload kubernetes-sigs/ip-masq-agent writes (its
-/// `syncMasqRules`: link-local first unless masqLinkLocal, one RETURN per CIDR in config order,
-/// MASQUERADE last), in upstream's argument order. Written here rather than by `masq render`
-/// so that the peer does not depend on masq's config limits (1 MiB, cidrLimit).
-pub fn upstream_iptables(cidr_list: &[String]) -> String {
-    let mut out = String::with_capacity(cidr_list.len() * 120 + 512);
-    out.push_str("*nat\n:IP-MASQ-AGENT - [0:0]\n");
-    for cidr in std::iter::once("169.254.0.0/16").chain(cidr_list.iter().map(String::as_str)) {
-        out.push_str(&format!(
-            "-A IP-MASQ-AGENT -m comment --comment \"{UPSTREAM_RETURN_COMMENT}\" -d {cidr} -j RETURN\n"
-        ));
-    }
-    out.push_str(
-        "-A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to \
-         MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\nCOMMIT\n",
-    );
-    out
-}
-
-fn install_upstream_iptables(node: &Netns, cidr_list: &[String]) -> Result<()> {
-    run_with_input(
-        node.command("iptables-restore").arg("--noflush"),
-        &upstream_iptables(cidr_list),
-    )
-    .context("iptables-restore of the ip-masq-agent chain")?;
-    // The jump upstream keeps in nat POSTROUTING.
-    node.exec(
-        "iptables",
-        &[
-            "-t", "nat", "-A", "POSTROUTING",
-            "-m", "comment", "--comment",
-            "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain",
-            "-m", "addrtype", "!", "--dst-type", "LOCAL",
-            "-j", "IP-MASQ-AGENT",
-        ],
-    )?;
-    Ok(())
-}
-
-/// The minimal nftables masquerade an operator would write by hand.
-pub fn plain_nftables(cidr_list: &[String], fully_random: bool) -> String {
-    let elements = if cidr_list.is_empty() {
-        String::new()
-    } else {
-        format!("\t\telements = {{ {} }}\n", cidr_list.join(", "))
-    };
-    format!(
-        "table ip plain_masq {{\n\
-         \tset nonmasq {{\n\t\ttype ipv4_addr\n\t\tflags interval\n{elements}\t}}\n\
-         \tchain postrouting {{\n\
-         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip daddr @nonmasq return\n\
-         \t\toifname \"{uplink}\" masquerade{random}\n\
-         \t}}\n}}\n",
-        uplink = masq_testbed::topology::NODE_UPLINK,
-        random = if fully_random { " fully-random" } else { "" },
-    )
-}
-
 /// Runs a command with `input` on its stdin; fails with its stderr.
 pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<()> {
     let mut child = cmd
@@ -382,27 +320,6 @@ pub fn find_masq(given: Option<&Path>) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_plain_ruleset_lists_the_set_and_masquerades_on_the_uplink() {
-        let text = plain_nftables(&["100.64.0.0/32".into(), "100.64.0.2/32".into()], false);
-        assert!(text.contains("elements = { 100.64.0.0/32, 100.64.0.2/32 }"));
-        assert!(text.contains("ip daddr @nonmasq return"));
-        assert!(text.contains("oifname \"eth0\" masquerade\n"));
-        assert!(!plain_nftables(&[], false).contains("elements"));
-        assert!(plain_nftables(&[], true).contains("masquerade fully-random\n"));
-    }
-
-    #[test]
-    fn the_upstream_chain_returns_for_link_local_and_each_cidr_then_masquerades() {
-        let text = upstream_iptables(&["10.0.0.0/8".into()]);
-        let rules: Vec<&str> = text.lines().filter(|l| l.starts_with("-A")).collect();
-        assert_eq!(rules.len(), 3);
-        assert!(rules[0].ends_with("-d 169.254.0.0/16 -j RETURN"));
-        assert!(rules[1].ends_with("-d 10.0.0.0/8 -j RETURN"));
-        assert!(rules[2].contains("(must be last in chain)\" -j MASQUERADE --random-fully"));
-        assert!(text.starts_with("*nat\n:IP-MASQ-AGENT - [0:0]\n") && text.ends_with("COMMIT\n"));
-    }
 
     #[test]
     fn names_and_expectations() {
