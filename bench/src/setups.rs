@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use masq_testbed::{addr, AgentProcess, ConfigMapDir, Netns, Topology};
 
+use crate::family::Family;
 use crate::{cidrs, library, peers, pin};
 
 /// One configuration under test.
@@ -61,12 +62,12 @@ impl Setup {
         !matches!(self, Setup::NoNat | Setup::Conntrack)
     }
 
-    /// The source the external side should see from the pod: the node's address whenever
-    /// something masquerades.
-    pub fn expected_source(&self) -> std::net::IpAddr {
+    /// The source the external side should see from the pod over `family`: the node's address
+    /// whenever something masquerades.
+    pub fn expected_source(&self, family: Family) -> std::net::IpAddr {
         match self {
-            Setup::NoNat | Setup::Conntrack => addr::POD.into(),
-            _ => addr::NODE.into(),
+            Setup::NoNat | Setup::Conntrack => family.pod(),
+            _ => family.node(),
         }
     }
 }
@@ -93,6 +94,14 @@ impl Env {
             Err(_) => Vec::new(),
         }
     }
+
+    /// This environment with the agent flags `family` needs (`--enable-ipv6` and the IPv6 pod
+    /// CIDR for IPv6).
+    pub fn for_family(&self, family: Family) -> Env {
+        let mut env = self.clone();
+        env.agent_args.extend(family.agent_args());
+        env
+    }
 }
 
 /// A setup installed in a topology's node namespace.
@@ -106,31 +115,41 @@ pub struct Installed {
     pub by_library: bool,
 }
 
-/// Installs `setup` with exactly `cidr_list` as non-masquerade CIDRs.
+/// Installs `setup` for traffic of `family` with exactly `cidr_list` (of that family) as
+/// non-masquerade CIDRs. IPv6 needs a topology built with IPv6 ([`Family::topology`]).
 pub fn install(
     env: &Env,
     setup: Setup,
     topology: &Topology,
+    family: Family,
     cidr_list: &[String],
 ) -> Result<Installed> {
     let started = Instant::now();
+    let env = &env.for_family(family);
     let yaml = cidrs::config_yaml(cidr_list);
     let agent = match setup {
         Setup::NoNat => None,
         Setup::Conntrack => {
-            let ruleset = "table ip masq_bench_ct {\n  chain forward {\n    type filter hook \
-                           forward priority 0;\n    ct state new counter\n  }\n}\n";
-            run_with_input(topology.node.command("nft").args(["-f", "-"]), ruleset)
+            // conntrack runs only for the families whose tables use it.
+            let table = match family {
+                Family::V4 => "ip",
+                Family::V6 => "ip6",
+            };
+            let ruleset = format!(
+                "table {table} masq_bench_ct {{\n  chain forward {{\n    type filter hook \
+                 forward priority 0;\n    ct state new counter\n  }}\n}}\n"
+            );
+            run_with_input(topology.node.command("nft").args(["-f", "-"]), &ruleset)
                 .context("loading the conntrack rule")?;
             None
         }
         Setup::UpstreamIptables => {
-            peers::install_upstream_iptables(&topology.node, cidr_list)?;
+            peers::install_upstream_iptables(&topology.node, family, cidr_list)?;
             None
         }
         Setup::PlainNftables | Setup::PlainNftablesFullyRandom => {
             let fully_random = setup == Setup::PlainNftablesFullyRandom;
-            let ruleset = peers::plain_nftables(cidr_list, fully_random);
+            let ruleset = peers::plain_nftables(family, cidr_list, fully_random);
             run_with_input(topology.node.command("nft").args(["-f", "-"]), &ruleset)
                 .context("loading the plain nftables ruleset")?;
             None
@@ -140,7 +159,7 @@ pub fn install(
         }
         Setup::Masq(datapath) => {
             // The eBPF pins outlive the namespaces: `masq cleanup` removes them afterwards.
-            library::install(env, &topology.node, datapath, cidr_list)?;
+            library::install(env, &topology.node, family, datapath, cidr_list)?;
             return Ok(Installed {
                 agent: None,
                 install_time: started.elapsed(),
@@ -325,12 +344,16 @@ mod tests {
     fn names_and_expectations() {
         assert_eq!(Setup::Masq("nftables").name(), "masq-nftables");
         assert_eq!(
-            Setup::NoNat.expected_source(),
+            Setup::NoNat.expected_source(Family::V4),
             std::net::IpAddr::from(addr::POD)
         );
         assert_eq!(
-            Setup::UpstreamIptables.expected_source(),
+            Setup::UpstreamIptables.expected_source(Family::V4),
             std::net::IpAddr::from(addr::NODE)
+        );
+        assert_eq!(
+            Setup::Masq("ebpf").expected_source(Family::V6),
+            std::net::IpAddr::from(masq_testbed::addr6::NODE)
         );
     }
 }
