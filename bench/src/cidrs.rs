@@ -4,10 +4,11 @@
 //! fillers), so no two of them are adjacent: a datapath that merges adjacent prefixes cannot
 //! shrink the set, and every one of them is really installed. None of them covers a host of the
 //! topology, so traffic to the "internet" host walks the whole set (or chain) and is
-//! masqueraded.
+//! masqueraded. IPv6 fillers are /128s taken every other address of 2001:db8:6440::/48, for the
+//! same reasons, away from the IPv6 "internet" host (2001:db8::10).
 
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Start of the filler range (100.64.0.0, RFC 6598 shared address space).
 const FILLER_BASE: u32 = 0x6440_0000;
@@ -34,6 +35,21 @@ pub fn filler(index: usize) -> String {
 /// `count` fillers, starting at `first`.
 pub fn fillers(first: usize, count: usize) -> Vec<String> {
     (first..first + count).map(filler).collect()
+}
+
+/// Start of the IPv6 filler range (2001:db8:6440::, inside the documentation prefix).
+const FILLER6_BASE: u128 = 0x2001_0db8_6440_u128 << 80;
+
+/// IPv6 filler number `index` as a /128 CIDR string (`index` below 2^79: the /48 is never
+/// left).
+pub fn filler6(index: usize) -> String {
+    let offset = u128::try_from(index).expect("usize fits in u128") * 2;
+    format!("{}/128", Ipv6Addr::from(FILLER6_BASE + offset))
+}
+
+/// `count` IPv6 fillers, from the first.
+pub fn fillers6(count: usize) -> Vec<String> {
+    (0..count).map(filler6).collect()
 }
 
 /// A /32 outside the filler range (198.18.0.0/15, RFC 2544 benchmarking), `index` < 65536.
@@ -96,6 +112,18 @@ mod tests {
         let all = fillers(0, 100_000);
         let unique: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(unique.len(), 100_000);
+    }
+
+    #[test]
+    fn ipv6_fillers_are_distinct_non_adjacent_and_miss_the_internet_host() {
+        assert_eq!(filler6(0), "2001:db8:6440::/128");
+        assert_eq!(filler6(1), "2001:db8:6440::2/128");
+        assert_eq!(filler6(0x8000), "2001:db8:6440::1:0/128");
+        let internet: ipnet::IpNet = "2001:db8::10/128".parse().unwrap();
+        for cidr in fillers6(1000) {
+            let net: ipnet::IpNet = cidr.parse().unwrap();
+            assert!(!net.contains(&internet.addr()), "{cidr}");
+        }
     }
 
     #[test]

@@ -5,17 +5,18 @@
 //! Connection and flow clients choose their source port themselves, walking 1024..65024 and then
 //! the next server port, so that no 5-tuple repeats within a measurement: each flow really is a
 //! new conntrack entry (a repeated tuple would hit the old entry and skip the NAT rules), and
-//! closing TCP with SO_LINGER 0 (a reset) leaves no TIME_WAIT to exhaust the ports.
+//! closing TCP with SO_LINGER 0 (a reset) leaves no TIME_WAIT to exhaust the ports. Every
+//! client speaks the family of the server address it is given (IPv4 or IPv6).
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use masq_testbed::Netns;
 use nix::sys::socket::{
-    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
 };
 use serde::Serialize;
 
@@ -125,17 +126,22 @@ fn one_connection(source: u16, server: SocketAddr) -> Result<()> {
     Ok(())
 }
 
+/// The wildcard address of `server`'s family with `port`: where a client binds its source port.
+fn any_address_like(server: SocketAddr, port: u16) -> SocketAddr {
+    let any = match server {
+        SocketAddr::V4(_) => IpAddr::from(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::from(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(any, port)
+}
+
 /// A TCP connection from `source` (any address, this port), with every timeout set.
 pub fn connect_from(source: u16, server: SocketAddr) -> Result<TcpStream> {
-    let SocketAddr::V4(server) = server else {
-        bail!("IPv4 only: {server}");
+    let family = match server {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
     };
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     // connect() honours SO_SNDTIMEO: a lost SYN costs a second, not two minutes.
     setsockopt(&fd, sockopt::SendTimeout, &timeval(IO_TIMEOUT))?;
@@ -144,12 +150,12 @@ pub fn connect_from(source: u16, server: SocketAddr) -> Result<TcpStream> {
     if source != 0 {
         bind(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, source)),
+            &SockaddrStorage::from(any_address_like(server, source)),
         )?;
     }
     connect(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(server),
+        &SockaddrStorage::from(server),
     )?;
     Ok(TcpStream::from(fd))
 }
@@ -181,7 +187,7 @@ pub fn udp_flows(
 }
 
 fn one_datagram(source: u16, server: SocketAddr) -> Result<()> {
-    let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, source))?;
+    let socket = UdpSocket::bind(any_address_like(server, source))?;
     socket.connect(server)?;
     socket.set_read_timeout(Some(IO_TIMEOUT / 2))?;
     socket.send(b"x")?;
@@ -301,6 +307,14 @@ mod tests {
         assert_eq!(tuple(63_999, &ports), (65_023, 9100));
         assert_eq!(tuple(64_000, &ports), (1024, 9101));
         assert_eq!(tuple(128_000, &ports), (1024, 9100));
+    }
+
+    #[test]
+    fn clients_bind_the_wildcard_of_the_server_family() {
+        let v6: SocketAddr = "[2001:db8::10]:9100".parse().unwrap();
+        assert_eq!(any_address_like(v6, 1024).to_string(), "[::]:1024");
+        let v4: SocketAddr = "203.0.113.10:9100".parse().unwrap();
+        assert_eq!(any_address_like(v4, 0).to_string(), "0.0.0.0:0");
     }
 
     #[test]

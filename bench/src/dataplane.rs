@@ -5,19 +5,22 @@
 //!
 //! A fresh topology per sample means a fresh conntrack table: no sample inherits the entries of
 //! the previous one.
+//!
+//! A sample is of one address family: IPv6 samples run the same load over the dual-stack
+//! topology, to 2001:db8::10, with IPv6 non-masquerade CIDRs ([`Family`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use masq_testbed::{addr, Topology};
 use serde::Serialize;
 
 use crate::clients::{self, Burst, BurstResult, Latency};
+use crate::family::Family;
 use crate::pin::Plan;
 use crate::servers::Server;
 use crate::setups::{self, Env, Setup};
-use crate::{cidrs, throughput};
+use crate::throughput;
 
 /// Server ports of the load (several, so that source ports never repeat a 5-tuple).
 pub const LOAD_PORTS: [u16; 8] = [9100, 9101, 9102, 9103, 9104, 9105, 9106, 9107];
@@ -42,7 +45,9 @@ pub struct Load {
 pub struct Sample {
     /// The setup's name.
     pub setup: String,
-    /// Non-masquerade CIDRs installed (0 for no-nat).
+    /// The address family of the traffic: `ipv4` or `ipv6`.
+    pub family: String,
+    /// Non-masquerade CIDRs installed (0 for no-nat), of that family.
     pub cidrs: usize,
     /// Round number, from 1.
     pub round: usize,
@@ -151,32 +156,35 @@ fn parse_conntrack_stats(text: &str) -> ConntrackStats {
     }
 }
 
-/// Measures `setup` with `cidr_count` fillers.
+/// Measures `setup` with `cidr_count` fillers, over `family`.
 pub fn sample(
     env: &Env,
     plan: &Plan,
     load: &Load,
     setup: Setup,
+    family: Family,
     cidr_count: usize,
     round: usize,
 ) -> Result<Sample> {
-    let topology = Topology::new()?;
-    let internet = IpAddr::from(addr::INTERNET);
+    let topology = family.topology()?;
+    let internet = family.internet();
     let addrs: Vec<SocketAddr> = LOAD_PORTS
         .iter()
         .map(|&p| SocketAddr::new(internet, p))
         .collect();
     let tcp_server = Server::tcp(&topology.external, &addrs, plan.server)?;
     let udp_server = Server::udp(&topology.external, &addrs, plan.server)?;
-    let installed = setups::install(env, setup, &topology, &cidrs::fillers(0, cidr_count))
+    let fillers = family.fillers(cidr_count);
+    let installed = setups::install(env, setup, &topology, family, &fillers)
         .with_context(|| format!("installing {} with {cidr_count} CIDRs", setup.name()))?;
 
     let seen = clients::observed_source(&topology.pod, addrs[0])?;
-    if seen != setup.expected_source() {
+    let expected = setup.expected_source(family);
+    if seen != expected {
         bail!(
-            "{} with {cidr_count} CIDRs: the external side saw {seen}, expected {}",
+            "{} with {cidr_count} {} CIDRs: the external side saw {seen}, expected {expected}",
             setup.name(),
-            setup.expected_source()
+            family.name()
         );
     }
     let burst = Burst {
@@ -246,6 +254,7 @@ pub fn sample(
     setups::uninstall(env, &topology, installed)?;
     Ok(Sample {
         setup: setup.name(),
+        family: family.name().to_string(),
         cidrs: if setup.has_cidrs() { cidr_count } else { 0 },
         round,
         install_seconds,

@@ -14,8 +14,9 @@ use masq_datapath::ebpf::{Ebpf, Maps, MAPS_SUBDIR};
 use masq_datapath::ipt::Iptables;
 use masq_datapath::nft::Nftables;
 use masq_datapath::{Datapath, Desired, Interface, NodeSettings};
-use masq_testbed::{addr, topology::NODE_UPLINK, Netns};
+use masq_testbed::{addr, addr6, topology::NODE_UPLINK, Netns};
 
+use crate::family::Family;
 use crate::setups::Env;
 
 /// A datapath by its `--datapath` name.
@@ -32,8 +33,9 @@ pub fn datapath(env: &Env, name: &str) -> Result<Box<dyn Datapath>> {
 }
 
 /// The desired state the agent would build for `cidr_list` on the topology's node
-/// (`--pod-cidr` the pod CIDR, egress on the uplink with the node address).
-pub fn desired(node: &Netns, cidr_list: &[String]) -> Result<Desired> {
+/// (`--pod-cidr` the pod CIDR, egress on the uplink with the node address); for IPv6, also
+/// what `--enable-ipv6` and the IPv6 pod CIDR add (see [`Family::agent_args`]).
+pub fn desired(node: &Netns, family: Family, cidr_list: &[String]) -> Result<Desired> {
     let index = node
         .enter(|| nix::net::if_::if_nametoindex(NODE_UPLINK))?
         .with_context(|| format!("index of {NODE_UPLINK} in {}", node.name()))?;
@@ -41,6 +43,12 @@ pub fn desired(node: &Netns, cidr_list: &[String]) -> Result<Desired> {
         .iter()
         .map(|c| c.parse::<IpNet>().with_context(|| format!("cidr {c}")))
         .collect::<Result<Vec<_>>>()?;
+    let mut pod_cidrs: Vec<IpNet> = vec![addr::POD_CIDR.parse()?];
+    let mut addrs = vec![IpAddr::from(addr::NODE)];
+    if family == Family::V6 {
+        pod_cidrs.push(addr6::POD_CIDR.parse()?);
+        addrs.push(IpAddr::from(addr6::NODE));
+    }
     Ok(Desired {
         config: Config {
             non_masquerade_cidrs: nets,
@@ -49,20 +57,28 @@ pub fn desired(node: &Netns, cidr_list: &[String]) -> Result<Desired> {
             ..Config::default()
         },
         node: NodeSettings {
-            pod_cidrs: vec![addr::POD_CIDR.parse()?],
+            pod_cidrs,
+            enable_ipv6: family == Family::V6,
             interfaces: vec![Interface {
                 name: NODE_UPLINK.to_string(),
                 index,
-                addrs: vec![IpAddr::from(addr::NODE)],
+                addrs,
             }],
             ..NodeSettings::default()
         },
     })
 }
 
-/// Installs `cidr_list` with the named datapath in `node`; the datapath stays installed.
-pub fn install(env: &Env, node: &Netns, name: &str, cidr_list: &[String]) -> Result<()> {
-    let desired = desired(node, cidr_list)?;
+/// Installs `cidr_list` with the named datapath in `node` for `family`; the datapath stays
+/// installed.
+pub fn install(
+    env: &Env,
+    node: &Netns,
+    family: Family,
+    name: &str,
+    cidr_list: &[String],
+) -> Result<()> {
+    let desired = desired(node, family, cidr_list)?;
     node.enter(|| -> Result<()> {
         let mut datapath = datapath(env, name)?;
         datapath
@@ -80,8 +96,8 @@ pub fn timed_change(
     first: &[String],
     second: &[String],
 ) -> Result<(Duration, Duration)> {
-    let first = desired(node, first)?;
-    let second = desired(node, second)?;
+    let first = desired(node, Family::V4, first)?;
+    let second = desired(node, Family::V4, second)?;
     node.enter(|| -> Result<(Duration, Duration)> {
         let mut datapath = datapath(env, name)?;
         let started = Instant::now();

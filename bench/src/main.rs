@@ -3,7 +3,8 @@
 //! Configurations (see [`setups`]): no NAT, kubernetes-sigs/ip-masq-agent's iptables chain,
 //! plain nftables masquerade, and the masq agent with each datapath it can load. Measures (see
 //! issue 6): new TCP connections/s and UDP flows/s, one-stream throughput, request/response
-//! latency, each with several non-masquerade CIDR counts ([`dataplane`]); config-change
+//! latency, each with several non-masquerade CIDR counts ([`dataplane`]), over IPv4 and, at the
+//! smallest count, IPv6 on the dual-stack topology ([`family`]); config-change
 //! latency, agent memory and CPU ([`control`]); reload under load ([`reload`]). Rounds are
 //! interleaved (each round measures every setup, in a rotated order) and summarized by medians
 //! ([`report`]). The packet-generator parts measure the cost of a new flow ([`newflow`]) and
@@ -16,8 +17,10 @@ mod cidrs;
 mod clients;
 mod control;
 mod dataplane;
+mod family;
 mod library;
 mod newflow;
+mod peers;
 mod pin;
 mod pools;
 mod procfs;
@@ -35,6 +38,7 @@ use clap::Parser;
 use serde_json::json;
 
 use crate::dataplane::Load;
+use crate::family::Family;
 use crate::setups::{Env, Setup};
 
 /// Benchmarks masq against no NAT, ip-masq-agent's iptables chain and plain nftables, on
@@ -51,6 +55,13 @@ struct Args {
     /// Non-masquerade CIDR counts for the data plane.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,100000")]
     sizes: Vec<usize>,
+    /// Address families of the data-plane part (4, 6 or both); the other parts are IPv4 only.
+    #[arg(long, value_delimiter = ',', default_value = "4,6", value_parser = Family::parse)]
+    families: Vec<Family>,
+    /// IPv6 non-masquerade CIDR counts for the data plane (IPv6 rows compare the families at
+    /// the smallest set; the CIDR-count scaling is measured with IPv4).
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    ipv6_sizes: Vec<usize>,
     /// CIDR counts for the config-change timings (the last one also gets the one-CIDR change).
     #[arg(long, value_delimiter = ',', default_value = "10,10000,100000")]
     control_sizes: Vec<usize>,
@@ -135,6 +146,13 @@ fn run() -> Result<()> {
     }
     if let Some(reason) = masq_testbed::unmet(&["nft", "iptables", "iptables-restore"]) {
         bail!("cannot run: {reason}");
+    }
+    let ipv6_rows =
+        args.families.contains(&Family::V6) && !args.skip.iter().any(|s| s == "dataplane");
+    if ipv6_rows {
+        if let Some(reason) = masq_testbed::unmet(&["ip6tables", "ip6tables-restore"]) {
+            bail!("cannot run the IPv6 rows (--families 4 leaves them out): {reason}");
+        }
     }
     masq_testbed::netns::sweep_stale();
     // Before any thread starts: every thread and process of the run (agents, `masq cleanup`, the
@@ -270,8 +288,12 @@ fn run() -> Result<()> {
                 }
             }
         }
+        let dataplane_sizes = [(Family::V4, &args.sizes), (Family::V6, &args.ipv6_sizes)]
+            .into_iter()
+            .filter(|(family, _)| args.families.contains(family))
+            .flat_map(|(family, sizes)| sizes.iter().map(move |&size| (family, size)));
         if !args.skip.iter().any(|s| s == "dataplane") {
-            for &size in &args.sizes {
+            for (family, size) in dataplane_sizes {
                 // Rotate the order each round so no setup always runs first (or right after
                 // the 100,000-rule iptables install).
                 let mut order = all.clone();
@@ -279,11 +301,12 @@ fn run() -> Result<()> {
                 order.rotate_left(shift);
                 for setup in order {
                     eprintln!(
-                        "[{:>4.0}s] round {round}: {} with {size} CIDRs",
+                        "[{:>4.0}s] round {round}: {} with {size} {} CIDRs",
                         started.elapsed().as_secs_f64(),
-                        setup.name()
+                        setup.name(),
+                        family.name()
                     );
-                    match dataplane::sample(&env, &plan, &load, setup, size, round) {
+                    match dataplane::sample(&env, &plan, &load, setup, family, size, round) {
                         Ok(sample) => {
                             eprintln!(
                                 "         tcp {:.0}/s udp {:.0}/s {:.2} Gbit/s p50 {:.1} µs p99 {:.1} µs (install {:.2} s)",
@@ -294,7 +317,11 @@ fn run() -> Result<()> {
                         }
                         Err(e) => record(
                             &mut errors,
-                            format!("round {round}, {} with {size} CIDRs: {e:#}", setup.name()),
+                            format!(
+                                "round {round}, {} with {size} {} CIDRs: {e:#}",
+                                setup.name(),
+                                family.name()
+                            ),
                         ),
                     }
                 }
@@ -362,6 +389,8 @@ fn run() -> Result<()> {
             "command": command.join(" "),
             "rounds": args.rounds,
             "sizes": args.sizes,
+            "families": args.families.iter().map(|f| f.name()).collect::<Vec<_>>(),
+            "ipv6_sizes": args.ipv6_sizes,
             "control_sizes": args.control_sizes,
             "reload_changes": args.reload_changes,
             "reload_cidrs": args.reload_cidrs,

@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use masq_testbed::{addr, Netns, Topology};
 use serde::Serialize;
 
+use crate::family::Family;
 use crate::pin::{self, Plan};
 use crate::setups::{self, Env, Setup};
 
@@ -235,8 +236,14 @@ pub(crate) fn in_pod<R: Send>(
 /// fills) at saturation.
 pub fn sample(env: &Env, plan: &Plan, setup: Setup, flows: u32, round: usize) -> Result<Sample> {
     let topology = Topology::new()?;
-    let installed = setups::install(env, setup, &topology, &crate::cidrs::fillers(0, 10))
-        .with_context(|| format!("installing {}", setup.name()))?;
+    let installed = setups::install(
+        env,
+        setup,
+        &topology,
+        Family::V4,
+        &crate::cidrs::fillers(0, 10),
+    )
+    .with_context(|| format!("installing {}", setup.name()))?;
     start_sink(&topology.external)?;
     let src = mac(&topology.pod, "eth0")?;
     let gateway = mac(&topology.node, masq_testbed::topology::NODE_BRIDGE)?;
@@ -287,8 +294,14 @@ pub fn fill_sample(env: &Env, plan: &Plan, setup: Setup, round: usize) -> Result
         format!("{}-{}", FILL_RANGE.0, FILL_RANGE.1),
     ]);
     let topology = Topology::new()?;
-    let installed = setups::install(&env, setup, &topology, &crate::cidrs::fillers(0, 10))
-        .with_context(|| format!("installing {}", setup.name()))?;
+    let installed = setups::install(
+        &env,
+        setup,
+        &topology,
+        Family::V4,
+        &crate::cidrs::fillers(0, 10),
+    )
+    .with_context(|| format!("installing {}", setup.name()))?;
     start_sink(&topology.external)?;
     let src = mac(&topology.pod, "eth0")?;
     let gateway = mac(&topology.node, masq_testbed::topology::NODE_BRIDGE)?;

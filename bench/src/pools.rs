@@ -22,6 +22,7 @@ use anyhow::{Context, Result};
 use masq_testbed::{addr, Topology};
 use serde::Serialize;
 
+use crate::family::Family;
 use crate::newflow::{self, FILL_DPORT};
 use crate::pin::Plan;
 use crate::setups::{self, Env, Setup};
@@ -95,8 +96,14 @@ fn installed(
         agent_args: agent_args(addresses),
         ..env.clone()
     };
-    let installed = setups::install(&env, setup, &topology, &crate::cidrs::fillers(0, 10))
-        .with_context(|| format!("installing {}", setup.name()))?;
+    let installed = setups::install(
+        &env,
+        setup,
+        &topology,
+        Family::V4,
+        &crate::cidrs::fillers(0, 10),
+    )
+    .with_context(|| format!("installing {}", setup.name()))?;
     Ok((topology, installed, env))
 }
 

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use masq_testbed::{addr, Netns};
+use masq_testbed::{addr, addr6, Netns};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
@@ -28,9 +28,9 @@ const IDLE: Duration = Duration::from_secs(2);
 /// How many connections or flows arrived with each kind of source address.
 #[derive(Debug, Default)]
 pub struct SourceCounts {
-    /// With the node's address: masqueraded.
+    /// With the node's address (either family): masqueraded.
     pub node: AtomicU64,
-    /// With a pod's address: kept.
+    /// With a pod's address (either family): kept.
     pub pod: AtomicU64,
     /// With anything else (never expected).
     pub other: AtomicU64,
@@ -38,9 +38,13 @@ pub struct SourceCounts {
 
 impl SourceCounts {
     fn record(&self, peer: IpAddr) {
-        let counter = if peer == IpAddr::from(addr::NODE) {
+        let counter = if peer == addr::NODE || peer == addr6::NODE {
             &self.node
-        } else if peer == IpAddr::from(addr::POD) || peer == IpAddr::from(addr::POD2) {
+        } else if peer == addr::POD
+            || peer == addr::POD2
+            || peer == addr6::POD
+            || peer == addr6::POD2
+        {
             &self.pod
         } else {
             &self.other
@@ -193,6 +197,8 @@ mod tests {
         let peer: SocketAddr = "172.30.0.1:40000".parse().unwrap();
         assert_eq!(answer(b"x", peer), b".");
         assert_eq!(answer(b"?", peer), b"172.30.0.1\n");
+        let v6: SocketAddr = "[fd00:172:30::1]:40000".parse().unwrap();
+        assert_eq!(answer(b"?", v6), b"fd00:172:30::1\n");
     }
 
     #[test]
@@ -202,6 +208,8 @@ mod tests {
         counts.record(addr::POD.into());
         counts.record(addr::POD2.into());
         counts.record(addr::INTERNET.into());
-        assert_eq!(counts.snapshot(), (1, 2, 1));
+        counts.record(addr6::NODE.into());
+        counts.record(addr6::POD.into());
+        assert_eq!(counts.snapshot(), (2, 3, 1));
     }
 }

@@ -4,7 +4,7 @@
 //! - `no-nat`: no rules at all, so no conntrack in the node either: the physical reference.
 //! - `ip-masq-agent-iptables`: the chain kubernetes-sigs/ip-masq-agent writes (one RETURN rule
 //!   per CIDR, then MASQUERADE, jumped to from nat POSTROUTING), loaded with
-//!   `iptables-restore --noflush` as upstream does. No agent runs.
+//!   `iptables-restore --noflush` as upstream does. No agent runs ([`crate::peers`]).
 //! - `plain-nftables`: a hand-written minimal ruleset: an interval set and `masquerade`.
 //! - `masq-<datapath>`: the real `masq agent` binary with that `--datapath`, fed through a
 //!   kubelet-style ConfigMap directory. A set too big for the agent's config file (1 MiB, the
@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use masq_testbed::{addr, AgentProcess, ConfigMapDir, Netns, Topology};
 
-use crate::{cidrs, library, pin};
+use crate::family::Family;
+use crate::{cidrs, library, peers, pin};
 
 /// One configuration under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,12 +62,12 @@ impl Setup {
         !matches!(self, Setup::NoNat | Setup::Conntrack)
     }
 
-    /// The source the external side should see from the pod: the node's address whenever
-    /// something masquerades.
-    pub fn expected_source(&self) -> std::net::IpAddr {
+    /// The source the external side should see from the pod over `family`: the node's address
+    /// whenever something masquerades.
+    pub fn expected_source(&self, family: Family) -> std::net::IpAddr {
         match self {
-            Setup::NoNat | Setup::Conntrack => addr::POD.into(),
-            _ => addr::NODE.into(),
+            Setup::NoNat | Setup::Conntrack => family.pod(),
+            _ => family.node(),
         }
     }
 }
@@ -93,6 +94,14 @@ impl Env {
             Err(_) => Vec::new(),
         }
     }
+
+    /// This environment with the agent flags `family` needs (`--enable-ipv6` and the IPv6 pod
+    /// CIDR for IPv6).
+    pub fn for_family(&self, family: Family) -> Env {
+        let mut env = self.clone();
+        env.agent_args.extend(family.agent_args());
+        env
+    }
 }
 
 /// A setup installed in a topology's node namespace.
@@ -106,31 +115,41 @@ pub struct Installed {
     pub by_library: bool,
 }
 
-/// Installs `setup` with exactly `cidr_list` as non-masquerade CIDRs.
+/// Installs `setup` for traffic of `family` with exactly `cidr_list` (of that family) as
+/// non-masquerade CIDRs. IPv6 needs a topology built with IPv6 ([`Family::topology`]).
 pub fn install(
     env: &Env,
     setup: Setup,
     topology: &Topology,
+    family: Family,
     cidr_list: &[String],
 ) -> Result<Installed> {
     let started = Instant::now();
+    let env = &env.for_family(family);
     let yaml = cidrs::config_yaml(cidr_list);
     let agent = match setup {
         Setup::NoNat => None,
         Setup::Conntrack => {
-            let ruleset = "table ip masq_bench_ct {\n  chain forward {\n    type filter hook \
-                           forward priority 0;\n    ct state new counter\n  }\n}\n";
-            run_with_input(topology.node.command("nft").args(["-f", "-"]), ruleset)
+            // conntrack runs only for the families whose tables use it.
+            let table = match family {
+                Family::V4 => "ip",
+                Family::V6 => "ip6",
+            };
+            let ruleset = format!(
+                "table {table} masq_bench_ct {{\n  chain forward {{\n    type filter hook \
+                 forward priority 0;\n    ct state new counter\n  }}\n}}\n"
+            );
+            run_with_input(topology.node.command("nft").args(["-f", "-"]), &ruleset)
                 .context("loading the conntrack rule")?;
             None
         }
         Setup::UpstreamIptables => {
-            install_upstream_iptables(&topology.node, cidr_list)?;
+            peers::install_upstream_iptables(&topology.node, family, cidr_list)?;
             None
         }
         Setup::PlainNftables | Setup::PlainNftablesFullyRandom => {
             let fully_random = setup == Setup::PlainNftablesFullyRandom;
-            let ruleset = plain_nftables(cidr_list, fully_random);
+            let ruleset = peers::plain_nftables(family, cidr_list, fully_random);
             run_with_input(topology.node.command("nft").args(["-f", "-"]), &ruleset)
                 .context("loading the plain nftables ruleset")?;
             None
@@ -140,7 +159,7 @@ pub fn install(
         }
         Setup::Masq(datapath) => {
             // The eBPF pins outlive the namespaces: `masq cleanup` removes them afterwards.
-            library::install(env, &topology.node, datapath, cidr_list)?;
+            library::install(env, &topology.node, family, datapath, cidr_list)?;
             return Ok(Installed {
                 agent: None,
                 install_time: started.elapsed(),
@@ -246,68 +265,6 @@ pub fn cleanup(env: &Env, node: &Netns) -> Result<()> {
     Ok(())
 }
 
-/// The comment upstream puts on every exemption.
-const UPSTREAM_RETURN_COMMENT: &str = "ip-masq-agent: local traffic is not subject to MASQUERADE";
-
-/// The `iptables-restore --noflush` payload kubernetes-sigs/ip-masq-agent writes (its
-/// `syncMasqRules`: link-local first unless masqLinkLocal, one RETURN per CIDR in config order,
-/// MASQUERADE last), in upstream's argument order. Written here rather than by `masq render`
-/// so that the peer does not depend on masq's config limits (1 MiB, cidrLimit).
-pub fn upstream_iptables(cidr_list: &[String]) -> String {
-    let mut out = String::with_capacity(cidr_list.len() * 120 + 512);
-    out.push_str("*nat\n:IP-MASQ-AGENT - [0:0]\n");
-    for cidr in std::iter::once("169.254.0.0/16").chain(cidr_list.iter().map(String::as_str)) {
-        out.push_str(&format!(
-            "-A IP-MASQ-AGENT -m comment --comment \"{UPSTREAM_RETURN_COMMENT}\" -d {cidr} -j RETURN\n"
-        ));
-    }
-    out.push_str(
-        "-A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to \
-         MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\nCOMMIT\n",
-    );
-    out
-}
-
-fn install_upstream_iptables(node: &Netns, cidr_list: &[String]) -> Result<()> {
-    run_with_input(
-        node.command("iptables-restore").arg("--noflush"),
-        &upstream_iptables(cidr_list),
-    )
-    .context("iptables-restore of the ip-masq-agent chain")?;
-    // The jump upstream keeps in nat POSTROUTING.
-    node.exec(
-        "iptables",
-        &[
-            "-t", "nat", "-A", "POSTROUTING",
-            "-m", "comment", "--comment",
-            "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain",
-            "-m", "addrtype", "!", "--dst-type", "LOCAL",
-            "-j", "IP-MASQ-AGENT",
-        ],
-    )?;
-    Ok(())
-}
-
-/// The minimal nftables masquerade an operator would write by hand.
-pub fn plain_nftables(cidr_list: &[String], fully_random: bool) -> String {
-    let elements = if cidr_list.is_empty() {
-        String::new()
-    } else {
-        format!("\t\telements = {{ {} }}\n", cidr_list.join(", "))
-    };
-    format!(
-        "table ip plain_masq {{\n\
-         \tset nonmasq {{\n\t\ttype ipv4_addr\n\t\tflags interval\n{elements}\t}}\n\
-         \tchain postrouting {{\n\
-         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip daddr @nonmasq return\n\
-         \t\toifname \"{uplink}\" masquerade{random}\n\
-         \t}}\n}}\n",
-        uplink = masq_testbed::topology::NODE_UPLINK,
-        random = if fully_random { " fully-random" } else { "" },
-    )
-}
-
 /// Runs a command with `input` on its stdin; fails with its stderr.
 pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<()> {
     let mut child = cmd
@@ -384,36 +341,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_plain_ruleset_lists_the_set_and_masquerades_on_the_uplink() {
-        let text = plain_nftables(&["100.64.0.0/32".into(), "100.64.0.2/32".into()], false);
-        assert!(text.contains("elements = { 100.64.0.0/32, 100.64.0.2/32 }"));
-        assert!(text.contains("ip daddr @nonmasq return"));
-        assert!(text.contains("oifname \"eth0\" masquerade\n"));
-        assert!(!plain_nftables(&[], false).contains("elements"));
-        assert!(plain_nftables(&[], true).contains("masquerade fully-random\n"));
-    }
-
-    #[test]
-    fn the_upstream_chain_returns_for_link_local_and_each_cidr_then_masquerades() {
-        let text = upstream_iptables(&["10.0.0.0/8".into()]);
-        let rules: Vec<&str> = text.lines().filter(|l| l.starts_with("-A")).collect();
-        assert_eq!(rules.len(), 3);
-        assert!(rules[0].ends_with("-d 169.254.0.0/16 -j RETURN"));
-        assert!(rules[1].ends_with("-d 10.0.0.0/8 -j RETURN"));
-        assert!(rules[2].contains("(must be last in chain)\" -j MASQUERADE --random-fully"));
-        assert!(text.starts_with("*nat\n:IP-MASQ-AGENT - [0:0]\n") && text.ends_with("COMMIT\n"));
-    }
-
-    #[test]
     fn names_and_expectations() {
         assert_eq!(Setup::Masq("nftables").name(), "masq-nftables");
         assert_eq!(
-            Setup::NoNat.expected_source(),
+            Setup::NoNat.expected_source(Family::V4),
             std::net::IpAddr::from(addr::POD)
         );
         assert_eq!(
-            Setup::UpstreamIptables.expected_source(),
+            Setup::UpstreamIptables.expected_source(Family::V4),
             std::net::IpAddr::from(addr::NODE)
+        );
+        assert_eq!(
+            Setup::Masq("ebpf").expected_source(Family::V6),
+            std::net::IpAddr::from(masq_testbed::addr6::NODE)
         );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{ControlMedian, Results};
+use super::{ControlMedian, DataplaneMedian, Results};
 
 fn fmt(v: f64, digits: usize) -> String {
     if v.is_nan() {
@@ -82,50 +82,28 @@ pub fn markdown(results: &Results) -> String {
     );
     let _ = writeln!(
         md,
-        "From the pod to the \"internet\" host, through the node. None of the N non-masquerade \
+        "From the pod to the \"internet\" host 203.0.113.10 over IPv4 (IPv6 below, when \
+         measured), through the node. None of the N non-masquerade \
          CIDRs covers the destination: every new flow walks them all and is masqueraded. \
          Percentages are ratios to no-nat (for latency, >100% is slower). A masq row marked \
          \"library, no agent\" holds more CIDRs than the agent's 1 MiB config file can: the \
          ruleset was installed by the same datapath code called as a library.\n"
     );
-    let _ = writeln!(
-        md,
-        "| setup | CIDRs | TCP conn/s | (range) | vs no-NAT | UDP flows/s | vs no-NAT | 1 stream Gbit/s | vs no-NAT | p50 µs | p99 µs | p99 vs no-NAT | install s | failed flows | conntrack insert_failed |"
-    );
-    let _ = writeln!(
-        md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    for d in &s.dataplane {
+    let ipv4: Vec<&DataplaneMedian> = s.dataplane.iter().filter(|d| d.family == "ipv4").collect();
+    if !ipv4.is_empty() {
+        dataplane_table(&mut md, &ipv4);
+    }
+    let ipv6: Vec<&DataplaneMedian> = s.dataplane.iter().filter(|d| d.family == "ipv6").collect();
+    if !ipv6.is_empty() {
         let _ = writeln!(
             md,
-            "| {}{} | {} | {} | {}-{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            d.setup,
-            if d.installed_by == "library" {
-                " (library, no agent)"
-            } else {
-                ""
-            },
-            if d.setup == "no-nat" {
-                "-".to_string()
-            } else {
-                d.cidrs.to_string()
-            },
-            fmt(d.tcp_per_second, 0),
-            fmt(d.tcp_range.0, 0),
-            fmt(d.tcp_range.1, 0),
-            ratio(d.vs_no_nat[0]),
-            fmt(d.udp_per_second, 0),
-            ratio(d.vs_no_nat[1]),
-            fmt(d.throughput_gbps, 2),
-            ratio(d.vs_no_nat[2]),
-            fmt(d.p50_us, 1),
-            fmt(d.p99_us, 1),
-            ratio(d.vs_no_nat[4]),
-            fmt(d.install_seconds, 2),
-            d.failures,
-            d.conntrack_insert_failed
+            "\n### IPv6\n\nThe same load over IPv6 on the dual-stack topology: from the pod's IPv6 \
+             address to the IPv6 \"internet\" host 2001:db8::10, N IPv6 non-masquerade /128s \
+             (none covering it), masq's agents with `--enable-ipv6` and the IPv6 pod CIDR, the \
+             peers' IPv6 rules (ip-masq-agent's chain through `ip6tables-restore`, plain nftables \
+             in an `ip6` table). Percentages are ratios to IPv6 no-nat.\n"
         );
+        dataplane_table(&mut md, &ipv6);
     }
 
     if !s.control.is_empty() {
@@ -248,6 +226,49 @@ pub fn markdown(results: &Results) -> String {
     super::newflows::section(&mut md, &results.newflows);
     super::pool_section::section(&mut md, &results.pools);
     md
+}
+
+/// One data-plane table: a row per (setup, CIDR count), ratios to the family's no-nat.
+fn dataplane_table(md: &mut String, rows: &[&DataplaneMedian]) {
+    let _ = writeln!(
+        md,
+        "| setup | CIDRs | TCP conn/s | (range) | vs no-NAT | UDP flows/s | vs no-NAT | 1 stream Gbit/s | vs no-NAT | p50 µs | p99 µs | p99 vs no-NAT | install s | failed flows | conntrack insert_failed |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for d in rows {
+        let _ = writeln!(
+            md,
+            "| {}{} | {} | {} | {}-{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            d.setup,
+            if d.installed_by == "library" {
+                " (library, no agent)"
+            } else {
+                ""
+            },
+            if d.setup == "no-nat" {
+                "-".to_string()
+            } else {
+                d.cidrs.to_string()
+            },
+            fmt(d.tcp_per_second, 0),
+            fmt(d.tcp_range.0, 0),
+            fmt(d.tcp_range.1, 0),
+            ratio(d.vs_no_nat[0]),
+            fmt(d.udp_per_second, 0),
+            ratio(d.vs_no_nat[1]),
+            fmt(d.throughput_gbps, 2),
+            ratio(d.vs_no_nat[2]),
+            fmt(d.p50_us, 1),
+            fmt(d.p99_us, 1),
+            ratio(d.vs_no_nat[4]),
+            fmt(d.install_seconds, 2),
+            d.failures,
+            d.conntrack_insert_failed
+        );
+    }
 }
 
 fn rounds(results: &Results) -> String {

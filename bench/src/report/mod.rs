@@ -74,11 +74,13 @@ pub struct Summary {
     pub targets: Vec<Target>,
 }
 
-/// Medians of one (setup, CIDR count).
+/// Medians of one (address family, setup, CIDR count).
 #[derive(Clone, Debug, Serialize)]
 pub struct DataplaneMedian {
     /// Setup name.
     pub setup: String,
+    /// Address family of the traffic: `ipv4` or `ipv6`.
+    pub family: String,
     /// Non-masquerade CIDRs.
     pub cidrs: usize,
     /// Samples (rounds).
@@ -95,7 +97,7 @@ pub struct DataplaneMedian {
     pub p99_us: f64,
     /// Install time, s.
     pub install_seconds: f64,
-    /// Ratios to the no-NAT medians (tcp, udp, throughput, p50, p99).
+    /// Ratios to the no-NAT medians of the same family (tcp, udp, throughput, p50, p99).
     pub vs_no_nat: [f64; 5],
     /// Failed connections and flows over all samples.
     pub failures: u64,
@@ -170,16 +172,16 @@ pub fn summarize(
     reload: &[reload::Sample],
     skipped: &[(String, String)],
 ) -> Summary {
-    let keys: BTreeSet<(String, usize)> = dataplane
+    let keys: BTreeSet<(String, String, usize)> = dataplane
         .iter()
-        .map(|s| (s.setup.clone(), s.cidrs))
+        .map(|s| (s.family.clone(), s.setup.clone(), s.cidrs))
         .collect();
     let mut medians: Vec<DataplaneMedian> = keys
         .into_iter()
-        .map(|(setup, cidrs)| {
+        .map(|(family, setup, cidrs)| {
             let of: Vec<&dataplane::Sample> = dataplane
                 .iter()
-                .filter(|s| s.setup == setup && s.cidrs == cidrs)
+                .filter(|s| s.family == family && s.setup == setup && s.cidrs == cidrs)
                 .collect();
             let m =
                 |f: &dyn Fn(&dataplane::Sample) -> f64| median(of.iter().map(|s| f(s)).collect());
@@ -208,12 +210,19 @@ pub fn summarize(
                     .collect::<Vec<_>>()
                     .join("+"),
                 setup,
+                family,
                 cidrs,
             }
         })
         .collect();
-    if let Some(base) = medians.iter().find(|m| m.setup == "no-nat").cloned() {
-        for m in &mut medians {
+    let bases: Vec<DataplaneMedian> = medians
+        .iter()
+        .filter(|m| m.setup == "no-nat")
+        .cloned()
+        .collect();
+    for base in bases {
+        // Each family against its own no-NAT path: IPv6 rows are ratios to IPv6 without NAT.
+        for m in medians.iter_mut().filter(|m| m.family == base.family) {
             m.vs_no_nat = [
                 m.tcp_per_second / base.tcp_per_second,
                 m.udp_per_second / base.udp_per_second,
@@ -223,7 +232,7 @@ pub fn summarize(
             ];
         }
     }
-    medians.sort_by_key(|m| (setup_order(&m.setup), m.cidrs));
+    medians.sort_by_key(|m| (m.family.clone(), setup_order(&m.setup), m.cidrs));
 
     let control_setups: BTreeSet<String> = control.iter().map(|s| s.setup.clone()).collect();
     let control_medians: Vec<ControlMedian> = control_setups
@@ -231,7 +240,13 @@ pub fn summarize(
         .map(|setup| control_median(&setup, control))
         .collect();
 
-    let targets = targets(&medians, &control_medians, reload, skipped);
+    // The targets are about the IPv4 rows (the CIDR-count scaling is IPv4 only).
+    let ipv4: Vec<DataplaneMedian> = medians
+        .iter()
+        .filter(|m| m.family == "ipv4")
+        .cloned()
+        .collect();
+    let targets = targets(&ipv4, &control_medians, reload, skipped);
     Summary {
         dataplane: medians,
         control: control_medians,
@@ -327,6 +342,7 @@ mod tests {
     fn row(setup: &str, tcp: f64, tcp_range: Range, udp: f64, udp_range: Range) -> DataplaneMedian {
         DataplaneMedian {
             setup: setup.into(),
+            family: "ipv4".into(),
             cidrs: 10,
             samples: 3,
             tcp_per_second: tcp,
@@ -342,6 +358,62 @@ mod tests {
             udp_range,
             conntrack_insert_failed: 0,
         }
+    }
+
+    fn sample(setup: &str, family: &str, tcp: f64) -> dataplane::Sample {
+        dataplane::Sample {
+            setup: setup.into(),
+            family: family.into(),
+            cidrs: if setup == "no-nat" { 0 } else { 10 },
+            round: 1,
+            install_seconds: 0.0,
+            installed_by: "agent".into(),
+            observed_source: String::new(),
+            tcp: crate::clients::BurstResult {
+                per_second: tcp,
+                ..Default::default()
+            },
+            udp: Default::default(),
+            throughput_gbps: 1.0,
+            latency: Default::default(),
+            tcp_sources: (0, 0, 0),
+            conntrack: Default::default(),
+            ebpf: None,
+        }
+    }
+
+    #[test]
+    fn each_family_is_a_ratio_to_its_own_no_nat_and_the_targets_judge_ipv4() {
+        let samples = [
+            sample("masq-ebpf", "ipv6", 40.0),
+            sample("no-nat", "ipv6", 50.0),
+            sample("masq-ebpf", "ipv4", 90.0),
+            sample("no-nat", "ipv4", 100.0),
+        ];
+        let summary = summarize(&samples, &[], &[], &[]);
+        let order: Vec<(&str, &str)> = summary
+            .dataplane
+            .iter()
+            .map(|m| (m.family.as_str(), m.setup.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("ipv4", "no-nat"),
+                ("ipv4", "masq-ebpf"),
+                ("ipv6", "no-nat"),
+                ("ipv6", "masq-ebpf")
+            ]
+        );
+        assert_eq!(summary.dataplane[1].vs_no_nat[0], 0.9);
+        assert_eq!(summary.dataplane[3].vs_no_nat[0], 0.8);
+        let ebpf: Vec<&Target> = summary
+            .targets
+            .iter()
+            .filter(|t| t.target.starts_with("eBPF"))
+            .collect();
+        assert_eq!(ebpf.len(), 1, "{ebpf:?}");
+        assert!(ebpf[0].measured.contains("= 90.0% of no-NAT"), "{ebpf:?}");
     }
 
     #[test]
