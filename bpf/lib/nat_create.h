@@ -98,10 +98,10 @@ __always_inline_fn int port_try_index(struct port_search *s, __u32 candidate)
 
 /*
  * port_search finds and claims a port towards the reverse key's destination, like nf_nat with
- * fully-random: from a random place in the port table, then every port in turn, but to the
- * end: a pool with one free port gives it (bpf_loop, kernel 5.17+). When the address has none
- * left, the search goes on with the next address of the pool in order (docs/snat-pools.md),
- * never a random one. The pod's own port gets no preference, so a pod never holds a port the
+ * fully-random but to the end: 64 random candidates (lib/pool.h says why), then every port in
+ * turn from a random place: a pool with one free port gives it (bpf_loop, kernel 5.17+). When
+ * the address has none left, the search goes on with the next address of the pool in order
+ * (docs/snat-pools.md), never a random one; an address found full lately is skipped. The pod's own port gets no preference, so a pod never holds a port the
  * node may bind later (a WireGuard or IPsec listener started after the pod's flow).
  */
 #ifdef MASQ_PORT_SEARCH_BOUNDED
