@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use anyhow::{ensure, Context, Result};
 use masq_testbed::exchange::{tcp_ask, udp_ask};
 use masq_testbed::kube::{
-    self, standard_services, standard_services6, svc, svc6, Protocol, ProxyMode,
+    self, standard_services, standard_services6, svc, svc6, Family, Protocol, ProxyMode,
 };
 use masq_testbed::probe::{TcpEchoServer, UdpEchoServer};
 use masq_testbed::{addr6, Netns, Topology};
@@ -35,11 +35,12 @@ pub fn nftables_mode(datapath: Datapath) -> Result<()> {
 /// kube-proxy in `mode` beside the agent: the pod calls the IPv6 ClusterIP whose endpoint is the
 /// internet host (2001:db8::10:8080), whose flow masq masquerades after the DNAT (the far side
 /// sees the node's IPv6 address), and the one whose endpoint is the second pod, which keeps
-/// the caller's address.
+/// the caller's address. masq touches none of kube-proxy's IPv6 rules.
 fn ipv6_cluster_ips(datapath: Datapath, mode: ProxyMode) -> Result<()> {
     let mut bed = dual_bed(datapath, Topology::builder())?;
     let services = [standard_services(), standard_services6()].concat();
     kube::install_kube_proxy(&bed.topology.node, mode, &services)?;
+    let loaded = kube::snapshot(&bed.topology.node, mode, Family::V6)?;
     let pod2 = [SocketAddr::new(addr6::POD2.into(), svc::POD_PORT)];
     let _servers = (
         TcpEchoServer::start(&bed.topology.pod2, &pod2)?,
@@ -65,7 +66,13 @@ fn ipv6_cluster_ips(datapath: Datapath, mode: ProxyMode) -> Result<()> {
             Ok(())
         })
     };
-    check().map_err(|e| bed.with_log(e))
+    check().map_err(|e| bed.with_log(e))?;
+    let now = kube::snapshot(&bed.topology.node, mode, Family::V6)?;
+    ensure!(
+        now == loaded,
+        "kube-proxy's IPv6 rules changed ({mode:?}):\n--- loaded ---\n{loaded}\n--- now ---\n{now}"
+    );
+    Ok(())
 }
 
 /// One question over `protocol` from the pod to `server`, answered from `server`; the source

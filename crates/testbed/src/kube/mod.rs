@@ -376,13 +376,14 @@ fn install_proxier(
     }
 }
 
-/// What kube-proxy (in `mode`) and portmap own in `node`, as their tools list it: every line of
-/// `iptables-<backend>-save` (nat and filter) that names a `KUBE-` or `CNI-` chain, or the
-/// nftables table. Taken before and after a test, it shows whether anyone else touched them.
-pub fn snapshot(node: &Netns, mode: ProxyMode) -> Result<String> {
+/// What kube-proxy's `family` proxier (in `mode`) and portmap own in `node`, as their tools list
+/// it: every line of `iptables-<backend>-save` (or `ip6tables-…`; nat and filter) that names a
+/// `KUBE-` or `CNI-` chain, or the nftables table. Taken before and after a test, it shows
+/// whether anyone else touched them.
+pub fn snapshot(node: &Netns, mode: ProxyMode, family: Family) -> Result<String> {
     match mode {
         ProxyMode::Iptables { backend } => {
-            let program = format!("iptables-{backend}-save");
+            let program = format!("{}-{backend}-save", family.iptables());
             let mut lines = Vec::new();
             for table in ["nat", "filter"] {
                 let save = node.exec(&program, &["-t", table])?;
@@ -394,7 +395,7 @@ pub fn snapshot(node: &Netns, mode: ProxyMode) -> Result<String> {
             }
             Ok(lines.join("\n"))
         }
-        ProxyMode::Nftables => node.exec("nft", &["list", "table", "ip", nftables::TABLE]),
+        ProxyMode::Nftables => node.exec("nft", &["list", "table", family.nft(), nftables::TABLE]),
     }
 }
 
