@@ -5,8 +5,9 @@
 //! whose route MTU is locked lower (a real Packet Too Big), an inbound IPv6 flow whose reply
 //! keeps the pod address, `kill -9` and a restart under an IPv6 connection, the SNAT address
 //! following the kernel's address flags, both families beside a CNI's tc program that ends the
-//! chain, and `masq cleanup`.
+//! chain, `masq cleanup`, and kube-proxy's IPv6 ClusterIPs (iptables and nftables mode).
 
+mod kube_proxy6;
 mod pmtu;
 
 use std::net::{IpAddr, SocketAddr};
@@ -321,6 +322,14 @@ macro_rules! dual_stack_tests {
             #[test]
             fn cleanup_removes_both_families() {
                 run($datapath, super::cleanup_removes_both_families)
+            }
+            #[test]
+            fn kube_proxy_iptables_ipv6_cluster_ips() {
+                run($datapath, kube_proxy6::iptables_mode)
+            }
+            #[test]
+            fn kube_proxy_nftables_ipv6_cluster_ips() {
+                run($datapath, kube_proxy6::nftables_mode)
             }
         }
     };

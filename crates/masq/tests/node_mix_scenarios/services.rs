@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{ensure, Context, Result};
 use masq_testbed::exchange::{tcp_ask, udp_ask, Answer};
 use masq_testbed::kube::{
-    self, node_port, standard_host_ports, standard_services, svc, Protocol, ProxyMode,
+    self, node_port, standard_host_ports, standard_services, svc, Family, Protocol, ProxyMode,
 };
 use masq_testbed::probe::{TcpEchoServer, UdpEchoServer};
 use masq_testbed::{addr, Netns};
@@ -111,7 +111,7 @@ impl ServiceBed {
                 UdpEchoServer::start(ns, &at)?,
             ))
         };
-        let loaded = (mode, kube::snapshot(node, mode)?);
+        let loaded = (mode, kube::snapshot(node, mode, Family::V4)?);
         let pod = serve(&bed.topology.pod, POD)?;
         let pod2 = serve(&bed.topology.pod2, addr::POD2.into())?;
         bed.start_agent()?;
@@ -126,7 +126,7 @@ impl ServiceBed {
     /// kube-proxy's and portmap's rules are as they were loaded: masq touched none of them.
     fn untouched(&self) -> Result<()> {
         let (mode, loaded) = &self.loaded;
-        let now = kube::snapshot(&self.topology.node, *mode)?;
+        let now = kube::snapshot(&self.topology.node, *mode, Family::V4)?;
         let gone = loaded.lines().filter(|l| !now.lines().any(|n| n == *l));
         let new = now.lines().filter(|n| !loaded.lines().any(|l| l == *n));
         let changed: Vec<String> = gone

@@ -15,10 +15,13 @@
 //! kube-proxy adds its jumps with `iptables -I` (prepended) outside the restore; here they are
 //! `-I` lines of the same payload. `MARK --or-mark 0x4000` is what the kernel shows as
 //! `--set-xmark 0x4000/0x4000`, and `--xor-mark` as `--set-xmark 0x4000/0x0`.
+//!
+//! The IPv6 proxier writes the same chains for its Services, with `/128` hosts and the IPv6
+//! cluster CIDR, through `ip6tables-restore`.
 
 use std::fmt::Write;
 
-use super::{hash_name, Endpoint, ServicePort, TrafficPolicy, CLUSTER_CIDR, MASQUERADE_MARK};
+use super::{hash_name, Endpoint, Family, ServicePort, TrafficPolicy, MASQUERADE_MARK};
 
 /// The chains kube-proxy owns in the nat table, besides the per-service ones.
 pub const NAT_CHAINS: [&str; 4] = [
@@ -55,8 +58,10 @@ fn port_hash(port: &ServicePort) -> String {
     hash_name(&[&port.display_name(), port.protocol.name()], 16)
 }
 
-/// The whole payload: the filter table's `KUBE-FORWARD`, then the nat table.
-pub fn ruleset(services: &[ServicePort]) -> String {
+/// The whole payload of `family`'s proxier (every one of `services` is of that family): the
+/// filter table's `KUBE-FORWARD`, then the nat table.
+pub fn ruleset(family: Family, services: &[ServicePort]) -> String {
+    debug_assert!(services.iter().all(|s| s.family() == family));
     let mark = format!("{MASQUERADE_MARK:#x}");
     let mut out = String::new();
     out.push_str("*filter\n:KUBE-FORWARD - [0:0]\n");
@@ -103,7 +108,7 @@ pub fn ruleset(services: &[ServicePort]) -> String {
     );
     let _ = writeln!(out, "-A KUBE-MARK-MASQ -j MARK --or-mark {mark}");
     for port in services {
-        service_rules(&mut out, port);
+        service_rules(&mut out, family, port);
     }
     // kube-proxy: "this must be the last rule in this chain" (NodePorts on every local address).
     out.push_str(
@@ -128,12 +133,13 @@ pub fn service_chains(port: &ServicePort) -> Vec<String> {
     chains
 }
 
-fn service_rules(out: &mut String, port: &ServicePort) {
+fn service_rules(out: &mut String, family: Family, port: &ServicePort) {
     let name = port.display_name();
     let p = port.protocol.name();
     let (svc, ext) = (svc_chain(port), ext_chain(port));
+    let (host, cluster_cidr) = (family.host_prefix(), family.cluster_cidr());
     let cluster_ip = format!(
-        "-m comment --comment \"{name} cluster IP\" -m {p} -p {p} -d {}/32 --dport {}",
+        "-m comment --comment \"{name} cluster IP\" -m {p} -p {p} -d {}/{host} --dport {}",
         port.cluster_ip, port.port
     );
     let _ = writeln!(out, "-A KUBE-SERVICES {cluster_ip} -j {svc}");
@@ -146,7 +152,7 @@ fn service_rules(out: &mut String, port: &ServicePort) {
     // Off-cluster traffic to the ClusterIP is masqueraded (the local-traffic detector).
     let _ = writeln!(
         out,
-        "-A {svc} {cluster_ip} ! -s {CLUSTER_CIDR} -j KUBE-MARK-MASQ"
+        "-A {svc} {cluster_ip} ! -s {cluster_cidr} -j KUBE-MARK-MASQ"
     );
     endpoint_dispatch(out, port, &svc, &port.endpoints);
 
@@ -164,7 +170,7 @@ fn service_rules(out: &mut String, port: &ServicePort) {
             let _ = writeln!(
                 out,
                 "-A {ext} -m comment --comment \"pod traffic for {name} external destinations\" \
-                 -s {CLUSTER_CIDR} -j {svc}"
+                 -s {cluster_cidr} -j {svc}"
             );
             let _ = writeln!(
                 out,
@@ -190,7 +196,7 @@ fn service_rules(out: &mut String, port: &ServicePort) {
         // Hairpin: an endpoint reaching itself through the Service is masqueraded.
         let _ = writeln!(
             out,
-            "-A {sep} -m comment --comment \"{name}\" -s {}/32 -j KUBE-MARK-MASQ",
+            "-A {sep} -m comment --comment \"{name}\" -s {}/{host} -j KUBE-MARK-MASQ",
             endpoint.addr.ip()
         );
         let _ = writeln!(
@@ -225,7 +231,7 @@ fn endpoint_dispatch(out: &mut String, port: &ServicePort, chain: &str, endpoint
 
 #[cfg(test)]
 mod tests {
-    use super::super::{standard_services, svc, Protocol};
+    use super::super::{standard_services, svc, svc6, Protocol};
     use super::*;
     use crate::netns::Netns;
 
@@ -242,7 +248,7 @@ mod tests {
         crate::require(&["iptables-nft-restore"]);
         let services = standard_services();
         let ns = Netns::new("kubeipt").unwrap();
-        super::super::restore(&ns, "nft", &ruleset(&services)).unwrap();
+        super::super::restore(&ns, "nft", &ruleset(Family::V4, &services)).unwrap();
         let save = ns.exec("iptables-nft-save", &[]).unwrap();
         for chain in NAT_CHAINS {
             assert!(
@@ -290,5 +296,25 @@ mod tests {
                 .any(|r| r.contains("KUBE-MARK-MASQ") && !r.contains("src-type")),
             "Local policy marks only the node's own traffic: {ext:?}"
         );
+    }
+
+    /// The IPv6 proxier's payload loads through `ip6tables-nft-restore`: `/128` hosts, the IPv6
+    /// cluster CIDR and bracketed DNAT targets.
+    #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+    fn the_kernel_holds_the_ipv6_proxiers_layout() {
+        crate::require(&["ip6tables-nft-restore"]);
+        let services = super::super::standard_services6();
+        let ns = Netns::new("kubeipt6").unwrap();
+        let payload = ruleset(Family::V6, &services);
+        super::super::pipe(&ns, "ip6tables-nft-restore", &["--noflush"], &payload).unwrap();
+        let save = ns.exec("ip6tables-nft-save", &["-t", "nat"]).unwrap();
+        let services_chain = chain_rules(&save, "KUBE-SERVICES");
+        assert_eq!(services_chain.len(), services.len() + 1, "{save}");
+        let cluster_ip = format!("-d {}/128", svc6::INTERNET_ECHO);
+        assert!(services_chain[0].contains(&cluster_ip), "{save}");
+        assert!(save.contains("! -s fd00:10:244::/48"), "{save}");
+        let dnat = format!("--to-destination [{}]:8080", crate::addr6::INTERNET);
+        assert!(save.contains(&dnat), "{save}");
     }
 }

@@ -11,6 +11,9 @@
 //! - [`portmap`]: hostPorts as containernetworking/plugins `plugins/meta/portmap` writes them
 //!   (`CNI-HOSTPORT-DNAT`, `CNI-DN-*`, `CNI-HOSTPORT-SETMARK`, `CNI-HOSTPORT-MASQ`).
 //!
+//! kube-proxy runs one proxier per IP family: a Service's family is its ClusterIP's, and the
+//! IPv6 ones get the same layout through `ip6tables-restore` or in table `ip6 kube-proxy`.
+//!
 //! [`standard_services`] and [`standard_host_ports`] are the ones the end-to-end tests use; the
 //! addresses are in [`svc`]. Only the layout matters to the kernel, so the generators write
 //! what those programs would write for these objects, not byte for byte (chain-name hashes
@@ -21,12 +24,12 @@ pub mod nftables;
 pub mod portmap;
 
 use std::hash::{Hash, Hasher};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use anyhow::{Context, Result};
 
 use crate::netns::Netns;
-use crate::topology::{addr, set_sysctl};
+use crate::topology::{addr, addr6, set_sysctl};
 
 /// kube-proxy's masquerade mark (`--masquerade-bit 14`, its default).
 pub const MASQUERADE_MARK: u32 = 0x4000;
@@ -34,6 +37,68 @@ pub const MASQUERADE_MARK: u32 = 0x4000;
 /// The cluster's pod CIDR as kube-proxy's local-traffic detector knows it (`--cluster-cidr`):
 /// sources inside it are pods, whose traffic to a ClusterIP is not marked for masquerade.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+
+/// The IPv6 pod CIDR of a dual-stack cluster, around [`crate::addr6::POD_CIDR`].
+pub const CLUSTER_CIDR6: &str = "fd00:10:244::/48";
+
+/// The IP family of one kube-proxy proxier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// The family of `ip`.
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// The cluster CIDR of this family ([`CLUSTER_CIDR`] or [`CLUSTER_CIDR6`]).
+    pub fn cluster_cidr(self) -> &'static str {
+        match self {
+            Family::V4 => CLUSTER_CIDR,
+            Family::V6 => CLUSTER_CIDR6,
+        }
+    }
+
+    /// The prefix length of one host.
+    pub fn host_prefix(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    /// `iptables` or `ip6tables`, the stem of the tools' names.
+    pub fn iptables(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+
+    /// The nftables family (`ip`, `ip6`), also the keyword of its address matches.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    /// The nftables type of one address.
+    pub fn nft_addr_type(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        }
+    }
+}
 
 /// The addresses and ports of [`standard_services`] and [`standard_host_ports`].
 pub mod svc {
@@ -56,6 +121,17 @@ pub mod svc {
     pub const HOST_PORT: u16 = 8443;
     /// The port the pods' servers listen on (the endpoints' and the hostPort's target).
     pub const POD_PORT: u16 = 8080;
+}
+
+/// The IPv6 ClusterIPs of [`standard_services6`], from the IPv6 service CIDR fd00:10:96::/112;
+/// ports as in [`svc`].
+pub mod svc6 {
+    use std::net::Ipv6Addr;
+
+    /// [`super::svc::INTERNET_ECHO`]'s IPv6 ClusterIP, towards [`crate::addr6::INTERNET`]:8080.
+    pub const INTERNET_ECHO: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0x10);
+    /// [`super::svc::POD2_ECHO`]'s IPv6 ClusterIP, towards [`crate::addr6::POD2`]:8080.
+    pub const POD2_ECHO: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0x20);
 }
 
 /// A transport protocol of a Service port.
@@ -92,8 +168,8 @@ pub enum TrafficPolicy {
 /// One endpoint of a Service port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    /// Address and port.
-    pub addr: SocketAddrV4,
+    /// Address and port, of the Service's family.
+    pub addr: SocketAddr,
     /// Whether it runs on this node (what `Local` policy dispatches to).
     pub local: bool,
 }
@@ -109,8 +185,8 @@ pub struct ServicePort {
     pub port_name: String,
     /// Its protocol.
     pub protocol: Protocol,
-    /// `spec.clusterIP`.
-    pub cluster_ip: Ipv4Addr,
+    /// `spec.clusterIP` (or one of `spec.clusterIPs`): its family is the proxier's.
+    pub cluster_ip: IpAddr,
     /// `spec.ports[].port`.
     pub port: u16,
     /// `spec.ports[].nodePort` and the external traffic policy, for a NodePort Service.
@@ -125,6 +201,11 @@ impl ServicePort {
         format!("{}/{}:{}", self.namespace, self.name, self.port_name)
     }
 
+    /// The family of its ClusterIP, so of the proxier that writes its rules.
+    pub fn family(&self) -> Family {
+        Family::of(self.cluster_ip)
+    }
+
     /// The endpoints `Local` policy uses.
     pub fn local_endpoints(&self) -> Vec<Endpoint> {
         self.endpoints.iter().copied().filter(|e| e.local).collect()
@@ -134,7 +215,7 @@ impl ServicePort {
 /// A Service with one port per protocol, both towards the same endpoints.
 fn service(
     name: &str,
-    cluster_ip: Ipv4Addr,
+    cluster_ip: IpAddr,
     node_port: Option<(u16, TrafficPolicy)>,
     endpoints: &[Endpoint],
 ) -> Vec<ServicePort> {
@@ -166,39 +247,62 @@ pub fn node_port(base: u16, protocol: Protocol) -> u16 {
 /// The Services of the end-to-end tests (see [`svc`]), each over TCP and UDP.
 pub fn standard_services() -> Vec<ServicePort> {
     let at = |ip: Ipv4Addr, local: bool| Endpoint {
-        addr: SocketAddrV4::new(ip, svc::POD_PORT),
+        addr: SocketAddr::new(ip.into(), svc::POD_PORT),
         local,
     };
     let mut all = Vec::new();
     all.extend(service(
         "internet-echo",
-        svc::INTERNET_ECHO,
+        svc::INTERNET_ECHO.into(),
         None,
         &[at(addr::INTERNET, false)],
     ));
     all.extend(service(
         "private-echo",
-        svc::PRIVATE_ECHO,
+        svc::PRIVATE_ECHO.into(),
         None,
         &[at(addr::PRIVATE, false)],
     ));
     all.extend(service(
         "pod2-echo",
-        svc::POD2_ECHO,
+        svc::POD2_ECHO.into(),
         None,
         &[at(addr::POD2, true)],
     ));
     all.extend(service(
         "nodeport-local",
-        Ipv4Addr::new(10, 96, 0, 30),
+        Ipv4Addr::new(10, 96, 0, 30).into(),
         Some((svc::NODEPORT_LOCAL, TrafficPolicy::Local)),
         &[at(addr::POD, true)],
     ));
     all.extend(service(
         "nodeport-cluster",
-        Ipv4Addr::new(10, 96, 0, 31),
+        Ipv4Addr::new(10, 96, 0, 31).into(),
         Some((svc::NODEPORT_CLUSTER, TrafficPolicy::Cluster)),
         &[at(addr::POD2, true)],
+    ));
+    all
+}
+
+/// The IPv6 side of two of [`standard_services`] made dual-stack (`ipFamilyPolicy:
+/// RequireDualStack`): the same Services and ports, with the IPv6 ClusterIPs of [`svc6`] and
+/// the endpoints' IPv6 addresses. kube-proxy's IPv6 proxier writes these.
+pub fn standard_services6() -> Vec<ServicePort> {
+    let at = |ip: std::net::Ipv6Addr, local: bool| Endpoint {
+        addr: SocketAddr::new(ip.into(), svc::POD_PORT),
+        local,
+    };
+    let mut all = service(
+        "internet-echo",
+        svc6::INTERNET_ECHO.into(),
+        None,
+        &[at(addr6::INTERNET, false)],
+    );
+    all.extend(service(
+        "pod2-echo",
+        svc6::POD2_ECHO.into(),
+        None,
+        &[at(addr6::POD2, true)],
     ));
     all
 }
@@ -232,22 +336,54 @@ pub enum ProxyMode {
 /// the kernel: `bridge-nf-call-iptables` (pod-to-pod Service traffic crosses the node's bridge,
 /// and its replies must meet conntrack to be un-DNATed). Fails when the kernel lacks
 /// br_netfilter, which kube-proxy requires too.
+///
+/// The IPv4 proxier's rules are always loaded, as on a single-stack node; the IPv6 proxier's
+/// (and `bridge-nf-call-ip6tables`) when `services` has IPv6 ones, as on a dual-stack node.
 pub fn install_kube_proxy(node: &Netns, mode: ProxyMode, services: &[ServicePort]) -> Result<()> {
     set_sysctl(node, "net/bridge/bridge-nf-call-iptables", "1")
         .context("kube-proxy needs br_netfilter (net.bridge.bridge-nf-call-iptables)")?;
+    let of = |family| -> Vec<ServicePort> {
+        services
+            .iter()
+            .filter(|s| s.family() == family)
+            .cloned()
+            .collect()
+    };
+    install_proxier(node, mode, Family::V4, &of(Family::V4), addr::NODE.into())?;
+    let services6 = of(Family::V6);
+    if !services6.is_empty() {
+        set_sysctl(node, "net/bridge/bridge-nf-call-ip6tables", "1")?;
+        install_proxier(node, mode, Family::V6, &services6, addr6::NODE.into())?;
+    }
+    Ok(())
+}
+
+/// One family's proxier: `services` (all of `family`), with `node_ip` as its NodePort address.
+fn install_proxier(
+    node: &Netns,
+    mode: ProxyMode,
+    family: Family,
+    services: &[ServicePort],
+    node_ip: IpAddr,
+) -> Result<()> {
     match mode {
-        ProxyMode::Iptables { backend } => restore(node, backend, &iptables::ruleset(services)),
-        ProxyMode::Nftables => nft_load(node, &nftables::ruleset(services, &[addr::NODE])),
+        ProxyMode::Iptables { backend } => {
+            let program = format!("{}-{backend}-restore", family.iptables());
+            let payload = iptables::ruleset(family, services);
+            pipe(node, &program, &["--noflush"], &payload)
+        }
+        ProxyMode::Nftables => nft_load(node, &nftables::ruleset(family, services, &[node_ip])),
     }
 }
 
-/// What kube-proxy (in `mode`) and portmap own in `node`, as their tools list it: every line of
-/// `iptables-<backend>-save` (nat and filter) that names a `KUBE-` or `CNI-` chain, or the
-/// nftables table. Taken before and after a test, it shows whether anyone else touched them.
-pub fn snapshot(node: &Netns, mode: ProxyMode) -> Result<String> {
+/// What kube-proxy's `family` proxier (in `mode`) and portmap own in `node`, as their tools list
+/// it: every line of `iptables-<backend>-save` (or `ip6tables-…`; nat and filter) that names a
+/// `KUBE-` or `CNI-` chain, or the nftables table. Taken before and after a test, it shows
+/// whether anyone else touched them.
+pub fn snapshot(node: &Netns, mode: ProxyMode, family: Family) -> Result<String> {
     match mode {
         ProxyMode::Iptables { backend } => {
-            let program = format!("iptables-{backend}-save");
+            let program = format!("{}-{backend}-save", family.iptables());
             let mut lines = Vec::new();
             for table in ["nat", "filter"] {
                 let save = node.exec(&program, &["-t", table])?;
@@ -259,7 +395,7 @@ pub fn snapshot(node: &Netns, mode: ProxyMode) -> Result<String> {
             }
             Ok(lines.join("\n"))
         }
-        ProxyMode::Nftables => node.exec("nft", &["list", "table", "ip", nftables::TABLE]),
+        ProxyMode::Nftables => node.exec("nft", &["list", "table", family.nft(), nftables::TABLE]),
     }
 }
 

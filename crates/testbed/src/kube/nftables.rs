@@ -18,13 +18,16 @@
 //! `nodeport-ips` holds the node's primary address: kube-proxy's nftables mode defaults
 //! `--nodeport-addresses` to `primary`. nft does not accept `dstnat` as a priority for the
 //! output hook of an `ip` table; -100 is its value.
+//!
+//! The IPv6 proxier writes the same table as `ip6 kube-proxy`, with `ip6` matches and the IPv6
+//! cluster CIDR.
 
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use super::{hash_name, Endpoint, ServicePort, TrafficPolicy, CLUSTER_CIDR, MASQUERADE_MARK};
+use super::{hash_name, Endpoint, Family, ServicePort, TrafficPolicy, MASQUERADE_MARK};
 
-/// The table, `ip kube-proxy`.
+/// The table, `ip kube-proxy` (and `ip6 kube-proxy`).
 pub const TABLE: &str = "kube-proxy";
 
 /// `service-<hash>-<ns>/<name>/<proto>/<port>`: dispatch to every endpoint.
@@ -42,7 +45,8 @@ pub fn external_chain(port: &ServicePort) -> String {
     format!("external-{}", base(port))
 }
 
-/// `endpoint-...__<ip>/<port>`: one endpoint's DNAT.
+/// `endpoint-...__<ip>/<port>`: one endpoint's DNAT. An IPv6 address's `:` is not allowed in
+/// a chain name; kube-proxy writes it as `.`, and so does this.
 pub fn endpoint_chain(port: &ServicePort, endpoint: &Endpoint) -> String {
     let name = format!(
         "{}/{}/{}/{}__{}/{}",
@@ -50,7 +54,7 @@ pub fn endpoint_chain(port: &ServicePort, endpoint: &Endpoint) -> String {
         port.name,
         port.protocol.name(),
         port.port_name,
-        endpoint.addr.ip(),
+        endpoint.addr.ip().to_string().replace(':', "."),
         endpoint.addr.port()
     );
     format!("endpoint-{}-{name}", hash_name(&[&name], 8))
@@ -69,11 +73,14 @@ fn base(port: &ServicePort) -> String {
     format!("{}-{name}", hash_name(&[&name], 8))
 }
 
-/// The whole table. Chains come before the maps and rules that name them, because nft checks
-/// references as it reads.
-pub fn ruleset(services: &[ServicePort], nodeport_ips: &[Ipv4Addr]) -> String {
+/// The whole table of `family`'s proxier (every one of `services` and `nodeport_ips` is of that
+/// family). Chains come before the maps and rules that name them, because nft checks references
+/// as it reads.
+pub fn ruleset(family: Family, services: &[ServicePort], nodeport_ips: &[IpAddr]) -> String {
+    debug_assert!(services.iter().all(|s| s.family() == family));
+    let (nft, addr_type) = (family.nft(), family.nft_addr_type());
     let mark = format!("{MASQUERADE_MARK:#x}");
-    let mut out = format!("table ip {TABLE} {{\n\tcomment \"rules for kube-proxy\"\n");
+    let mut out = format!("table {nft} {TABLE} {{\n\tcomment \"rules for kube-proxy\"\n");
     chain(
         &mut out,
         "mark-for-masquerade",
@@ -92,13 +99,13 @@ pub fn ruleset(services: &[ServicePort], nodeport_ips: &[Ipv4Addr]) -> String {
         ],
     );
     for port in services {
-        service_chains(&mut out, port);
+        service_chains(&mut out, family, port);
     }
 
     let ips: Vec<String> = nodeport_ips.iter().map(|ip| ip.to_string()).collect();
     let _ = writeln!(
         out,
-        "\tset nodeport-ips {{\n\t\ttype ipv4_addr\n\t\tcomment \"IPs that accept NodePort \
+        "\tset nodeport-ips {{\n\t\ttype {addr_type}\n\t\tcomment \"IPs that accept NodePort \
          traffic\"\n\t\telements = {{ {} }}\n\t}}",
         ips.join(", ")
     );
@@ -117,7 +124,7 @@ pub fn ruleset(services: &[ServicePort], nodeport_ips: &[Ipv4Addr]) -> String {
     verdict_map(
         &mut out,
         "service-ips",
-        "ipv4_addr . inet_proto . inet_service",
+        &format!("{addr_type} . inet_proto . inet_service"),
         "ClusterIP, ExternalIP and LoadBalancer IP traffic",
         &cluster_ips,
     );
@@ -144,8 +151,8 @@ pub fn ruleset(services: &[ServicePort], nodeport_ips: &[Ipv4Addr]) -> String {
         "services",
         None,
         &[
-            "ip daddr . meta l4proto . th dport vmap @service-ips".into(),
-            "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports".into(),
+            format!("{nft} daddr . meta l4proto . th dport vmap @service-ips"),
+            format!("{nft} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports"),
         ],
     );
     chain(
@@ -170,8 +177,9 @@ pub fn ruleset(services: &[ServicePort], nodeport_ips: &[Ipv4Addr]) -> String {
     out
 }
 
-fn service_chains(out: &mut String, port: &ServicePort) {
+fn service_chains(out: &mut String, family: Family, port: &ServicePort) {
     let p = port.protocol.name();
+    let (nft, cluster_cidr) = (family.nft(), family.cluster_cidr());
     for endpoint in &port.endpoints {
         let ip = endpoint.addr.ip();
         chain(
@@ -180,7 +188,7 @@ fn service_chains(out: &mut String, port: &ServicePort) {
             None,
             &[
                 // Hairpin: an endpoint reaching itself through the Service is masqueraded.
-                format!("ip saddr {ip} jump mark-for-masquerade"),
+                format!("{nft} saddr {ip} jump mark-for-masquerade"),
                 format!("meta l4proto {p} dnat to {}", endpoint.addr),
             ],
         );
@@ -188,7 +196,7 @@ fn service_chains(out: &mut String, port: &ServicePort) {
     let service = service_chain(port);
     let mut rules = vec![format!(
         // Off-cluster traffic to the ClusterIP is masqueraded (the local-traffic detector).
-        "ip daddr {} {p} dport {} ip saddr != {CLUSTER_CIDR} jump mark-for-masquerade",
+        "{nft} daddr {} {p} dport {} {nft} saddr != {cluster_cidr} jump mark-for-masquerade",
         port.cluster_ip, port.port
     )];
     rules.push(dispatch(port, &port.endpoints));
@@ -204,7 +212,7 @@ fn service_chains(out: &mut String, port: &ServicePort) {
         Some((_, TrafficPolicy::Local)) => {
             let local = port.local_endpoints();
             let mut rules = vec![
-                format!("ip saddr {CLUSTER_CIDR} goto {service} comment \"short-circuit pod traffic\""),
+                format!("{nft} saddr {cluster_cidr} goto {service} comment \"short-circuit pod traffic\""),
                 "fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\""
                     .into(),
                 format!("fib saddr type local goto {service} comment \"short-circuit local traffic\""),
@@ -269,7 +277,8 @@ mod tests {
         crate::require(&["nft"]);
         let services = standard_services();
         let ns = Netns::new("kubenft").unwrap();
-        nft_load(&ns, &ruleset(&services, &[Ipv4Addr::new(172, 30, 0, 1)])).unwrap();
+        let node: IpAddr = [172, 30, 0, 1].into();
+        nft_load(&ns, &ruleset(Family::V4, &services, &[node])).unwrap();
         let listed = ns.exec("nft", &["list", "table", "ip", TABLE]).unwrap();
         for name in [
             "map service-ips",
@@ -289,5 +298,25 @@ mod tests {
         let externals = listed.matches("\tchain external-").count();
         assert_eq!(externals, 4, "two NodePorts over TCP and UDP:\n{listed}");
         assert_eq!(listed.matches("\tchain local-").count(), 2, "{listed}");
+    }
+
+    /// The IPv6 proxier's table loads as `ip6 kube-proxy`, its maps keyed by IPv6 addresses.
+    #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+    fn the_kernel_holds_the_ipv6_proxiers_table() {
+        crate::require(&["nft"]);
+        let services = super::super::standard_services6();
+        let ns = Netns::new("kubenft6").unwrap();
+        let node = IpAddr::from(crate::addr6::NODE);
+        nft_load(&ns, &ruleset(Family::V6, &services, &[node])).unwrap();
+        let listed = ns.exec("nft", &["list", "table", "ip6", TABLE]).unwrap();
+        for text in [
+            "type ipv6_addr . inet_proto . inet_service : verdict",
+            "ip6 saddr != fd00:10:244::/48",
+        ] {
+            assert!(listed.contains(text), "{text} missing:\n{listed}");
+        }
+        let endpoints = listed.matches("\tchain endpoint-").count();
+        assert_eq!(endpoints, services.len(), "one endpoint each:\n{listed}");
     }
 }

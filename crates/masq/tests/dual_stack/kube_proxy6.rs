@@ -1,0 +1,94 @@
+//! Issue 17: masq beside kube-proxy's IPv6 proxier. A dual-stack node runs one proxier per
+//! family; both load their rules (iptables mode through the datapath's iptables backend, or
+//! nftables mode) before the agent starts, with the IPv6 ClusterIPs of
+//! `masq_testbed::kube::standard_services6`. As in the IPv4 scenarios of `node_mix`, masq
+//! decides on the destination after kube-proxy's DNAT, and every question is asked over TCP
+//! and UDP from a socket that accepts answers only from the ClusterIP it called: an answer
+//! conntrack did not un-DNAT, or translated again on its way back, fails it.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use anyhow::{ensure, Context, Result};
+use masq_testbed::exchange::{tcp_ask, udp_ask};
+use masq_testbed::kube::{
+    self, standard_services, standard_services6, svc, svc6, Family, Protocol, ProxyMode,
+};
+use masq_testbed::probe::{TcpEchoServer, UdpEchoServer};
+use masq_testbed::{addr6, Netns, Topology};
+
+use super::dual_bed;
+use crate::harness::Datapath;
+
+/// kube-proxy in iptables mode, in the datapath's iptables backend (nft but for the legacy
+/// datapath): see [`ipv6_cluster_ips`].
+pub fn iptables_mode(datapath: Datapath) -> Result<()> {
+    let backend = datapath.iptables_backend().unwrap_or("nft");
+    ipv6_cluster_ips(datapath, ProxyMode::Iptables { backend })
+}
+
+/// kube-proxy in nftables mode (table `ip6 kube-proxy` beside `ip kube-proxy`): see
+/// [`ipv6_cluster_ips`].
+pub fn nftables_mode(datapath: Datapath) -> Result<()> {
+    ipv6_cluster_ips(datapath, ProxyMode::Nftables)
+}
+
+/// kube-proxy in `mode` beside the agent: the pod calls the IPv6 ClusterIP whose endpoint is the
+/// internet host (2001:db8::10:8080), whose flow masq masquerades after the DNAT (the far side
+/// sees the node's IPv6 address), and the one whose endpoint is the second pod, which keeps
+/// the caller's address. masq touches none of kube-proxy's IPv6 rules.
+fn ipv6_cluster_ips(datapath: Datapath, mode: ProxyMode) -> Result<()> {
+    let mut bed = dual_bed(datapath, Topology::builder())?;
+    let services = [standard_services(), standard_services6()].concat();
+    kube::install_kube_proxy(&bed.topology.node, mode, &services)?;
+    let loaded = kube::snapshot(&bed.topology.node, mode, Family::V6)?;
+    let pod2 = [SocketAddr::new(addr6::POD2.into(), svc::POD_PORT)];
+    let _servers = (
+        TcpEchoServer::start(&bed.topology.pod2, &pod2)?,
+        UdpEchoServer::start(&bed.topology.pod2, &pod2)?,
+    );
+    bed.start_agent()?;
+    bed.wait_ready()?;
+    let pod = &bed.topology.pod;
+    let check = || {
+        Protocol::BOTH.iter().try_for_each(|&protocol| {
+            let internet = SocketAddr::new(svc6::INTERNET_ECHO.into(), svc::CLUSTER_PORT);
+            let seen = ask(pod, protocol, internet)?;
+            ensure!(
+                seen == IpAddr::from(addr6::NODE),
+                "{internet} (2001:db8::10) saw {seen}, not the node"
+            );
+            let pod2 = SocketAddr::new(svc6::POD2_ECHO.into(), svc::CLUSTER_PORT);
+            let seen = ask(pod, protocol, pod2)?;
+            ensure!(
+                seen == IpAddr::from(addr6::POD),
+                "{pod2} (the second pod) saw {seen}, not the caller"
+            );
+            Ok(())
+        })
+    };
+    check().map_err(|e| bed.with_log(e))?;
+    let now = kube::snapshot(&bed.topology.node, mode, Family::V6)?;
+    ensure!(
+        now == loaded,
+        "kube-proxy's IPv6 rules changed ({mode:?}):\n--- loaded ---\n{loaded}\n--- now ---\n{now}"
+    );
+    Ok(())
+}
+
+/// One question over `protocol` from the pod to `server`, answered from `server`; the source
+/// the far side saw.
+fn ask(pod: &Netns, protocol: Protocol, server: SocketAddr) -> Result<IpAddr> {
+    let local = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0);
+    let answer = match protocol {
+        Protocol::Tcp => tcp_ask(pod, local, server),
+        Protocol::Udp => udp_ask(pod, local, server),
+    }
+    .with_context(|| format!("{} to {server}", protocol.name()))?;
+    ensure!(
+        answer.from == server,
+        "the {} answer to a question for {server} came from {}: the caller drops it",
+        protocol.name(),
+        answer.from
+    );
+    Ok(answer.seen.ip())
+}
