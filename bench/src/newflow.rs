@@ -55,8 +55,28 @@ pub struct Sample {
     pub fill_delivered: Vec<f64>,
 }
 
+/// Installs `setup` on `topology` as every packet-generator sample does: IPv4, 10 filler CIDRs.
+pub(crate) fn install(env: &Env, setup: Setup, topology: &Topology) -> Result<setups::Installed> {
+    setups::install(
+        env,
+        setup,
+        topology,
+        Family::V4,
+        &crate::cidrs::fillers(0, 10),
+    )
+    .with_context(|| format!("installing {}", setup.name()))
+}
+
+/// The generator's frames' MAC addresses: the pod's, and the node's bridge (its gateway).
+pub(crate) fn frame_macs(topology: &Topology) -> Result<([u8; 6], [u8; 6])> {
+    Ok((
+        mac(&topology.pod, "eth0")?,
+        mac(&topology.node, masq_testbed::topology::NODE_BRIDGE)?,
+    ))
+}
+
 /// The MAC address of `dev` in `ns`.
-pub(crate) fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
     let shown = ns.ip(&["-j", "link", "show", dev])?;
     let links: serde_json::Value = serde_json::from_str(&shown)?;
     let text = links[0]["address"]
@@ -236,17 +256,9 @@ pub(crate) fn in_pod<R: Send>(
 /// fills) at saturation.
 pub fn sample(env: &Env, plan: &Plan, setup: Setup, flows: u32, round: usize) -> Result<Sample> {
     let topology = Topology::new()?;
-    let installed = setups::install(
-        env,
-        setup,
-        &topology,
-        Family::V4,
-        &crate::cidrs::fillers(0, 10),
-    )
-    .with_context(|| format!("installing {}", setup.name()))?;
+    let installed = install(env, setup, &topology)?;
     start_sink(&topology.external)?;
-    let src = mac(&topology.pod, "eth0")?;
-    let gateway = mac(&topology.node, masq_testbed::topology::NODE_BRIDGE)?;
+    let (src, gateway) = frame_macs(&topology)?;
     let frames: Vec<[u8; 60]> = (0..flows)
         .map(|i| {
             let sport = 1024 + u16::try_from(i / DPORTS).expect("under 64,000 per port");
@@ -294,17 +306,9 @@ pub fn fill_sample(env: &Env, plan: &Plan, setup: Setup, round: usize) -> Result
         format!("{}-{}", FILL_RANGE.0, FILL_RANGE.1),
     ]);
     let topology = Topology::new()?;
-    let installed = setups::install(
-        &env,
-        setup,
-        &topology,
-        Family::V4,
-        &crate::cidrs::fillers(0, 10),
-    )
-    .with_context(|| format!("installing {}", setup.name()))?;
+    let installed = install(&env, setup, &topology)?;
     start_sink(&topology.external)?;
-    let src = mac(&topology.pod, "eth0")?;
-    let gateway = mac(&topology.node, masq_testbed::topology::NODE_BRIDGE)?;
+    let (src, gateway) = frame_macs(&topology)?;
     let ports = u32::from(FILL_RANGE.1 - FILL_RANGE.0) + 1;
     let frames: Vec<[u8; 60]> = (0..ports * 99 / 100)
         .map(|i| {

@@ -22,7 +22,6 @@ use anyhow::{Context, Result};
 use masq_testbed::{addr, Topology};
 use serde::Serialize;
 
-use crate::family::Family;
 use crate::newflow::{self, FILL_DPORT};
 use crate::pin::Plan;
 use crate::setups::{self, Env, Setup};
@@ -96,21 +95,13 @@ fn installed(
         agent_args: agent_args(addresses),
         ..env.clone()
     };
-    let installed = setups::install(
-        &env,
-        setup,
-        &topology,
-        Family::V4,
-        &crate::cidrs::fillers(0, 10),
-    )
-    .with_context(|| format!("installing {}", setup.name()))?;
+    let installed = newflow::install(&env, setup, &topology)?;
     Ok((topology, installed, env))
 }
 
 /// The frame of flow `i` (source port 1024 + i, one destination).
 fn frames(topology: &Topology, flows: std::ops::Range<u32>) -> Result<Vec<[u8; 60]>> {
-    let src = newflow::mac(&topology.pod, "eth0")?;
-    let gateway = newflow::mac(&topology.node, masq_testbed::topology::NODE_BRIDGE)?;
+    let (src, gateway) = newflow::frame_macs(topology)?;
     flows
         .map(|i| {
             let sport = u16::try_from(1024 + i).context("more flows than source ports")?;

@@ -201,6 +201,12 @@ impl GcReport {
         self.expired_pairs + self.expired_passes + self.host_reservations + self.superseded
     }
 
+    /// Entries removed in this pass that held a port of a pool (kept and inbound records hold
+    /// none).
+    pub fn ports_freed(&self) -> usize {
+        self.expired_pairs + self.host_reservations + self.superseded
+    }
+
     /// Halves put back in this pass.
     pub fn restored(&self) -> usize {
         self.restored_reverse + self.restored_forward
@@ -276,7 +282,7 @@ pub fn gc(
     gc_family::<NatTuple>(maps, clock, now, timeouts, &mut report)?;
     gc_family::<NatTuple6>(maps, clock, now, timeouts, &mut report)?;
     // Ports came back: an address found full may have room again.
-    if report.removed() > 0 {
+    if report.ports_freed() > 0 {
         maps.forget_full_addresses()?;
     }
     report.duration = started.elapsed();

@@ -196,6 +196,14 @@ impl Maps {
     /// Forgets which addresses the programs found full (lib/pool.h): after a GC pass that
     /// freed ports, each is searched again by the next flow towards it.
     pub(crate) fn forget_full_addresses(&mut self) -> Result<(), Error> {
+        // Zero unless an address was found full since the last time: one read, most passes.
+        let found_full = self
+            .ports_full_at
+            .get(&0, 0)
+            .map_err(kernel_err("reading masq_ports_full_at"))?;
+        if found_full == 0 {
+            return Ok(());
+        }
         // The stamp first: from here on the programs look nothing up in the maps below.
         self.ports_full_at
             .set(0, 0, 0)

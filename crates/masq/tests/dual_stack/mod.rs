@@ -296,38 +296,47 @@ macro_rules! dual_stack_tests {
             use super::*;
 
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn tcp_udp_ping_in_both_families() {
                 run($datapath, super::tcp_udp_ping_in_both_families)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn path_mtu_through_the_masquerade() {
                 run($datapath, pmtu::path_mtu_through_the_masquerade)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn an_inbound_ipv6_flow_keeps_the_pod_address() {
                 run($datapath, super::an_inbound_ipv6_flow_keeps_the_pod_address)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kill9_and_restart_under_an_ipv6_connection() {
                 run($datapath, super::kill9_and_restart_under_an_ipv6_connection)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn the_snat_address_follows_the_address_flags() {
                 run($datapath, super::the_snat_address_follows_the_address_flags)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn both_families_beside_a_cni_program() {
                 run($datapath, super::both_families_beside_a_cni_program)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn cleanup_removes_both_families() {
                 run($datapath, super::cleanup_removes_both_families)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_iptables_ipv6_cluster_ips() {
                 run($datapath, kube_proxy6::iptables_mode)
             }
             #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_nftables_ipv6_cluster_ips() {
                 run($datapath, kube_proxy6::nftables_mode)
             }
@@ -341,6 +350,7 @@ dual_stack_tests!(iptables_legacy, Datapath::IptablesLegacy);
 dual_stack_tests!(ebpf, Datapath::Ebpf);
 
 #[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ebpf_auto_stays_on_ebpf_with_ipv6() {
     run(Datapath::Ebpf, auto_stays_on_ebpf_with_ipv6)
 }
