@@ -8,13 +8,17 @@
 //! never a translated source port. What only eBPF does (netfilter cannot, docs/snat-pools.md):
 //! the "2,000 flows from one pod", the pod's flows falling over to the next address
 //! once its own is full, flow 2,001 dropped and counted without leaking the pod's address,
-//! and the node's own flow from the second address left alone meanwhile.
+//! and the node's own flow from the second address left alone meanwhile. [`real_node`] puts
+//! the pool beside kube-proxy, portmap, flows from outside, the node's own flows and (eBPF) a
+//! CNI's TCX program, all in one bed.
 //!
 //! Every scenario runs once per datapath, in its own namespaces, between two read-only looks
 //! at the root namespace.
 
 #[allow(dead_code, unused_imports)]
 mod harness;
+#[path = "snat_pools_scenarios/real_node.rs"]
+mod real_node;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -87,11 +91,17 @@ fn prepare_node(bed: &Bed) -> Result<UdpSocket> {
     Ok(service)
 }
 
+/// `--snat-ip` for each address of [`pool`].
+fn pool_args() -> Vec<String> {
+    pool()
+        .iter()
+        .flat_map(|ip| ["--snat-ip".to_string(), ip.to_string()])
+        .collect()
+}
+
+/// [`pool_args`] and the port range.
 fn agent_args() -> Vec<String> {
-    let mut args = Vec::new();
-    for ip in pool() {
-        args.extend(["--snat-ip".to_string(), ip.to_string()]);
-    }
+    let mut args = pool_args();
     args.extend([
         "--port-range".to_string(),
         format!("{FIRST_PORT}-{LAST_PORT}"),
@@ -452,6 +462,11 @@ macro_rules! tests_for {
             #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn the_pool_follows_the_interface() {
                 run($datapath, super::the_pool_follows_the_interface)
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn the_pool_on_a_real_node() {
+                run($datapath, super::real_node::the_pool_on_a_real_node)
             }
         }
     };

@@ -17,6 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use nix::sys::socket::{bind, recvfrom, sendto, AddressFamily, MsgFlags, SockProtocol, SockaddrIn};
 
+use crate::kube::Protocol;
 use crate::netns::Netns;
 use crate::probe::{poll_reads, raw_socket, Seen, Shared, TcpSession, Threads, PROBE_TIMEOUT};
 
@@ -87,6 +88,29 @@ impl UdpAsker {
 /// One UDP question from `local` in `ns` to `server`.
 pub fn udp_ask(ns: &Netns, local: SocketAddr, server: SocketAddr) -> Result<Answer> {
     UdpAsker::bind(ns, local)?.ask(server)
+}
+
+/// One question over `protocol` from `local` in `ns` to `server` that must be answered by
+/// `server` itself, as a Service's client insists (an answer from elsewhere is what a caller
+/// drops: a reply that missed its un-DNAT or was translated again).
+pub fn ask(
+    ns: &Netns,
+    protocol: Protocol,
+    local: SocketAddr,
+    server: SocketAddr,
+) -> Result<Answer> {
+    let answer = match protocol {
+        Protocol::Tcp => tcp_ask(ns, local, server),
+        Protocol::Udp => udp_ask(ns, local, server),
+    }
+    .with_context(|| format!("{} to {server}", protocol.name()))?;
+    anyhow::ensure!(
+        answer.from == server,
+        "the {} answer to a question for {server} came from {}: the caller drops it",
+        protocol.name(),
+        answer.from
+    );
+    Ok(answer)
 }
 
 /// One TCP connection from `local` in `ns` to `server`, asking once. TCP itself insists that

@@ -8,8 +8,8 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use anyhow::{ensure, Context, Result};
-use masq_testbed::exchange::{tcp_ask, udp_ask};
+use anyhow::{ensure, Result};
+use masq_testbed::exchange;
 use masq_testbed::kube::{
     self, standard_services, standard_services6, svc, svc6, Family, Protocol, ProxyMode,
 };
@@ -79,16 +79,5 @@ fn ipv6_cluster_ips(datapath: Datapath, mode: ProxyMode) -> Result<()> {
 /// the far side saw.
 fn ask(pod: &Netns, protocol: Protocol, server: SocketAddr) -> Result<IpAddr> {
     let local = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0);
-    let answer = match protocol {
-        Protocol::Tcp => tcp_ask(pod, local, server),
-        Protocol::Udp => udp_ask(pod, local, server),
-    }
-    .with_context(|| format!("{} to {server}", protocol.name()))?;
-    ensure!(
-        answer.from == server,
-        "the {} answer to a question for {server} came from {}: the caller drops it",
-        protocol.name(),
-        answer.from
-    );
-    Ok(answer.seen.ip())
+    Ok(exchange::ask(pod, protocol, local, server)?.seen.ip())
 }

@@ -129,7 +129,7 @@ pub fn both_families_beside_a_cni_program(datapath: Datapath) -> Result<()> {
     use aya::programs::TcAttachType::{Egress, Ingress};
 
     let mut bed = dual_bed(datapath, Topology::builder())?;
-    let cni = crate::ebpf_scenarios::beside_cni::attach_cni(&bed.topology.node, true)?;
+    let cni = attach_cni(&bed.topology.node, true)?;
     bed.start_agent()?;
     bed.wait_ready()?;
     let (egress, ingress) = (cni.packets(Egress)?, cni.packets(Ingress)?);

@@ -13,9 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use aya::programs::links::LinkOrder;
 use aya::programs::TcAttachType::{self, Egress, Ingress};
-use masq_datapath::ebpf::cni_like::CniLike;
 use masq_datapath::ebpf::HookOrder;
 use masq_testbed::topology::NODE_UPLINK;
 use masq_testbed::{addr, Netns};
@@ -24,22 +22,6 @@ use crate::harness::*;
 use crate::VPC_ONLY;
 
 const NODE: IpAddr = IpAddr::V4(addr::NODE);
-
-/// The CNI-like program on both hooks of the node's uplink, by TCX, first or last.
-pub fn attach_cni(node: &Netns, head: bool) -> Result<CniLike> {
-    node.enter(move || -> Result<CniLike> {
-        let mut cni = CniLike::load()?;
-        for hook in [Egress, Ingress] {
-            let position = if head {
-                LinkOrder::first()
-            } else {
-                LinkOrder::last()
-            };
-            cni.attach_tcx(NODE_UPLINK, hook, position)?;
-        }
-        Ok(cni)
-    })?
-}
 
 /// The program names on the uplink's `hook`, first to run first.
 fn names_on(node: &Netns, hook: TcAttachType) -> Result<Vec<String>> {

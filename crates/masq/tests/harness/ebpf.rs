@@ -6,7 +6,10 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::Result;
+use aya::programs::links::LinkOrder;
+use aya::programs::TcAttachType::{Egress, Ingress};
 use masq_datapath::ebpf::attach::{self, Direction};
+use masq_datapath::ebpf::cni_like::CniLike;
 use masq_datapath::ebpf::maps::name::DST_POLICY;
 use masq_datapath::ebpf::MAPS_SUBDIR;
 use masq_testbed::topology::NODE_UPLINK;
@@ -108,4 +111,20 @@ fn hooks_with_masq(names: &[String]) -> Vec<String> {
         .filter(|(name, dir)| attach::is_attached(name, *dir))
         .map(|(name, dir)| format!("{name} {}", dir.as_str()))
         .collect()
+}
+
+/// The CNI-like program on both hooks of the node's uplink, by TCX, first or last.
+pub fn attach_cni(node: &Netns, head: bool) -> Result<CniLike> {
+    node.enter(move || -> Result<CniLike> {
+        let mut cni = CniLike::load()?;
+        for hook in [Egress, Ingress] {
+            let position = if head {
+                LinkOrder::first()
+            } else {
+                LinkOrder::last()
+            };
+            cni.attach_tcx(NODE_UPLINK, hook, position)?;
+        }
+        Ok(cni)
+    })?
 }

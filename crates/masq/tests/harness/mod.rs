@@ -19,7 +19,7 @@ use masq_testbed::{
 
 mod ebpf;
 
-pub use ebpf::both_hooks;
+pub use ebpf::{attach_cni, both_hooks};
 
 pub const MASQ: &str = env!("CARGO_BIN_EXE_masq");
 

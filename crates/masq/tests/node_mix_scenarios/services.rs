@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{ensure, Context, Result};
-use masq_testbed::exchange::{tcp_ask, udp_ask, Answer};
+use masq_testbed::exchange::ask;
 use masq_testbed::kube::{
     self, node_port, standard_host_ports, standard_services, svc, Family, Protocol, ProxyMode,
 };
@@ -154,23 +154,6 @@ impl std::ops::DerefMut for ServiceBed {
     fn deref_mut(&mut self) -> &mut Bed {
         &mut self.bed
     }
-}
-
-/// One question over `protocol` from `local` in `ns` to `server`; the answer must come from
-/// `server`.
-fn ask(ns: &Netns, protocol: Protocol, local: SocketAddr, server: SocketAddr) -> Result<Answer> {
-    let answer = match protocol {
-        Protocol::Tcp => tcp_ask(ns, local, server),
-        Protocol::Udp => udp_ask(ns, local, server),
-    }
-    .with_context(|| format!("{} to {server}", protocol.name()))?;
-    ensure!(
-        answer.from == server,
-        "the {} answer to a question for {server} came from {}: the caller drops it",
-        protocol.name(),
-        answer.from
-    );
-    Ok(answer)
 }
 
 fn any() -> SocketAddr {
