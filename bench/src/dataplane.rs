@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::clients::{self, Burst, BurstResult, Latency};
 use crate::family::Family;
 use crate::pin::Plan;
+use crate::procfs;
 use crate::servers::Server;
 use crate::setups::{self, Env, Setup};
 use crate::throughput;
@@ -73,6 +74,10 @@ pub struct Sample {
     pub conntrack: ConntrackStats,
     /// For the eBPF datapath: its packet counters and NAT table fill after the sample.
     pub ebpf: Option<EbpfStats>,
+    /// With an agent: the CPU seconds it used during the TCP and the UDP burst (its GC passes,
+    /// resyncs), on the CPU the servers share with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_cpu_seconds: Option<(f64, f64)>,
 }
 
 /// The eBPF datapath's own view of a sample, read from its pinned maps: where flows went
@@ -206,6 +211,9 @@ pub fn sample(
     )?;
 
     // The connection burst starts after the warm-up's source ports: a distinct tuple space.
+    let agent_pid = installed.agent.as_ref().map(|(agent, _)| agent.pid());
+    let agent_cpu = || agent_pid.map(procfs::cpu_time).transpose();
+    let before_tcp = agent_cpu()?;
     let tcp = clients::tcp_connections(
         &topology.pod,
         internet,
@@ -213,7 +221,13 @@ pub fn sample(
         burst,
         plan.client,
     )?;
+    let before_udp = agent_cpu()?;
     let udp = clients::udp_flows(&topology.pod, internet, &LOAD_PORTS, burst, plan.client)?;
+    let after_udp = agent_cpu()?;
+    let agent_cpu_seconds = match (before_tcp, before_udp, after_udp) {
+        (Some(a), Some(b), Some(c)) => Some((b.since(&a).own, c.since(&b).own)),
+        _ => None,
+    };
     let throughput_gbps = throughput::one_stream(
         &topology.pod,
         &topology.external,
@@ -248,7 +262,7 @@ pub fn sample(
     }
     .to_string();
     let ebpf = match setup {
-        Setup::Masq("ebpf") => Some(ebpf_stats(env)?),
+        _ if setup.is_ebpf() => Some(ebpf_stats(env)?),
         _ => None,
     };
     setups::uninstall(env, &topology, installed)?;
@@ -267,6 +281,7 @@ pub fn sample(
         tcp_sources,
         conntrack,
         ebpf,
+        agent_cpu_seconds,
     })
 }
 

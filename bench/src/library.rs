@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use masq_config::Config;
-use masq_datapath::ebpf::{Ebpf, Maps, MAPS_SUBDIR};
+use masq_datapath::ebpf::{AttachMode, Ebpf, Maps, MAPS_SUBDIR};
 use masq_datapath::ipt::Iptables;
 use masq_datapath::nft::Nftables;
 use masq_datapath::{Datapath, Desired, Interface, NodeSettings};
@@ -19,12 +19,21 @@ use masq_testbed::{addr, addr6, topology::NODE_UPLINK, Netns};
 use crate::family::Family;
 use crate::setups::Env;
 
-/// A datapath by its `--datapath` name.
+/// The eBPF datapath with its programs on clsact filters ([`Setup::MasqEbpfClsact`]); no
+/// `--datapath` value.
+///
+/// [`Setup::MasqEbpfClsact`]: crate::setups::Setup::MasqEbpfClsact
+pub const EBPF_CLSACT: &str = "ebpf-clsact";
+
+/// A datapath by its `--datapath` name (or [`EBPF_CLSACT`]).
 pub fn datapath(env: &Env, name: &str) -> Result<Box<dyn Datapath>> {
     Ok(match name {
         "nftables" => Box::new(Nftables::new()),
         "iptables" => Box::new(Iptables::detect().context("detecting the iptables backend")?),
-        "ebpf" => match &env.bpf_pin_dir {
+        "ebpf" | EBPF_CLSACT => match &env.bpf_pin_dir {
+            Ok(dir) if name == EBPF_CLSACT => {
+                Box::new(Ebpf::new(dir.clone()).with_attach_mode(AttachMode::Clsact))
+            }
             Ok(dir) => Box::new(Ebpf::new(dir.clone())),
             Err(why) => bail!("no private bpffs for the eBPF pins: {why}"),
         },

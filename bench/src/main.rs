@@ -24,6 +24,7 @@ mod peers;
 mod pin;
 mod pools;
 mod procfs;
+mod progstats;
 mod reload;
 mod report;
 mod servers;
@@ -86,7 +87,8 @@ struct Args {
     /// Timed round trips for the latency test.
     #[arg(long, default_value_t = 5000)]
     round_trips: usize,
-    /// Only these setups (names as in the results, comma-separated).
+    /// Only these setups (names as in the results, comma-separated). `masq-ebpf-clsact` (the
+    /// eBPF programs on clsact filters instead of TCX) runs only when named here.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Skip the data plane, control plane, reload, newflows, fill (the pool-fill runs of the
@@ -200,6 +202,13 @@ fn run() -> Result<()> {
         .filter(|s| wanted(&s.name()))
         .collect();
     all.extend(masq.iter().map(|d| Setup::Masq(d)));
+    // Opt-in: the eBPF programs on clsact instead of TCX.
+    if args.only.iter().any(|o| o == "masq-ebpf-clsact") {
+        match setups::masq_unavailable(&env, "ebpf") {
+            None => all.push(Setup::MasqEbpfClsact),
+            Some(why) => skipped.push((Setup::MasqEbpfClsact.name(), why)),
+        }
+    }
 
     let mut errors = Vec::new();
     let mut dataplane_samples = Vec::new();

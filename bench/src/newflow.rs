@@ -53,7 +53,15 @@ pub struct Sample {
     /// With a fill run: the share of each tenth's flows that arrived (netfilter drops a flow
     /// whose randomly drawn port another new flow took at the same moment: `insert_failed`).
     pub fill_delivered: Vec<f64>,
+    /// eBPF setups: ns per flow spent inside the programs on the uplink's egress hook, from a
+    /// pass of [`ATTRIBUTION_FLOWS`] more new flows with the kernel's statistics on
+    /// ([`crate::progstats`]); the rest of the cost above no-NAT is paid outside them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program_ns_per_flow: Option<f64>,
 }
+
+/// New flows of the pass that attributes an eBPF setup's cost to its programs.
+const ATTRIBUTION_FLOWS: u32 = 20_000;
 
 /// Installs `setup` on `topology` as every packet-generator sample does: IPv4, 10 filler CIDRs.
 pub(crate) fn install(env: &Env, setup: Setup, topology: &Topology) -> Result<setups::Installed> {
@@ -274,6 +282,21 @@ pub fn sample(env: &Env, plan: &Plan, setup: Setup, flows: u32, round: usize) ->
     let before = settle(&topology.external)?;
     let (sent, elapsed) = in_pod(&topology, plan, |send| send(&frames))?;
     let delivered = settle(&topology.external)?.saturating_sub(before);
+    let program_ns_per_flow = match setup {
+        _ if setup.is_ebpf() => {
+            // Other source ports than the measured flows': new flows again.
+            let more: Vec<[u8; 60]> = (0..ATTRIBUTION_FLOWS)
+                .map(|i| {
+                    let sport = 40000 + u16::try_from(i / DPORTS).expect("small");
+                    frame(src, gateway, sport, DPORT_FIRST + (i % DPORTS) as u16)
+                })
+                .collect();
+            crate::progstats::egress_ns_per_run(&topology.node, || {
+                in_pod(&topology, plan, |send| send(&more).map(drop))
+            })?
+        }
+        _ => None,
+    };
     setups::uninstall(env, &topology, installed)?;
     if delivered < sent * 99 / 100 {
         bail!(
@@ -291,6 +314,7 @@ pub fn sample(env: &Env, plan: &Plan, setup: Setup, flows: u32, round: usize) ->
         ns_per_flow: elapsed.as_nanos() as f64 / delivered.max(1) as f64,
         fill: Vec::new(),
         fill_delivered: Vec::new(),
+        program_ns_per_flow,
     })
 }
 
@@ -342,5 +366,6 @@ pub fn fill_sample(env: &Env, plan: &Plan, setup: Setup, round: usize) -> Result
         ns_per_flow: 0.0,
         fill,
         fill_delivered,
+        program_ns_per_flow: None,
     })
 }

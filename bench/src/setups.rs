@@ -38,6 +38,10 @@ pub enum Setup {
     PlainNftablesFullyRandom,
     /// The masq agent with this `--datapath` value.
     Masq(&'static str),
+    /// masq's eBPF programs attached as clsact filters instead of TCX links, installed by the
+    /// datapath code as a library ([`crate::library`], no agent): what TCX itself changes.
+    /// Opt-in: only when `--only` names it.
+    MasqEbpfClsact,
 }
 
 /// Every masq datapath the benchmark knows; those the agent cannot load are skipped with the
@@ -54,7 +58,13 @@ impl Setup {
             Setup::PlainNftables => "plain-nftables".into(),
             Setup::PlainNftablesFullyRandom => "plain-nftables-fully-random".into(),
             Setup::Masq(datapath) => format!("masq-{datapath}"),
+            Setup::MasqEbpfClsact => "masq-ebpf-clsact".into(),
         }
+    }
+
+    /// Whether masq's eBPF programs do the work.
+    pub fn is_ebpf(&self) -> bool {
+        matches!(self, Setup::Masq("ebpf") | Setup::MasqEbpfClsact)
     }
 
     /// Whether the non-masquerade CIDR count means anything for it.
@@ -157,7 +167,11 @@ pub fn install(
         Setup::Masq(datapath) if cidrs::fits_in_configmap(&yaml) => {
             Some(start_agent(env, &topology.node, datapath, &yaml)?)
         }
-        Setup::Masq(datapath) => {
+        Setup::Masq(_) | Setup::MasqEbpfClsact => {
+            let datapath = match setup {
+                Setup::Masq(datapath) => datapath,
+                _ => library::EBPF_CLSACT,
+            };
             // The eBPF pins outlive the namespaces: `masq cleanup` removes them afterwards.
             library::install(env, &topology.node, family, datapath, cidr_list)?;
             return Ok(Installed {

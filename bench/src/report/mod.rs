@@ -379,6 +379,7 @@ mod tests {
             tcp_sources: (0, 0, 0),
             conntrack: Default::default(),
             ebpf: None,
+            agent_cpu_seconds: None,
         }
     }
 
