@@ -1,7 +1,7 @@
 //! The SNAT part of `/status` and `masq status`: each family's address pool, the source ports
 //! in effect and the reserved ports left out of them (docs/snat-pools.md).
 
-use masq_datapath::{ports, Family, NodeSettings};
+use masq_datapath::{ports, Family, Kind, NodeSettings};
 use serde::{Deserialize, Serialize};
 
 /// What translated flows leave with. Field names are part of `masq status -o json`.
@@ -17,7 +17,8 @@ pub struct SnatSummary {
     pub nodeport_range: String,
     /// Reserved ports inside the configured ranges (node sockets and hostPorts), left out.
     pub reserved_ports: Vec<u16>,
-    /// Something the operator should know (every port of the ranges reserved).
+    /// Something the operator should know (every port of the ranges reserved, an IPv6 pool
+    /// iptables cannot spread).
     pub warning: Option<String>,
 }
 
@@ -33,14 +34,14 @@ pub struct PoolSummary {
 }
 
 impl SnatSummary {
-    /// The summary of what `node` makes the datapath install.
-    pub fn of(node: &NodeSettings) -> SnatSummary {
+    /// The summary of what `node` makes the `kind` datapath install.
+    pub fn of(node: &NodeSettings, kind: Kind) -> SnatSummary {
         let pools = node
             .families()
             .iter()
             .map(|&family| {
                 let addresses: Vec<String> = node
-                    .snat_pool(family)
+                    .snat_pool_on(kind, family)
                     .iter()
                     .map(ToString::to_string)
                     .collect();
@@ -70,12 +71,21 @@ impl SnatSummary {
             .copied()
             .filter(|p| base.iter().any(|r| r.contains(*p)))
             .collect();
-        let warning = (!reserved.is_empty() && in_effect == base).then(|| {
+        let every_port_reserved = (!reserved.is_empty() && in_effect == base).then(|| {
             format!(
                 "every port of {} is reserved by the node (sockets or hostPorts); they are handed \
                  out anyway rather than no translation at all",
                 ports::list_text(&base)
             )
+        });
+        let unspread = node.snat_pool(Family::V6).len() > node.snat_pool_on(kind, Family::V6).len();
+        let warning = every_port_reserved.or_else(|| {
+            unspread.then(|| {
+                "iptables cannot spread IPv6 pods over a pool (its cluster match hashes only the \
+                 first 32 bits of an IPv6 address): every IPv6 flow leaves with the pool's first \
+                 address"
+                    .to_string()
+            })
         });
         SnatSummary {
             pools,
@@ -115,7 +125,7 @@ impl SnatSummary {
             }
         ));
         if let Some(w) = &self.warning {
-            s.push_str(&format!("ports warning:   {w}\n"));
+            s.push_str(&format!("snat warning:    {w}\n"));
         }
         s
     }
@@ -132,7 +142,7 @@ mod tests {
             ..NodeSettings::default()
         };
         node.reserved_ports = [22, 8443].into();
-        let summary = SnatSummary::of(&node);
+        let summary = SnatSummary::of(&node, Kind::Nftables);
         assert_eq!(summary.pools[0].addresses, ["192.0.2.1", "192.0.2.2"]);
         assert_eq!(summary.port_ranges, "1024-8442,8444-29999,32768-65535");
         assert_eq!(summary.ports, 61743);
@@ -156,12 +166,31 @@ mod tests {
             reserved_ports: [8443].into(),
             ..NodeSettings::default()
         };
-        let summary = SnatSummary::of(&node);
+        let summary = SnatSummary::of(&node, Kind::Nftables);
         assert_eq!(summary.port_ranges, "8443-8443");
         assert!(summary.warning.is_some());
-        let plain = SnatSummary::of(&NodeSettings::default());
+        let plain = SnatSummary::of(&NodeSettings::default(), Kind::Nftables);
         assert!(plain
             .text()
             .contains("the egress interface's primary address [egress-interface]"));
+    }
+
+    #[test]
+    fn iptables_shows_the_one_ipv6_address_it_uses() {
+        let node = NodeSettings {
+            enable_ipv6: true,
+            snat_ips: vec![
+                "2001:db8::1".parse().unwrap(),
+                "2001:db8::2".parse().unwrap(),
+            ],
+            ..NodeSettings::default()
+        };
+        let on_nft = SnatSummary::of(&node, Kind::Nftables);
+        assert_eq!(on_nft.pools[1].addresses, ["2001:db8::1", "2001:db8::2"]);
+        assert!(on_nft.warning.is_none());
+        let on_ipt = SnatSummary::of(&node, Kind::Iptables);
+        assert_eq!(on_ipt.pools[1].family, "ipv6");
+        assert_eq!(on_ipt.pools[1].addresses, ["2001:db8::1"]);
+        assert!(on_ipt.warning.unwrap().contains("first 32 bits"));
     }
 }

@@ -231,6 +231,19 @@ impl NodeSettings {
             .collect()
     }
 
+    /// The SNAT pool of `family` that the `kind` datapath installs: [`Self::snat_pool`], except
+    /// that iptables gives IPv6 pods the first address only. Its `cluster` match, which picks a
+    /// pod's address, hashes only the first 32 bits of an IPv6 source (`xt_cluster_hash_ipv6`
+    /// passes `NF_CT_TUPLE_L3SIZE / sizeof(__u32)`, one word, to `jhash2`), so every pod of a
+    /// pod CIDR would land on one address anyway, and not the one [`pool::address_for`] names.
+    pub fn snat_pool_on(&self, kind: Kind, family: Family) -> Vec<IpAddr> {
+        let mut pool = self.snat_pool(family);
+        if kind == Kind::Iptables && family == Family::V6 {
+            pool.truncate(1);
+        }
+        pool
+    }
+
     /// The ranges ports come from before the reserved ports are left out: `--port-range`, else
     /// every unprivileged port less the NodePort range.
     pub fn base_port_ranges(&self) -> Vec<PortRange> {

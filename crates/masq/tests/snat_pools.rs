@@ -10,13 +10,15 @@
 //! once its own is full, flow 2,001 dropped and counted without leaking the pod's address,
 //! and the node's own flow from the second address left alone meanwhile. [`real_node`] puts
 //! the pool beside kube-proxy, portmap, flows from outside, the node's own flows and (eBPF) a
-//! CNI's TCX program, all in one bed.
+//! CNI's TCX program, all in one bed; [`ipv6`] spreads two pods over a pool of IPv6 addresses.
 //!
 //! Every scenario runs once per datapath, in its own namespaces, between two read-only looks
 //! at the root namespace.
 
 #[allow(dead_code, unused_imports)]
 mod harness;
+#[path = "snat_pools_scenarios/ipv6.rs"]
+mod ipv6;
 #[path = "snat_pools_scenarios/real_node.rs"]
 mod real_node;
 
@@ -467,6 +469,11 @@ macro_rules! tests_for {
             #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn the_pool_on_a_real_node() {
                 run($datapath, super::real_node::the_pool_on_a_real_node)
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn ipv6_pods_spread_over_an_ipv6_pool() {
+                run($datapath, super::ipv6::ipv6_pods_spread_over_an_ipv6_pool)
             }
         }
     };

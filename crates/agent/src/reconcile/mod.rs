@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use masq_config::{Config, ConfigFile, ParseOptions, Source};
-use masq_datapath::{Datapath, Desired, NodeSettings};
+use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
 
 use crate::admin::Shared;
 use crate::memory;
@@ -93,6 +93,8 @@ pub enum Trigger {
 pub struct Reconciler {
     settings: AgentSettings,
     datapath: Option<Box<dyn Datapath>>,
+    /// The datapath's kind (what it installs of the SNAT pools differs).
+    kind: Kind,
     shared: Arc<Shared>,
     node: NodeFacts,
     /// The reserved ports inside the configured port ranges (see [`crate::reserved`]).
@@ -125,6 +127,7 @@ impl Reconciler {
         });
         Reconciler {
             settings,
+            kind: datapath.kind(),
             datapath: Some(datapath),
             shared,
             node: NodeFacts::default(),
@@ -391,7 +394,7 @@ impl Reconciler {
                 m.datapath_entries.set(report.installed_entries as i64);
                 let summary = summarize(&desired);
                 let egress = egress_summary(&desired.node);
-                let snat = SnatSummary::of(&desired.node);
+                let snat = SnatSummary::of(&desired.node, self.kind);
                 if let Some(warning) = &snat.warning {
                     let known = self.shared.read(|s| {
                         s.snat.as_ref().and_then(|n| n.warning.as_ref()) == Some(warning)

@@ -146,7 +146,7 @@ fn translation_rules(
         Pods::AllButTheNode => vec![None],
         Pods::Cidrs(pods) => pods.as_written().iter().map(|n| Some(*n)).collect(),
     };
-    let pool = node.snat_pool(policy.family);
+    let pool = node.snat_pool_on(crate::Kind::Iptables, policy.family);
     // No pool: MASQUERADE to the egress interface's address.
     let targets: Vec<Option<IpAddr>> = match pool.is_empty() {
         true => vec![None],

@@ -22,7 +22,7 @@ use masq_config::Config;
 use masq_datapath::ipt::render::{FORCED_MASQ_COMMENT, FORCED_SNAT_COMMENT};
 use masq_datapath::ipt::{Backend, Iptables};
 use masq_datapath::names::{IPT_CHAIN, IPT_EGRESS_CHAIN};
-use masq_datapath::{pool, Datapath, Desired, Family, Interface, NodeSettings, PortRange};
+use masq_datapath::{pool, Datapath, Desired, Family, Interface, Kind, NodeSettings, PortRange};
 use masq_decision::{Action, NodeContext, Policy};
 use proptest::prelude::*;
 use walk::{Packet, Rules};
@@ -254,8 +254,11 @@ fn check(case: &Case, drop: Option<(Drop, &str)>) -> Result<(), TestCaseError> {
         },
         want
     );
-    // The pod's address of the pool: the one `masq explain` names (`pool::address_for`).
-    let pool = case.node.snat_pool(Family::of_addr(&case.dst));
+    // The pod's address of the pool: the one `masq explain` names (`pool::address_for`), in
+    // the pool iptables installs (an IPv6 one is its first address: `snat_pool_on`).
+    let pool = case
+        .node
+        .snat_pool_on(Kind::Iptables, Family::of_addr(&case.dst));
     let want_source = masquerade
         .then(|| pool::address_for(&pool, case.src))
         .flatten();

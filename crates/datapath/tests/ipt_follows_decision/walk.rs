@@ -6,7 +6,8 @@
 //! pass by using something the walk ignores.
 //!
 //! `-m statistic` draws at random: the walk follows both branches and returns every outcome.
-//! `-m cluster` is computed as the kernel does (`jhash` of the source, scaled to the total).
+//! `-m cluster` is computed as the kernel does (`jhash` of the source, of an IPv6 source its
+//! first 32 bits, scaled to the total).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -221,9 +222,11 @@ fn matches(m: &Match, packet: &Packet) -> Option<bool> {
         Match::Protocol(protocol) => protocol == packet.protocol,
         Match::Random => return None,
         Match::Cluster { total, mask, seed } => {
+            // xt_cluster hashes one 32-bit word of an IPv6 source, its first
+            // (`NF_CT_TUPLE_L3SIZE / sizeof(__u32)` words): not the whole address.
             let bytes = match packet.src {
                 IpAddr::V4(v4) => v4.octets().to_vec(),
-                IpAddr::V6(v6) => v6.octets().to_vec(),
+                IpAddr::V6(v6) => v6.octets()[..4].to_vec(),
             };
             let bucket = pool::reciprocal_scale(pool::jhash(&bytes, *seed), *total);
             mask & (1 << bucket) != 0
