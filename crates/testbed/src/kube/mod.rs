@@ -24,7 +24,7 @@ pub mod nftables;
 pub mod portmap;
 
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{Context, Result};
 
@@ -124,7 +124,9 @@ pub mod svc {
 }
 
 /// The IPv6 ClusterIPs of [`standard_services6`], from the IPv6 service CIDR fd00:10:96::/112;
-/// ports as in [`svc`].
+/// ports as in [`svc`]. A dual-stack Service has one NodePort for both families, so the IPv6
+/// NodePorts are [`svc::NODEPORT_LOCAL`] and [`svc::NODEPORT_CLUSTER`] on the node's IPv6
+/// address.
 pub mod svc6 {
     use std::net::Ipv6Addr;
 
@@ -132,6 +134,10 @@ pub mod svc6 {
     pub const INTERNET_ECHO: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0x10);
     /// [`super::svc::POD2_ECHO`]'s IPv6 ClusterIP, towards [`crate::addr6::POD2`]:8080.
     pub const POD2_ECHO: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0x20);
+    /// The IPv6 ClusterIP of the `Local` NodePort Service, towards [`crate::addr6::POD`]:8080.
+    pub const NODEPORT_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0x30);
+    /// The IPv6 ClusterIP of the `Cluster` NodePort Service, towards [`crate::addr6::POD2`]:8080.
+    pub const NODEPORT_CLUSTER: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0x31);
 }
 
 /// A transport protocol of a Service port.
@@ -284,11 +290,12 @@ pub fn standard_services() -> Vec<ServicePort> {
     all
 }
 
-/// The IPv6 side of two of [`standard_services`] made dual-stack (`ipFamilyPolicy:
-/// RequireDualStack`): the same Services and ports, with the IPv6 ClusterIPs of [`svc6`] and
-/// the endpoints' IPv6 addresses. kube-proxy's IPv6 proxier writes these.
+/// The IPv6 side of [`standard_services`] made dual-stack (`ipFamilyPolicy:
+/// RequireDualStack`), all but the private host's: the same Services, ports and NodePorts,
+/// with the IPv6 ClusterIPs of [`svc6`] and the endpoints' IPv6 addresses. kube-proxy's IPv6
+/// proxier writes these.
 pub fn standard_services6() -> Vec<ServicePort> {
-    let at = |ip: std::net::Ipv6Addr, local: bool| Endpoint {
+    let at = |ip: Ipv6Addr, local: bool| Endpoint {
         addr: SocketAddr::new(ip.into(), svc::POD_PORT),
         local,
     };
@@ -304,18 +311,40 @@ pub fn standard_services6() -> Vec<ServicePort> {
         None,
         &[at(addr6::POD2, true)],
     ));
+    all.extend(service(
+        "nodeport-local",
+        svc6::NODEPORT_LOCAL.into(),
+        Some((svc::NODEPORT_LOCAL, TrafficPolicy::Local)),
+        &[at(addr6::POD, true)],
+    ));
+    all.extend(service(
+        "nodeport-cluster",
+        svc6::NODEPORT_CLUSTER.into(),
+        Some((svc::NODEPORT_CLUSTER, TrafficPolicy::Cluster)),
+        &[at(addr6::POD2, true)],
+    ));
     all
 }
 
 /// The hostPorts of the end-to-end tests: [`svc::HOST_PORT`] (TCP and UDP) to the first pod.
 pub fn standard_host_ports() -> Vec<portmap::HostPort> {
+    host_ports(addr::POD.into(), 24)
+}
+
+/// [`standard_host_ports`] of a dual-stack pod's IPv6 address: the plugin maps a hostPort for
+/// each of the container's addresses, the IPv6 one through ip6tables.
+pub fn standard_host_ports6() -> Vec<portmap::HostPort> {
+    host_ports(addr6::POD.into(), 64)
+}
+
+fn host_ports(pod: IpAddr, prefix: u8) -> Vec<portmap::HostPort> {
     Protocol::BOTH
         .iter()
         .map(|&protocol| portmap::HostPort {
             protocol,
             host_port: svc::HOST_PORT,
-            container: SocketAddrV4::new(addr::POD, svc::POD_PORT),
-            container_prefix: 24,
+            container: SocketAddr::new(pod, svc::POD_PORT),
+            container_prefix: prefix,
         })
         .collect()
 }
@@ -400,17 +429,27 @@ pub fn snapshot(node: &Netns, mode: ProxyMode, family: Family) -> Result<String>
 }
 
 /// Loads the portmap plugin's rules for `host_ports` into `node` through
-/// `iptables-<backend>-restore`, as the plugin's iptables mode does.
+/// `iptables-<backend>-restore`, and those of IPv6 containers through
+/// `ip6tables-<backend>-restore`, as the plugin's iptables mode does.
 pub fn install_host_ports(
     node: &Netns,
     backend: &str,
     host_ports: &[portmap::HostPort],
 ) -> Result<()> {
-    restore(
-        node,
-        backend,
-        &portmap::ruleset("cbr0", "0123456789abcdef-pod", host_ports),
-    )
+    for family in [Family::V4, Family::V6] {
+        let ports: Vec<portmap::HostPort> = host_ports
+            .iter()
+            .filter(|p| p.family() == family)
+            .copied()
+            .collect();
+        if ports.is_empty() {
+            continue;
+        }
+        let payload = portmap::ruleset("cbr0", "0123456789abcdef-pod", &ports);
+        let program = format!("{}-{backend}-restore", family.iptables());
+        pipe(node, &program, &["--noflush"], &payload)?;
+    }
+    Ok(())
 }
 
 /// `iptables-<backend>-restore --noflush` of `payload` inside `node`.
