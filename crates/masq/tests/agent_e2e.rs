@@ -17,6 +17,10 @@
 mod dual_stack;
 mod ebpf_scenarios;
 mod harness;
+// Shared with node_mix.rs, which runs all of it: `dual_stack`'s IPv6 NodePort, hostPort and
+// host-flow scenarios reuse its checks and sabotages; the IPv4 scenarios stay unused here.
+#[allow(dead_code)]
+mod node_mix_scenarios;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -81,7 +81,7 @@ fn prepare_node(bed: &Bed) -> Result<UdpSocket> {
     let host_port = portmap::HostPort {
         protocol: Protocol::Udp,
         host_port: HOST_PORT,
-        container: std::net::SocketAddrV4::new(addr::POD, 8080),
+        container: std::net::SocketAddr::new(addr::POD.into(), 8080),
         container_prefix: 24,
     };
     restore(

@@ -7,6 +7,8 @@
 //! secondary interfaces, pinned on a bpffs private to the test's thread). Needs root, `nft`,
 //! `iptables-nft` and `ping`; skips with a printed reason otherwise. Only the test's own
 //! namespaces are touched.
+//!
+//! Dual stack (issue 17): module `dual_stack`, the same node with IPv6 pods.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -17,6 +19,10 @@ use masq_datapath::ebpf::{attach, Direction};
 use masq_testbed::probe::TcpSession;
 use masq_testbed::vpc::{PRIMARY_IF, SECONDARY2_IF, SECONDARY_IF};
 use masq_testbed::{vpc_addr, AgentProcess, ConfigMapDir, PrivateBpffs, Probes, VpcTopology};
+
+// Not `tests/dual_stack/` (agent_e2e's): a directory of this file's own.
+#[path = "vpc_native/dual_stack.rs"]
+mod dual_stack;
 
 const PORT: u16 = 8080;
 const PRIMARY: IpAddr = IpAddr::V4(vpc_addr::PRIMARY);
@@ -44,14 +50,30 @@ impl Bed {
     fn new(bpffs: Option<&PrivateBpffs>) -> Bed {
         masq_testbed::netns::sweep_stale();
         let topology = VpcTopology::new().unwrap();
-        let internet =
-            Probes::start(&topology.internet, &[vpc_addr::INTERNET.into()], PORT).unwrap();
-        let vpc = Probes::start(&topology.vpc, &[vpc_addr::VPC_PEER.into()], PORT).unwrap();
+        Bed::on(
+            topology,
+            &[vpc_addr::INTERNET.into()],
+            &[vpc_addr::VPC_PEER.into()],
+            CONFIG,
+            bpffs,
+        )
+    }
+
+    /// `topology` with probes on `internet` and `vpc` (the hosts of each side) and `config`.
+    fn on(
+        topology: VpcTopology,
+        internet: &[IpAddr],
+        vpc: &[IpAddr],
+        config: &str,
+        bpffs: Option<&PrivateBpffs>,
+    ) -> Bed {
+        let internet = Probes::start(&topology.internet, internet, PORT).unwrap();
+        let vpc = Probes::start(&topology.vpc, vpc, PORT).unwrap();
         Bed {
             topology,
             internet,
             vpc,
-            config: ConfigMapDir::with(CONFIG).unwrap(),
+            config: ConfigMapDir::with(config).unwrap(),
             pin_dir_args: bpffs
                 .map(|fs| {
                     vec![
@@ -101,15 +123,11 @@ impl Bed {
     }
 
     fn to_internet_from(&self, pod: &masq_testbed::Netns) -> anyhow::Result<IpAddr> {
-        let seen = self.internet.sources(pod, vpc_addr::INTERNET.into())?;
-        seen.agreed()
-            .ok_or_else(|| anyhow::anyhow!("protocols disagree: {seen:?}"))
+        agreed(&self.internet, pod, vpc_addr::INTERNET.into())
     }
 
     fn to_vpc(&self, pod: &masq_testbed::Netns) -> IpAddr {
-        let seen = self.vpc.sources(pod, vpc_addr::VPC_PEER.into()).unwrap();
-        seen.agreed()
-            .unwrap_or_else(|| panic!("protocols disagree: {seen:?}"))
+        agreed(&self.vpc, pod, vpc_addr::VPC_PEER.into()).unwrap()
     }
 
     fn tx_packets(&self, interface: &str) -> u64 {
@@ -215,6 +233,14 @@ impl Bed {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
+}
+
+/// The source `host` (served by `probes`) sees from `pod` over TCP, UDP and ping; fails if they
+/// disagree.
+fn agreed(probes: &Probes, pod: &masq_testbed::Netns, host: IpAddr) -> anyhow::Result<IpAddr> {
+    let seen = probes.sources(pod, host)?;
+    seen.agreed()
+        .ok_or_else(|| anyhow::anyhow!("protocols disagree: {seen:?}"))
 }
 
 /// The eBPF hooks of the VPC node: egress and ingress on the egress interface, the steering
@@ -417,4 +443,22 @@ fn iptables_with_every_uplink_listed_routes_through_the_egress_interface() {
 #[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn ebpf_with_every_uplink_listed_steers_to_the_egress_interface() {
     run_with_every_uplink_listed("ebpf");
+}
+
+#[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
+fn nftables_dual_stack_routes_ipv6_through_the_primary_interface() {
+    dual_stack::run("nftables");
+}
+
+#[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
+fn iptables_dual_stack_routes_ipv6_through_the_primary_interface() {
+    dual_stack::run("iptables");
+}
+
+#[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
+fn ebpf_dual_stack_steers_ipv6_to_the_primary_interface() {
+    dual_stack::run("ebpf");
 }

@@ -47,7 +47,7 @@ pub use leak::LeakWatch;
 pub use netns::{veth, Netns};
 pub use probe::{Probes, Sources};
 pub use topology::{addr, addr6, Topology, TopologyBuilder};
-pub use vpc::{vpc_addr, VpcTopology};
+pub use vpc::{vpc_addr, vpc_addr6, VpcTopology};
 
 /// What a kernel test needs, checked in one place ([`masq_needs`]): [`require`] fails a test that
 /// cannot run here, with the reason; [`unmet`] only says what is missing.

@@ -19,6 +19,13 @@
 //!
 //! Two secondary interfaces (ENIs), one pod on each.
 //!
+//! [`VpcTopology::dual_stack`] adds the same layout in IPv6 ([`vpc_addr6`]): the pods' VPC
+//! addresses in fd00:10:1::/64 behind a link-local gateway (fe80::1, as IPv6 VPC CNIs do), the
+//! primary uplink fd00:172:30::/64 (the internet host 2001:db8::10 routes back only there), the
+//! secondary ones fd00:10::/64 and fd00:10:3::/64 with `ip -6` tables 2 and 3 and rules 512 and
+//! 1536. IPv6 has no `rp_filter`; without masq the pods reach the VPC but not the internet in
+//! both families.
+//!
 //! Without masq the pod cannot reach the internet: its packets leave through eth1 and the VPC
 //! side has no route there (plain masquerading would not help either, eth1's address is no
 //! better). The node uses strict reverse-path filtering on its uplinks, as cloud images do.
@@ -63,6 +70,36 @@ pub mod vpc_addr {
     pub const ENI_TABLE2: &str = "3";
 }
 
+/// The IPv6 addresses of [`VpcTopology::dual_stack`], one for each of [`vpc_addr`]'s.
+pub mod vpc_addr6 {
+    use std::net::Ipv6Addr;
+
+    /// The pod's VPC address.
+    pub const POD: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 1, 0, 0, 0, 0, 0x20);
+    /// The second pod's.
+    pub const POD2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 1, 0, 0, 0, 0, 0x21);
+    /// The IPv6 pod CIDR of the node (`--pod-cidr`).
+    pub const POD_CIDR: &str = "fd00:10:1::/64";
+    /// The pods' gateway: a link-local address on the node's end of each pod's veth.
+    pub const POD_GATEWAY: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+    /// The node's primary IPv6 address: what masqueraded IPv6 traffic must carry.
+    pub const PRIMARY: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x172, 0x30, 0, 0, 0, 0, 1);
+    /// The internet side's end of the primary uplink.
+    pub const PRIMARY_GATEWAY: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x172, 0x30, 0, 0, 0, 0, 2);
+    /// The node's IPv6 address on the secondary interface.
+    pub const SECONDARY: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x10);
+    /// The VPC router on the secondary interface.
+    pub const VPC_GATEWAY: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 1);
+    /// The node's IPv6 address on the second secondary interface.
+    pub const SECONDARY2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 3, 0, 0, 0, 0, 0x10);
+    /// The VPC router on the second secondary interface.
+    pub const VPC_GATEWAY2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 3, 0, 0, 0, 0, 1);
+    /// An internet host (documentation prefix, masqueraded).
+    pub const INTERNET: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+    /// A host inside the VPC (in fd00::/8, a non-masquerade destination).
+    pub const VPC_PEER: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 2, 0, 0, 0, 0, 0x10);
+}
+
 /// The primary uplink of the node (the default route of the main table).
 pub const PRIMARY_IF: &str = "eth0";
 /// The secondary uplink of the node, where the pod's address lives.
@@ -88,6 +125,15 @@ pub struct VpcTopology {
 impl VpcTopology {
     /// Creates the namespaces, links, addresses, routes and rules.
     pub fn new() -> Result<VpcTopology> {
+        VpcTopology::build(false)
+    }
+
+    /// [`VpcTopology::new`] with the IPv6 layout of [`vpc_addr6`] as well.
+    pub fn dual_stack() -> Result<VpcTopology> {
+        VpcTopology::build(true)
+    }
+
+    fn build(ipv6: bool) -> Result<VpcTopology> {
         let topology = VpcTopology {
             pod: Netns::new("vpod")?,
             pod2: Netns::new("vpod2")?,
@@ -95,8 +141,88 @@ impl VpcTopology {
             internet: Netns::new("inet")?,
             vpc: Netns::new("vpc")?,
         };
+        if ipv6 {
+            // Before any link exists, as `Topology` does: without duplicate address detection
+            // the addresses (link-local ones too) are usable at once.
+            for ns in topology.all() {
+                for scope in ["all", "default"] {
+                    set_sysctl(ns, &format!("net/ipv6/conf/{scope}/disable_ipv6"), "0")?;
+                    set_sysctl(ns, &format!("net/ipv6/conf/{scope}/accept_dad"), "0")?;
+                }
+            }
+        }
         topology.wire().context("building the VPC topology")?;
+        if ipv6 {
+            topology
+                .wire6()
+                .context("building the VPC topology's IPv6 side")?;
+        }
         Ok(topology)
+    }
+
+    fn all(&self) -> [&Netns; 5] {
+        [&self.pod, &self.pod2, &self.node, &self.internet, &self.vpc]
+    }
+
+    /// The IPv6 half of the layout, on the links [`VpcTopology::wire`] made.
+    fn wire6(&self) -> Result<()> {
+        use vpc_addr6::*;
+        let node = &self.node;
+        let add = |ns: &Netns, addr: String, dev: &str| {
+            ns.ip(&["-6", "addr", "add", &addr, "dev", dev, "nodad"])
+        };
+        let gateway = POD_GATEWAY.to_string();
+        for (pod, ip, port) in [(&self.pod, POD, "vpod"), (&self.pod2, POD2, "vpod2")] {
+            add(node, format!("{POD_GATEWAY}/64"), port)?;
+            node.ip(&["-6", "route", "add", &format!("{ip}/128"), "dev", port])?;
+            add(pod, format!("{ip}/128"), "eth0")?;
+            pod.ip(&[
+                "-6", "route", "add", "default", "via", &gateway, "dev", "eth0",
+            ])?;
+        }
+        add(node, format!("{PRIMARY}/64"), PRIMARY_IF)?;
+        add(&self.internet, format!("{PRIMARY_GATEWAY}/64"), "eth0")?;
+        add(&self.internet, format!("{INTERNET}/128"), "lo")?;
+        let primary_gateway = PRIMARY_GATEWAY.to_string();
+        node.ip(&["-6", "route", "add", "default", "via", &primary_gateway])?;
+
+        add(&self.vpc, format!("{VPC_PEER}/128"), "lo")?;
+        let enis = [
+            (
+                SECONDARY_IF,
+                "eth0",
+                SECONDARY,
+                VPC_GATEWAY,
+                vpc_addr::ENI_TABLE,
+                POD,
+            ),
+            (
+                SECONDARY2_IF,
+                "eth1",
+                SECONDARY2,
+                VPC_GATEWAY2,
+                vpc_addr::ENI_TABLE2,
+                POD2,
+            ),
+        ];
+        for (node_if, vpc_if, address, gateway, table, pod) in enis {
+            let (address, gateway, pod) =
+                (address.to_string(), gateway.to_string(), pod.to_string());
+            add(node, format!("{address}/64"), node_if)?;
+            add(&self.vpc, format!("{gateway}/64"), vpc_if)?;
+            self.vpc
+                .ip(&["-6", "route", "add", &format!("{pod}/128"), "via", &address])?;
+            node.ip(&[
+                "-6", "route", "add", "default", "via", &gateway, "dev", node_if, "table", table,
+            ])?;
+            node.ip(&[
+                "-6", "rule", "add", "to", &pod, "lookup", "main", "priority", "512",
+            ])?;
+            node.ip(&[
+                "-6", "rule", "add", "from", &pod, "lookup", table, "priority", "1536",
+            ])?;
+        }
+        set_sysctl(node, "net/ipv6/conf/all/forwarding", "1")
     }
 
     fn wire(&self) -> Result<()> {
@@ -238,5 +364,28 @@ mod tests {
         // The node itself reaches the internet with its primary address.
         let seen = tcp_source(&topology.node, SocketAddr::new(internet, 8080)).unwrap();
         assert_eq!(seen, IpAddr::from(vpc_addr::PRIMARY));
+    }
+
+    /// The IPv6 layout: the pods reach the VPC peer with their own IPv6 addresses, not the
+    /// internet host; the node reaches it with its primary IPv6 address.
+    #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+    fn ipv6_without_masq_the_pod_reaches_the_vpc_but_not_the_internet() {
+        crate::require(&["ping"]);
+        let topology = VpcTopology::dual_stack().unwrap();
+        let peer = IpAddr::from(vpc_addr6::VPC_PEER);
+        let vpc = Probes::start(&topology.vpc, &[peer], 8080).unwrap();
+        for (pod, ip) in [
+            (&topology.pod, vpc_addr6::POD),
+            (&topology.pod2, vpc_addr6::POD2),
+        ] {
+            let seen = vpc.sources(pod, peer).unwrap();
+            assert_eq!(seen.agreed(), Some(ip.into()), "{seen:?}");
+        }
+        let internet = SocketAddr::new(vpc_addr6::INTERNET.into(), 8080);
+        let _tcp = crate::probe::TcpEchoServer::start(&topology.internet, &[internet]).unwrap();
+        assert!(tcp_source(&topology.pod, internet).is_err());
+        let seen = tcp_source(&topology.node, internet).unwrap();
+        assert_eq!(seen, IpAddr::from(vpc_addr6::PRIMARY));
     }
 }

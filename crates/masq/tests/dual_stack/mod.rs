@@ -6,9 +6,17 @@
 //! keeps the pod address, `kill -9` and a restart under an IPv6 connection, the SNAT address
 //! following the kernel's address flags, both families beside a CNI's tc program that ends the
 //! chain, `masq cleanup`, and kube-proxy's IPv6 ClusterIPs (iptables and nftables mode).
+//!
+//! The IPv6 side of `node_mix` (issue 13 on a dual-stack node), with its checks and
+//! counterfactuals: IPv6 NodePorts with `Local` and `Cluster` policy in both kube-proxy modes
+//! and an IPv6 hostPort through portmap's ip6tables rules ([`services6`]), and the node's own
+//! IPv6 flows beside the pods' from the same port to the same peer, in each order, over UDP and
+//! TCP ([`host_flows6`]).
 
+mod host_flows6;
 mod kube_proxy6;
 mod pmtu;
+mod services6;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -294,6 +302,7 @@ macro_rules! dual_stack_tests {
     ($module:ident, $datapath:expr) => {
         mod $module {
             use super::*;
+            use crate::node_mix_scenarios::services::Proxy;
 
             #[test]
             #[cfg_attr(masq_unprivileged, ignore = "needs root")]
@@ -339,6 +348,75 @@ macro_rules! dual_stack_tests {
             #[cfg_attr(masq_unprivileged, ignore = "needs root")]
             fn kube_proxy_nftables_ipv6_cluster_ips() {
                 run($datapath, kube_proxy6::nftables_mode)
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn kube_proxy_iptables_ipv6_node_port_with_local_policy() {
+                run($datapath, |d| {
+                    services6::node_port_with_local_policy(d, Proxy::Iptables)
+                })
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn kube_proxy_nftables_ipv6_node_port_with_local_policy() {
+                run($datapath, |d| {
+                    services6::node_port_with_local_policy(d, Proxy::Nftables)
+                })
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn kube_proxy_iptables_ipv6_node_port_with_cluster_policy() {
+                run($datapath, |d| {
+                    services6::node_port_with_cluster_policy(d, Proxy::Iptables)
+                })
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn kube_proxy_nftables_ipv6_node_port_with_cluster_policy() {
+                run($datapath, |d| {
+                    services6::node_port_with_cluster_policy(d, Proxy::Nftables)
+                })
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn portmap_ipv6_host_port() {
+                run($datapath, services6::host_port)
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn ipv6_udp_node_port_bound_before_the_pod_sends() {
+                run(
+                    $datapath,
+                    host_flows6::udp_node_port_bound_before_the_pod_sends,
+                )
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn ipv6_udp_pod_first_then_the_node() {
+                run($datapath, host_flows6::udp_pod_first_then_the_node)
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn ipv6_udp_node_first_then_the_pod() {
+                run($datapath, host_flows6::udp_node_first_then_the_pod)
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn ipv6_udp_node_address_in_non_masquerade_src() {
+                run(
+                    $datapath,
+                    host_flows6::udp_node_address_in_non_masquerade_src,
+                )
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn ipv6_tcp_node_first_then_the_pod() {
+                run($datapath, host_flows6::tcp_node_first_then_the_pod)
+            }
+            #[test]
+            #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+            fn ipv6_tcp_pod_first_then_the_node() {
+                run($datapath, host_flows6::tcp_pod_first_then_the_node)
             }
         }
     };

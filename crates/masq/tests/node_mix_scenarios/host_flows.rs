@@ -8,19 +8,23 @@
 //! Each scenario starts the two flows in one order, then asks on both three more times. The
 //! counterfactual makes the pod's flow keep its port (an SNAT to the node's address and the
 //! same port, before masq), on a fresh port so that no earlier flow is reused.
+//!
+//! The flows and the checks work in either family: the peer's address chooses it.
+//! `dual_stack`'s IPv6 scenarios call [`udp_on`] and [`tcp_on`] with the internet host's IPv6
+//! address on a dual-stack bed.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{ensure, Context, Result};
 use masq_testbed::exchange::{Answer, UdpAsker};
+use masq_testbed::kube::Family;
 use masq_testbed::probe::{TcpSession, UdpEchoServer};
 use masq_testbed::{addr, Netns};
 
 use super::sabotage::{each_caught, Sabotage};
-use super::ISSUE_CONFIG;
+use super::{Addrs, ISSUE_CONFIG};
 use crate::harness::{Bed, Datapath};
 
-const NODE: IpAddr = IpAddr::V4(addr::NODE);
 /// WireGuard's port: the node's listener and the peer's.
 const WIREGUARD: u16 = 51820;
 /// A fixed TCP source port used by both.
@@ -28,7 +32,7 @@ const TCP_PORT: u16 = 40123;
 
 /// Which flow starts first.
 #[derive(Clone, Copy, Debug)]
-enum Order {
+pub enum Order {
     /// The node binds the port (a listener, like WireGuard), the pod sends, then the node.
     NodeBindsPodSends,
     /// The pod sends; only then does the node bind the port and send.
@@ -37,13 +41,15 @@ enum Order {
     NodeFirst,
 }
 
-fn any(port: u16) -> SocketAddr {
-    SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)
+/// The addresses of `peer`'s family.
+fn addrs(peer: SocketAddr) -> Addrs {
+    Addrs::of(Family::of(peer.ip()))
 }
 
-/// Every answer came from `peer`; the node's flow kept `NODE:port`; the pod's flow was
-/// masqueraded to one other port of the node's address.
+/// Every answer came from `peer`; the node's flow kept the node's address and `port`; the
+/// pod's flow was masqueraded to one other port of the node's address (of `peer`'s family).
 fn judge(node: &[Answer], pod: &[Answer], peer: SocketAddr, port: u16) -> Result<()> {
+    let node_ip = addrs(peer).node;
     for (who, answers) in [("node", node), ("pod", pod)] {
         for answer in answers {
             ensure!(
@@ -53,7 +59,7 @@ fn judge(node: &[Answer], pod: &[Answer], peer: SocketAddr, port: u16) -> Result
             );
         }
     }
-    let kept = SocketAddr::new(NODE, port);
+    let kept = SocketAddr::new(node_ip, port);
     for answer in node {
         ensure!(
             answer.seen == kept,
@@ -66,7 +72,7 @@ fn judge(node: &[Answer], pod: &[Answer], peer: SocketAddr, port: u16) -> Result
     }
     let first = pod.first().context("no answer to the pod")?.seen;
     ensure!(
-        first.ip() == NODE && first.port() != port,
+        first.ip() == node_ip && first.port() != port,
         "the pod's flow reached {peer} as {first}: it must be masqueraded to another port"
     );
     ensure!(
@@ -80,6 +86,7 @@ fn judge(node: &[Answer], pod: &[Answer], peer: SocketAddr, port: u16) -> Result
 /// UDP from `port` in both the node and the pod to `peer`, started in `order`.
 fn udp_flows(bed: &Bed, order: Order, peer: SocketAddr, port: u16) -> Result<()> {
     let (node_ns, pod_ns) = (&bed.topology.node, &bed.topology.pod);
+    let any = |port| addrs(peer).any(port);
     let (mut node_answers, mut pod_answers) = (Vec::new(), Vec::new());
     let (node, pod) = match order {
         Order::NodeBindsPodSends => {
@@ -117,7 +124,7 @@ fn udp_flows(bed: &Bed, order: Order, peer: SocketAddr, port: u16) -> Result<()>
 fn tcp_flows(bed: &Bed, order: Order, server: SocketAddr, port: u16) -> Result<()> {
     let (node_ns, pod_ns) = (&bed.topology.node, &bed.topology.pod);
     let connect = |ns: &Netns, who: &str| {
-        TcpSession::connect_from(ns, any(port), server)
+        TcpSession::connect_from(ns, addrs(server).any(port), server)
             .with_context(|| format!("the {who}'s connection"))
     };
     let (mut node, mut pod) = match order {
@@ -140,33 +147,45 @@ fn tcp_flows(bed: &Bed, order: Order, server: SocketAddr, port: u16) -> Result<(
     judge(&node_answers, &pod_answers, server, port)
 }
 
-/// A bed with a UDP peer on WireGuard's port of the internet host.
-fn udp_bed(datapath: Datapath, config: &str) -> Result<(Bed, UdpEchoServer, SocketAddr)> {
-    let bed = Bed::ready(datapath, config)?;
-    let peer = SocketAddr::new(addr::INTERNET.into(), WIREGUARD);
-    let server = UdpEchoServer::start(&bed.topology.external, &[peer])?;
-    Ok((bed, server, peer))
+fn udp_scenario(datapath: Datapath, config: &str, order: Order) -> Result<()> {
+    udp_on(Bed::ready(datapath, config)?, order, addr::INTERNET.into())
 }
 
-fn udp_scenario(datapath: Datapath, config: &str, order: Order) -> Result<()> {
-    let (mut bed, _server, peer) = udp_bed(datapath, config)?;
+/// UDP flows from WireGuard's port in the node and the pod to a peer on that port of
+/// `peer_ip` (served by the external side), started in `order`, on `bed` (agent ready), then
+/// the counterfactual: the pod's flow keeping its port.
+pub fn udp_on(mut bed: Bed, order: Order, peer_ip: IpAddr) -> Result<()> {
+    let peer = SocketAddr::new(peer_ip, WIREGUARD);
+    let _server = UdpEchoServer::start(&bed.topology.external, &[peer])?;
     udp_flows(&bed, order, peer, WIREGUARD).map_err(|e| bed.with_log(e))?;
     let fresh = WIREGUARD + 1;
+    let pod = addrs(peer).pod;
     each_caught(
         &mut bed,
-        &[Sabotage::pod_keeps_its_port(addr::POD, "udp", fresh)],
+        &[Sabotage::pod_keeps_its_port(pod, "udp", fresh)],
         |bed: &Bed| udp_flows(bed, order, peer, fresh),
     )
 }
 
 fn tcp_scenario(datapath: Datapath, order: Order) -> Result<()> {
-    let mut bed = Bed::ready(datapath, ISSUE_CONFIG)?;
-    let server = bed.probes.tcp_addr(addr::INTERNET.into());
+    tcp_on(
+        Bed::ready(datapath, ISSUE_CONFIG)?,
+        order,
+        addr::INTERNET.into(),
+    )
+}
+
+/// TCP connections from port 40123 in the node and the pod to the probe server of `server_ip`,
+/// opened in `order`, on `bed` (agent ready), then the counterfactual: the pod's connection
+/// keeping its port.
+pub fn tcp_on(mut bed: Bed, order: Order, server_ip: IpAddr) -> Result<()> {
+    let server = bed.probes.tcp_addr(server_ip);
     tcp_flows(&bed, order, server, TCP_PORT).map_err(|e| bed.with_log(e))?;
     let fresh = TCP_PORT + 1;
+    let pod = addrs(server).pod;
     each_caught(
         &mut bed,
-        &[Sabotage::pod_keeps_its_port(addr::POD, "tcp", fresh)],
+        &[Sabotage::pod_keeps_its_port(pod, "tcp", fresh)],
         |bed: &Bed| tcp_flows(bed, order, server, fresh),
     )
 }

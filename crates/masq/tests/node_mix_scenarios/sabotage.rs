@@ -3,7 +3,7 @@
 //! check once as it is (it must pass) and once per sabotage (it must fail): a check that
 //! passes with the property broken proves nothing.
 //!
-//! Most are a table `ip masqt-sabotage` of one chain: stateless rewrites after NAT (priority
+//! Most are a table `ip masqt-sabotage` (`ip6` for an IPv6 scenario) of one chain: stateless rewrites after NAT (priority
 //! 300, what a per-packet translation does to a reply) or NAT rules that run before masq's and
 //! kube-proxy's (srcnat - 10, which takes the flow's binding first). They act in netfilter, so
 //! they reach a packet on every datapath: the eBPF programs run after them on egress. Where a
@@ -11,14 +11,15 @@
 //! instead ([`Sabotage::config_keeps_the_internet`]), and a kube-proxy chain flushed is the
 //! counterfactual of a check that kube-proxy's translation happened.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use masq_testbed::addr;
-use masq_testbed::kube::nft_load;
+use masq_testbed::kube::{nft_load, Family};
 use masq_testbed::topology::{NODE_BRIDGE, NODE_UPLINK};
 
+use super::Addrs;
 use crate::harness::{run_ok, Bed};
 
 type Action = Box<dyn Fn(&mut Bed) -> Result<()>>;
@@ -34,15 +35,17 @@ pub struct Sabotage {
 }
 
 impl Sabotage {
-    /// A removable table `ip masqt-sabotage` with one chain (`hook` line, then `rule`).
-    fn nft(what: String, hook: &'static str, rule: String) -> Sabotage {
-        let table =
-            format!("table ip {TABLE} {{\n\tchain sabotage {{\n\t\t{hook}\n\t\t{rule}\n\t}}\n}}\n");
+    /// A removable table `<family> masqt-sabotage` with one chain (`hook` line, then `rule`).
+    fn nft(what: String, family: Family, hook: &'static str, rule: String) -> Sabotage {
+        let nft = family.nft();
+        let table = format!(
+            "table {nft} {TABLE} {{\n\tchain sabotage {{\n\t\t{hook}\n\t\t{rule}\n\t}}\n}}\n"
+        );
         Sabotage {
             what,
             apply: Box::new(move |bed| nft_load(&bed.topology.node, &table)),
-            undo: Some(Box::new(|bed| {
-                run_ok(&bed.topology.node, "nft", &["delete", "table", "ip", TABLE])
+            undo: Some(Box::new(move |bed| {
+                run_ok(&bed.topology.node, "nft", &["delete", "table", nft, TABLE])
             })),
         }
     }
@@ -52,6 +55,7 @@ impl Sabotage {
     pub fn pod_replies_from_node(pod: Ipv4Addr) -> Sabotage {
         Sabotage::nft(
             format!("{pod}'s packets leaving with the node's address"),
+            Family::V4,
             "type filter hook postrouting priority 300; policy accept;",
             format!(
                 "oifname \"{NODE_UPLINK}\" ip saddr {pod} ip saddr set {}",
@@ -60,25 +64,30 @@ impl Sabotage {
         )
     }
 
-    /// What the node sends from `port` over `protocol` leaves from `port + 1000`: a reply
-    /// translated a second time.
-    pub fn node_replies_from_another_port(protocol: &str, port: u16) -> Sabotage {
+    /// What the node sends from `port` over `protocol` (and `family`) leaves from
+    /// `port + 1000`: a reply translated a second time.
+    pub fn node_replies_from_another_port(family: Family, protocol: &str, port: u16) -> Sabotage {
+        let (nft, node) = (family.nft(), Addrs::of(family).node);
         Sabotage::nft(
-            format!("the node's {protocol} packets from port {port} rewritten to {}", port + 1000),
+            format!(
+                "the node's {nft} {protocol} packets from port {port} rewritten to {}",
+                port + 1000
+            ),
+            family,
             "type filter hook postrouting priority 300; policy accept;",
             format!(
-                "oifname \"{NODE_UPLINK}\" ip saddr {} {protocol} sport {port} {protocol} sport set {}",
-                addr::NODE,
+                "oifname \"{NODE_UPLINK}\" {nft} saddr {node} {protocol} sport {port} {protocol} sport set {}",
                 port + 1000
             ),
         )
     }
 
-    /// New flows routed to the pods are masqueraded to the node's bridge address: the pod no
-    /// longer sees who called it.
-    pub fn masquerade_towards_pods() -> Sabotage {
+    /// New flows of `family` routed to the pods are masqueraded to the node's bridge address:
+    /// the pod no longer sees who called it.
+    pub fn masquerade_towards_pods(family: Family) -> Sabotage {
         Sabotage::nft(
-            "flows towards the pods masqueraded".into(),
+            format!("{} flows towards the pods masqueraded", family.nft()),
+            family,
             "type nat hook postrouting priority srcnat - 10; policy accept;",
             format!("oifname \"{NODE_BRIDGE}\" masquerade"),
         )
@@ -106,15 +115,18 @@ impl Sabotage {
         }
     }
 
-    /// `pod`'s flows from `port` leave from the node's address and that same port: what
-    /// keeping a pod's source port does when the node uses the port too.
-    pub fn pod_keeps_its_port(pod: Ipv4Addr, protocol: &str, port: u16) -> Sabotage {
+    /// `pod`'s flows from `port` leave from the node's address (of `pod`'s family) and that
+    /// same port: what keeping a pod's source port does when the node uses the port too.
+    pub fn pod_keeps_its_port(pod: IpAddr, protocol: &str, port: u16) -> Sabotage {
+        let family = Family::of(pod);
+        let to = std::net::SocketAddr::new(Addrs::of(family).node, port);
         Sabotage::nft(
             format!("{pod}'s {protocol} flows from port {port} keeping the port"),
+            family,
             "type nat hook postrouting priority srcnat - 10; policy accept;",
             format!(
-                "ip saddr {pod} {protocol} sport {port} snat to {}:{port}",
-                addr::NODE
+                "{} saddr {pod} {protocol} sport {port} snat to {to}",
+                family.nft()
             ),
         )
     }

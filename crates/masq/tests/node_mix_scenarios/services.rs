@@ -6,19 +6,23 @@
 //! Every check runs over TCP and UDP, and asks from a socket that accepts answers only from
 //! the address it called (a ClusterIP, the node's NodePort or hostPort): an answer that
 //! conntrack did not un-DNAT, or that was translated again on its way out, fails it.
+//!
+//! The NodePort and hostPort checks take a [`ServiceBed`] of either family: `dual_stack`'s
+//! IPv6 scenarios build theirs with [`ServiceBed::on`] and run the same checks.
 
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{ensure, Context, Result};
 use masq_testbed::exchange::ask;
 use masq_testbed::kube::{
-    self, node_port, standard_host_ports, standard_services, svc, Family, Protocol, ProxyMode,
+    self, node_port, standard_host_ports, standard_host_ports6, standard_services,
+    standard_services6, svc, Family, Protocol, ProxyMode,
 };
 use masq_testbed::probe::{TcpEchoServer, UdpEchoServer};
 use masq_testbed::{addr, Netns};
 
 use super::sabotage::{each_caught, Sabotage};
-use super::ISSUE_CONFIG;
+use super::{Addrs, ISSUE_CONFIG};
 use crate::harness::{Bed, Datapath};
 
 /// [`ISSUE_CONFIG`] that also keeps the internet host (203.0.113.0/24).
@@ -27,7 +31,6 @@ const ISSUE_CONFIG_KEEPING_THE_INTERNET: &str =
 
 const NODE: IpAddr = IpAddr::V4(addr::NODE);
 const POD: IpAddr = IpAddr::V4(addr::POD);
-const CLIENT: IpAddr = IpAddr::V4(addr::CLIENT);
 
 /// Which kube-proxy the node runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,25 +52,25 @@ impl Proxy {
         }
     }
 
-    /// Flushing the chain that masquerades kube-proxy's marked traffic: a kube-proxy that
-    /// lost its own translation.
-    fn lose_masquerade(self, datapath: Datapath) -> Sabotage {
+    /// Flushing the chain that masquerades kube-proxy's marked traffic (of `family`'s
+    /// proxier): a kube-proxy that lost its own translation.
+    fn lose_masquerade(self, datapath: Datapath, family: Family) -> Sabotage {
         match self {
             Proxy::Iptables => {
-                let program = format!("iptables-{}", iptables_backend(datapath));
+                let program = format!("{}-{}", family.iptables(), iptables_backend(datapath));
                 Sabotage::final_command(
-                    "kube-proxy's KUBE-POSTROUTING flushed",
+                    &format!("kube-proxy's KUBE-POSTROUTING flushed ({program})"),
                     &program,
                     &["-t", "nat", "-F", "KUBE-POSTROUTING"],
                 )
             }
             Proxy::Nftables => Sabotage::final_command(
-                "kube-proxy's masquerading chain flushed",
+                &format!("kube-proxy's masquerading chain flushed ({})", family.nft()),
                 "nft",
                 &[
                     "flush",
                     "chain",
-                    "ip",
+                    family.nft(),
                     kube::nftables::TABLE,
                     "masquerading",
                 ],
@@ -81,28 +84,50 @@ fn iptables_backend(datapath: Datapath) -> &'static str {
 }
 
 /// A bed whose node runs kube-proxy (and portmap's hostPorts with `host_ports`), whose pods
-/// serve TCP and UDP on 8080 for as long as it lives, and whose agent is ready.
-struct ServiceBed {
+/// serve TCP and UDP on 8080 (at their addresses of the bed's family) for as long as it lives,
+/// and whose agent is ready.
+pub struct ServiceBed {
     bed: Bed,
     _servers: (TcpEchoServer, UdpEchoServer, TcpEchoServer, UdpEchoServer),
-    /// How kube-proxy runs, and its rules (with portmap's, in the same iptables backend) as
-    /// loaded, before the agent started.
+    /// The family the scenario checks, and its addresses.
+    addrs: Addrs,
+    proxy: Proxy,
+    /// How kube-proxy runs, and its rules of that family (with portmap's, in the same iptables
+    /// backend) as loaded, before the agent started.
     loaded: (ProxyMode, String),
 }
 
 impl ServiceBed {
-    /// `host_ports` needs `proxy` in iptables mode: portmap writes to the same backend.
+    /// An IPv4 bed with [`ISSUE_CONFIG`]: see [`ServiceBed::on`].
     fn ready(datapath: Datapath, proxy: Proxy, host_ports: bool) -> Result<ServiceBed> {
+        let bed = Bed::new(datapath, Some(ISSUE_CONFIG))?;
+        ServiceBed::on(bed, Family::V4, proxy, host_ports)
+    }
+
+    /// `bed` (agent not started) with kube-proxy in `proxy` mode and, with `host_ports`,
+    /// portmap's hostPorts, checked in `family`. For IPv6 the node is dual-stack: both
+    /// proxiers run ([`standard_services`] and [`standard_services6`]) and the hostPorts are
+    /// the pod's IPv6 ones. `host_ports` needs `proxy` in iptables mode: portmap writes to the
+    /// same backend.
+    pub fn on(mut bed: Bed, family: Family, proxy: Proxy, host_ports: bool) -> Result<ServiceBed> {
         ensure!(
             !host_ports || proxy == Proxy::Iptables,
             "portmap needs iptables mode"
         );
-        let mut bed = Bed::new(datapath, Some(ISSUE_CONFIG))?;
+        let datapath = bed.datapath;
+        let addrs = Addrs::of(family);
         let node = &bed.topology.node;
         let mode = proxy.mode(datapath);
-        kube::install_kube_proxy(node, mode, &standard_services())?;
+        let (services, ports) = match family {
+            Family::V4 => (standard_services(), standard_host_ports()),
+            Family::V6 => (
+                [standard_services(), standard_services6()].concat(),
+                standard_host_ports6(),
+            ),
+        };
+        kube::install_kube_proxy(node, mode, &services)?;
         if host_ports {
-            kube::install_host_ports(node, iptables_backend(datapath), &standard_host_ports())?;
+            kube::install_host_ports(node, iptables_backend(datapath), &ports)?;
         }
         let serve = |ns: &Netns, ip: IpAddr| -> Result<(TcpEchoServer, UdpEchoServer)> {
             let at = [SocketAddr::new(ip, svc::POD_PORT)];
@@ -111,14 +136,16 @@ impl ServiceBed {
                 UdpEchoServer::start(ns, &at)?,
             ))
         };
-        let loaded = (mode, kube::snapshot(node, mode, Family::V4)?);
-        let pod = serve(&bed.topology.pod, POD)?;
-        let pod2 = serve(&bed.topology.pod2, addr::POD2.into())?;
+        let loaded = (mode, kube::snapshot(node, mode, family)?);
+        let pod = serve(&bed.topology.pod, addrs.pod)?;
+        let pod2 = serve(&bed.topology.pod2, addrs.pod2)?;
         bed.start_agent()?;
         bed.wait_ready()?;
         Ok(ServiceBed {
             bed,
             _servers: (pod.0, pod.1, pod2.0, pod2.1),
+            addrs,
+            proxy,
             loaded,
         })
     }
@@ -126,7 +153,7 @@ impl ServiceBed {
     /// kube-proxy's and portmap's rules are as they were loaded: masq touched none of them.
     fn untouched(&self) -> Result<()> {
         let (mode, loaded) = &self.loaded;
-        let now = kube::snapshot(&self.topology.node, *mode, Family::V4)?;
+        let now = kube::snapshot(&self.topology.node, *mode, self.addrs.family)?;
         let gone = loaded.lines().filter(|l| !now.lines().any(|n| n == *l));
         let new = now.lines().filter(|n| !loaded.lines().any(|l| l == *n));
         let changed: Vec<String> = gone
@@ -157,7 +184,7 @@ impl std::ops::DerefMut for ServiceBed {
 }
 
 fn any() -> SocketAddr {
-    SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0)
+    Addrs::V4.any(0)
 }
 
 /// Over TCP and UDP, `check(protocol)` holds.
@@ -221,15 +248,25 @@ pub fn cluster_ip_to_another_pod(datapath: Datapath, proxy: Proxy) -> Result<()>
     };
     check(&bed).map_err(|e| bed.with_log(e))?;
     bed.untouched()?;
-    each_caught(&mut bed, &[Sabotage::masquerade_towards_pods()], check)
+    each_caught(
+        &mut bed,
+        &[Sabotage::masquerade_towards_pods(Family::V4)],
+        check,
+    )
 }
 
-/// The client calls `base`'s NodePort (TCP `base`, UDP `base + 100`) on the node and checks
-/// what the pod saw with `pod_saw`.
-fn call_node_port(bed: &Bed, base: u16, pod_saw: impl Fn(SocketAddr) -> Result<()>) -> Result<()> {
+/// The client calls `base`'s NodePort (TCP `base`, UDP `base + 100`) on the node's address of
+/// the bed's family and checks what the pod saw with `pod_saw`.
+fn call_node_port(
+    bed: &Bed,
+    addrs: Addrs,
+    base: u16,
+    pod_saw: impl Fn(SocketAddr) -> Result<()>,
+) -> Result<()> {
+    let Addrs { node, client, .. } = addrs;
     both(|protocol| {
-        let server = SocketAddr::new(NODE, node_port(base, protocol));
-        let client = SocketAddr::new(CLIENT, 0);
+        let server = SocketAddr::new(node, node_port(base, protocol));
+        let client = SocketAddr::new(client, 0);
         pod_saw(ask(&bed.topology.external, protocol, client, server)?.seen)
     })
 }
@@ -238,19 +275,26 @@ fn call_node_port(bed: &Bed, base: u16, pod_saw: impl Fn(SocketAddr) -> Result<(
 /// (at a masqueraded destination) gets the answer from the NodePort, and the pod sees the
 /// client's real address: masq translates neither the DNATed request nor the pod's answer.
 pub fn node_port_with_local_policy(datapath: Datapath, proxy: Proxy) -> Result<()> {
-    let mut bed = ServiceBed::ready(datapath, proxy, false)?;
+    node_port_local_on(ServiceBed::ready(datapath, proxy, false)?)
+}
+
+/// [`node_port_with_local_policy`] on `bed`, of either family.
+pub fn node_port_local_on(mut bed: ServiceBed) -> Result<()> {
+    let addrs = bed.addrs;
+    let client = addrs.client;
     let check = |bed: &Bed| {
-        call_node_port(bed, svc::NODEPORT_LOCAL, |seen| {
+        call_node_port(bed, addrs, svc::NODEPORT_LOCAL, |seen| {
             ensure!(
-                seen.ip() == CLIENT,
-                "the pod saw {seen}, not the client {CLIENT}"
+                seen.ip() == client,
+                "the pod saw {seen}, not the client {client}"
             );
             Ok(())
         })
     };
     check(&bed).map_err(|e| bed.with_log(e))?;
     bed.untouched()?;
-    each_caught(&mut bed, &[Sabotage::masquerade_towards_pods()], check)
+    let sabotage = Sabotage::masquerade_towards_pods(bed.addrs.family);
+    each_caught(&mut bed, &[sabotage], check)
 }
 
 /// A NodePort with `externalTrafficPolicy: Cluster`: kube-proxy marks the flow and
@@ -259,10 +303,17 @@ pub fn node_port_with_local_policy(datapath: Datapath, proxy: Proxy) -> Result<(
 /// counterfactuals: the answer's port rewritten on the way out (a second translation), and
 /// kube-proxy's masquerade lost (the check sees whose translation the pod got).
 pub fn node_port_with_cluster_policy(datapath: Datapath, proxy: Proxy) -> Result<()> {
-    let mut bed = ServiceBed::ready(datapath, proxy, false)?;
-    let gateway = IpAddr::from(addr::POD_GATEWAY);
+    node_port_cluster_on(ServiceBed::ready(datapath, proxy, false)?)
+}
+
+/// [`node_port_with_cluster_policy`] on `bed`, of either family.
+pub fn node_port_cluster_on(mut bed: ServiceBed) -> Result<()> {
+    let addrs = bed.addrs;
+    let Addrs {
+        family, gateway, ..
+    } = addrs;
     let check = |bed: &Bed| {
-        call_node_port(bed, svc::NODEPORT_CLUSTER, |seen| {
+        call_node_port(bed, addrs, svc::NODEPORT_CLUSTER, |seen| {
             ensure!(
                 seen.ip() == gateway,
                 "the pod saw {seen}, not kube-proxy's masquerade to {gateway}"
@@ -272,14 +323,11 @@ pub fn node_port_with_cluster_policy(datapath: Datapath, proxy: Proxy) -> Result
     };
     check(&bed).map_err(|e| bed.with_log(e))?;
     bed.untouched()?;
-    each_caught(
-        &mut bed,
-        &[
-            Sabotage::node_replies_from_another_port("tcp", svc::NODEPORT_CLUSTER),
-            proxy.lose_masquerade(datapath),
-        ],
-        check,
-    )?;
+    let sabotages = [
+        Sabotage::node_replies_from_another_port(family, "tcp", svc::NODEPORT_CLUSTER),
+        bed.proxy.lose_masquerade(bed.datapath, family),
+    ];
+    each_caught(&mut bed, &sabotages, check)?;
     // The last sabotage changed kube-proxy's rules, and the comparison must say so.
     let report = bed
         .untouched()
@@ -293,27 +341,39 @@ pub fn node_port_with_cluster_policy(datapath: Datapath, proxy: Proxy) -> Result
 /// outside client reaches the pod through the node's port 8443, the pod sees the client's
 /// address, and the answer leaves from the node's port untranslated by masq.
 pub fn host_port(datapath: Datapath) -> Result<()> {
-    let mut bed = ServiceBed::ready(datapath, Proxy::Iptables, true)?;
+    host_port_on(ServiceBed::ready(datapath, Proxy::Iptables, true)?)
+}
+
+/// [`host_port`] on `bed` (built with its hostPorts), of either family.
+pub fn host_port_on(mut bed: ServiceBed) -> Result<()> {
+    let Addrs {
+        family,
+        node,
+        client,
+        ..
+    } = bed.addrs;
     let check = |bed: &Bed| {
         both(|protocol| {
-            let server = SocketAddr::new(NODE, svc::HOST_PORT);
-            let client = SocketAddr::new(CLIENT, 0);
-            let seen = ask(&bed.topology.external, protocol, client, server)?.seen;
+            let server = SocketAddr::new(node, svc::HOST_PORT);
+            let seen = ask(
+                &bed.topology.external,
+                protocol,
+                SocketAddr::new(client, 0),
+                server,
+            )?
+            .seen;
             ensure!(
-                seen.ip() == CLIENT,
-                "the pod saw {seen}, not the client {CLIENT}"
+                seen.ip() == client,
+                "the pod saw {seen}, not the client {client}"
             );
             Ok(())
         })
     };
     check(&bed).map_err(|e| bed.with_log(e))?;
     bed.untouched()?;
-    each_caught(
-        &mut bed,
-        &[
-            Sabotage::masquerade_towards_pods(),
-            Sabotage::node_replies_from_another_port("udp", svc::HOST_PORT),
-        ],
-        check,
-    )
+    let sabotages = [
+        Sabotage::masquerade_towards_pods(family),
+        Sabotage::node_replies_from_another_port(family, "udp", svc::HOST_PORT),
+    ];
+    each_caught(&mut bed, &sabotages, check)
 }

@@ -110,10 +110,16 @@ pub fn ruleset(family: Family, services: &[ServicePort]) -> String {
     for port in services {
         service_rules(&mut out, family, port);
     }
-    // kube-proxy: "this must be the last rule in this chain" (NodePorts on every local address).
-    out.push_str(
+    // kube-proxy: "this must be the last rule in this chain" (NodePorts on every local address;
+    // for IPv6 not on ::1, where they "never work").
+    let not_localhost = match family {
+        Family::V4 => "",
+        Family::V6 => " ! -d ::1/128",
+    };
+    let _ = writeln!(
+        out,
         "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must \
-         be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n",
+         be the last rule in this chain\" -m addrtype --dst-type LOCAL{not_localhost} -j KUBE-NODEPORTS"
     );
     out.push_str("COMMIT\n");
     out
@@ -316,5 +322,11 @@ mod tests {
         assert!(save.contains("! -s fd00:10:244::/48"), "{save}");
         let dnat = format!("--to-destination [{}]:8080", crate::addr6::INTERNET);
         assert!(save.contains(&dnat), "{save}");
+        let nodeports = services_chain.last().unwrap();
+        assert!(
+            nodeports.contains("! -d ::1/128") && nodeports.ends_with("-j KUBE-NODEPORTS"),
+            "{save}"
+        );
+        assert_eq!(chain_rules(&save, "KUBE-NODEPORTS").len(), 4, "{save}");
     }
 }

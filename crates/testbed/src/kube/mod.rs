@@ -22,9 +22,15 @@
 pub mod iptables;
 pub mod nftables;
 pub mod portmap;
+mod standard;
+
+pub use standard::{
+    node_port, standard_host_ports, standard_host_ports6, standard_services, standard_services6,
+    svc, svc6,
+};
 
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, Result};
 
@@ -98,40 +104,6 @@ impl Family {
             Family::V6 => "ipv6_addr",
         }
     }
-}
-
-/// The addresses and ports of [`standard_services`] and [`standard_host_ports`].
-pub mod svc {
-    use std::net::Ipv4Addr;
-
-    /// A ClusterIP whose endpoint is the "internet" host ([`crate::addr::INTERNET`]:8080), as
-    /// a Service without selector plus a manual EndpointSlice gives.
-    pub const INTERNET_ECHO: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
-    /// A ClusterIP whose endpoint is the private host ([`crate::addr::PRIVATE`]:8080).
-    pub const PRIVATE_ECHO: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
-    /// A ClusterIP whose endpoint is the second pod ([`crate::addr::POD2`]:8080).
-    pub const POD2_ECHO: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
-    /// The port every ClusterIP above serves (TCP and UDP).
-    pub const CLUSTER_PORT: u16 = 80;
-    /// A NodePort with `externalTrafficPolicy: Local` towards the first pod's port 8080.
-    pub const NODEPORT_LOCAL: u16 = 30080;
-    /// A NodePort with `externalTrafficPolicy: Cluster` towards the second pod's port 8080.
-    pub const NODEPORT_CLUSTER: u16 = 30081;
-    /// A hostPort of the first pod, towards its port 8080.
-    pub const HOST_PORT: u16 = 8443;
-    /// The port the pods' servers listen on (the endpoints' and the hostPort's target).
-    pub const POD_PORT: u16 = 8080;
-}
-
-/// The IPv6 ClusterIPs of [`standard_services6`], from the IPv6 service CIDR fd00:10:96::/112;
-/// ports as in [`svc`].
-pub mod svc6 {
-    use std::net::Ipv6Addr;
-
-    /// [`super::svc::INTERNET_ECHO`]'s IPv6 ClusterIP, towards [`crate::addr6::INTERNET`]:8080.
-    pub const INTERNET_ECHO: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0x10);
-    /// [`super::svc::POD2_ECHO`]'s IPv6 ClusterIP, towards [`crate::addr6::POD2`]:8080.
-    pub const POD2_ECHO: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0x20);
 }
 
 /// A transport protocol of a Service port.
@@ -210,114 +182,6 @@ impl ServicePort {
     pub fn local_endpoints(&self) -> Vec<Endpoint> {
         self.endpoints.iter().copied().filter(|e| e.local).collect()
     }
-}
-
-/// A Service with one port per protocol, both towards the same endpoints.
-fn service(
-    name: &str,
-    cluster_ip: IpAddr,
-    node_port: Option<(u16, TrafficPolicy)>,
-    endpoints: &[Endpoint],
-) -> Vec<ServicePort> {
-    Protocol::BOTH
-        .iter()
-        .enumerate()
-        .map(|(i, &protocol)| ServicePort {
-            namespace: "default".into(),
-            name: name.into(),
-            port_name: protocol.name().into(),
-            protocol,
-            cluster_ip,
-            port: svc::CLUSTER_PORT,
-            // A NodePort is per service port; the UDP one is the next number.
-            node_port: node_port.map(|(port, policy)| (port + 100 * i as u16, policy)),
-            endpoints: endpoints.to_vec(),
-        })
-        .collect()
-}
-
-/// The node port of `base` (one of [`svc`]'s) for `protocol`: TCP has `base`, UDP `base + 100`.
-pub fn node_port(base: u16, protocol: Protocol) -> u16 {
-    match protocol {
-        Protocol::Tcp => base,
-        Protocol::Udp => base + 100,
-    }
-}
-
-/// The Services of the end-to-end tests (see [`svc`]), each over TCP and UDP.
-pub fn standard_services() -> Vec<ServicePort> {
-    let at = |ip: Ipv4Addr, local: bool| Endpoint {
-        addr: SocketAddr::new(ip.into(), svc::POD_PORT),
-        local,
-    };
-    let mut all = Vec::new();
-    all.extend(service(
-        "internet-echo",
-        svc::INTERNET_ECHO.into(),
-        None,
-        &[at(addr::INTERNET, false)],
-    ));
-    all.extend(service(
-        "private-echo",
-        svc::PRIVATE_ECHO.into(),
-        None,
-        &[at(addr::PRIVATE, false)],
-    ));
-    all.extend(service(
-        "pod2-echo",
-        svc::POD2_ECHO.into(),
-        None,
-        &[at(addr::POD2, true)],
-    ));
-    all.extend(service(
-        "nodeport-local",
-        Ipv4Addr::new(10, 96, 0, 30).into(),
-        Some((svc::NODEPORT_LOCAL, TrafficPolicy::Local)),
-        &[at(addr::POD, true)],
-    ));
-    all.extend(service(
-        "nodeport-cluster",
-        Ipv4Addr::new(10, 96, 0, 31).into(),
-        Some((svc::NODEPORT_CLUSTER, TrafficPolicy::Cluster)),
-        &[at(addr::POD2, true)],
-    ));
-    all
-}
-
-/// The IPv6 side of two of [`standard_services`] made dual-stack (`ipFamilyPolicy:
-/// RequireDualStack`): the same Services and ports, with the IPv6 ClusterIPs of [`svc6`] and
-/// the endpoints' IPv6 addresses. kube-proxy's IPv6 proxier writes these.
-pub fn standard_services6() -> Vec<ServicePort> {
-    let at = |ip: std::net::Ipv6Addr, local: bool| Endpoint {
-        addr: SocketAddr::new(ip.into(), svc::POD_PORT),
-        local,
-    };
-    let mut all = service(
-        "internet-echo",
-        svc6::INTERNET_ECHO.into(),
-        None,
-        &[at(addr6::INTERNET, false)],
-    );
-    all.extend(service(
-        "pod2-echo",
-        svc6::POD2_ECHO.into(),
-        None,
-        &[at(addr6::POD2, true)],
-    ));
-    all
-}
-
-/// The hostPorts of the end-to-end tests: [`svc::HOST_PORT`] (TCP and UDP) to the first pod.
-pub fn standard_host_ports() -> Vec<portmap::HostPort> {
-    Protocol::BOTH
-        .iter()
-        .map(|&protocol| portmap::HostPort {
-            protocol,
-            host_port: svc::HOST_PORT,
-            container: SocketAddrV4::new(addr::POD, svc::POD_PORT),
-            container_prefix: 24,
-        })
-        .collect()
 }
 
 /// How kube-proxy runs on the node.
@@ -400,17 +264,27 @@ pub fn snapshot(node: &Netns, mode: ProxyMode, family: Family) -> Result<String>
 }
 
 /// Loads the portmap plugin's rules for `host_ports` into `node` through
-/// `iptables-<backend>-restore`, as the plugin's iptables mode does.
+/// `iptables-<backend>-restore`, and those of IPv6 containers through
+/// `ip6tables-<backend>-restore`, as the plugin's iptables mode does.
 pub fn install_host_ports(
     node: &Netns,
     backend: &str,
     host_ports: &[portmap::HostPort],
 ) -> Result<()> {
-    restore(
-        node,
-        backend,
-        &portmap::ruleset("cbr0", "0123456789abcdef-pod", host_ports),
-    )
+    for family in [Family::V4, Family::V6] {
+        let ports: Vec<portmap::HostPort> = host_ports
+            .iter()
+            .filter(|p| p.family() == family)
+            .copied()
+            .collect();
+        if ports.is_empty() {
+            continue;
+        }
+        let payload = portmap::ruleset("cbr0", "0123456789abcdef-pod", &ports);
+        let program = format!("{}-{backend}-restore", family.iptables());
+        pipe(node, &program, &["--noflush"], &payload)?;
+    }
+    Ok(())
 }
 
 /// `iptables-<backend>-restore --noflush` of `payload` inside `node`.
@@ -501,5 +375,14 @@ mod tests {
             node_port(svc::NODEPORT_CLUSTER, Protocol::Udp),
             TrafficPolicy::Cluster
         )));
+        // The IPv6 side has the same NodePorts (one nodePort per dual-stack Service).
+        let node_ports6: Vec<_> = standard_services6()
+            .iter()
+            .filter_map(|s| s.node_port)
+            .collect();
+        assert_eq!(node_ports6, node_ports);
+        assert!(standard_services6()
+            .iter()
+            .all(|s| s.family() == Family::V6 && s.endpoints.iter().all(|e| e.addr.is_ipv6())));
     }
 }

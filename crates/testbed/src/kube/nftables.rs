@@ -318,5 +318,8 @@ mod tests {
         }
         let endpoints = listed.matches("\tchain endpoint-").count();
         assert_eq!(endpoints, services.len(), "one endpoint each:\n{listed}");
+        assert!(listed.contains("fd00:172:30::1"), "nodeport-ips:\n{listed}");
+        let externals = listed.matches("\tchain external-").count();
+        assert_eq!(externals, 4, "two NodePorts over TCP and UDP:\n{listed}");
     }
 }

@@ -12,11 +12,15 @@
 //! ```
 //!
 //! Traffic from outside the node is not marked: the container sees the client's address.
+//!
+//! For an IPv6 container the plugin writes the same chains with `ip6tables`, without the
+//! localhost rule (IPv6 has no `route_localnet`: `::1` cannot be DNATed off the host), and
+//! with the bracketed `[address]:port` DNAT target.
 
 use std::fmt::Write;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
-use super::{hash_name, Protocol};
+use super::{hash_name, Family, Protocol};
 
 /// The plugin's mark (`markMasqBit` 13, its default).
 pub const MARK: u32 = 0x2000;
@@ -28,8 +32,8 @@ pub struct HostPort {
     pub protocol: Protocol,
     /// The port on every local address of the node.
     pub host_port: u16,
-    /// The container's address and port.
-    pub container: SocketAddrV4,
+    /// The container's address and port; its family is the rules' (iptables or ip6tables).
+    pub container: SocketAddr,
     /// The prefix length of the container's network (hairpin traffic comes from it).
     pub container_prefix: u8,
 }
@@ -41,8 +45,17 @@ pub fn dnat_chain(network: &str, container_id: &str) -> String {
     format!("CNI-DN-{hash}")
 }
 
-/// The payload for `iptables-restore --noflush`: the shared chains and the container's chain.
+impl HostPort {
+    /// The family of its container's address.
+    pub fn family(&self) -> Family {
+        Family::of(self.container.ip())
+    }
+}
+
+/// The payload for `iptables-restore --noflush` (or `ip6tables-restore`: every one of `ports`
+/// is of one family): the shared chains and the container's chain.
 pub fn ruleset(network: &str, container_id: &str, ports: &[HostPort]) -> String {
+    debug_assert!(ports.windows(2).all(|w| w[0].family() == w[1].family()));
     let dn = dnat_chain(network, container_id);
     let mark = format!("{MARK:#x}");
     let mut out = String::from("*nat\n");
@@ -99,9 +112,12 @@ pub fn ruleset(network: &str, container_id: &str, ports: &[HostPort]) -> String 
             port.host_port
         );
         let subnet = format!("{}/{}", port.container.ip(), port.container_prefix);
-        // The mark rules come first: hairpin (the container's own network), then localhost.
+        // The mark rules come first: hairpin (the container's own network), then localhost
+        // (IPv4 only, as the plugin's `fillDnatRules` writes it).
         let _ = writeln!(out, "{base} -s {subnet} -j CNI-HOSTPORT-SETMARK");
-        let _ = writeln!(out, "{base} -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK");
+        if port.family() == Family::V4 {
+            let _ = writeln!(out, "{base} -s 127.0.0.1 -j CNI-HOSTPORT-SETMARK");
+        }
         let _ = writeln!(out, "{base} -j DNAT --to-destination {}", port.container);
     }
     out.push_str("COMMIT\n");
@@ -110,7 +126,7 @@ pub fn ruleset(network: &str, container_id: &str, ports: &[HostPort]) -> String 
 
 #[cfg(test)]
 mod tests {
-    use super::super::{restore, standard_host_ports};
+    use super::super::{install_host_ports, restore, standard_host_ports, standard_host_ports6};
     use super::*;
     use crate::netns::Netns;
 
@@ -135,5 +151,32 @@ mod tests {
         assert!(save.contains("-A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ"));
         assert!(save.contains("-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE"));
         assert!(save.contains("-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"));
+    }
+
+    /// The IPv6 payload loads through `ip6tables-nft-restore`: the same chains, the hairpin
+    /// rule from the container's /64, no localhost rule, a bracketed DNAT target.
+    #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+    fn the_kernel_holds_the_ipv6_portmap_layout() {
+        crate::require(&["ip6tables-nft-restore"]);
+        let ns = Netns::new("portmap6").unwrap();
+        install_host_ports(&ns, "nft", &standard_host_ports6()).unwrap();
+        let save = ns.exec("ip6tables-nft-save", &["-t", "nat"]).unwrap();
+        let dn = dnat_chain("cbr0", "0123456789abcdef-pod");
+        let rules: Vec<&str> = save
+            .lines()
+            .filter(|l| l.starts_with(&format!("-A {dn} ")))
+            .collect();
+        assert_eq!(rules.len(), 4, "2 per protocol:\n{save}");
+        assert!(
+            !save.contains("127.0.0.1") && !save.contains("::1"),
+            "{save}"
+        );
+        assert!(save.contains("-s fd00:10:244:1::/64"), "{save}");
+        let dnat = format!("--to-destination [{}]:8080", crate::addr6::POD);
+        assert!(save.contains(&dnat), "{save}");
+        assert!(save.contains("-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE"));
+        let v4 = ns.exec("iptables-nft-save", &["-t", "nat"]).unwrap();
+        assert!(!v4.contains("CNI-"), "nothing in the IPv4 tables:\n{v4}");
     }
 }
