@@ -43,13 +43,28 @@ struct port_search6 {
 	int result;  /* PORT_* */
 };
 
-/* port_try (lib/nat_create.h) for IPv6: one candidate, looked up, checked, claimed. */
-__always_inline_fn int port6_try(struct __sk_buff *skb, struct port_search6 *s, __be16 port)
+/* port_claim (lib/nat_create.h) for IPv6. */
+__always_inline_fn int port6_claim(struct port_search6 *s)
+{
+	long err = bpf_map_update_elem(&masq_nat6_ingress, &s->rev, &s->val, BPF_NOEXIST);
+
+	if (err == 0)
+		s->result = PORT_CLAIMED;
+	else if (err == -MASQ_E2BIG)
+		s->result = PORT_TABLE_FULL;
+	return s->result != 0;
+}
+
+/* port_try (lib/nat_create.h) for IPv6: an address's first candidate claimed at once, any
+ * other looked up, checked, claimed. */
+__always_inline_fn int port6_try(struct __sk_buff *skb, struct port_search6 *s, __be16 port,
+				 int first)
 {
 	struct nat_entry6 *taken;
-	long err;
 
 	s->rev.dport = port;
+	if (first && !port6_owned_by_node(skb, &s->rev) && port6_claim(s))
+		return 1;
 	taken = bpf_map_lookup_elem(&masq_nat6_ingress, &s->rev);
 	if (taken) {
 		if (!(taken->flags & (NAT_F_HOST | NAT_F_PASS)) &&
@@ -57,16 +72,8 @@ __always_inline_fn int port6_try(struct __sk_buff *skb, struct port_search6 *s, 
 			s->result = PORT_ADOPTED;
 			return 1;
 		}
-	} else if (!port6_owned_by_node(skb, &s->rev)) {
-		err = bpf_map_update_elem(&masq_nat6_ingress, &s->rev, &s->val, BPF_NOEXIST);
-		if (err == 0) {
-			s->result = PORT_CLAIMED;
-			return 1;
-		}
-		if (err == -MASQ_E2BIG) {
-			s->result = PORT_TABLE_FULL;
-			return 1;
-		}
+	} else if (!port6_owned_by_node(skb, &s->rev) && port6_claim(s)) {
+		return 1;
 	}
 	count(MASQ_PORT_RETRY);
 	return 0;
@@ -96,13 +103,13 @@ struct port_search6_ctx {
 
 /* port_try_index (lib/nat_create.h) for IPv6. */
 __always_inline_fn int port6_try_index(struct __sk_buff *skb, struct port_search6 *s,
-				       __u32 candidate)
+				       __u32 candidate, int first)
 {
 	__be16 *port = bpf_map_lookup_elem(&masq_ports, &candidate);
 
 	if (!port)
 		return 1;
-	return port6_try(skb, s, *port);
+	return port6_try(skb, s, *port, first);
 }
 
 #ifdef MASQ_PORT_SEARCH_BOUNDED
@@ -120,7 +127,7 @@ __always_inline_fn int port6_search(struct __sk_buff *skb, const struct snat_poo
 	for (__u32 i = 0; i < MASQ_PORT_PROBES_BOUNDED && i < s->count; i++) {
 		__u32 index = s->cursor.start + i;
 
-		if (port6_try_index(skb, s, index >= s->count ? index - s->count : index))
+		if (port6_try_index(skb, s, index >= s->count ? index - s->count : index, 0))
 			break;
 	}
 	return s->result;
@@ -132,7 +139,7 @@ static long port6_probe(__u32 i, void *ctx)
 	struct port_search6_ctx *c = ctx;
 	struct port_search6 *s = c->s;
 
-	return port6_try_index(c->skb, s, pool_cursor_candidate(&s->cursor, i, s->count));
+	return port6_try_index(c->skb, s, pool_cursor_candidate(&s->cursor, i, s->count), i == 0);
 }
 
 /* port_search_address (lib/nat_create.h) for IPv6. */

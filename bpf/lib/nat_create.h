@@ -51,17 +51,33 @@ struct port_search {
 #define PORT_ADOPTED 2     /* the flow's own reverse half was found: its port is kept */
 #define PORT_TABLE_FULL -1 /* no room for the reverse half */
 
+/* Claims the candidate with a NOEXIST insert, which is what makes the port ours atomically
+ * across CPUs; 1 when that settles the search (claimed, or the table is full). */
+__always_inline_fn int port_claim(struct port_search *s)
+{
+	long err = bpf_map_update_elem(&masq_nat_ingress, &s->rev, &s->val, BPF_NOEXIST);
+
+	if (err == 0)
+		s->result = PORT_CLAIMED;
+	else if (err == -MASQ_E2BIG)
+		s->result = PORT_TABLE_FULL;
+	return s->result != 0;
+}
+
 /*
- * Tries one candidate: free in the table (looked up first: a failed NOEXIST insert costs as
- * much as a successful one), not owned by a node socket, then claimed with a NOEXIST insert,
- * which is what makes the port ours atomically across CPUs. Returns 1 to stop the search.
+ * Tries one candidate: not owned by a node socket, then claimed. An address's first candidate
+ * (`first`) is claimed at once: it is free unless the address is filling up, and the insert
+ * walks the bucket a look-up would. Any other is looked up first, as is a first one found
+ * taken: a failed NOEXIST insert costs as much as a successful one, and a taken port may be
+ * this flow's own. Returns 1 to stop the search.
  */
-__always_inline_fn int port_try(struct port_search *s, __be16 port)
+__always_inline_fn int port_try(struct port_search *s, __be16 port, int first)
 {
 	struct nat_entry *taken;
-	long err;
 
 	s->rev.dport = port;
+	if (first && !port_owned_by_node(s->skb, &s->rev) && port_claim(s))
+		return 1;
 	taken = bpf_map_lookup_elem(&masq_nat_ingress, &s->rev);
 	if (taken) {
 		/* This flow's own reverse half, whose forward half went missing: the flow keeps
@@ -71,29 +87,21 @@ __always_inline_fn int port_try(struct port_search *s, __be16 port)
 			s->result = PORT_ADOPTED;
 			return 1;
 		}
-	} else if (!port_owned_by_node(s->skb, &s->rev)) {
-		err = bpf_map_update_elem(&masq_nat_ingress, &s->rev, &s->val, BPF_NOEXIST);
-		if (err == 0) {
-			s->result = PORT_CLAIMED;
-			return 1;
-		}
-		if (err == -MASQ_E2BIG) {
-			s->result = PORT_TABLE_FULL;
-			return 1;
-		}
+	} else if (!port_owned_by_node(s->skb, &s->rev) && port_claim(s)) {
+		return 1;
 	}
 	count(MASQ_PORT_RETRY);
 	return 0;
 }
 
 /* Tries the port at `candidate` in the port table, on the address being searched. */
-__always_inline_fn int port_try_index(struct port_search *s, __u32 candidate)
+__always_inline_fn int port_try_index(struct port_search *s, __u32 candidate, int first)
 {
 	__be16 *port = bpf_map_lookup_elem(&masq_ports, &candidate);
 
 	if (!port)
 		return 1;
-	return port_try(s, *port);
+	return port_try(s, *port, first);
 }
 
 /*
@@ -119,7 +127,8 @@ __always_inline_fn int port_search(struct port_search *s)
 	for (__u32 i = 0; i < MASQ_PORT_PROBES_BOUNDED && i < s->count; i++) {
 		__u32 index = s->cursor.start + i;
 
-		if (port_try_index(s, index >= s->count ? index - s->count : index))
+		/* No claim without a look-up here: the unrolled loop has no verifier budget for it. */
+		if (port_try_index(s, index >= s->count ? index - s->count : index, 0))
 			break;
 	}
 	return s->result;
@@ -130,7 +139,7 @@ static long port_probe(__u32 i, void *ctx)
 {
 	struct port_search *s = ctx;
 
-	return port_try_index(s, pool_cursor_candidate(&s->cursor, i, s->count));
+	return port_try_index(s, pool_cursor_candidate(&s->cursor, i, s->count), i == 0);
 }
 
 /* The rank-k address of the order: skipped when it was found full towards this destination
