@@ -426,7 +426,8 @@ fn run() -> Result<()> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
     let md_path = args.out.join("RESULTS.md");
-    std::fs::write(&md_path, report::markdown(&results))
+    let ebpf_md = report::ebpf_md_link(&args.out);
+    std::fs::write(&md_path, report::markdown(&results, &ebpf_md))
         .with_context(|| format!("writing {}", md_path.display()))?;
     eprintln!(
         "wrote {} and {} in {:.0} s",

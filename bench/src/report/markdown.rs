@@ -1,6 +1,7 @@
 //! The Markdown report: the machine, the medians, the targets and the notes.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use super::{ControlMedian, DataplaneMedian, Results};
 
@@ -20,8 +21,26 @@ fn ratio(v: f64) -> String {
     }
 }
 
-/// The Markdown report.
-pub fn markdown(results: &Results) -> String {
+/// Where `bench/ebpf.md` is from a report written to `out`: a relative link when `out` is
+/// inside `bench/` (as `bench/results/…` is), else the path from the repository's root as text.
+pub fn ebpf_md_link(out: &Path) -> String {
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let below = bench
+        .canonicalize()
+        .ok()
+        .zip(out.canonicalize().ok())
+        .and_then(|(bench, out)| {
+            let depth = out.strip_prefix(&bench).ok()?.components().count();
+            Some("../".repeat(depth) + "ebpf.md")
+        });
+    match below {
+        Some(link) => format!("[`bench/ebpf.md`]({link})"),
+        None => "`bench/ebpf.md`".into(),
+    }
+}
+
+/// The Markdown report; `ebpf_md` is how it names bench/ebpf.md ([`ebpf_md_link`]).
+pub fn markdown(results: &Results, ebpf_md: &str) -> String {
     let mut md = String::new();
     let m = &results.machine;
     let s = &results.summary;
@@ -208,7 +227,7 @@ pub fn markdown(results: &Results) -> String {
         md,
         "\n## eBPF per-packet cost (issue 4)\n\nMeasured apart from this run, by the kernel through \
          `BPF_PROG_TEST_RUN` on the egress program (ns per packet for an established and a new \
-         flow, with 10, 1,000 and 100,000 CIDRs): see [`bench/ebpf.md`](../ebpf.md) \
+         flow, with 10, 1,000 and 100,000 CIDRs): see {ebpf_md} \
          (`cargo bench -p masq-datapath --bench ebpf_test_run`). The eBPF datapath's own counters \
          and NAT table fill after each data-plane sample are in `results.json` \
          (`dataplane[].ebpf`)."
@@ -277,4 +296,22 @@ fn rounds(results: &Results) -> String {
         .get("rounds")
         .map(|v| v.to_string())
         .unwrap_or_else(|| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_to_ebpf_md_climbs_out_of_the_report_directory() {
+        let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // Directories of the repository: the path must exist to be resolved.
+        let nested = bench.join("results/dataplane");
+        assert_eq!(ebpf_md_link(&nested), "[`bench/ebpf.md`](../../ebpf.md)");
+        assert_eq!(
+            ebpf_md_link(&bench.join("results")),
+            "[`bench/ebpf.md`](../ebpf.md)"
+        );
+        assert_eq!(ebpf_md_link(Path::new("/")), "`bench/ebpf.md`");
+    }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::{control, dataplane, newflow, pools, reload};
-pub use markdown::markdown;
+pub use markdown::{ebpf_md_link, markdown};
 use targets::targets;
 
 /// Where and how the run happened.
