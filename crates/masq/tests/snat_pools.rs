@@ -382,30 +382,35 @@ fn explained_address(bed: &Bed, src: Ipv4Addr) -> Result<IpAddr> {
 /// the flag and the value.
 pub fn an_address_not_on_the_node_is_refused(datapath: Datapath) -> Result<()> {
     let bed = Bed::new(datapath, None)?;
-    let config = bed.config.config_path();
-    let out = bed.masq(&[
+    let args = ["--snat-ip", "172.30.0.1", "--snat-ip", "172.30.0.99"].map(String::from);
+    refused_at_start(
+        &bed,
+        &args,
+        "masq: --snat-ip: \"172.30.0.99\" is not an address of this node (add it to an \
+         interface, or leave it out)",
+    )
+}
+
+/// `masq agent` on the bed's config and datapath with `args`: exit 1, `line` among its error
+/// lines, nothing installed.
+fn refused_at_start(bed: &Bed, args: &[String], line: &str) -> Result<()> {
+    let config = bed.config.config_path().to_string_lossy().into_owned();
+    let mut all = vec![
         "agent",
         "--config",
-        &config.to_string_lossy(),
+        &config,
         "--datapath",
-        datapath.flag(),
-        "--snat-ip",
-        "172.30.0.1",
-        "--snat-ip",
-        "172.30.0.99",
-    ])?;
+        bed.datapath.flag(),
+    ];
+    all.extend(args.iter().map(String::as_str));
+    let out = bed.masq(&all)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(
         out.status.code() == Some(1),
         "exit {:?}: {stderr}",
         out.status
     );
-    ensure!(
-        stderr.lines().any(|l| l
-            == "masq: --snat-ip: \"172.30.0.99\" is not an address of this node (add it to an \
-                interface, or leave it out)"),
-        "{stderr}"
-    );
+    ensure!(stderr.lines().any(|l| l == line), "{stderr}");
     ensure!(bed.installed()?.nothing(), "it installed something");
     Ok(())
 }

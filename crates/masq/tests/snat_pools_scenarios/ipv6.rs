@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use masq_testbed::{addr, addr6, Netns, Topology};
 
 use crate::harness::{Bed, Datapath};
-use crate::pool;
+use crate::{pool, refused_at_start};
 
 /// The node's second IPv6 address on the uplink, the pool's second entry.
 const SECOND6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x172, 0x30, 0, 0, 0, 0, 3);
@@ -94,34 +94,17 @@ pub fn ipv6_pods_spread_over_an_ipv6_pool(datapath: Datapath) -> Result<()> {
 /// installed); with `--snat-ips-from-interface` both pods' IPv6 flows leave with the first
 /// address, and `masq status` says so.
 fn iptables_does_not_spread(mut bed: Bed) -> Result<()> {
-    let config = bed.config.config_path();
-    let mut args = vec![
-        "agent".to_string(),
-        "--config".into(),
-        config.to_string_lossy().into_owned(),
-        "--datapath".into(),
-        bed.datapath.flag().into(),
-    ];
-    args.extend(bed.agent_args.iter().cloned());
+    let mut args = bed.agent_args.clone();
     for ip in pool6() {
         args.extend(["--snat-ip".into(), ip.to_string()]);
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = bed.masq(&args)?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        out.status.code() == Some(1),
-        "exit {:?}: {stderr}",
-        out.status
-    );
-    ensure!(
-        stderr.lines().any(|l| l
-            == "masq: --snat-ip: the iptables datapath cannot spread IPv6 pods over 2 addresses \
-                (its cluster match hashes only the first 32 bits of an IPv6 address); give one \
-                IPv6 --snat-ip, or use --datapath nftables or ebpf"),
-        "{stderr}"
-    );
-    ensure!(bed.installed()?.nothing(), "it installed something");
+    refused_at_start(
+        &bed,
+        &args,
+        "masq: --snat-ip: the iptables datapath cannot spread IPv6 pods over 2 addresses (its \
+         cluster match hashes only the first 32 bits of an IPv6 address); give one IPv6 \
+         --snat-ip, or use --datapath nftables or ebpf",
+    )?;
 
     bed.agent_args.push("--snat-ips-from-interface".into());
     bed.start_agent()?;
