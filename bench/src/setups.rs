@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use masq_testbed::{addr, AgentProcess, ConfigMapDir, Netns, Topology};
 
 use crate::family::Family;
-use crate::{cidrs, library, peers, pin};
+use crate::{cidrs, library, peers, pin, procfs};
 
 /// One configuration under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,7 +226,31 @@ pub fn start_agent(
             .expect("spawning does not panic")
     })?;
     wait_ready(&mut agent, node).with_context(|| format!("masq agent --datapath {datapath}"))?;
+    settle(&agent)?;
     Ok((agent, config))
+}
+
+/// Waits (at most 5 s) until the agent uses no CPU for 300 ms. It reports ready once its first
+/// sync is installed and still works for a moment after (`perf record -p` of an eBPF agent: map
+/// updates, BTF parsing and batched map reads, its first housekeeping): 20–50 ms on the CPU the
+/// servers share, which a burst started at once counted as the datapath's cost (the
+/// `agent_cpu_seconds` of every TCP burst in bench/results/tcx-clsact).
+fn settle(agent: &AgentProcess) -> Result<()> {
+    let used = || procfs::cpu_time(agent.pid()).map(|t| t.own);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = used()?;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = used()?;
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= Duration::from_millis(300) {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Waits until the agent is ready; fails at once when it exits or rejects its config.
