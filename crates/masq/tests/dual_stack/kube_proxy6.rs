@@ -10,46 +10,36 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use anyhow::{ensure, Result};
 use masq_testbed::exchange;
-use masq_testbed::kube::{
-    self, standard_services, standard_services6, svc, svc6, Family, Protocol, ProxyMode,
-};
-use masq_testbed::probe::{TcpEchoServer, UdpEchoServer};
+use masq_testbed::kube::{svc, svc6, Family, Protocol};
 use masq_testbed::{addr6, Netns, Topology};
 
 use super::dual_bed;
-use crate::harness::Datapath;
+use crate::harness::{Bed, Datapath};
+use crate::node_mix_scenarios::sabotage::{each_caught, Sabotage};
+use crate::node_mix_scenarios::services::{Proxy, ServiceBed};
 
 /// kube-proxy in iptables mode, in the datapath's iptables backend (nft but for the legacy
 /// datapath): see [`ipv6_cluster_ips`].
 pub fn iptables_mode(datapath: Datapath) -> Result<()> {
-    let backend = datapath.iptables_backend().unwrap_or("nft");
-    ipv6_cluster_ips(datapath, ProxyMode::Iptables { backend })
+    ipv6_cluster_ips(datapath, Proxy::Iptables)
 }
 
 /// kube-proxy in nftables mode (table `ip6 kube-proxy` beside `ip kube-proxy`): see
 /// [`ipv6_cluster_ips`].
 pub fn nftables_mode(datapath: Datapath) -> Result<()> {
-    ipv6_cluster_ips(datapath, ProxyMode::Nftables)
+    ipv6_cluster_ips(datapath, Proxy::Nftables)
 }
 
-/// kube-proxy in `mode` beside the agent: the pod calls the IPv6 ClusterIP whose endpoint is the
-/// internet host (2001:db8::10:8080), whose flow masq masquerades after the DNAT (the far side
-/// sees the node's IPv6 address), and the one whose endpoint is the second pod, which keeps
-/// the caller's address. masq touches none of kube-proxy's IPv6 rules.
-fn ipv6_cluster_ips(datapath: Datapath, mode: ProxyMode) -> Result<()> {
-    let mut bed = dual_bed(datapath, Topology::builder())?;
-    let services = [standard_services(), standard_services6()].concat();
-    kube::install_kube_proxy(&bed.topology.node, mode, &services)?;
-    let loaded = kube::snapshot(&bed.topology.node, mode, Family::V6)?;
-    let pod2 = [SocketAddr::new(addr6::POD2.into(), svc::POD_PORT)];
-    let _servers = (
-        TcpEchoServer::start(&bed.topology.pod2, &pod2)?,
-        UdpEchoServer::start(&bed.topology.pod2, &pod2)?,
-    );
-    bed.start_agent()?;
-    bed.wait_ready()?;
-    let pod = &bed.topology.pod;
-    let check = || {
+/// kube-proxy in `proxy` mode beside the agent: the pod calls the IPv6 ClusterIP whose endpoint
+/// is the internet host (2001:db8::10:8080), whose flow masq masquerades after the DNAT (the far
+/// side sees the node's IPv6 address), and the one whose endpoint is the second pod, which keeps
+/// the caller's address. masq touches none of kube-proxy's IPv6 rules. The counterfactual
+/// masquerades IPv6 flows towards the pods: the second pod then sees the bridge's address.
+fn ipv6_cluster_ips(datapath: Datapath, proxy: Proxy) -> Result<()> {
+    let bed = dual_bed(datapath, Topology::builder())?;
+    let mut bed = ServiceBed::on(bed, Family::V6, proxy, false)?;
+    let check = |bed: &Bed| {
+        let pod = &bed.topology.pod;
         Protocol::BOTH.iter().try_for_each(|&protocol| {
             let internet = SocketAddr::new(svc6::INTERNET_ECHO.into(), svc::CLUSTER_PORT);
             let seen = ask(pod, protocol, internet)?;
@@ -66,13 +56,10 @@ fn ipv6_cluster_ips(datapath: Datapath, mode: ProxyMode) -> Result<()> {
             Ok(())
         })
     };
-    check().map_err(|e| bed.with_log(e))?;
-    let now = kube::snapshot(&bed.topology.node, mode, Family::V6)?;
-    ensure!(
-        now == loaded,
-        "kube-proxy's IPv6 rules changed ({mode:?}):\n--- loaded ---\n{loaded}\n--- now ---\n{now}"
-    );
-    Ok(())
+    check(&bed).map_err(|e| bed.with_log(e))?;
+    bed.untouched()?;
+    let sabotage = Sabotage::masquerade_towards_pods(Family::V6);
+    each_caught(&mut bed, &[sabotage], check)
 }
 
 /// One question over `protocol` from the pod to `server`, answered from `server`; the source

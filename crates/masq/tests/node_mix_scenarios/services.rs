@@ -151,7 +151,7 @@ impl ServiceBed {
     }
 
     /// kube-proxy's and portmap's rules are as they were loaded: masq touched none of them.
-    fn untouched(&self) -> Result<()> {
+    pub fn untouched(&self) -> Result<()> {
         let (mode, loaded) = &self.loaded;
         let now = kube::snapshot(&self.topology.node, *mode, self.addrs.family)?;
         let gone = loaded.lines().filter(|l| !now.lines().any(|n| n == *l));
