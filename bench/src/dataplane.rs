@@ -261,10 +261,7 @@ pub fn sample(
         (None, false) => "rules",
     }
     .to_string();
-    let ebpf = match setup {
-        _ if setup.is_ebpf() => Some(ebpf_stats(env)?),
-        _ => None,
-    };
+    let ebpf = setup.is_ebpf().then(|| ebpf_stats(env)).transpose()?;
     setups::uninstall(env, &topology, installed)?;
     Ok(Sample {
         setup: setup.name(),

@@ -260,20 +260,27 @@ pub(crate) fn in_pod<R: Send>(
     })?
 }
 
+/// `count` frames, each the first of a new flow: source ports from `first_sport` on, each with
+/// the 1,000 destination ports in turn (so no port pool fills).
+fn new_flow_frames(macs: ([u8; 6], [u8; 6]), first_sport: u16, count: u32) -> Vec<[u8; 60]> {
+    (0..count)
+        .map(|i| {
+            let sport = first_sport + u16::try_from(i / DPORTS).expect("under 64,000 per port");
+            let dport = DPORT_FIRST + u16::try_from(i % DPORTS).expect("small");
+            frame(macs.0, macs.1, sport, dport)
+        })
+        .collect()
+}
+
 /// Measures `setup`: `flows` new flows (each to one of 1,000 destination ports, so no pool
 /// fills) at saturation.
 pub fn sample(env: &Env, plan: &Plan, setup: Setup, flows: u32, round: usize) -> Result<Sample> {
     let topology = Topology::new()?;
     let installed = install(env, setup, &topology)?;
     start_sink(&topology.external)?;
-    let (src, gateway) = frame_macs(&topology)?;
-    let frames: Vec<[u8; 60]> = (0..flows)
-        .map(|i| {
-            let sport = 1024 + u16::try_from(i / DPORTS).expect("under 64,000 per port");
-            let dport = DPORT_FIRST + u16::try_from(i % DPORTS).expect("small");
-            frame(src, gateway, sport, dport)
-        })
-        .collect();
+    let macs = frame_macs(&topology)?;
+    let (src, gateway) = macs;
+    let frames = new_flow_frames(macs, 1024, flows);
     // A warm-up of 1,000 flows on other ports (neighbours resolved, caches warm), not counted.
     let warm: Vec<[u8; 60]> = (0..1000u16)
         .map(|i| frame(src, gateway, 60000 + i % 500, 11500 + i / 500))
@@ -282,20 +289,14 @@ pub fn sample(env: &Env, plan: &Plan, setup: Setup, flows: u32, round: usize) ->
     let before = settle(&topology.external)?;
     let (sent, elapsed) = in_pod(&topology, plan, |send| send(&frames))?;
     let delivered = settle(&topology.external)?.saturating_sub(before);
-    let program_ns_per_flow = match setup {
-        _ if setup.is_ebpf() => {
-            // Other source ports than the measured flows': new flows again.
-            let more: Vec<[u8; 60]> = (0..ATTRIBUTION_FLOWS)
-                .map(|i| {
-                    let sport = 40000 + u16::try_from(i / DPORTS).expect("small");
-                    frame(src, gateway, sport, DPORT_FIRST + (i % DPORTS) as u16)
-                })
-                .collect();
-            crate::progstats::egress_ns_per_run(&topology.node, || {
-                in_pod(&topology, plan, |send| send(&more).map(drop))
-            })?
-        }
-        _ => None,
+    let program_ns_per_flow = if setup.is_ebpf() {
+        // Other source ports than the measured flows': new flows again.
+        let more = new_flow_frames(macs, 40000, ATTRIBUTION_FLOWS);
+        crate::progstats::egress_ns_per_run(&topology.node, || {
+            in_pod(&topology, plan, |send| send(&more).map(drop))
+        })?
+    } else {
+        None
     };
     setups::uninstall(env, &topology, installed)?;
     if delivered < sent * 99 / 100 {
