@@ -32,6 +32,32 @@ struct BatchAttr {
     flags: u64,
 }
 
+impl BatchAttr {
+    /// Runs the batch command `cmd` with these arguments; the kernel writes `count` (entries
+    /// done) and `out_batch` back into them, also on error.
+    ///
+    /// # Safety
+    /// Every pointer in `self` must point at live buffers of the sizes the command reads or
+    /// writes: `count` keys and values of the map's sizes, and 8-byte position tokens.
+    unsafe fn call(&mut self, cmd: libc::c_long) -> io::Result<()> {
+        // SAFETY: the caller vouches for the pointers; `self` is a `bpf_attr` prefix of the
+        // size passed.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                std::ptr::from_mut(self),
+                size_of::<BatchAttr>(),
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// An all-zero `T`, to size the buffers the kernel fills.
 fn zeroed<T: Pod>() -> T {
     // SAFETY: Pod types are plain data, valid for any bit pattern.
@@ -62,15 +88,7 @@ pub fn read_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
         };
         // SAFETY: attr points at buffers of `count` keys and values of the map's sizes (the
         // typed aya map checked them on open) and at two 8-byte tokens, all alive for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let err = (rc < 0).then(io::Error::last_os_error);
+        let err = unsafe { attr.call(BPF_MAP_LOOKUP_BATCH) }.err();
         let filled = usize::try_from(attr.count).unwrap_or(0).min(chunk);
         match err.as_ref().and_then(io::Error::raw_os_error) {
             None | Some(libc::ENOENT) => {
@@ -112,20 +130,12 @@ pub fn delete_all<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
         };
         // SAFETY: attr points at `count` keys of the map's key size, alive for the call; the
         // kernel only reads them.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_DELETE_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>(),
-            )
-        };
+        let result = unsafe { attr.call(BPF_MAP_DELETE_BATCH) };
         // The kernel stops at the first key it cannot delete and says how many it did.
         let processed = usize::try_from(attr.count).unwrap_or(0).min(rest.len());
         deleted += processed;
         done += processed;
-        if rc < 0 {
-            let err = io::Error::last_os_error();
+        if let Err(err) = result {
             if err.raw_os_error() != Some(libc::ENOENT) {
                 return Err(err);
             }
