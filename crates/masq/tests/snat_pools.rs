@@ -489,6 +489,28 @@ tests_for!(iptables_nft, Datapath::IptablesNft);
 tests_for!(iptables_legacy, Datapath::IptablesLegacy);
 tests_for!(ebpf, Datapath::Ebpf);
 
+/// The IPv6 pool on a real node, where a pool of IPv6 addresses spreads pods (not iptables).
+mod ipv6_spreading {
+    use super::harness::{run, Datapath};
+
+    #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+    fn nftables_an_ipv6_pool_on_a_real_node() {
+        run(
+            Datapath::Nftables,
+            super::real_node::an_ipv6_pool_on_a_real_node,
+        )
+    }
+    #[test]
+    #[cfg_attr(masq_unprivileged, ignore = "needs root")]
+    fn ebpf_an_ipv6_pool_on_a_real_node() {
+        run(
+            Datapath::Ebpf,
+            super::real_node::an_ipv6_pool_on_a_real_node,
+        )
+    }
+}
+
 /// What only the eBPF datapath does.
 mod ebpf_only {
     use super::harness::{run, Datapath};

@@ -16,14 +16,14 @@ use crate::harness::{Bed, Datapath};
 use crate::{pool, refused_at_start};
 
 /// The node's second IPv6 address on the uplink, the pool's second entry.
-const SECOND6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x172, 0x30, 0, 0, 0, 0, 3);
+pub const SECOND6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x172, 0x30, 0, 0, 0, 0, 3);
 
 fn pool6() -> Vec<IpAddr> {
     vec![addr6::NODE.into(), SECOND6.into()]
 }
 
 /// `ip -6 addr add ADDR/64 dev eth0 nodad` in `ns`.
-fn add_address6(ns: &Netns, address: Ipv6Addr) -> Result<()> {
+pub fn add_address6(ns: &Netns, address: Ipv6Addr) -> Result<()> {
     let cidr = format!("{address}/64");
     ns.ip(&["-6", "addr", "add", &cidr, "dev", "eth0", "nodad"])?;
     Ok(())
@@ -31,7 +31,7 @@ fn add_address6(ns: &Netns, address: Ipv6Addr) -> Result<()> {
 
 /// An IPv6 address for the second pod that the pool hash sends to the other entry than the
 /// first pod's, added to it and made the source of its IPv6 default route.
-fn second_pod_address6(pod2: &Netns) -> Result<Ipv6Addr> {
+pub fn second_pod_address6(pod2: &Netns) -> Result<Ipv6Addr> {
     let other = 1 - pool::index_for(addr6::POD.into(), 2);
     let chosen = (4..=250u16)
         .map(|host| Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, host))
