@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use masq_config::{Config, ConfigFile, ParseOptions, Source};
-use masq_datapath::{Datapath, Desired, Kind, NodeSettings};
+use masq_datapath::{Datapath, Desired, Family, Kind, NodeSettings};
 
 use crate::admin::Shared;
 use crate::memory;
@@ -57,9 +57,17 @@ pub struct AgentSettings {
 #[error("{0}")]
 pub struct InvalidFlags(pub String);
 
-/// The `--snat-ip` addresses that are not addresses of the node, as one error line each.
-pub fn check_snat_ips(node: &NodeSettings, facts: &NodeFacts) -> Result<(), InvalidFlags> {
-    let problems: Vec<String> = node
+/// What the agent refuses of `--snat-ip` at start, one error line each: an address that is not
+/// the node's, and an IPv6 pool the `kind` datapath would not spread (iptables:
+/// [`NodeSettings::snat_pool_on`] says why) rather than quietly cut to its first address. A pool
+/// from `--snat-ips-from-interface` follows the node and is cut instead, with a warning in the
+/// log and `masq status`.
+pub fn check_snat_ips(
+    node: &NodeSettings,
+    facts: &NodeFacts,
+    kind: Kind,
+) -> Result<(), InvalidFlags> {
+    let mut problems: Vec<String> = node
         .snat_ips
         .iter()
         .filter(|ip| !facts.local_addrs.contains(ip))
@@ -70,6 +78,15 @@ pub fn check_snat_ips(node: &NodeSettings, facts: &NodeFacts) -> Result<(), Inva
             )
         })
         .collect();
+    let given = node.snat_pool(Family::V6).len();
+    if !node.snat_ips.is_empty() && node.snat_pool_on(kind, Family::V6).len() < given {
+        problems.push(format!(
+            "--snat-ip: the {} datapath cannot spread IPv6 pods over {given} addresses (its \
+             cluster match hashes only the first 32 bits of an IPv6 address); give one IPv6 \
+             --snat-ip, or use --datapath nftables or ebpf",
+            kind.as_str()
+        ));
+    }
     match problems.is_empty() {
         true => Ok(()),
         false => Err(InvalidFlags(problems.join("\n"))),

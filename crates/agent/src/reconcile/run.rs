@@ -62,7 +62,7 @@ pub async fn run(
     let wanted = settings.interfaces.clone();
     let ipv6 = settings.node.enable_ipv6;
     let facts = node::discover(wanted.as_deref(), ipv6).await?;
-    super::check_snat_ips(&settings.node, &facts)?;
+    super::check_snat_ips(&settings.node, &facts, datapath.kind())?;
     let mut reconciler = Reconciler::new(settings, datapath, shared);
     reconciler.set_node(facts);
     reconciler.set_reserved(read_reserved().await);

@@ -336,15 +336,43 @@ fn a_snat_ip_the_node_lacks_is_one_line_naming_flag_and_value() {
         uplinks: Vec::new(),
     };
     let mut node = NodeSettings::default();
-    assert!(super::check_snat_ips(&node, &facts).is_ok());
+    assert!(super::check_snat_ips(&node, &facts, Kind::Nftables).is_ok());
     node.snat_ips = vec!["172.30.0.1".parse().unwrap()];
-    assert!(super::check_snat_ips(&node, &facts).is_ok());
+    assert!(super::check_snat_ips(&node, &facts, Kind::Nftables).is_ok());
     node.snat_ips.push("192.0.2.9".parse().unwrap());
-    let error = super::check_snat_ips(&node, &facts)
+    let error = super::check_snat_ips(&node, &facts, Kind::Nftables)
         .unwrap_err()
         .to_string();
     assert_eq!(
         error,
         "--snat-ip: \"192.0.2.9\" is not an address of this node (add it to an interface, or leave it out)"
+    );
+}
+
+#[test]
+fn an_ipv6_pool_iptables_cannot_spread_is_refused() {
+    let facts = crate::node::NodeFacts {
+        egress: Vec::new(),
+        local_addrs: vec![
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        ],
+        uplinks: Vec::new(),
+    };
+    let mut node = NodeSettings {
+        enable_ipv6: true,
+        snat_ips: vec!["2001:db8::1".parse().unwrap()],
+        ..NodeSettings::default()
+    };
+    assert!(super::check_snat_ips(&node, &facts, Kind::Iptables).is_ok());
+    node.snat_ips.push("2001:db8::2".parse().unwrap());
+    assert!(super::check_snat_ips(&node, &facts, Kind::Nftables).is_ok());
+    assert!(super::check_snat_ips(&node, &facts, Kind::Ebpf).is_ok());
+    let error = super::check_snat_ips(&node, &facts, Kind::Iptables)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("--snat-ip: the iptables datapath cannot spread IPv6 pods over 2"),
+        "{error}"
     );
 }

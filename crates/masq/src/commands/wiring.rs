@@ -6,10 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use masq_agent::select;
-use masq_datapath::{Desired, Family, Kind, NodeSettings};
+use masq_datapath::{Desired, Kind};
 
 use crate::datapaths;
-use crate::errors::InvalidInput;
 use crate::flags::{DatapathChoice, LogFormat, OutputFormat};
 use crate::settings::AgentSettings;
 
@@ -29,7 +28,6 @@ pub fn agent(settings: AgentSettings) -> anyhow::Result<ExitCode> {
     )
     .context("choosing the datapath")?;
     tracing::info!(datapath = chosen.datapath.kind().as_str(), reason = %chosen.reason, "datapath chosen");
-    refuse_an_unspreadable_pool(&node, chosen.datapath.kind())?;
     let mut metrics = masq_agent::metrics::Metrics::new();
     datapaths::register_metrics(
         chosen.datapath.kind(),
@@ -51,23 +49,6 @@ pub fn agent(settings: AgentSettings) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(masq_agent::run(agent_settings, chosen.datapath, metrics))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// An IPv6 pool given with `--snat-ip` that the chosen datapath would not spread (iptables:
-/// [`NodeSettings::snat_pool_on`] says why) is refused rather than quietly cut to its first
-/// address. A pool from `--snat-ips-from-interface` follows the node and is cut, with a warning
-/// in the log and `masq status`.
-fn refuse_an_unspreadable_pool(node: &NodeSettings, kind: Kind) -> Result<(), InvalidInput> {
-    let given = node.snat_pool(Family::V6).len();
-    if node.snat_ips.is_empty() || node.snat_pool_on(kind, Family::V6).len() == given {
-        return Ok(());
-    }
-    Err(InvalidInput::one(format!(
-        "--snat-ip: the {} datapath cannot spread IPv6 pods over {given} addresses (its cluster \
-         match hashes only the first 32 bits of an IPv6 address); give one IPv6 --snat-ip, or \
-         use --datapath nftables or ebpf",
-        kind.as_str()
-    )))
 }
 
 fn init_logging(format: LogFormat) {
