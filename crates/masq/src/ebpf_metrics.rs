@@ -222,6 +222,13 @@ fn encode_gc(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         "Passes of the NAT table's garbage collector",
         gc.passes,
     )?;
+    counter(
+        encoder,
+        "ebpf_gc_deferred",
+        "Housekeeping ticks that ran no GC pass: the passes are kept within 2 % of one CPU \
+         while the table has room",
+        gc.deferred,
+    )?;
     {
         let mut family = encoder.encode_descriptor(
             "ebpf_gc_removed",

@@ -211,6 +211,40 @@ impl GcReport {
     pub fn restored(&self) -> usize {
         self.restored_reverse + self.restored_forward
     }
+
+    /// One line for the agent's log.
+    pub fn summary(&self) -> String {
+        format!(
+            "NAT table GC: {} expired pairs, {} expired kept or inbound flows, {} host \
+             reservations and {} superseded halves removed; {} reverse and {} forward halves \
+             restored ({} ms)",
+            self.expired_pairs,
+            self.expired_passes,
+            self.host_reservations,
+            self.superseded,
+            self.restored_reverse,
+            self.restored_forward,
+            self.duration.as_millis()
+        )
+    }
+
+    /// Entries in the fuller half after the pass, both families together: a translated flow
+    /// has one in each half, a kept or inbound flow a forward one, a host reservation a
+    /// reverse one.
+    pub fn fuller_half(&self) -> usize {
+        let (mut forward, mut reverse) = (0, 0);
+        for ((kind, _), n) in &self.flows {
+            match kind {
+                FlowKind::Translated => {
+                    forward += n;
+                    reverse += n;
+                }
+                FlowKind::Kept | FlowKind::Inbound => forward += n,
+                FlowKind::Host => reverse += n,
+            }
+        }
+        forward.max(reverse)
+    }
 }
 
 /// What the GC of this process has done since it started, for the metrics (the agent's
@@ -219,6 +253,8 @@ impl GcReport {
 pub struct GcTotals {
     /// Passes run.
     pub passes: u64,
+    /// Housekeeping ticks that ran no pass, to keep the GC within its CPU budget.
+    pub deferred: u64,
     /// Entries removed because they expired.
     pub expired: u64,
     /// Halves removed because their tuple belongs to another flow.
@@ -233,6 +269,7 @@ pub struct GcTotals {
 
 static TOTALS: std::sync::Mutex<GcTotals> = std::sync::Mutex::new(GcTotals {
     passes: 0,
+    deferred: 0,
     expired: 0,
     superseded: 0,
     restored_reverse: 0,
@@ -244,6 +281,13 @@ impl GcTotals {
     /// The totals so far.
     pub fn get() -> GcTotals {
         TOTALS.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Adds one tick without a pass.
+    pub fn defer() {
+        if let Ok(mut t) = TOTALS.lock() {
+            t.deferred += 1;
+        }
     }
 
     /// Adds one pass.

@@ -22,6 +22,7 @@ pub mod cni_like;
 pub mod contents;
 pub mod family;
 pub mod gc;
+pub mod gc_schedule;
 pub mod hooks;
 pub mod kfunc;
 mod load;
@@ -37,6 +38,7 @@ pub mod types;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use aya::programs::SchedClassifier;
 use aya::EbpfLoader;
@@ -46,6 +48,7 @@ pub use clock::KernelClock;
 pub use contents::{port_table, Contents, DEFAULT_PORT_RANGES};
 pub use family::Flow;
 pub use gc::{FlowKind, FlowState, GcReport, GcTotals, NatTimeouts};
+pub use gc_schedule::GcSchedule;
 pub use hooks::{HookOrder, HookedProgram};
 pub use kfunc::KernCtx;
 pub use load::{
@@ -126,6 +129,8 @@ pub struct Ebpf {
     ipv6: bool,
     /// Where this process mounted the bpffs, when the pin directory had none.
     mounted_bpffs: Option<PathBuf>,
+    /// When housekeeping runs a GC pass.
+    gc_schedule: GcSchedule,
 }
 
 impl Default for Ebpf {
@@ -144,6 +149,7 @@ impl Ebpf {
             nat: NatSettings::default(),
             ipv6: false,
             mounted_bpffs: None,
+            gc_schedule: GcSchedule::default(),
         }
     }
 
@@ -328,22 +334,22 @@ impl Datapath for Ebpf {
         Kind::Ebpf
     }
 
+    /// A GC pass when its schedule says one is due (`gc_schedule`: every tick while passes
+    /// are cheap or the table is short of room).
     fn housekeeping(&mut self) -> Result<Option<String>, Error> {
+        let began = Instant::now();
+        let signals = self.with_maps(gc_schedule::Signals::read).ok();
+        if self
+            .gc_schedule
+            .due(began, signals, self.nat.table_size)
+            .is_none()
+        {
+            GcTotals::defer();
+            return Ok(None);
+        }
         let report = self.gc()?;
-        Ok((report.removed() + report.restored() > 0).then(|| {
-            format!(
-                "NAT table GC: {} expired pairs, {} expired kept or inbound flows, {} host \
-                 reservations and {} superseded halves removed; {} reverse and {} forward \
-                 halves restored ({} ms)",
-                report.expired_pairs,
-                report.expired_passes,
-                report.host_reservations,
-                report.superseded,
-                report.restored_reverse,
-                report.restored_forward,
-                report.duration.as_millis()
-            )
-        }))
+        self.gc_schedule.passed(began, &report, signals);
+        Ok((report.removed() + report.restored() > 0).then(|| report.summary()))
     }
 
     fn findings(&self, _desired: &Desired) -> Vec<String> {

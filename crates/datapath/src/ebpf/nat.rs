@@ -156,15 +156,19 @@ fn list_family<K: NatKey>(maps: &Maps, clock: &KernelClock) -> Result<Vec<NatLis
 
 /// Packets counted per reason since the maps were created, summed over CPUs.
 pub fn counters(maps: &Maps) -> Result<BTreeMap<Reason, u64>, Error> {
-    let mut out = BTreeMap::new();
-    for reason in Reason::ALL {
-        let per_cpu = maps
-            .counters
-            .get(&(reason as u32), 0)
-            .map_err(kernel_err(format!("reading counter {}", reason.label())))?;
-        out.insert(reason, per_cpu.iter().sum());
-    }
-    Ok(out)
+    Reason::ALL
+        .iter()
+        .map(|reason| Ok((*reason, counter(maps, *reason)?)))
+        .collect()
+}
+
+/// One counter, summed over the CPUs.
+pub fn counter(maps: &Maps, reason: Reason) -> Result<u64, Error> {
+    let per_cpu = maps
+        .counters
+        .get(&(reason as u32), 0)
+        .map_err(kernel_err(format!("reading counter {}", reason.label())))?;
+    Ok(per_cpu.iter().sum())
 }
 
 /// A (SNAT address, destination) port pool: the ports of one address towards one destination

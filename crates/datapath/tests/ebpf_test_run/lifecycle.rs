@@ -260,3 +260,54 @@ fn a_flow_whose_port_went_to_another_flow_is_mapped_anew() {
         assert_eq!((inspect(&back).dst, inspect(&back).dport), (pod, 40000));
     }
 }
+
+/// The GC's schedule reads the programs' counters (gc_schedule.rs): after a pass slow enough to
+/// defer the next tick, new flows (translated and kept) count as entries added, and the first
+/// flow refused for want of a port makes a pass due at once.
+#[test]
+#[cfg_attr(masq_unprivileged, ignore = "needs root")]
+fn the_gc_schedule_follows_new_flows_and_refusals() {
+    use masq_datapath::ebpf::gc_schedule::{Due, GcSchedule, Signals};
+    use masq_datapath::ebpf::DEFAULT_NAT_CAPACITY;
+    use std::time::{Duration, Instant};
+
+    const KEPT_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 9, 9, 9);
+    let mut contents = base_contents();
+    contents.set_ports(&[masq_datapath::PortRange {
+        first: 40000,
+        last: 40002,
+    }]);
+    let mut h = Harness::new(&contents);
+    let mut schedule = GcSchedule::default();
+    let began = Instant::now();
+    let mut slow = gc_after(&mut h.maps, 0);
+    slow.duration = Duration::from_millis(500);
+    let before = Signals::read(&h.maps).unwrap();
+    schedule.passed(began, &slow, Some(before));
+    let tick = began + Duration::from_secs(5);
+    let due = |h: &Harness| {
+        schedule.due(
+            tick,
+            Some(Signals::read(&h.maps).unwrap()),
+            DEFAULT_NAT_CAPACITY,
+        )
+    };
+
+    for port in 0..3u16 {
+        assert_eq!(
+            h.egress(&udp(POD, 1000 + port, EXTERNAL, 53, b"")).0,
+            CONTINUE
+        );
+    }
+    assert_eq!(h.egress(&udp(POD, 1000, KEPT_HOST, 53, b"")).0, CONTINUE);
+    let now = Signals::read(&h.maps).unwrap();
+    assert_eq!((now.added - before.added, now.refused), (4, before.refused));
+    assert_eq!(
+        due(&h),
+        None,
+        "a 500 ms pass waits 25 s while nothing is refused"
+    );
+
+    assert_eq!(h.egress(&udp(POD, 2000, EXTERNAL, 53, b"")).0, SHOT);
+    assert_eq!(due(&h), Some(Due::Refusals));
+}
