@@ -88,7 +88,8 @@ struct Args {
     #[arg(long, default_value_t = 5000)]
     round_trips: usize,
     /// Only these setups (names as in the results, comma-separated). `masq-ebpf-clsact` (the
-    /// eBPF programs on clsact filters instead of TCX) runs only when named here.
+    /// eBPF programs on clsact filters instead of TCX) runs only when named here, and so does
+    /// `conntrack-only` in the data-plane part (it is always in the new-flow part).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Skip the data plane, control plane, reload, newflows, fill (the pool-fill runs of the
@@ -210,6 +211,13 @@ fn run() -> Result<()> {
         }
     }
 
+    // The new-flow part always has conntrack alone; the data plane when `--only` names it: the
+    // cost of a stateful node without any NAT, the floor for the NAT setups' ratios.
+    let mut dataplane_setups = all.clone();
+    if args.only.iter().any(|o| o == "conntrack-only") {
+        dataplane_setups.insert(1.min(all.len()), Setup::Conntrack);
+    }
+
     let mut errors = Vec::new();
     let mut dataplane_samples = Vec::new();
     let mut control_samples = Vec::new();
@@ -305,7 +313,7 @@ fn run() -> Result<()> {
             for (family, size) in dataplane_sizes {
                 // Rotate the order each round so no setup always runs first (or right after
                 // the 100,000-rule iptables install).
-                let mut order = all.clone();
+                let mut order = dataplane_setups.clone();
                 let shift = (round - 1) % order.len().max(1);
                 order.rotate_left(shift);
                 for setup in order {

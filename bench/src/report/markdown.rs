@@ -113,6 +113,7 @@ pub fn markdown(results: &Results, ebpf_md: &str) -> String {
         dataplane_table(&mut md, &ipv4);
     }
     let ipv6: Vec<&DataplaneMedian> = s.dataplane.iter().filter(|d| d.family == "ipv6").collect();
+    super::paired::section(&mut md, &results.dataplane);
     if !ipv6.is_empty() {
         let _ = writeln!(
             md,

@@ -6,6 +6,7 @@
 
 mod markdown;
 mod newflows;
+mod paired;
 mod pool_section;
 mod targets;
 
@@ -327,7 +328,7 @@ fn control_median(setup: &str, control: &[control::Sample]) -> ControlMedian {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::targets::{ebpf_vs_no_nat, Range};
     use super::*;
 
@@ -360,7 +361,8 @@ mod tests {
         }
     }
 
-    fn sample(setup: &str, family: &str, tcp: f64) -> dataplane::Sample {
+    /// A data-plane sample of round 1 with `tcp` connections/s and nothing else measured.
+    pub(crate) fn sample(setup: &str, family: &str, tcp: f64) -> dataplane::Sample {
         dataplane::Sample {
             setup: setup.into(),
             family: family.into(),
