@@ -387,7 +387,10 @@ fn main() {
         "GC pass, full table, everything expired (ms)".into(),
         expired,
     );
-    figures.insert("metrics read (nat::pressure), full table (ms)".into(), scrape);
+    figures.insert(
+        "metrics read (nat::pressure), full table (ms)".into(),
+        scrape,
+    );
     if json {
         println!("{}", serde_json::to_string_pretty(&figures).unwrap());
     } else {

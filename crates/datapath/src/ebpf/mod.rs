@@ -22,7 +22,6 @@ pub mod cni_like;
 pub mod contents;
 pub mod family;
 pub mod gc;
-pub mod gc_schedule;
 pub mod hooks;
 pub mod kfunc;
 mod load;
@@ -47,8 +46,8 @@ pub use attach::{AttachMode, Direction};
 pub use clock::KernelClock;
 pub use contents::{port_table, Contents, DEFAULT_PORT_RANGES};
 pub use family::Flow;
+pub use gc::schedule::GcSchedule;
 pub use gc::{FlowKind, FlowState, GcReport, GcTotals, NatTimeouts};
-pub use gc_schedule::GcSchedule;
 pub use hooks::{HookOrder, HookedProgram};
 pub use kfunc::KernCtx;
 pub use load::{
@@ -334,11 +333,11 @@ impl Datapath for Ebpf {
         Kind::Ebpf
     }
 
-    /// A GC pass when its schedule says one is due (`gc_schedule`: every tick while passes
+    /// A GC pass when its schedule says one is due (`gc::schedule`: every tick while passes
     /// are cheap or the table is short of room).
     fn housekeeping(&mut self) -> Result<Option<String>, Error> {
         let began = Instant::now();
-        let signals = self.with_maps(gc_schedule::Signals::read).ok();
+        let signals = self.with_maps(gc::schedule::Signals::read).ok();
         if self
             .gc_schedule
             .due(began, signals, self.nat.table_size)

@@ -261,13 +261,13 @@ fn a_flow_whose_port_went_to_another_flow_is_mapped_anew() {
     }
 }
 
-/// The GC's schedule reads the programs' counters (gc_schedule.rs): after a pass slow enough to
+/// The GC's schedule reads the programs' counters (ebpf/gc/schedule.rs): after a pass slow enough to
 /// defer the next tick, new flows (translated and kept) count as entries added, and the first
 /// flow refused for want of a port makes a pass due at once.
 #[test]
 #[cfg_attr(masq_unprivileged, ignore = "needs root")]
 fn the_gc_schedule_follows_new_flows_and_refusals() {
-    use masq_datapath::ebpf::gc_schedule::{Due, GcSchedule, Signals};
+    use masq_datapath::ebpf::gc::schedule::{Due, GcSchedule, Signals};
     use masq_datapath::ebpf::DEFAULT_NAT_CAPACITY;
     use std::time::{Duration, Instant};
 

@@ -18,10 +18,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::gc::GcReport;
-use super::maps::Maps;
-use super::nat;
-use super::types::Reason;
+use super::report::GcReport;
+use crate::ebpf::maps::Maps;
+use crate::ebpf::nat;
+use crate::ebpf::types::Reason;
 use crate::Error;
 
 /// The share of one CPU the passes may take on average.
