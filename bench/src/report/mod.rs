@@ -258,11 +258,13 @@ pub fn summarize(
 fn setup_order(setup: &str) -> usize {
     [
         "no-nat",
+        "conntrack-only",
         "ip-masq-agent-iptables",
         "plain-nftables",
         "masq-nftables",
         "masq-iptables",
         "masq-ebpf",
+        "masq-ebpf-clsact",
     ]
     .iter()
     .position(|s| *s == setup)
