@@ -30,6 +30,7 @@ pub mod maps6;
 pub mod nat;
 pub mod policy;
 pub mod snat_pools;
+mod support;
 mod tc_dump;
 mod tries;
 pub mod types;
@@ -60,7 +61,7 @@ pub use types::Reason;
 
 use load::{flavor_findings, load_object};
 
-use crate::{names, Datapath, Desired, Error, Kind, NodeSettings, PortRange, SyncReport};
+use crate::{names, Datapath, Desired, Error, Kind, PortRange, SyncReport};
 
 /// The egress (SNAT) program.
 pub const EGRESS_PROGRAM: &str = "masq_egress";
@@ -289,43 +290,6 @@ impl Ebpf {
             .map(|loaded| hooks::orders(&loaded.hooked))
             .unwrap_or_default()
     }
-
-    /// Whether these node settings are within what the programs translate; known without
-    /// loading anything, so `--datapath auto` can pass eBPF over before starting it. Both
-    /// families run in the same programs, so a node that asks for IPv6 where the kernel has
-    /// none is refused whole (never eBPF for IPv4 and nothing for IPv6).
-    pub fn supports(node: &NodeSettings) -> Result<(), Error> {
-        Ebpf::supports_on(node, kernel_has_ipv6())
-    }
-
-    /// [`Ebpf::supports`] on a kernel with IPv6 or without.
-    fn supports_on(node: &NodeSettings, kernel_ipv6: bool) -> Result<(), Error> {
-        if node.enable_ipv6 && !kernel_ipv6 {
-            return Err(Error::Unsupported(
-                "--enable-ipv6: this kernel runs without IPv6 (no /proc/net/if_inet6: built \
-                 without it, or booted with ipv6.disable=1), so the ebpf datapath cannot \
-                 masquerade IPv6 here"
-                    .to_string(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn check_supported(desired: &Desired) -> Result<(), Error> {
-        Ebpf::supports(&desired.node)?;
-        if desired.node.interfaces.is_empty() {
-            return Err(Error::Unsupported(
-                "the ebpf datapath needs at least one interface (--interfaces)".to_string(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Does the kernel (in this network namespace) have IPv6? `/proc/net/if_inet6` exists exactly
-/// when the IPv6 stack is there.
-fn kernel_has_ipv6() -> bool {
-    std::path::Path::new("/proc/net/if_inet6").exists()
 }
 
 impl Datapath for Ebpf {
@@ -500,20 +464,6 @@ mod tests {
         });
         assert_eq!(bounded.len(), 2);
         assert!(bounded.iter().all(|f| !f.contains('\n')));
-    }
-
-    /// `--enable-ipv6` on a kernel without IPv6 is refused whole, naming why; IPv4 alone is not.
-    #[test]
-    fn ipv6_on_a_kernel_without_it_is_refused_with_the_reason() {
-        let mut node = NodeSettings::default();
-        assert!(Ebpf::supports_on(&node, false).is_ok());
-        node.enable_ipv6 = true;
-        assert!(Ebpf::supports_on(&node, true).is_ok());
-        let refused = Ebpf::supports_on(&node, false).unwrap_err().to_string();
-        assert!(
-            refused.contains("--enable-ipv6") && refused.contains("ipv6.disable=1"),
-            "{refused}"
-        );
     }
 
     /// The kfunc refused by the verifier (BTF id 1 is no function): the instance loaded says
