@@ -6,7 +6,8 @@ use ipnet::IpNet;
 use masq_config::Config;
 use proptest::prelude::*;
 
-use super::{addr, config, ip, linear_longest, net, node, oracle, verdict};
+use super::properties::{addr, config, linear_longest, node, oracle};
+use super::{ip, net, verdict};
 use crate::*;
 
 fn forced(keep: &[&str], masquerade: &[&str]) -> Config {
