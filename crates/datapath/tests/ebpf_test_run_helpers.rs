@@ -2,7 +2,7 @@
 //! calls stubbed out as on kernels before 6.2: the transport checksums then go through the
 //! kernel helpers instead of the programs' own arithmetic (`harness::kern_ctx`).
 
-#[path = "ebpf_test_run/cases.rs"]
+#[path = "ebpf_test_run/cases/mod.rs"]
 mod cases;
 #[path = "ebpf_test_run/cases6.rs"]
 mod cases6;

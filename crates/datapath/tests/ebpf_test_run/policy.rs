@@ -192,7 +192,7 @@ fn the_programs_decide_what_the_policy_decides() {
             for (src, dst) in flows {
                 // The node's own flows leave with the node's address whatever the decision
                 // says (masquerading them changes nothing but the port): the programs reserve
-                // their ports instead (cases.rs), and count them as not from a pod.
+                // their ports instead (cases/translate.rs), and count them as not from a pod.
                 if src == IpAddr::V4(NODE) || src == IpAddr::V6(NODE6) {
                     continue;
                 }

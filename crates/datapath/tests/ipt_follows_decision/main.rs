@@ -2,7 +2,7 @@
 //! for arbitrary packets and configs: a walk through the rendered `IP-MASQ-AGENT` chain (from
 //! the POSTROUTING jump) translates exactly the packets the policy masquerades, and with egress
 //! routing the `mangle` chain marks exactly those. Pure: no kernel (the kernel tests in
-//! `iptables.rs` show the kernel runs the same text the same way).
+//! `iptables/` show the kernel runs the same text the same way).
 //!
 //! Known, intended difference: without `--pod-cidr` the netfilter datapaths are destination-only
 //! like kubernetes-sigs/ip-masq-agent, so the node's own addresses are not generated as sources.
