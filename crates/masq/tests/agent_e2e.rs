@@ -153,35 +153,50 @@ mod ebpf_only {
     #[test]
     #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn floods_reach_the_right_pod() {
-        run(Datapath::Ebpf, scenarios::floods_reach_the_right_pod)
+        run(
+            Datapath::Ebpf,
+            scenarios::floods::floods_reach_the_right_pod,
+        )
     }
     #[test]
     #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn same_source_port_from_two_pods() {
-        run(Datapath::Ebpf, scenarios::same_source_port_from_two_pods)
+        run(
+            Datapath::Ebpf,
+            scenarios::floods::same_source_port_from_two_pods,
+        )
     }
     #[test]
     #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn kill9_under_traffic_breaks_nothing() {
         run(
             Datapath::Ebpf,
-            scenarios::kill9_under_traffic_breaks_nothing,
+            scenarios::floods::kill9_under_traffic_breaks_nothing,
         )
     }
     #[test]
     #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn nat_table_in_metrics_and_nat_list() {
-        run(Datapath::Ebpf, scenarios::nat_table_in_metrics_and_nat_list)
+        run(
+            Datapath::Ebpf,
+            scenarios::nat_table::nat_table_in_metrics_and_nat_list,
+        )
     }
     #[test]
     #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn auto_prefers_ebpf_and_says_why() {
-        run(Datapath::Ebpf, scenarios::auto_prefers_ebpf_and_says_why)
+        run(
+            Datapath::Ebpf,
+            scenarios::startup::auto_prefers_ebpf_and_says_why,
+        )
     }
     #[test]
     #[cfg_attr(masq_unprivileged, ignore = "needs root")]
     fn loading_memory_is_given_back() {
-        run(Datapath::Ebpf, scenarios::loading_memory_is_given_back)
+        run(
+            Datapath::Ebpf,
+            scenarios::startup::loading_memory_is_given_back,
+        )
     }
     #[test]
     #[cfg_attr(masq_unprivileged, ignore = "needs root")]
@@ -204,7 +219,7 @@ mod ebpf_only {
     fn port_exhaustion_is_counted_and_recovers() {
         run(
             Datapath::Ebpf,
-            scenarios::port_exhaustion_is_counted_and_recovers,
+            scenarios::nat_table::port_exhaustion_is_counted_and_recovers,
         )
     }
     #[test]
