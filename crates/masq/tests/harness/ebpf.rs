@@ -15,7 +15,7 @@ use masq_datapath::ebpf::MAPS_SUBDIR;
 use masq_testbed::topology::NODE_UPLINK;
 use masq_testbed::{addr, Netns};
 
-use super::{owned, Damage};
+use super::datapath::{owned, Damage};
 
 /// Two drifts `sync` repairs (docs/ebpf.md, "Drift"): an entry deleted from the
 /// destination-policy LPM trie (found by comparing the maps with what the agent last wrote), and the
