@@ -3,8 +3,9 @@
 //! `--config` reads it, the probes hit `/healthz` and `/readyz` on the admin port, and each
 //! datapath gets only the capabilities and mounts it needs.
 //!
-//! `kubectl kustomize` renders the manifests. Without kubectl these tests print why and pass
-//! without checking; `scripts/check-deploy`, which CI runs, fails instead.
+//! `kubectl kustomize` renders the manifests. Without kubectl these tests fail and say so (a
+//! test that cannot run never passes unrun); `scripts/check-deploy`, which CI runs, checks the
+//! same manifests against the Kubernetes schemas (kubernetes-validate).
 //!
 //! One file per concern under `deploy/` (the test directory, not the manifests'):
 //! `manifests.rs` renders and reads them; `args.rs`, `config_map.rs`, `observability.rs`,
