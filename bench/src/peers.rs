@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use masq_testbed::Netns;
 
 use crate::family::Family;
-use crate::setups::run_with_input;
 
 /// The comment upstream puts on every exemption.
 const UPSTREAM_RETURN_COMMENT: &str = "ip-masq-agent: local traffic is not subject to MASQUERADE";
@@ -43,8 +42,9 @@ pub fn install_upstream_iptables(node: &Netns, family: Family, cidr_list: &[Stri
         Family::V4 => ("iptables", "iptables-restore"),
         Family::V6 => ("ip6tables", "ip6tables-restore"),
     };
-    run_with_input(
-        node.command(restore).arg("--noflush"),
+    node.pipe(
+        restore,
+        &["--noflush"],
         &upstream_iptables(family, cidr_list),
     )
     .with_context(|| format!("{restore} of the ip-masq-agent chain"))?;

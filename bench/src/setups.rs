@@ -11,9 +11,7 @@
 //!   ConfigMap limit) is installed by the same datapath code called as a library instead
 //!   ([`crate::library`]), with no agent running; the sample says so.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -149,7 +147,9 @@ pub fn install(
                 "table {table} masq_bench_ct {{\n  chain forward {{\n    type filter hook \
                  forward priority 0;\n    ct state new counter\n  }}\n}}\n"
             );
-            run_with_input(topology.node.command("nft").args(["-f", "-"]), &ruleset)
+            topology
+                .node
+                .pipe("nft", &["-f", "-"], &ruleset)
                 .context("loading the conntrack rule")?;
             None
         }
@@ -160,7 +160,9 @@ pub fn install(
         Setup::PlainNftables | Setup::PlainNftablesFullyRandom => {
             let fully_random = setup == Setup::PlainNftablesFullyRandom;
             let ruleset = peers::plain_nftables(family, cidr_list, fully_random);
-            run_with_input(topology.node.command("nft").args(["-f", "-"]), &ruleset)
+            topology
+                .node
+                .pipe("nft", &["-f", "-"], &ruleset)
                 .context("loading the plain nftables ruleset")?;
             None
         }
@@ -297,30 +299,6 @@ pub fn cleanup(env: &Env, node: &Netns) -> Result<()> {
     if !out.status.success() {
         bail!(
             "masq cleanup failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// Runs a command with `input` on its stdin; fails with its stderr.
-pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<()> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("spawning")?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "{}: {}",
-            out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -332,16 +332,10 @@ fn nftables_decides_on_the_destination_after_service_dnat() {
             ip daddr 10.96.0.10 tcp dport 80 dnat to 203.0.113.10:8080
         }
     }";
-    let mut child = bed
-        .topology
+    bed.topology
         .node
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
+        .pipe("nft", &["-f", "-"], service)
         .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), service.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
     let cluster_ip = std::net::SocketAddr::new([10, 96, 0, 10].into(), 80);
     let seen = masq_testbed::probe::tcp_source(&bed.topology.pod, cluster_ip).unwrap();
     assert_eq!(seen, PRIMARY);

@@ -145,14 +145,8 @@ fn golden_files_load_and_match_in_a_namespace() {
     for (name, desired) in cases() {
         let ns = masq_testbed::Netns::new("render").unwrap();
         let text = std::fs::read_to_string(golden(name)).unwrap();
-        let mut child = ns
-            .command("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success(), "nft -f rejected {name}");
+        ns.pipe("nft", &["-f", "-"], &text)
+            .unwrap_or_else(|e| panic!("nft -f rejected {name}: {e:#}"));
         // The rendered `ip rule`s are comments: run them as written.
         for rule in masq_datapath::egress::desired_rules(&desired.node) {
             let text = rule.text();

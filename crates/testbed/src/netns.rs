@@ -49,6 +49,34 @@ impl Netns {
             .with_context(|| format!("in {}: {program} {}", self.name, args.join(" ")))
     }
 
+    /// Runs `program args…` inside the namespace with `payload` on its stdin (`nft -f -`,
+    /// `iptables-restore`); an error carries its stderr and the payload.
+    pub fn pipe(&self, program: &str, args: &[&str], payload: &str) -> Result<()> {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        child
+            .stdin
+            .take()
+            .context("no stdin")?
+            .write_all(payload.as_bytes())?;
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "in {}: {program} {args:?} failed: {}\n--- payload ---\n{payload}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    }
+
     /// `ip <args>` inside the namespace.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         let mut full = vec!["-n", &self.name];

@@ -84,18 +84,10 @@ pub(crate) fn assert_installed(ns: &Netns, backend: Backend, datapath: &Iptables
 }
 
 pub(crate) fn restore(ns: &Netns, backend: Backend, family: Family, payload: &str) {
-    use std::io::Write;
-    let mut child = ns
-        .command(&program(backend, family, "-restore"))
-        .arg("--noflush")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(payload.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "restore failed: {payload}");
+    ns.pipe(
+        &program(backend, family, "-restore"),
+        &["--noflush"],
+        payload,
+    )
+    .unwrap();
 }

@@ -146,20 +146,7 @@ pub(crate) fn zero_counters(text: &str) -> String {
 
 /// Loads nft syntax with `nft -f -` inside `ns`.
 pub(crate) fn load(ns: &masq_testbed::Netns, text: &str) {
-    use std::io::Write;
-    let mut child = ns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft -f rejected:\n{text}");
+    ns.pipe("nft", &["-f", "-"], text).unwrap();
 }
 
 /// The root namespace must never get a masq table (tests only read it).

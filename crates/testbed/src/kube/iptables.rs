@@ -313,7 +313,8 @@ mod tests {
         let services = super::super::standard_services6();
         let ns = Netns::new("kubeipt6").unwrap();
         let payload = ruleset(Family::V6, &services);
-        super::super::pipe(&ns, "ip6tables-nft-restore", &["--noflush"], &payload).unwrap();
+        ns.pipe("ip6tables-nft-restore", &["--noflush"], &payload)
+            .unwrap();
         let save = ns.exec("ip6tables-nft-save", &["-t", "nat"]).unwrap();
         let services_chain = chain_rules(&save, "KUBE-SERVICES");
         assert_eq!(services_chain.len(), services.len() + 1, "{save}");

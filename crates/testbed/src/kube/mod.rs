@@ -234,7 +234,7 @@ fn install_proxier(
         ProxyMode::Iptables { backend } => {
             let program = format!("{}-{backend}-restore", family.iptables());
             let payload = iptables::ruleset(family, services);
-            pipe(node, &program, &["--noflush"], &payload)
+            node.pipe(&program, &["--noflush"], &payload)
         }
         ProxyMode::Nftables => nft_load(node, &nftables::ruleset(family, services, &[node_ip])),
     }
@@ -282,7 +282,7 @@ pub fn install_host_ports(
         }
         let payload = portmap::ruleset("cbr0", "0123456789abcdef-pod", &ports);
         let program = format!("{}-{backend}-restore", family.iptables());
-        pipe(node, &program, &["--noflush"], &payload)?;
+        node.pipe(&program, &["--noflush"], &payload)?;
     }
     Ok(())
 }
@@ -290,38 +290,12 @@ pub fn install_host_ports(
 /// `iptables-<backend>-restore --noflush` of `payload` inside `node`.
 pub fn restore(node: &Netns, backend: &str, payload: &str) -> Result<()> {
     let program = format!("iptables-{backend}-restore");
-    pipe(node, &program, &["--noflush"], payload)
+    node.pipe(&program, &["--noflush"], payload)
 }
 
 /// `nft -f -` of `payload` inside `node`.
 pub fn nft_load(node: &Netns, payload: &str) -> Result<()> {
-    pipe(node, "nft", &["-f", "-"], payload)
-}
-
-fn pipe(node: &Netns, program: &str, args: &[&str], payload: &str) -> Result<()> {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = node
-        .command(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(payload.as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "in {}: {program} {args:?} failed: {}\n--- payload ---\n{payload}",
-        node.name(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
+    node.pipe("nft", &["-f", "-"], payload)
 }
 
 /// `len` characters of a base32 hash of `parts`, as kube-proxy and portmap name their
