@@ -5,7 +5,6 @@
 //! (`masq_testbed::require`). Everything happens inside the test's namespaces.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use masq_config::Config;
 use masq_datapath::ebpf::{AttachMode, Ebpf};
@@ -27,12 +26,7 @@ fn desired(topology: &VpcTopology) -> Desired {
     Desired {
         config: Config {
             non_masquerade_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
-            masq_link_local: false,
-            masq_link_local_ipv6: false,
-            resync_interval: Duration::from_secs(60),
-            cidr_limit: 16384,
-            non_masquerade_src_cidrs: Vec::new(),
-            masquerade_cidrs: Vec::new(),
+            ..Config::default()
         },
         node: NodeSettings {
             pod_cidrs: vec![vpc_addr::POD_CIDR.parse().unwrap()],

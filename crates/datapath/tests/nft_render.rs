@@ -5,7 +5,6 @@
 //! what `sync` installs.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ipnet::IpNet;
 use masq_config::Config;
@@ -38,11 +37,8 @@ fn everything() -> Desired {
                 "2001:db8:1::/48",
             ]),
             masq_link_local: true,
-            masq_link_local_ipv6: false,
-            resync_interval: Duration::from_secs(60),
-            cidr_limit: 16384,
             non_masquerade_src_cidrs: nets(&["10.244.1.128/25", "fd10::/64"]),
-            masquerade_cidrs: Vec::new(),
+            ..Config::default()
         },
         node: NodeSettings {
             pod_cidrs: nets(&["10.244.1.0/24", "fd10::/56"]),

@@ -267,8 +267,6 @@ pub(crate) fn render_policy<N: std::fmt::Display>(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use masq_config::Config;
 
     use super::*;
@@ -278,12 +276,8 @@ mod tests {
         Desired {
             config: Config {
                 non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
-                masq_link_local: false,
-                masq_link_local_ipv6: false,
-                resync_interval: Duration::from_secs(60),
-                cidr_limit: 16384,
                 non_masquerade_src_cidrs: vec!["10.9.0.0/16".parse().unwrap()],
-                masquerade_cidrs: Vec::new(),
+                ..Config::default()
             },
             node: NodeSettings {
                 interfaces: vec![Interface {

@@ -118,12 +118,7 @@ mod tests {
         Desired {
             config: masq_config::Config {
                 non_masquerade_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
-                masq_link_local: false,
-                masq_link_local_ipv6: false,
-                resync_interval: std::time::Duration::from_secs(60),
-                cidr_limit: 16384,
-                non_masquerade_src_cidrs: Vec::new(),
-                masquerade_cidrs: Vec::new(),
+                ..masq_config::Config::default()
             },
             node: NodeSettings {
                 pod_cidrs: pod_cidrs.iter().map(|c| c.parse().unwrap()).collect(),

@@ -193,7 +193,6 @@ fn set_name(prefix: &str, family: Family) -> String {
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
-    use std::time::Duration;
 
     use ipnet::IpNet;
 
@@ -204,12 +203,8 @@ mod tests {
         Desired {
             config: masq_config::Config {
                 non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
-                masq_link_local: false,
-                masq_link_local_ipv6: false,
-                resync_interval: Duration::from_secs(60),
-                cidr_limit: 16384,
                 non_masquerade_src_cidrs: vec!["10.244.1.9/32".parse().unwrap()],
-                masquerade_cidrs: Vec::new(),
+                ..masq_config::Config::default()
             },
             node,
         }

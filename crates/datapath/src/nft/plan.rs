@@ -220,8 +220,6 @@ fn element_expression(elem: &Elem) -> Option<nftables::expr::Expression<'static>
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use serde_json::Value;
 
     use super::*;
@@ -251,12 +249,7 @@ mod tests {
         Ruleset::build(&Desired {
             config: masq_config::Config {
                 non_masquerade_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
-                masq_link_local: false,
-                masq_link_local_ipv6: false,
-                resync_interval: Duration::from_secs(60),
-                cidr_limit: 16384,
-                non_masquerade_src_cidrs: Vec::new(),
-                masquerade_cidrs: Vec::new(),
+                ..masq_config::Config::default()
             },
             node,
         })

@@ -3,7 +3,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use masq_config::Config;
 use masq_datapath::ebpf::Ebpf;
@@ -142,12 +141,7 @@ pub fn desired_for(index: u32) -> Desired {
     // TEST-NET is in the default set: list the kept ranges explicitly.
     let config = Config {
         non_masquerade_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
-        masq_link_local: false,
-        masq_link_local_ipv6: false,
-        resync_interval: Duration::from_secs(60),
-        cidr_limit: 16384,
-        non_masquerade_src_cidrs: Vec::new(),
-        masquerade_cidrs: Vec::new(),
+        ..Config::default()
     };
     Desired {
         config,

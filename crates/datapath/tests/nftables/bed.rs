@@ -3,7 +3,6 @@
 //! on nft's listings (counters zeroed, the root namespace untouched).
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use ipnet::IpNet;
 use masq_config::Config;
@@ -21,12 +20,7 @@ pub(crate) fn nets(cidrs: &[&str]) -> Vec<IpNet> {
 pub(crate) fn config(non_masquerade: &[&str]) -> Config {
     Config {
         non_masquerade_cidrs: nets(non_masquerade),
-        masq_link_local: false,
-        masq_link_local_ipv6: false,
-        resync_interval: Duration::from_secs(60),
-        cidr_limit: 16384,
-        non_masquerade_src_cidrs: Vec::new(),
-        masquerade_cidrs: Vec::new(),
+        ..Config::default()
     }
 }
 
