@@ -22,14 +22,7 @@ pub fn kill9_and_restart_keep_connections(datapath: Datapath) -> Result<()> {
     assert_eq!(before.ip(), IpAddr::from(addr::NODE));
     let installed_before = bed.installed()?;
 
-    let crashed = bed.take_agent();
-    let (restarted, seen) = probing_while(&bed.topology.pod, server, || {
-        crashed.kill9();
-        let mut agent = bed.spawn_agent()?;
-        agent.wait_ready(&bed.topology.node, Duration::from_secs(10))?;
-        anyhow::Ok(agent)
-    });
-    bed.agent = Some(restarted?);
+    let seen = bed.kill9_and_restart_while_probing(server)?;
     let node = Ok(IpAddr::from(addr::NODE));
     assert!(
         !seen.is_empty() && seen.iter().all(|s| *s == node),

@@ -174,14 +174,7 @@ pub fn kill9_and_restart_under_an_ipv6_connection(datapath: Datapath) -> Result<
     let before = session.observed_source()?;
     assert_eq!(before.ip(), v6(addr6::NODE));
     assert!((40000..=40999).contains(&before.port()), "{before}");
-    let crashed = bed.take_agent();
-    let (restarted, seen) = probing_while(&bed.topology.pod, server, || {
-        crashed.kill9();
-        let mut agent = bed.spawn_agent()?;
-        agent.wait_ready(&bed.topology.node, Duration::from_secs(10))?;
-        anyhow::Ok(agent)
-    });
-    bed.agent = Some(restarted?);
+    let seen = bed.kill9_and_restart_while_probing(server)?;
     let node = Ok(v6(addr6::NODE));
     assert!(
         !seen.is_empty() && seen.iter().all(|s| *s == node),

@@ -15,7 +15,7 @@ use masq_testbed::{
     addr, agent, AgentProcess, ConfigMapDir, Netns, PrivateBpffs, Probes, Topology, TopologyBuilder,
 };
 
-use super::{wait_for_source, Damage, Datapath, Installed, MASQ};
+use super::{probing_while, wait_for_source, Damage, Datapath, Installed, MASQ};
 
 /// One test's world: topology, config volume, probes and the agent in the node namespace.
 /// Fields drop in order: the agent is killed before its namespace goes, and the private bpffs
@@ -144,6 +144,23 @@ impl Bed {
 
     pub fn take_agent(&mut self) -> AgentProcess {
         self.agent.take().expect("the agent was started")
+    }
+
+    /// Kills the agent with SIGKILL and starts another, while a prober in the pod opens a new
+    /// connection to `server` every 20 ms: the sources those connections got.
+    pub fn kill9_and_restart_while_probing(
+        &mut self,
+        server: std::net::SocketAddr,
+    ) -> Result<Vec<Result<IpAddr, String>>> {
+        let crashed = self.take_agent();
+        let (restarted, seen) = probing_while(&self.topology.pod, server, || {
+            crashed.kill9();
+            let mut agent = self.spawn_agent()?;
+            agent.wait_ready(&self.topology.node, Duration::from_secs(10))?;
+            anyhow::Ok(agent)
+        });
+        self.agent = Some(restarted?);
+        Ok(seen)
     }
 
     /// `error`, followed by the agent's log.
