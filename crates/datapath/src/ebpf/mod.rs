@@ -302,17 +302,14 @@ impl Datapath for Ebpf {
     fn housekeeping(&mut self) -> Result<Option<String>, Error> {
         let began = Instant::now();
         let signals = self.with_maps(gc::schedule::Signals::read).ok();
-        if self
-            .gc_schedule
-            .due(began, signals, self.nat.table_size)
-            .is_none()
-        {
+        let Some(due) = self.gc_schedule.due(began, signals, self.nat.table_size) else {
             GcTotals::defer();
             return Ok(None);
-        }
+        };
         let report = self.gc()?;
         self.gc_schedule.passed(began, &report, signals);
-        Ok((report.removed() + report.restored() > 0).then(|| report.summary()))
+        Ok((report.removed() + report.restored() > 0)
+            .then(|| format!("{} [{}]", report.summary(), due.label())))
     }
 
     fn findings(&self, _desired: &Desired) -> Vec<String> {

@@ -17,6 +17,7 @@
 mod basics;
 mod beside_cni;
 mod carry;
+mod gc;
 mod lifecycle;
 mod load;
 mod topology;

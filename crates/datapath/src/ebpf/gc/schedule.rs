@@ -92,6 +92,18 @@ pub enum Due {
     Filling,
 }
 
+impl Due {
+    /// Why, for the agent's log line of the pass.
+    pub fn label(self) -> &'static str {
+        match self {
+            Due::First => "first pass",
+            Due::Budget => "within its CPU budget",
+            Due::Refusals => "flows refused or moved to another address since the last pass",
+            Due::Filling => "the table is filling up",
+        }
+    }
+}
+
 /// The last pass, as the schedule needs it.
 #[derive(Clone, Copy, Debug)]
 struct LastPass {
