@@ -129,15 +129,6 @@ pub(crate) fn ns(d: Duration) -> f64 {
     d.as_nanos() as f64
 }
 
-fn entry(addr: Ipv4Addr, port: u16, flags: u8) -> NatEntry {
-    NatEntry {
-        to_addr: addr.octets(),
-        to_port: port.to_be_bytes(),
-        flags,
-        ..NatEntry::default()
-    }
-}
-
 /// A pod's established flow from `pod_port`, translated to `node_port` (the same: the port is
 /// kept). Each call takes a pod port of its own: the reverse halves an earlier call's flow left
 /// would make this one's translation look taken by another flow, and every packet a new mapping.
@@ -145,10 +136,10 @@ fn established(prog: &SchedClassifier, maps: &mut Maps, pod_port: u16, node_port
     let there = NatTuple::new(6, POD, pod_port, EXTERNAL, 80);
     let back = NatTuple::new(6, STAND_IN, node_port, EXTERNAL, 80);
     maps.nat_egress_mut()
-        .insert(there, entry(STAND_IN, node_port, 0), 0)
+        .insert(there, NatEntry::new(STAND_IN, node_port, 0, 0), 0)
         .unwrap();
     maps.nat_egress_mut()
-        .insert(back, entry(POD, pod_port, 0), 0)
+        .insert(back, NatEntry::new(POD, pod_port, 0, 0), 0)
         .unwrap();
     ns(run(prog, &tcp_ack(POD, pod_port, EXTERNAL, 80), REPEAT))
 }
@@ -228,10 +219,10 @@ fn port_search_at(fill: u32) -> f64 {
         let reverse = NatTuple::new(6, EXTERNAL, 80, NODE, *port);
         let forward = NatTuple::new(6, POD, other, EXTERNAL, 80);
         maps.nat_ingress_mut()
-            .insert(reverse, entry(POD, other, NAT_F_REPLIED), 0)
+            .insert(reverse, NatEntry::new(POD, other, NAT_F_REPLIED, 0), 0)
             .unwrap();
         maps.nat_egress_mut()
-            .insert(forward, entry(NODE, *port, NAT_F_REPLIED), 0)
+            .insert(forward, NatEntry::new(NODE, *port, NAT_F_REPLIED, 0), 0)
             .unwrap();
     }
     let prog: &SchedClassifier = bpf.program(EGRESS_PROGRAM).unwrap().try_into().unwrap();
@@ -278,15 +269,19 @@ fn gc_full_table() -> (f64, f64, f64) {
         let pod = Ipv4Addr::from(u32::from(POD) + i / 60000);
         let port = 1024 + u16::try_from(i % 60000).unwrap();
         let dst = Ipv4Addr::from(u32::from(EXTERNAL) + i / 60000);
-        let mut fwd = entry(NODE, port, NAT_F_REPLIED);
-        fwd.last_seen = now;
-        let mut rev = entry(pod, port, NAT_F_REPLIED);
-        rev.last_seen = now;
         maps.nat_egress_mut()
-            .insert(NatTuple::new(6, pod, port, dst, 443), fwd, 0)
+            .insert(
+                NatTuple::new(6, pod, port, dst, 443),
+                NatEntry::new(NODE, port, NAT_F_REPLIED, now),
+                0,
+            )
             .unwrap();
         maps.nat_ingress_mut()
-            .insert(NatTuple::new(6, dst, 443, NODE, port), rev, 0)
+            .insert(
+                NatTuple::new(6, dst, 443, NODE, port),
+                NatEntry::new(pod, port, NAT_F_REPLIED, now),
+                0,
+            )
             .unwrap();
     }
     let timeouts = gc::NatTimeouts::default();

@@ -198,6 +198,20 @@ unsafe impl aya::Pod for NatEntry6 {}
 // SAFETY: as above; `pad` covers the byte before `span` (offset 36), `when` starts at 40.
 unsafe impl aya::Pod for AllocFailure6 {}
 
+impl NatEntry {
+    /// A half translating to `to:port`, with `flags`, created and last used at `at` (jiffies).
+    pub fn new(to: Ipv4Addr, port: u16, flags: u8, at: u64) -> Self {
+        NatEntry {
+            to_addr: to.octets(),
+            to_port: port.to_be_bytes(),
+            flags,
+            pad: 0,
+            created: at,
+            last_seen: at,
+        }
+    }
+}
+
 impl NatTuple {
     /// Builds a tuple from host-order values.
     pub fn new(proto: u8, saddr: Ipv4Addr, sport: u16, daddr: Ipv4Addr, dport: u16) -> Self {

@@ -14,17 +14,6 @@ use crate::topology::*;
 const LIVE_PAIRS: u32 = 100_000;
 const TEST_NET_2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
-fn entry(to: Ipv4Addr, port: u16, flags: u8, at: u64) -> NatEntry {
-    NatEntry {
-        to_addr: to.octets(),
-        to_port: port.to_be_bytes(),
-        flags,
-        pad: 0,
-        created: at,
-        last_seen: at,
-    }
-}
-
 /// Writes the pair of a flow from `pod:port` to `dst:443` translated to NODE:port, last used
 /// at `at` (jiffies); returns its forward key.
 fn pair(
@@ -38,12 +27,12 @@ fn pair(
 ) -> NatTuple {
     let forward = NatTuple::new(proto, pod, port, dst, 443);
     maps.nat_egress_mut()
-        .insert(forward, entry(NODE, port, flags, at), 0)
+        .insert(forward, NatEntry::new(NODE, port, flags, at), 0)
         .unwrap();
     maps.nat_ingress_mut()
         .insert(
             NatTuple::new(proto, dst, 443, NODE, port),
-            entry(pod, port, flags, at),
+            NatEntry::new(pod, port, flags, at),
             0,
         )
         .unwrap();
